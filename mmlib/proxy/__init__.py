@@ -1,0 +1,1 @@
+"""mmlib.proxy."""
