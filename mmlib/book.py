@@ -1,0 +1,142 @@
+"""Build the Jupyter Book (1.x) from the notebooks the runner executed.
+
+The book never executes anything (``execute_notebooks: off``): :func:`build_book` stages the
+book's sources (``_config.yml``, ``_toc.yml``, ``book/``) beside the executed notebooks and runs
+``jupyter-book build`` with warnings as errors. The HTML lands in ``OUT/_build/html``.
+
+Example::
+
+    python -m mmlib.book --executed runs/notebooks-demo --out .
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from mmlib.paths import REPO_ROOT
+
+
+class BookError(RuntimeError):
+    """The book could not be built; the message says why."""
+
+
+def toc_files(toc: Path = REPO_ROOT / "_toc.yml") -> list[str]:
+    """Every ``file:`` entry of a Jupyter Book table of contents, in order."""
+    data = yaml.safe_load(toc.read_text())
+    found: list[str] = [data["root"]]
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if "file" in node:
+                found.append(str(node["file"]))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk({k: v for k, v in data.items() if k != "root"})
+    return found
+
+
+def _hide_parameters(src: Path, dst: Path) -> None:
+    """Copy an executed notebook, hiding its parameter cells in the book (the chapter reports
+    its scale itself), so that each page opens with its title."""
+    nb = json.loads(src.read_text())
+    for cell in nb.get("cells", []):
+        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+        if {"parameters", "injected-parameters"} & set(tags) and "remove-cell" not in tags:
+            tags.append("remove-cell")
+    dst.write_text(json.dumps(nb, indent=1))
+
+
+def stage(executed: Path, stage_dir: Path, source: Path = REPO_ROOT) -> Path:
+    """Copy the book's sources and the executed notebooks into ``stage_dir``.
+
+    Raises:
+        BookError: When a notebook listed in ``_toc.yml`` was not executed.
+    """
+    if stage_dir.exists():
+        shutil.rmtree(stage_dir)
+    stage_dir.mkdir(parents=True)
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy2(source / name, stage_dir / name)
+    shutil.copytree(source / "book", stage_dir / "book")
+    (stage_dir / "notebooks").mkdir()
+    missing = []
+    for entry in toc_files(source / "_toc.yml"):
+        if not entry.startswith("notebooks/"):
+            continue
+        nb = executed / f"{Path(entry).name}.ipynb"
+        if not nb.exists():
+            missing.append(Path(entry).name)
+            continue
+        _hide_parameters(nb, stage_dir / "notebooks" / nb.name)
+        outputs = executed / Path(entry).name
+        if outputs.is_dir():  # figures the notebook saved, for pages that link them
+            shutil.copytree(outputs, stage_dir / "notebooks" / Path(entry).name, dirs_exist_ok=True)
+    if missing:
+        raise BookError(
+            f"{executed}: no executed notebook for {', '.join(missing)}; run "
+            f"`mmlib notebooks run --out {executed}` first"
+        )
+    figures = stage_dir / "book" / "figures"
+    figures.mkdir(exist_ok=True)
+    from mmlib.overview import method_diagram
+
+    method_diagram().savefig(figures / "method.png", dpi=120)
+    return stage_dir
+
+
+def build_book(executed: Path, out: Path = REPO_ROOT, strict: bool = True) -> Path:
+    """Stage and build the HTML book.
+
+    Args:
+        executed: the folder written by ``mmlib notebooks run``.
+        out: the build goes to ``out/_build/html``. Defaults to the repository root.
+        strict: treat Sphinx warnings as errors. Defaults to True.
+
+    Returns:
+        The path of ``index.html``.
+
+    Raises:
+        BookError: When staging or the Sphinx build fails (its log is in the message).
+    """
+    stage_dir = stage(Path(executed), Path(out) / "_build" / "src")
+    exe = Path(sys.executable).with_name("jupyter-book")
+    cmd = [str(exe), "build", str(stage_dir), "--path-output", str(out), "--keep-going"]
+    if strict:
+        cmd.append("-W")
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise BookError(f"jupyter-book build failed ({proc.returncode}):\n{proc.stdout[-6000:]}\n{proc.stderr[-4000:]}")
+    index = Path(out) / "_build" / "html" / "index.html"
+    if not index.exists():
+        raise BookError(f"jupyter-book reported success but {index} is missing")
+    return index
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mmlib.book", description=__doc__.splitlines()[0])
+    parser.add_argument("--executed", type=Path, required=True, help="folder of executed notebooks")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT, help="build root (HTML in OUT/_build/html)")
+    parser.add_argument("--no-strict", action="store_true", help="do not treat warnings as errors")
+    args = parser.parse_args(argv)
+    try:
+        index = build_book(args.executed, args.out, strict=not args.no_strict)
+    except BookError as exc:
+        print(f"book: {exc}", file=sys.stderr)
+        return 1
+    print(f"book built: {index}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Scale-out helpers: one CPU, one GPU, or many GPUs on many nodes launched by ``torchrun``.
+
+``torchrun`` sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``;
+:func:`setup` reads them, joins the process group (NCCL on CUDA, gloo on CPU) and picks the
+device ``cuda:LOCAL_RANK``. Without them it is a single process and nothing is initialised.
+Only rank 0 writes files (:attr:`DistInfo.is_main`); metrics are averaged over ranks with
+:func:`reduce_mean`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process stands in the job.
+
+    Attributes:
+        rank: global rank (0 when alone).
+        world_size: number of processes.
+        local_rank: rank on this node.
+        device: the device this process computes on.
+        backend: ``nccl``, ``gloo`` or ``none`` (single process).
+    """
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    backend: str
+
+    @property
+    def is_main(self) -> bool:
+        """True on the process that writes files and logs (rank 0)."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        """True when a process group is active (more than one process)."""
+        return self.backend != "none"
+
+
+def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """The device for ``name`` (``auto``, ``cpu``, ``cuda``, ``cuda:1``, ``mps``).
+
+    ``auto`` is ``cuda:LOCAL_RANK`` when CUDA is available, else the CPU.
+
+    Raises:
+        ValueError: When a CUDA device is asked for and none is available.
+    """
+    name = str(name or "auto").lower()
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"config key device={name!r}: CUDA is not available here; use device=cpu or auto")
+        return torch.device(f"cuda:{local_rank}") if name == "cuda" else torch.device(name)
+    return torch.device(name)
+
+
+def setup(device: str = "auto", timeout_s: float = 1800.0) -> DistInfo:
+    """Join the ``torchrun`` process group when launched by it, and choose the device.
+
+    Args:
+        device: see :func:`pick_device`. Defaults to ``"auto"``.
+        timeout_s: collective timeout. Defaults to 1800 s (checkpoint writes on a shared FS).
+
+    Returns:
+        The :class:`DistInfo` of this process.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = pick_device(device, local)
+    if world <= 1:
+        return DistInfo(0, 1, 0, dev, "none")
+    backend = "nccl" if dev.type == "cuda" else "gloo"
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        dist.init_process_group(
+            backend=backend, timeout=datetime.timedelta(seconds=timeout_s),
+            device_id=dev if dev.type == "cuda" else None,
+        )
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local, dev, backend)
+
+
+def teardown(info: DistInfo) -> None:
+    """Leave the process group (if this module joined one)."""
+    if info.distributed and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def barrier(info: DistInfo) -> None:
+    """Wait for every rank (no-op when alone)."""
+    if info.distributed:
+        dist.barrier()
+
+
+def reduce_mean(values: dict[str, float], info: DistInfo) -> dict[str, float]:
+    """Average a dict of scalars over ranks (one all-reduce; returned on every rank)."""
+    if not info.distributed or not values:
+        return dict(values)
+    keys = sorted(values)
+    dev = info.device if info.backend == "nccl" else torch.device("cpu")
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=dev)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    t /= info.world_size
+    return dict(zip(keys, t.tolist(), strict=True))
+
+
+def gather_objects(obj: Any, info: DistInfo) -> list[Any]:
+    """Every rank's ``obj``, in rank order, on every rank (``[obj]`` when alone)."""
+    if not info.distributed:
+        return [obj]
+    out: list[Any] = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj: Any, info: DistInfo) -> Any:
+    """Rank 0's ``obj`` on every rank."""
+    if not info.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def seed_for(*parts: int) -> int:
+    """A 63-bit seed mixed from integers (seed, step, chunk, ...), stable across runs."""
+    h = 0x9E3779B97F4A7C15
+    for p in parts:
+        h ^= (int(p) + 0x9E3779B97F4A7C15 + ((h << 6) & 0xFFFFFFFFFFFFFFFF) + (h >> 2)) & 0xFFFFFFFFFFFFFFFF
+        h = (h * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    return h & 0x7FFFFFFFFFFFFFFF

@@ -1,0 +1,236 @@
+"""Block masks and the two BrainMVP fills, batched on the batch's device.
+
+BrainMVP (Rui et al., CVPR 2025) splits each crop into cubes (8³ voxels at paper scale), keeps a
+random ``1 - mask_rate`` of them and *replaces* every other cube: from the learned template of
+the same modality (view A, :func:`template_fill`) or from the same cube of another modality of
+the same study (view B, :func:`cross_modal_fill`). Everything here works on a whole batch at
+once, with no Python loop over studies or blocks, and draws its randomness from an optional
+:class:`torch.Generator` so that a figure or a test is reproducible.
+
+Conventions: a mask is ``bool (B, 1, X, Y, Z)``, ``True`` where a voxel is *masked* (replaced);
+``mask_rate`` is the fraction of blocks masked, exactly ``floor(n_blocks * (1 - mask_rate))``
+blocks are kept per study. Spatial sizes need not be multiples of the block size: the last
+block along an axis is then partial.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+
+def _triple(value: int | Sequence[int], name: str) -> tuple[int, int, int]:
+    """``value`` as three positive ints; one clear error otherwise."""
+    vals = (int(value),) * 3 if isinstance(value, (int, float)) else tuple(int(v) for v in value)
+    if len(vals) != 3 or min(vals) < 1:
+        raise ValueError(f"{name} should be one or three positive ints, got {value!r}.")
+    return vals  # type: ignore[return-value]
+
+
+def rand(
+    shape: Sequence[int],
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Uniform [0, 1) draws on ``device`` from ``generator`` (which may live on another device).
+
+    The draw happens on the generator's device and is moved to ``device``, so a CPU generator
+    drives a CUDA batch reproducibly.
+    """
+    gen_device = generator.device if generator is not None else device
+    out = torch.rand(tuple(shape), generator=generator, device=gen_device)
+    return out.to(device) if device is not None else out
+
+
+def n_blocks(spatial_size: Sequence[int], block_size: int | Sequence[int]) -> tuple[int, int, int]:
+    """Number of blocks along each axis (the last one may be partial)."""
+    size = _triple(tuple(spatial_size), "spatial_size")
+    block = _triple(block_size, "block_size")
+    return tuple(math.ceil(s / b) for s, b in zip(size, block))  # type: ignore[return-value]
+
+
+def n_kept(spatial_size: Sequence[int], block_size: int | Sequence[int], mask_rate: float) -> int:
+    """Blocks kept (not masked) per study: ``floor(n_blocks * (1 - mask_rate))``."""
+    total = math.prod(n_blocks(spatial_size, block_size))
+    # a tiny epsilon so that e.g. 0.8 of 125 blocks keeps 25, not 24, despite float rounding
+    return int(math.floor(total * (1.0 - mask_rate) + 1e-9))
+
+
+def block_mask(
+    batch_size: int,
+    spatial_size: Sequence[int],
+    block_size: int | Sequence[int] = 8,
+    mask_rate: float = 0.8,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Random block masks for a batch, one independent draw per study.
+
+    Args:
+        batch_size: number of studies ``B``.
+        spatial_size: crop size ``(X, Y, Z)``.
+        block_size: cube edge in voxels (or one per axis). Defaults to 8.
+        mask_rate: fraction of blocks masked, in [0, 1]. Defaults to 0.8 (the authors' script;
+            the paper's text says 0.875).
+        generator: source of randomness. Defaults to None (torch's global generator).
+        device: device of the returned mask. Defaults to None (the generator's, else CPU).
+
+    Returns:
+        ``bool (B, 1, X, Y, Z)``, ``True`` where masked. Exactly
+        ``floor(n_blocks * (1 - mask_rate))`` blocks are ``False`` in each study.
+
+    Raises:
+        ValueError: When ``mask_rate`` is outside [0, 1] or a size is not positive.
+
+    Examples::
+
+        >>> m = block_mask(2, (16, 16, 16), 8, 0.75, torch.Generator().manual_seed(0))
+        >>> m.shape, int((~m[0]).sum()) // 8**3
+        (torch.Size([2, 1, 16, 16, 16]), 2)
+    """
+    if not 0.0 <= float(mask_rate) <= 1.0:
+        raise ValueError(f"mask_rate should be in the range [0, 1], got {mask_rate}.")
+    if batch_size < 1:
+        raise ValueError(f"batch_size should be positive, got {batch_size}.")
+    size = _triple(tuple(spatial_size), "spatial_size")
+    block = _triple(block_size, "block_size")
+    grid = n_blocks(size, block)
+    total = math.prod(grid)
+    keep = n_kept(size, block, mask_rate)
+    if device is None and generator is not None:
+        device = generator.device
+    scores = rand((batch_size, total), generator, device)
+    # the `keep` lowest scores of each row are kept: one argsort for the whole batch
+    order = scores.argsort(dim=1)
+    masked = torch.ones(batch_size, total, dtype=torch.bool, device=scores.device)
+    masked.scatter_(1, order[:, :keep], False)
+    gx, gy, gz = grid
+    bx, by, bz = block
+    vox = masked.view(batch_size, gx, 1, gy, 1, gz, 1).expand(batch_size, gx, bx, gy, by, gz, bz)
+    vox = vox.reshape(batch_size, gx * bx, gy * by, gz * bz)[:, : size[0], : size[1], : size[2]]
+    return vox.unsqueeze(1).contiguous()
+
+
+def fill(target: Tensor, source: Tensor, mask: Tensor) -> Tensor:
+    """Replace the masked voxels of ``target`` by those of ``source``.
+
+    Args:
+        target: ``(B, 1, X, Y, Z)`` images.
+        source: ``(B, 1, X, Y, Z)`` (or broadcastable) replacement values.
+        mask: ``bool (B, 1, X, Y, Z)``, ``True`` where replaced.
+
+    Returns:
+        ``(B, 1, X, Y, Z)``: ``source`` where masked, ``target`` elsewhere. Gradients flow to
+        ``source`` only through masked voxels.
+    """
+    return torch.where(mask, source, target)
+
+
+def template_fill(target: Tensor, template_crop: Tensor, mask: Tensor) -> Tensor:
+    """View A: masked blocks of ``target`` filled from the same modality's template crop.
+
+    Args:
+        target: ``(B, 1, X, Y, Z)`` the target modality of each study.
+        template_crop: ``(B, 1, X, Y, Z)`` the anatomically matching crop of that modality's
+            template (see :meth:`mmlib.proxy.templates.Templates.crop`).
+        mask: ``bool (B, 1, X, Y, Z)``.
+
+    Returns:
+        ``(B, 1, X, Y, Z)`` the filled view.
+    """
+    return fill(target, template_crop, mask)
+
+
+def zero_fill(target: Tensor, mask: Tensor) -> Tensor:
+    """Masked-image-modelling baseline (SimMIM style): masked voxels set to 0."""
+    return fill(target, torch.zeros((), dtype=target.dtype, device=target.device), mask)
+
+
+def noise_fill(target: Tensor, mask: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Masked-image-modelling baseline: masked voxels replaced by uniform [0, 1) noise."""
+    noise = rand(target.shape, generator, target.device).to(target.dtype)
+    return fill(target, noise, mask)
+
+
+def sample_slot(
+    present: Tensor,
+    generator: torch.Generator | None = None,
+    exclude: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Pick one present modality slot per study, uniformly, in one batched draw.
+
+    Args:
+        present: ``bool (B, K)`` which slots of each study hold a modality.
+        generator: source of randomness. Defaults to None.
+        exclude: ``int64 (B,)`` a slot per study that may not be chosen (the target, for the
+            cross-modal source). Defaults to None.
+
+    Returns:
+        ``(slot int64 (B,), found bool (B,))``; where no slot is eligible, ``slot`` is -1 and
+        ``found`` is False.
+    """
+    allowed = present.clone()
+    if exclude is not None:
+        rows = torch.arange(present.shape[0], device=present.device)
+        allowed[rows, exclude.clamp(min=0)] &= exclude < 0
+    scores = rand(present.shape, generator, present.device)
+    scores = torch.where(allowed, scores, torch.full_like(scores, -1.0))
+    slot = scores.argmax(dim=1)
+    found = allowed.any(dim=1)
+    return torch.where(found, slot, torch.full_like(slot, -1)), found
+
+
+def select_slot(image: Tensor, slot: Tensor) -> Tensor:
+    """``image[b, slot[b]]`` for every study: ``(B, K, X, Y, Z), (B,) -> (B, 1, X, Y, Z)``.
+
+    Slots of -1 give zeros.
+    """
+    rows = torch.arange(image.shape[0], device=image.device)
+    out = image[rows, slot.clamp(min=0)].unsqueeze(1)
+    return out * (slot >= 0).view(-1, 1, 1, 1, 1).to(out.dtype)
+
+
+def cross_modal_fill(
+    image: Tensor,
+    present: Tensor,
+    target_slot: Tensor,
+    mask: Tensor,
+    fallback: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """View B: masked blocks of the target filled with the same blocks of another modality.
+
+    For each study a source slot ``n != m`` is drawn uniformly among the present modalities.
+    A study with only its target present cannot be filled cross-modally: it falls back to
+    ``fallback`` (the template crop; zeros when None) and is reported in the returned flags.
+
+    Args:
+        image: ``(B, K, X, Y, Z)`` all modalities of each study (zeros where absent).
+        present: ``bool (B, K)``.
+        target_slot: ``int64 (B,)`` slot of the target modality ``m`` of each study.
+        mask: ``bool (B, 1, X, Y, Z)``.
+        fallback: ``(B, 1, X, Y, Z)`` values used for single-modality studies. Defaults to None.
+        generator: source of randomness. Defaults to None.
+
+    Returns:
+        ``(view (B, 1, X, Y, Z), source_slot int64 (B,), fell_back bool (B,))``;
+        ``source_slot`` is -1 where the study fell back.
+
+    Raises:
+        ValueError: When the shapes of ``image``, ``present`` and ``target_slot`` disagree.
+    """
+    if image.dim() != 5 or present.shape != image.shape[:2] or target_slot.shape != image.shape[:1]:
+        raise ValueError(
+            "cross_modal_fill: image should be (B, K, X, Y, Z), present (B, K) and target_slot "
+            f"(B,), got {tuple(image.shape)}, {tuple(present.shape)}, {tuple(target_slot.shape)}."
+        )
+    target = select_slot(image, target_slot)
+    source_slot, found = sample_slot(present, generator, exclude=target_slot)
+    source = select_slot(image, source_slot)
+    if fallback is None:
+        fallback = torch.zeros_like(target)
+    source = torch.where(found.view(-1, 1, 1, 1, 1), source, fallback)
+    return fill(target, source, mask), source_slot, ~found

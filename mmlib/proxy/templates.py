@@ -1,0 +1,295 @@
+"""Learnable modality templates in a head-centred template space (BrainMVP view A).
+
+BrainMVP (Rui et al., CVPR 2025) keeps one full-head volume ``T_m`` per modality, initialised to
+zeros and learned only through the reconstruction loss of view A: the masked cubes of a crop of
+modality ``m`` are filled from ``T_m`` at the anatomically matching position, min-max scaled to
+[0, 1] where it is used. The released training code exports these templates with an identity
+affine, so they do not overlay anything; here the template grid is a head-centred world frame
+(mm, origin at the head's foreground centre, RAS axes), the affine is the true one, and the
+sampler's ``template_origin`` (head-centred mm of crop voxel (0, 0, 0)) locates every crop.
+
+Examples::
+
+    >>> t = Templates(spacing=4.0)
+    >>> t.volumes.shape
+    torch.Size([8, 48, 57, 48])
+    >>> c = t.crop(torch.tensor([1]), torch.zeros(1, 3), (8, 8, 8))
+    >>> c.shape, float(c.abs().sum())
+    (torch.Size([1, 1, 8, 8, 8]), 0.0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mmlib.modalities import MODALITIES, canonical
+
+DEFAULT_EXTENT_MM: tuple[float, float, float] = (192.0, 228.0, 192.0)
+"""A box (mm) that holds any adult head, centred at the head's centre."""
+
+RELEASED_SHAPE: tuple[int, int, int, int] = (8, 240, 240, 155)
+"""Shape of the BrainMVP authors' released ``rep_template`` (SRI24/BraTS grid, 1 mm)."""
+
+
+def _vec3(value: float | Sequence[float], name: str) -> tuple[float, float, float]:
+    vals = (float(value),) * 3 if isinstance(value, (int, float)) else tuple(float(v) for v in value)
+    if len(vals) != 3 or min(vals) <= 0:
+        raise ValueError(f"{name} should be one or three positive numbers, got {value!r}.")
+    return vals  # type: ignore[return-value]
+
+
+def minmax_scale(crop: Tensor, where: Tensor | None = None, eps: float = 1e-6) -> Tensor:
+    """Min-max scale each crop of a batch to [0, 1] over the voxels ``where`` it is used.
+
+    A crop whose range is below ``eps`` (the all-zero template at initialisation) is returned
+    unscaled, i.e. zeros, not NaN, with an identity gradient so that a zero template can start
+    to learn.
+
+    Args:
+        crop: ``(B, 1, X, Y, Z)``.
+        where: ``bool (B, 1, X, Y, Z)`` the voxels whose minimum and maximum define the scaling
+            (e.g. the masked voxels, so that no other voxel receives a gradient). Defaults to
+            None (all voxels).
+        eps: smallest range that is scaled. Defaults to 1e-6.
+
+    Returns:
+        ``(B, 1, X, Y, Z)``.
+    """
+    flat = crop.flatten(1)
+    if where is None:
+        lo, hi = flat.amin(dim=1), flat.amax(dim=1)
+    else:
+        w = where.flatten(1)
+        inf = torch.tensor(float("inf"), dtype=crop.dtype, device=crop.device)
+        lo = torch.where(w, flat, inf).amin(dim=1)
+        hi = torch.where(w, flat, -inf).amax(dim=1)
+        empty = ~w.any(dim=1)
+        lo = torch.where(empty, torch.zeros_like(lo), lo)
+        hi = torch.where(empty, torch.zeros_like(hi), hi)
+    rng = hi - lo
+    ok = rng > eps
+    shape = (-1,) + (1,) * (crop.dim() - 1)
+    scaled = (crop - lo.view(shape)) / torch.where(ok, rng, torch.ones_like(rng)).view(shape)
+    return torch.where(ok.view(shape), scaled, crop)
+
+
+class Templates(nn.Module):
+    """One learnable volume per canonical modality on a head-centred grid.
+
+    Args:
+        spacing: voxel size of the template grid in mm (one or three values). Defaults to 1.0.
+        extent_mm: size of the box in mm, centred at 0 (the head's centre). Defaults to
+            :data:`DEFAULT_EXTENT_MM` (192 × 228 × 192 mm).
+        shape: grid shape ``(X, Y, Z)``; when given it overrides ``extent_mm``
+            (extent = shape × spacing). Defaults to None.
+        n_modalities: number of templates. Defaults to ``len(MODALITIES)`` (8).
+
+    Attributes:
+        volumes: ``Parameter (8, X, Y, Z)``, zeros at construction, in :data:`MODALITIES` order.
+        spacing: ``(3,)`` mm per voxel.
+        shape: ``(X, Y, Z)``.
+        origin: head-centred mm of voxel (0, 0, 0); the grid is centred at 0.
+
+    Raises:
+        ValueError: When a size or spacing is not positive.
+    """
+
+    def __init__(
+        self,
+        spacing: float | Sequence[float] = 1.0,
+        extent_mm: float | Sequence[float] = DEFAULT_EXTENT_MM,
+        *,
+        shape: Sequence[int] | None = None,
+        n_modalities: int = len(MODALITIES),
+    ) -> None:
+        super().__init__()
+        sp = _vec3(spacing, "Templates: spacing")
+        if shape is None:
+            ext = _vec3(extent_mm, "Templates: extent_mm")
+            grid = tuple(max(1, int(round(e / s))) for e, s in zip(ext, sp))
+        else:
+            grid = tuple(int(v) for v in shape)
+            if len(grid) != 3 or min(grid) < 1:
+                raise ValueError(f"Templates: shape should be three positive ints, got {shape!r}.")
+        self.shape: tuple[int, int, int] = grid  # type: ignore[assignment]
+        self.n_modalities = int(n_modalities)
+        self.volumes = nn.Parameter(torch.zeros((self.n_modalities, *grid), dtype=torch.float32))
+        sp_t = torch.tensor(sp, dtype=torch.float64)
+        self.register_buffer("spacing", sp_t.float(), persistent=False)
+        origin = -(torch.tensor(grid, dtype=torch.float64) - 1) / 2 * sp_t
+        self.register_buffer("origin", origin.float(), persistent=False)
+
+    @property
+    def affine(self) -> np.ndarray:
+        """``(4, 4)`` voxel → head-centred world mm (RAS), diagonal."""
+        aff = np.eye(4)
+        aff[:3, :3] = np.diag(self.spacing.double().cpu().numpy())
+        aff[:3, 3] = self.origin.double().cpu().numpy()
+        return aff
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}, spacing={tuple(self.spacing.tolist())}"
+
+    def crop(
+        self,
+        modality: Tensor,
+        template_origin: Tensor,
+        size: Sequence[int],
+        spacing: Tensor | None = None,
+        scale: bool = True,
+        scale_where: Tensor | None = None,
+    ) -> Tensor:
+        """The anatomically matching template crop of each study, in one batched gather.
+
+        Crop voxel ``j`` of study ``b`` sits at head-centred ``template_origin[b] + j *
+        spacing[b]`` mm. When the crop spacing equals the template spacing the crop is a
+        nearest-voxel gather (exact copies, zero outside the grid); otherwise it is resampled
+        trilinearly with :func:`torch.nn.functional.grid_sample` (zero padding).
+
+        Args:
+            modality: ``int64 (B,)`` index into :data:`MODALITIES` of each study's target.
+            template_origin: ``float32 (B, 3)`` head-centred mm of crop voxel (0, 0, 0).
+            size: crop size ``(X, Y, Z)``.
+            spacing: ``float32 (B, 3)`` mm per crop voxel. Defaults to None (the template's).
+            scale: min-max scale each crop to [0, 1] (see :func:`minmax_scale`). Defaults to
+                True.
+            scale_where: ``bool (B, 1, X, Y, Z)`` voxels whose range defines the scaling (e.g.
+                the mask). Defaults to None (the crop's voxels inside the grid).
+
+        Returns:
+            ``(B, 1, X, Y, Z)``.
+
+        Raises:
+            ValueError: When ``modality`` is out of range or shapes disagree.
+        """
+        modality = modality.to(self.volumes.device).long().view(-1)
+        bsz = modality.shape[0]
+        if (modality < 0).any() or (modality >= self.n_modalities).any():
+            raise ValueError(
+                f"Templates.crop: modality should be in [0, {self.n_modalities}), "
+                f"got {modality.tolist()}."
+            )
+        org = template_origin.to(self.volumes.device, torch.float32).view(bsz, 3)
+        sx, sy, sz = (int(v) for v in size)
+        dev = self.volumes.device
+        t_sp = self.spacing.to(dev)
+        same = spacing is None or bool(
+            torch.allclose(spacing.to(dev, torch.float32).view(bsz, 3), t_sp.expand(bsz, 3),
+                           rtol=1e-4, atol=1e-5)
+        )
+        grid_n = torch.tensor(self.shape, device=dev)
+        if same:
+            start = torch.round((org - self.origin.to(dev)) / t_sp).long()  # (B, 3)
+            axes = [start[:, i : i + 1] + torch.arange(n, device=dev) for i, n in
+                    enumerate((sx, sy, sz))]
+            valid = [(a >= 0) & (a < grid_n[i]) for i, a in enumerate(axes)]
+            ix, iy, iz = (a.clamp(0, int(grid_n[i]) - 1) for i, a in enumerate(axes))
+            out = self.volumes[
+                modality.view(bsz, 1, 1, 1), ix.view(bsz, sx, 1, 1), iy.view(bsz, 1, sy, 1),
+                iz.view(bsz, 1, 1, sz),
+            ]
+            inside = valid[0].view(bsz, sx, 1, 1) & valid[1].view(bsz, 1, sy, 1) \
+                & valid[2].view(bsz, 1, 1, sz)
+            out = (out * inside).unsqueeze(1)
+            inside = inside.unsqueeze(1)
+        else:
+            sp = spacing.to(dev, torch.float32).view(bsz, 3)
+            coords = [org[:, i].view(bsz, 1) + sp[:, i].view(bsz, 1) * torch.arange(n, device=dev)
+                      for i, n in enumerate((sx, sy, sz))]  # world mm per axis, (B, n)
+            idx = [(c - self.origin[i].to(dev)) / t_sp[i] for i, c in enumerate(coords)]
+            norm = [2 * v / max(int(grid_n[i]) - 1, 1) - 1 for i, v in enumerate(idx)]
+            gx = norm[0].view(bsz, sx, 1, 1).expand(bsz, sx, sy, sz)
+            gy = norm[1].view(bsz, 1, sy, 1).expand(bsz, sx, sy, sz)
+            gz = norm[2].view(bsz, 1, 1, sz).expand(bsz, sx, sy, sz)
+            # grid_sample's last grid axis is (W, H, D) = (Z, Y, X) for an input (B, 1, X, Y, Z)
+            grid = torch.stack((gz, gy, gx), dim=-1)
+            vols = self.volumes.index_select(0, modality).unsqueeze(1)
+            out = F.grid_sample(vols, grid, mode="bilinear", padding_mode="zeros",
+                                align_corners=True)
+            inside = ((grid.abs() <= 1 + 1e-6).all(dim=-1)).unsqueeze(1)
+        if scale:
+            where = inside if scale_where is None else scale_where.to(dev).bool() & inside
+            out = minmax_scale(out, where)
+            out = out * inside
+        return out
+
+    def to_nifti(self, path: str | Path, modality: str | int | None = None,
+                 scale: bool = False) -> Path:
+        """Write one template (3-D) or all of them (4-D, last axis in MODALITIES order).
+
+        Args:
+            path: output ``.nii.gz`` file.
+            modality: a modality name (any alias) or index; None or ``"all"`` writes all.
+                Defaults to None.
+            scale: min-max scale each template to [0, 1] as it is used. Defaults to False.
+
+        Returns:
+            The written path. Its affine is the true head-centred one (:attr:`affine`), so the
+            template overlays images given in head-centred world coordinates.
+        """
+        import nibabel as nib
+
+        vols = self.volumes.detach().float().cpu()
+        if scale:
+            vols = minmax_scale(vols.unsqueeze(1)).squeeze(1)
+        if modality is None or modality == "all":
+            data = vols.permute(1, 2, 3, 0).numpy()
+        else:
+            idx = modality if isinstance(modality, int) else MODALITIES.index(
+                canonical(str(modality), "Templates.to_nifti"))
+            data = vols[idx].numpy()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        img = nib.Nifti1Image(np.ascontiguousarray(data, dtype=np.float32), self.affine)
+        img.header.set_xyzt_units("mm")
+        nib.save(img, str(path))
+        return path
+
+    @classmethod
+    def from_released(cls, rep_template: Tensor, spacing: float | Sequence[float] = 1.0,
+                      source_spacing: float = 1.0) -> Templates:
+        """Import the BrainMVP authors' released templates (``rep_template``).
+
+        The released tensor is ``(8, 240, 240, 155)`` on the 1 mm BraTS/SRI24 grid, in
+        :data:`MODALITIES` order; its grid is taken as centred at the head's centre (0).
+
+        Args:
+            rep_template: ``(8, X, Y, Z)`` tensor (e.g. ``state_dict["rep_template"]``).
+            spacing: spacing of the returned grid in mm; other than ``source_spacing`` the
+                volumes are resampled trilinearly. Defaults to 1.0.
+            source_spacing: spacing of ``rep_template``. Defaults to 1.0.
+
+        Returns:
+            :class:`Templates` holding the released volumes.
+
+        Raises:
+            ValueError: When ``rep_template`` is not ``(8, X, Y, Z)``.
+        """
+        rep = torch.as_tensor(rep_template).detach().float()
+        if rep.dim() != 4 or rep.shape[0] != len(MODALITIES):
+            raise ValueError(
+                f"Templates.from_released: rep_template should be (8, X, Y, Z) such as "
+                f"{RELEASED_SHAPE}, got {tuple(rep.shape)}."
+            )
+        src_sp = _vec3(source_spacing, "source_spacing")
+        dst_sp = _vec3(spacing, "spacing")
+        extent = [n * s for n, s in zip(rep.shape[1:], src_sp)]
+        if np.allclose(src_sp, dst_sp):
+            out = cls(spacing=dst_sp, shape=tuple(rep.shape[1:]))
+            out.volumes.data.copy_(rep)
+            return out
+        out = cls(spacing=dst_sp, extent_mm=extent)
+        src = cls(spacing=src_sp, shape=tuple(rep.shape[1:]))
+        src.volumes.data.copy_(rep)
+        with torch.no_grad():
+            corner = out.origin.view(1, 3).expand(len(MODALITIES), 3)
+            res = src.crop(torch.arange(len(MODALITIES)), corner, out.shape,
+                           spacing=out.spacing.view(1, 3).expand(len(MODALITIES), 3), scale=False)
+        out.volumes.data.copy_(res[:, 0])
+        return out
