@@ -49,8 +49,21 @@ class ResBlock(nn.Module):
         return x + h
 
 
+class DownLevel(nn.Module):
+    """A stride-2 3³ convolution doubling the channels, then residual blocks."""
+
+    def __init__(self, in_channels: int, out_channels: int, num_groups: int, blocks: int) -> None:
+        super().__init__()
+        self.down = nn.Conv3d(in_channels, out_channels, 3, stride=2, padding=1)
+        self.blocks = nn.Sequential(*[ResBlock(out_channels, num_groups) for _ in range(blocks)])
+
+
 class UNetEncoder(nn.Module):
-    """Encoder of :class:`UNetBackbone`; returns 4 features (strides 2, 4, 8, 8)."""
+    """Encoder of :class:`UNetBackbone`; returns 4 features (strides 2, 4, 8, 8).
+
+    The features are the outputs of the three down-sampling convolutions (before that level's
+    residual blocks, as the released network returns them) and of the last residual block.
+    """
 
     def __init__(
         self, in_channels: int, base_channels: int, num_groups: int, blocks: Sequence[int]
@@ -60,22 +73,18 @@ class UNetEncoder(nn.Module):
         widths = [c, 2 * c, 4 * c, 8 * c]
         self.stem = nn.Conv3d(in_channels, c, 3, padding=1)
         self.stem_blocks = nn.Sequential(*[ResBlock(c, num_groups) for _ in range(blocks[0])])
-        self.downs = nn.ModuleList(
-            nn.Conv3d(widths[i], widths[i + 1], 3, stride=2, padding=1) for i in range(3)
-        )
-        self.stages = nn.ModuleList(
-            nn.Sequential(*[ResBlock(widths[i + 1], num_groups) for _ in range(blocks[i + 1])])
-            for i in range(3)
+        self.levels = nn.ModuleList(
+            DownLevel(widths[i], widths[i + 1], num_groups, blocks[i + 1]) for i in range(3)
         )
 
     def forward(self, x: Tensor) -> list[Tensor]:
         """``(B, C_in, X, Y, Z)`` -> ``[(B, 2c, X/2, ..), (B, 4c, X/4, ..), (B, 8c, X/8, ..) x 2]``."""
         h = self.stem_blocks(self.stem(x))
         features = []
-        for down, stage in zip(self.downs, self.stages):
-            h = down(h)
+        for level in self.levels:
+            h = level.down(h)
             features.append(h)
-            h = stage(h)
+            h = level.blocks(h)
         features.append(h)
         return features
 
@@ -173,4 +182,4 @@ class UNetBackbone(Backbone):
         self.encoder.stem = layer
 
 
-__all__ = ["ResBlock", "UNetBackbone", "UNetDecoder", "UNetEncoder", "UpLevel"]
+__all__ = ["DownLevel", "ResBlock", "UNetBackbone", "UNetDecoder", "UNetEncoder", "UpLevel"]
