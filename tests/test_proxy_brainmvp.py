@@ -1,0 +1,134 @@
+"""Tests of mmlib.proxy.brainmvp: the composed objective, its presets and its gradients."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mmlib.models import build_backbone, preset
+from mmlib.proxy.brainmvp import OBJECTIVES, BrainMVPObjective, ObjectiveConfig, get_objective
+from mmlib.proxy.templates import Templates
+
+SIZE = (16, 16, 16)
+
+
+def make_batch(bsz: int = 3, k: int = 3, seed: int = 0) -> dict:
+    """A sampler-shaped batch: K slots, the last study with a single modality."""
+    g = torch.Generator().manual_seed(seed)
+    image = torch.rand(bsz, k, *SIZE, generator=g)
+    present = torch.ones(bsz, k, dtype=torch.bool)
+    present[-1, 1:] = False
+    image = image * present.view(bsz, k, 1, 1, 1)
+    modality = torch.tensor([[0, 1, 3], [2, 1, 5], [6, -1, -1]])[:bsz, :k]
+    return {
+        "image": image, "present": present, "modality": modality,
+        "template_origin": torch.tensor([[-8.0, -8.0, -8.0], [-16.0, 0.0, 4.0],
+                                         [0.0, -4.0, -12.0]])[:bsz],
+        "spacing": torch.full((bsz, 3), 2.0), "study": [f"s{i}" for i in range(bsz)],
+    }
+
+
+def make_objective(config, seed: int = 0) -> BrainMVPObjective:
+    torch.manual_seed(seed)
+    net = build_backbone("unet", **preset("smoke", "unet"))
+    return BrainMVPObjective(net, Templates(spacing=2.0, extent_mm=(48, 48, 48)), config)
+
+
+def test_brainmvp_returns_terms_and_views_and_trains_templates():
+    obj = make_objective(dict(preset="brainmvp", warmup_epochs=1, cl_start_epoch=2))
+    batch = make_batch()
+    out = obj(batch, epoch=5, generator=torch.Generator().manual_seed(1))
+    for key in ("loss", "md", "cmr", "cl"):
+        assert out[key].dim() == 0 and torch.isfinite(out[key])
+    for key in ("target", "mask", "view_a", "view_b", "recon_a", "recon_b"):
+        assert out[key].shape == (3, 1, *SIZE), key
+    assert out["cl_active"] and not out["warmup"] and out["cl"] > 0
+    cfg = obj.config
+    assert out["loss"].item() == pytest.approx(
+        (cfg.w_md * out["md"] + cfg.w_cmr * out["cmr"] + cfg.w_cl * out["cl"]).item(), rel=1e-6)
+    slot = out["target_slot"]
+    assert batch["present"][torch.arange(3), slot].all()
+    assert torch.equal(out["target_modality"], batch["modality"][torch.arange(3), slot])
+    assert torch.equal(out["target"][:, 0], batch["image"][torch.arange(3), slot])
+    # the single-modality study falls back to the template and is reported
+    assert out["fell_back"].tolist() == [False, False, True]
+    assert (out["source_slot"][:2] != slot[:2]).all() and out["source_slot"][2] == -1
+    out["loss"].backward()
+    assert obj.templates.volumes.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in obj.backbone.parameters() if p.requires_grad)
+
+
+def test_template_gradient_only_through_masked_voxels_of_view_a():
+    obj = make_objective("md_only")
+    batch = make_batch()
+    obj.templates.volumes.data.normal_()
+    out = obj(batch, epoch=0, generator=torch.Generator().manual_seed(2))
+    assert out["view_b"] is None and out["cmr"] == 0
+    out["loss"].backward()
+    grad = obj.templates.volumes.grad
+    # template voxels each study's *masked* crop voxels map to (crop spacing = template spacing)
+    allowed = torch.zeros_like(grad, dtype=torch.bool)
+    start = torch.round((batch["template_origin"] - obj.templates.origin) / 2.0).long()
+    for b in range(3):
+        m = int(out["target_modality"][b])
+        for ijk in out["mask"][b, 0].nonzero():
+            t = start[b] + ijk
+            if ((t >= 0) & (t < torch.tensor(obj.templates.shape))).all():
+                allowed[m, t[0], t[1], t[2]] = True
+    assert grad[allowed].abs().sum() > 0
+    assert grad[~allowed].abs().max() == 0
+    # and unmasked voxels of view A are the target itself
+    keep = ~out["mask"]
+    assert torch.equal(out["view_a"][keep], out["target"][keep])
+
+
+def test_warmup_fills_view_b_from_template_and_cl_waits():
+    obj = make_objective(dict(warmup_epochs=3, cl_start_epoch=5))
+    out = obj(make_batch(), epoch=1, generator=torch.Generator().manual_seed(0))
+    assert out["warmup"] and not out["cl_active"] and out["cl"] == 0
+    assert (out["source_slot"] == -1).all()
+    # with a zero template, the masked voxels of view B are zero during warm-up
+    assert (out["view_b"][out["mask_b"]] == 0).all()
+
+
+@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+def test_every_preset_runs_and_switches_terms(name):
+    obj = make_objective(dict(preset=name, warmup_epochs=0, cl_start_epoch=0))
+    out = obj(make_batch(), epoch=0, generator=torch.Generator().manual_seed(0))
+    cfg = obj.config
+    assert torch.isfinite(out["loss"]) and out["loss"] > 0
+    assert (out["md"] > 0) == (cfg.w_md > 0)
+    assert (out["cmr"] > 0) == (cfg.w_cmr > 0 and cfg.mode == "brainmvp")
+    assert (out["cl"] > 0) == (cfg.w_cl > 0 and cfg.mode == "brainmvp")
+    if cfg.mode == "mim":
+        masked = out["view_a"][out["mask"]]
+        assert (masked == 0).all() if cfg.fill == "zero" else masked.std() > 0.2
+
+
+def test_masked_only_loss_and_generator_reproducibility():
+    obj = make_objective(dict(preset="brainmvp_nocl", loss_region="masked"))
+    a = obj(make_batch(), epoch=400, generator=torch.Generator().manual_seed(7))
+    b = obj(make_batch(), epoch=400, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(a["mask"], b["mask"]) and a["loss"].item() == b["loss"].item()
+    m = a["mask"].float()
+    ref = ((a["recon_a"] - a["target"]) ** 2 * m).sum() / m.sum()
+    assert a["md"].item() == pytest.approx(ref.item(), rel=1e-5)
+
+
+def test_config_round_trip_and_errors():
+    cfg = ObjectiveConfig.from_dict({"preset": "cmr_only", "mask_rate": 0.875})
+    assert cfg.w_md == 0 and cfg.mask_rate == 0.875
+    d = json.loads(json.dumps(cfg.asdict()))
+    assert ObjectiveConfig.from_dict(d) == cfg
+    assert get_objective("brainmvp") == ObjectiveConfig()
+    assert (ObjectiveConfig().w_md, OBJECTIVES["brainmvp_paper_weights"].w_md) == (10.0, 1.0)
+    with pytest.raises(ValueError, match="unknown keys"):
+        ObjectiveConfig.from_dict({"mask_ratio": 0.8})
+    with pytest.raises(ValueError, match="unknown objective"):
+        ObjectiveConfig.from_dict({"preset": "simclr"})
+    with pytest.raises(ValueError, match="mask_rate"):
+        ObjectiveConfig(mask_rate=2.0)
+    with pytest.raises(ValueError, match="needs templates"):
+        BrainMVPObjective(torch.nn.Identity(), None, "brainmvp")

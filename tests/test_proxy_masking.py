@@ -1,0 +1,116 @@
+"""Tests of mmlib.proxy.masking: exact block counts, block structure, fills."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mmlib.proxy.masking import (
+    block_mask,
+    cross_modal_fill,
+    n_kept,
+    noise_fill,
+    sample_slot,
+    select_slot,
+    template_fill,
+    zero_fill,
+)
+
+
+@pytest.mark.parametrize(
+    "size, block, rate",
+    [((16, 16, 16), 8, 0.8), ((96, 96, 96), 8, 0.875), ((20, 17, 9), 4, 0.5),
+     ((24, 24, 24), (8, 4, 6), 0.3), ((16, 16, 16), 4, 0.0), ((16, 16, 16), 4, 1.0)],
+)
+def test_block_mask_keeps_exact_count(size, block, rate):
+    g = torch.Generator().manual_seed(0)
+    m = block_mask(4, size, block, rate, g)
+    assert m.shape == (4, 1, *size) and m.dtype == torch.bool
+    b = (block,) * 3 if isinstance(block, int) else block
+    grid = [math.ceil(s / bb) for s, bb in zip(size, b)]
+    expected_kept = math.floor(math.prod(grid) * (1 - rate) + 1e-9)
+    assert n_kept(size, block, rate) == expected_kept
+    # sample each block at its first voxel: the block grid
+    blocks = m[:, 0, :: b[0], :: b[1], :: b[2]]
+    assert blocks.shape[1:] == tuple(grid)
+    assert ((~blocks).flatten(1).sum(1) == expected_kept).all()
+    # every voxel equals its block's value (blocks are constant)
+    up = blocks.repeat_interleave(b[0], 1).repeat_interleave(b[1], 2).repeat_interleave(b[2], 3)
+    assert torch.equal(up[:, : size[0], : size[1], : size[2]], m[:, 0])
+
+
+def test_block_mask_reproducible_and_independent_per_study():
+    a = block_mask(3, (32, 32, 32), 8, 0.8, torch.Generator().manual_seed(5))
+    b = block_mask(3, (32, 32, 32), 8, 0.8, torch.Generator().manual_seed(5))
+    c = block_mask(3, (32, 32, 32), 8, 0.8, torch.Generator().manual_seed(6))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    assert not torch.equal(a[0], a[1])
+
+
+@pytest.mark.parametrize("rate", [-0.1, 1.5])
+def test_block_mask_rejects_bad_rate(rate):
+    with pytest.raises(ValueError, match="mask_rate"):
+        block_mask(1, (8, 8, 8), 4, rate)
+
+
+def test_template_zero_and_noise_fill_copy_the_right_voxels():
+    g = torch.Generator().manual_seed(1)
+    target = torch.rand(2, 1, 8, 8, 8, generator=g)
+    tmpl = torch.rand(2, 1, 8, 8, 8, generator=g) + 2.0
+    mask = block_mask(2, (8, 8, 8), 2, 0.5, g)
+    view = template_fill(target, tmpl, mask)
+    assert torch.equal(view[mask], tmpl[mask])
+    assert torch.equal(view[~mask], target[~mask])
+    z = zero_fill(target, mask)
+    assert (z[mask] == 0).all() and torch.equal(z[~mask], target[~mask])
+    n = noise_fill(target, mask, torch.Generator().manual_seed(3))
+    assert torch.equal(n[~mask], target[~mask])
+    assert ((n[mask] >= 0) & (n[mask] < 1)).all() and not torch.equal(n[mask], target[mask])
+
+
+def test_cross_modal_fill_uses_another_present_modality():
+    g = torch.Generator().manual_seed(2)
+    bsz, k = 64, 4
+    # slot j of study b is filled with the constant 10*b + j: the source is readable from voxels
+    image = (10 * torch.arange(bsz).view(bsz, 1) + torch.arange(k).view(1, k)).float()
+    image = image.view(bsz, k, 1, 1, 1).expand(bsz, k, 4, 4, 4).clone()
+    present = torch.rand(bsz, k, generator=g) < 0.6
+    present[:, 0] = True
+    present[0] = torch.tensor([True, False, False, False])  # a single-modality study
+    image = image * present.view(bsz, k, 1, 1, 1)
+    target_slot, _ = sample_slot(present, g)
+    mask = block_mask(bsz, (4, 4, 4), 2, 0.5, g)
+    fallback = torch.full((bsz, 1, 4, 4, 4), -1.0)
+    view, source, fell_back = cross_modal_fill(image, present, target_slot, mask, fallback, g)
+    single = present.sum(1) == 1
+    assert torch.equal(fell_back, single) and bool(fell_back[0])
+    assert (source[single] == -1).all()
+    multi = ~single
+    assert (source[multi] != target_slot[multi]).all()
+    assert present[multi.nonzero()[:, 0], source[multi]].all()
+    target = select_slot(image, target_slot)
+    assert torch.equal(view[~mask], target[~mask])
+    expected_src = torch.where(
+        single.view(-1, 1, 1, 1, 1), fallback, select_slot(image, source.clamp(min=0))
+    )
+    assert torch.equal(view[mask], expected_src[mask])
+    # every eligible source slot gets chosen somewhere (the draw is not stuck on one slot)
+    assert len(set(source[multi].tolist())) == k
+
+
+def test_sample_slot_respects_present_and_exclude():
+    present = torch.tensor([[True, False, True], [False, True, False]])
+    for seed in range(20):
+        slot, found = sample_slot(present, torch.Generator().manual_seed(seed))
+        assert found.all() and present[torch.arange(2), slot].all()
+    slot, found = sample_slot(present, exclude=torch.tensor([0, 1]))
+    assert slot.tolist() == [2, -1] and found.tolist() == [True, False]
+
+
+def test_cross_modal_fill_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="cross_modal_fill"):
+        cross_modal_fill(torch.zeros(2, 3, 4, 4, 4), torch.ones(2, 2, dtype=torch.bool),
+                         torch.zeros(2, dtype=torch.long), torch.zeros(2, 1, 4, 4, 4).bool())

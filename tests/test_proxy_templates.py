@@ -1,0 +1,112 @@
+"""Tests of mmlib.proxy.templates: grid, batched gather, resampling, scaling, NIfTI, import."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from mmlib.proxy.templates import Templates, minmax_scale
+
+
+def naive_crop(vol: torch.Tensor, start: tuple[int, int, int], size: tuple[int, int, int]):
+    """Per-study slicing with zero padding: the reference for the batched gather."""
+    out = torch.zeros(size)
+    src = [slice(max(s, 0), min(s + n, d)) for s, n, d in zip(start, size, vol.shape)]
+    dst = [slice(sl.start - s, sl.stop - s) for sl, s in zip(src, start)]
+    if all(sl.stop > sl.start for sl in src):
+        out[dst[0], dst[1], dst[2]] = vol[src[0], src[1], src[2]]
+    return out
+
+
+def test_grid_is_head_centred_with_true_affine():
+    t = Templates(spacing=2.0, extent_mm=(192, 228, 192))
+    assert t.shape == (96, 114, 96) and t.volumes.shape == (8, 96, 114, 96)
+    assert float(t.volumes.detach().abs().sum()) == 0.0
+    aff = t.affine
+    centre = aff @ np.array([(96 - 1) / 2, (114 - 1) / 2, (96 - 1) / 2, 1.0])
+    assert np.allclose(centre[:3], 0.0)
+    assert np.allclose(np.diag(aff)[:3], 2.0)
+    t2 = Templates(spacing=(1.0, 2.0, 3.0), shape=(10, 20, 30))
+    assert t2.shape == (10, 20, 30) and np.allclose(np.diag(t2.affine)[:3], [1, 2, 3])
+    with pytest.raises(ValueError, match="spacing"):
+        Templates(spacing=0.0)
+
+
+def test_batched_gather_equals_naive_per_study_crop():
+    g = torch.Generator().manual_seed(0)
+    t = Templates(spacing=2.0, shape=(20, 24, 18))
+    t.volumes.data.copy_(torch.rand(t.volumes.shape, generator=g))
+    starts = torch.tensor([[0, 0, 0], [5, 7, 3], [-4, 10, 12], [15, -3, -8], [30, 0, 0]])
+    modality = torch.tensor([0, 3, 7, 2, 5])
+    origin = t.origin + starts.float() * 2.0  # head-centred mm of crop voxel (0, 0, 0)
+    size = (8, 10, 9)
+    got = t.crop(modality, origin, size, spacing=torch.full((5, 3), 2.0), scale=False)
+    assert got.shape == (5, 1, *size)
+    for b in range(5):
+        ref = naive_crop(t.volumes.data[modality[b]], tuple(starts[b].tolist()), size)
+        assert torch.equal(got[b, 0], ref), b
+
+
+def test_resampled_crop_matches_strided_slicing_and_linear_ramp():
+    t = Templates(spacing=1.0, shape=(32, 32, 32))
+    x, y, z = torch.meshgrid(*(torch.arange(32.0),) * 3, indexing="ij")
+    t.volumes.data[:] = (x + 2 * y + 3 * z).unsqueeze(0)
+    origin = (t.origin + torch.tensor([[2.0, 4.0, 6.0], [1.5, 0.0, 3.25]]))
+    got = t.crop(torch.tensor([1, 4]), origin, (8, 8, 8), spacing=torch.full((2, 3), 2.0),
+                 scale=False)
+    ref = t.volumes.data[1, 2:18:2, 4:20:2, 6:22:2]
+    assert torch.allclose(got[0, 0], ref, atol=1e-4)
+    # trilinear interpolation reproduces a linear function at fractional positions
+    idx = [1.5 + 2 * torch.arange(8.0), 2 * torch.arange(8.0), 3.25 + 2 * torch.arange(8.0)]
+    expect = idx[0].view(8, 1, 1) + 2 * idx[1].view(1, 8, 1) + 3 * idx[2].view(1, 1, 8)
+    assert torch.allclose(got[1, 0], expect, atol=1e-3)
+
+
+def test_minmax_scaling_and_zero_template_guard():
+    t = Templates(spacing=4.0)
+    crop = t.crop(torch.tensor([0, 1]), torch.zeros(2, 3), (8, 8, 8))
+    assert torch.equal(crop, torch.zeros_like(crop)) and not torch.isnan(crop).any()
+    # a zero template still receives a gradient (it can start learning)
+    crop.sum().backward()
+    assert t.volumes.grad.abs().sum() > 0
+    x = torch.rand(3, 1, 4, 4, 4) * 5 + 2
+    s = minmax_scale(x)
+    assert torch.allclose(s.flatten(1).amin(1), torch.zeros(3))
+    assert torch.allclose(s.flatten(1).amax(1), torch.ones(3))
+    where = torch.zeros_like(x, dtype=torch.bool)
+    where[:, :, :2] = True
+    s2 = minmax_scale(x, where)
+    assert torch.allclose(s2[where].view(3, -1).amax(1), torch.ones(3))
+
+
+def test_to_nifti_writes_true_affine(tmp_path):
+    t = Templates(spacing=3.0, shape=(6, 7, 8))
+    t.volumes.data.copy_(torch.arange(t.volumes.numel()).float().view(t.volumes.shape))
+    p = t.to_nifti(tmp_path / "t1.nii.gz", "T1w")
+    img = nib.load(p)
+    assert np.allclose(img.affine, t.affine)
+    assert np.array_equal(np.asarray(img.dataobj), t.volumes.data[1].numpy())
+    allp = t.to_nifti(tmp_path / "all.nii.gz")
+    assert nib.load(allp).shape == (6, 7, 8, 8)
+
+
+def test_from_released_imports_and_resamples():
+    g = torch.Generator().manual_seed(0)
+    rep = torch.rand(8, 24, 20, 16, generator=g)
+    t = Templates.from_released(rep)
+    assert t.shape == (24, 20, 16) and torch.equal(t.volumes.data, rep)
+    assert np.allclose(t.affine[:3, 3], -(np.array([24, 20, 16]) - 1) / 2)
+    x, y, z = torch.meshgrid(torch.arange(24.0), torch.arange(20.0), torch.arange(16.0),
+                             indexing="ij")
+    ramp = (x - 11.5) + 2 * (y - 9.5) - (z - 7.5)  # linear in head-centred mm
+    t2 = Templates.from_released(ramp.expand(8, -1, -1, -1), spacing=2.0)
+    assert t2.shape == (12, 10, 8)
+    w = [torch.from_numpy(t2.affine[i, 3] + 2.0 * np.arange(n)).float()
+         for i, n in enumerate(t2.shape)]
+    expect = w[0].view(-1, 1, 1) + 2 * w[1].view(1, -1, 1) - w[2].view(1, 1, -1)
+    inner = (slice(0, -1),) * 3  # the last sample lies half a voxel beyond the source grid
+    assert torch.allclose(t2.volumes.data[3][inner], expect[inner], atol=1e-3)
+    with pytest.raises(ValueError, match="rep_template"):
+        Templates.from_released(torch.zeros(4, 8, 8, 8))
