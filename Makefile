@@ -1,0 +1,44 @@
+# mmlib: `make book` executes every notebook at demo scale and builds the HTML book;
+# `make test` runs the test suite. Both create or refresh the virtual environment .venv/.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.mmlib-installed
+SCALE ?= demo
+EXECUTED ?= _build/executed-$(SCALE)
+PYTEST_ARGS ?=
+
+.PHONY: venv book test lab publish clean sync
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first, pinned: the CPU wheel here, the CUDA build of the same release on GPU machines
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,log]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+book: venv
+	$(BIN)/mmlib notebooks run --scale $(SCALE) --out $(EXECUTED)
+	$(BIN)/python -m mmlib.book --executed $(EXECUTED) --out .
+	@echo "The book is in _build/html/index.html (serve it: $(BIN)/python -m http.server -d _build/html)"
+
+test: venv
+	@tools/sysdeps.sh check
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lab: venv
+	$(BIN)/jupyter lab notebooks
+
+sync: venv
+	$(BIN)/jupytext --sync notebooks/*.py
+
+publish: book
+	@echo "Push to GitHub: .github/workflows/book.yml builds the book and deploys _build/html to GitHub Pages."
+	@echo "By hand: $(BIN)/ghp-import -n -p -f _build/html"
+
+clean:
+	rm -rf _build runs

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from mmlib.cli import COMMANDS, main
+
+
+def test_help_lists_commands(capsys) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name in COMMANDS:
+        assert name in out
+
+
+def test_unknown_command_is_usage_error(capsys) -> None:
+    assert main(["frobnicate"]) == 2
+    assert "unknown command 'frobnicate'" in capsys.readouterr().err
+
+
+def test_python_dash_m_and_console_script_agree() -> None:
+    a = subprocess.run([sys.executable, "-m", "mmlib", "--version"], capture_output=True, text=True)
+    assert a.returncode == 0 and a.stdout.startswith("mmlib ")
+
+
+def test_every_command_module_exposes_the_protocol() -> None:
+    import importlib
+
+    for name, (module, _) in COMMANDS.items():
+        mod = importlib.import_module(module)
+        assert callable(getattr(mod, "configure_parser")) and callable(getattr(mod, "run_cli")), name
