@@ -57,6 +57,48 @@ def _hide_parameters(src: Path, dst: Path) -> None:
     dst.write_text(json.dumps(nb, indent=1))
 
 
+MATHJAX = "mathjax@3.2.2"
+
+
+def _vendor_mathjax(stage_dir: Path) -> None:
+    """Serve MathJax from the book itself, so that formulas render offline and on any host.
+
+    The npm package is fetched once (``npm pack``; cached in mmlib's work folder). Without npm
+    the book keeps Sphinx's default (MathJax from a CDN), which renders once online.
+    """
+    from mmlib.paths import work_root
+
+    cache = work_root() / "vendor" / MATHJAX.replace("@", "-")
+    if not (cache / "tex-mml-chtml.js").exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            print("book: npm not found; MathJax will load from its CDN", file=sys.stderr)
+            return
+        import tarfile
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            proc = subprocess.run([npm, "pack", MATHJAX, "-q"], cwd=tmp, capture_output=True, text=True)
+            tgz = next(Path(tmp).glob("mathjax-*.tgz"), None)
+            if proc.returncode != 0 or tgz is None:
+                print(f"book: npm pack {MATHJAX} failed; MathJax will load from its CDN", file=sys.stderr)
+                return
+            with tarfile.open(tgz) as tar:
+                members = [m for m in tar.getmembers() if m.name.startswith("package/es5/")]
+                tar.extractall(tmp, members=members, filter="data")
+            partial = cache.with_name(cache.name + ".tmp")
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(Path(tmp) / "package" / "es5", partial)
+            partial.replace(cache)
+    shutil.copytree(cache, stage_dir / "_static" / "mathjax")
+    config = yaml.safe_load((stage_dir / "_config.yml").read_text())
+    sphinx_config = config.setdefault("sphinx", {}).setdefault("config", {})
+    sphinx_config["mathjax_path"] = "mathjax/tex-mml-chtml.js"
+    sphinx_config["html_static_path"] = ["_static"]
+    (stage_dir / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
 def stage(executed: Path, stage_dir: Path, source: Path = REPO_ROOT) -> Path:
     """Copy the book's sources and the executed notebooks into ``stage_dir``.
 
@@ -87,6 +129,7 @@ def stage(executed: Path, stage_dir: Path, source: Path = REPO_ROOT) -> Path:
             f"{executed}: no executed notebook for {', '.join(missing)}; run "
             f"`mmlib notebooks run --out {executed}` first"
         )
+    _vendor_mathjax(stage_dir)
     figures = stage_dir / "book" / "figures"
     figures.mkdir(exist_ok=True)
     from mmlib.overview import method_diagram
