@@ -8,6 +8,15 @@ A configuration is a nested dict. It is built in layers, later layers winning:
 4. overrides, written ``section.key=value`` (values parsed as YAML: ``null``, ``true``, ``1e-3``,
    ``[1, 2]``) or given as a dict (nested, or flat with dotted keys).
 
+``objective`` is a named preset of :data:`mmlib.proxy.brainmvp.OBJECTIVES` plus field
+overrides: ``objective=mim`` changes the preset's name and keeps the fields set so far,
+``objective.mask_rate=0.875`` sets one field. ``objective_defaults`` (set by the scale presets)
+holds scale-dependent defaults of the objective's fields (block size, the epochs of the
+template warm-up and of the contrastive start, shortened with the schedule): they replace a
+field only where the named preset keeps :class:`~mmlib.proxy.brainmvp.ObjectiveConfig`'s own
+default, so that ``cmr_only``'s ``warmup_epochs=0`` survives; explicit ``objective.*`` keys
+win over both. :func:`resolve_objective` applies this rule.
+
 The scale is read from the overrides, then the file, then the preset name, so that
 ``pretrain("my.yaml", ["scale=paper"])`` lays ``my.yaml`` over the paper preset. Unknown keys are
 an error naming the key and the known ones, except below ``objective`` (fields of
@@ -43,6 +52,7 @@ DEFAULTS: dict[str, Any] = {
     "data": {"store": None, "k": 4, "crop_size": 32, "workers": 0, "studies": None},
     "model": {"name": "unet", "size": {}},
     "objective": {"name": "brainmvp"},
+    "objective_defaults": {},
     "optim": {"lr": 3e-4, "weight_decay": 1e-5, "warmup_steps": 0, "min_lr": 0.0,
               "betas": [0.9, 0.999]},
     "schedule": {"epochs": 1},
@@ -55,7 +65,7 @@ DEFAULTS: dict[str, Any] = {
 }
 """Every configuration key with its default (presets and files override these)."""
 
-FREE_SECTIONS: frozenset[str] = frozenset({"objective", "model.size"})
+FREE_SECTIONS: frozenset[str] = frozenset({"objective", "objective_defaults", "model.size"})
 """Dotted paths whose keys are checked by another room, not against :data:`DEFAULTS`."""
 
 AMP_MODES: tuple[str, ...] = ("auto", "off", "bf16", "fp16")
@@ -130,7 +140,8 @@ def _normalise_objective(value: Any) -> dict[str, Any]:
         return {"name": value}
     if isinstance(value, Mapping):
         out = dict(value)
-        out.setdefault("name", "brainmvp")
+        if "preset" in out:
+            out["name"] = out.pop("preset")
         return out
     raise ValueError(f"config key objective: expected a preset name or a mapping, got {value!r}")
 
@@ -149,8 +160,9 @@ def _set(cfg: dict[str, Any], dotted: str, value: Any, where: str) -> None:
             raise ValueError(f"{where}: unknown config key {path!r}; known keys here: {known}")
         if last:
             if path == "objective":
-                value = _normalise_objective(value)
-            elif isinstance(value, Mapping) and not free and path not in FREE_SECTIONS:
+                node.setdefault("objective", {"name": "brainmvp"}).update(_normalise_objective(value))
+                return
+            if isinstance(value, Mapping) and not free and path not in FREE_SECTIONS:
                 for sub, v in value.items():
                     _set(cfg, f"{path}.{sub}", v, where)
                 return
@@ -241,6 +253,36 @@ def validate(cfg: Mapping[str, Any]) -> None:
          f"should be an integer or a list of 3, got {cfg['data']['crop_size']!r}")
     need(isinstance(cfg["data"]["workers"], int) and cfg["data"]["workers"] >= 0, "data.workers",
          f"should be an integer >= 0, got {cfg['data']['workers']!r}")
+
+
+def resolve_objective(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Every field of the objective (``name`` first) after the rule of the module docstring.
+
+    Raises:
+        ValueError: When the preset name or a field is unknown (from ``ObjectiveConfig``).
+    """
+    import dataclasses
+
+    from mmlib.proxy.brainmvp import ObjectiveConfig, get_objective
+
+    spec = dict(cfg["objective"])
+    name = spec.pop("name", "brainmvp")
+    named = get_objective(name)
+    base = ObjectiveConfig()
+    fields = {f.name for f in dataclasses.fields(ObjectiveConfig)}
+    updates: dict[str, Any] = {}
+    for key, value in dict(cfg.get("objective_defaults") or {}).items():
+        if key not in fields:
+            raise ValueError(f"config key objective_defaults.{key}: not a field of ObjectiveConfig; "
+                             f"known: {', '.join(sorted(fields))}")
+        if getattr(named, key) == getattr(base, key):
+            updates[key] = value
+    updates.update(spec)
+    try:
+        resolved = ObjectiveConfig.from_dict({"name": name, **updates})
+    except ValueError as err:
+        raise ValueError(f"config key objective: {err}") from None
+    return {"name": name, **resolved.asdict()}
 
 
 def identity(cfg: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,599 @@
+"""Self-supervised pre-training: config → store and sampler → backbone → objective → AdamW → loop.
+
+One code path from a 2-core CPU to many GPU nodes::
+
+    mmlib pretrain --config demo                                   # CPU or one GPU
+    mmlib pretrain --config paper data.store=/data/store           # one GPU, paper preset
+    torchrun --nproc-per-node 8 -m mmlib pretrain --config paper   # 8 GPUs on one node
+    torchrun --nnodes 4 --nproc-per-node 8 --rdzv-backend c10d \\
+        --rdzv-endpoint HOST:29500 -m mmlib pretrain --config paper  # 4 nodes
+
+The loop: gradient accumulation over ``train.accum`` micro-batches (``no_sync`` under DDP
+until the last), mixed precision (``train.amp``: ``auto`` = bf16 autocast where the GPU has it,
+fp16 with a ``GradScaler`` on other GPUs, off on CPU; ``bf16``/``fp16``/``off`` force it),
+gradient clipping (``train.clip``, the norm is logged), AdamW with warm-up and cosine decay
+counted in optimiser steps (:mod:`mmlib.engine.schedule`), a progress bar, and periodic atomic
+checkpoints (:mod:`mmlib.engine.checkpointing`) from which a killed run resumes bit for bit.
+
+Determinism: the studies of every optimiser step come from :class:`StepBatchSampler` (a
+function of seed, epoch and position), and every random draw of the objective (target modality,
+masks, cross-modal source) comes from a generator re-seeded per micro-batch from
+``(seed, step, chunk)``. A resumed run, or a run split differently between ranks and
+accumulation, therefore sees the same batches and the same masks.
+
+The run folder (``run.root/run.name``, default ``work_dir(scale)/runs/pretrain/<objective>-
+<backbone>-<hash of the config>``)::
+
+    config.json          the resolved configuration
+    metrics.csv          one row per optimiser step (loss terms, lr, samples/s, data wait, memory)
+    tb/                  TensorBoard events (when tensorboard is installed)
+    checkpoints/step_XXXXXXX/  model.safetensors + meta.json + train_state.pt
+    checkpoints/latest   name of the newest checkpoint
+    samples/step_XXXXXXX.npz   views and reconstructions of a fixed few studies
+    results.json         final losses, steps, time, throughput
+    DONE                 written last
+
+A finished run with the same resolved configuration is returned at once; an unfinished one
+resumes from its latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mmlib.engine import checkpointing as ckpt
+from mmlib.engine import distributed as D
+from mmlib.engine.config import config_hash, diff, identity, load_config, resolve_objective
+from mmlib.engine.metrics import MetricsLogger, peak_memory_mb, read_metrics
+from mmlib.engine.sampling import StepBatchSampler
+from mmlib.engine.schedule import build_scheduler
+
+STEP_HOOK: Any = None
+"""Called as ``STEP_HOOK(step)`` after each optimiser step (fault-injection tests kill the
+process there). None in normal use."""
+
+SAMPLE_KEYS: tuple[str, ...] = ("target", "mask", "view_a", "view_b", "recon_a", "recon_b")
+
+
+# --------------------------------------------------------------------------------- resolution
+def amp_mode(setting: Any, device: torch.device) -> tuple[torch.dtype | None, bool]:
+    """``(autocast dtype or None, use a GradScaler)`` for ``train.amp`` on ``device``.
+
+    ``auto``: bf16 on a CUDA device that supports it, fp16 with a scaler on other CUDA devices,
+    off elsewhere. ``bf16``/``fp16`` force it (a scaler only for fp16 on CUDA); ``off`` (or
+    false) disables it.
+    """
+    s = {True: "auto", False: "off", None: "off"}.get(setting, str(setting).lower())
+    if s == "off":
+        return None, False
+    if s == "auto":
+        if device.type != "cuda":
+            return None, False
+        return (torch.bfloat16, False) if torch.cuda.is_bf16_supported() else (torch.float16, True)
+    if s == "bf16":
+        return torch.bfloat16, False
+    if s == "fp16":
+        return torch.float16, device.type == "cuda"
+    raise ValueError(f"config key train.amp: unknown mode {setting!r}; use auto, bf16, fp16 or off")
+
+
+def amp_name(dtype: torch.dtype | None) -> str:
+    """``off``, ``bf16`` or ``fp16``."""
+    return {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+
+def resolve(cfg: Mapping[str, Any], device: torch.device | None = None, build_store: bool = True) -> dict[str, Any]:
+    """Bind a configuration to this machine: the store path, the backbone size, every objective
+    field, the device kind and the mixed-precision mode (what ``config.json`` holds).
+
+    Args:
+        cfg: from :func:`mmlib.engine.config.load_config`.
+        device: the device trained on. Defaults to None (``cfg["device"]``).
+        build_store: make the scale's store when ``data.store`` is null (rank 0 only under
+            DDP). Defaults to True.
+    """
+    from mmlib.models import BACKBONE_PRESETS
+
+    out = json.loads(json.dumps(cfg))
+    scale = out["scale"]
+    if out["data"]["store"] is None:
+        from mmlib.data import ensure_store
+
+        out["data"]["store"] = str(Path(ensure_store(scale) if build_store else _default_store(scale)).resolve())
+    else:
+        out["data"]["store"] = str(Path(out["data"]["store"]).expanduser().resolve())
+    name = out["model"]["name"]
+    if name not in BACKBONE_PRESETS[scale]:
+        raise ValueError(f"config key model.name: unknown backbone {name!r}; choose one of "
+                         f"{', '.join(BACKBONE_PRESETS[scale])}")
+    out["model"]["size"] = {**BACKBONE_PRESETS[scale][name], **(out["model"]["size"] or {})}
+    out["objective"] = resolve_objective(out)
+    dev = device or D.pick_device(out["device"])
+    out["device"] = dev.type
+    out["train"]["amp"] = amp_name(amp_mode(out["train"]["amp"], dev)[0])
+    return out
+
+
+def _default_store(scale: str) -> Path:
+    from mmlib.paths import work_dir
+
+    return work_dir(scale) / "store"
+
+
+def default_run_dir(cfg: Mapping[str, Any]) -> Path:
+    """``run.root/run.name`` of a resolved configuration (see the module docstring)."""
+    from mmlib.paths import work_dir
+
+    root = Path(cfg["run"]["root"]) if cfg["run"].get("root") else work_dir(cfg["scale"]) / "runs" / "pretrain"
+    name = cfg["run"].get("name") or f"{cfg['objective']['name']}-{cfg['model']['name']}-{config_hash(cfg)}"
+    return root / name
+
+
+def run_dir_for(config: str | Path | Mapping[str, Any] = "demo",
+                overrides: Mapping[str, Any] | Sequence[str] | None = None) -> Path:
+    """The run folder :func:`pretrain` would use for this configuration (nothing is trained)."""
+    cfg = resolve(load_config(config, overrides), build_store=True)
+    return default_run_dir(cfg)
+
+
+# --------------------------------------------------------------------------------- reading runs
+def latest_checkpoint(run_dir: str | Path) -> Path:
+    """The newest complete checkpoint folder of a run (what downstream fine-tuning loads).
+
+    Raises:
+        FileNotFoundError: When the run has no complete checkpoint.
+    """
+    found = ckpt.find_latest(Path(run_dir) / "checkpoints")
+    if found is None:
+        raise FileNotFoundError(f"{run_dir}: no complete checkpoint under checkpoints/; run "
+                                "mmlib pretrain first")
+    return found
+
+
+def load_run(run_dir: str | Path) -> dict[str, Any]:
+    """Config, metrics rows, results and sample files of a run folder, for notebooks and tests."""
+    run_dir = Path(run_dir)
+    read = lambda p: json.loads(p.read_text()) if p.is_file() else None  # noqa: E731
+    return {
+        "run_dir": run_dir,
+        "config": read(run_dir / "config.json"),
+        "results": read(run_dir / "results.json"),
+        "metrics": read_metrics(run_dir / "metrics.csv"),
+        "samples": sorted((run_dir / "samples").glob("step_*.npz")),
+        "done": (run_dir / "DONE").is_file(),
+    }
+
+
+# --------------------------------------------------------------------------------- the loop
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    nb = device.type == "cuda"
+    return {k: (v.to(device, non_blocking=nb) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
+def _scalars(out: Mapping[str, Any]) -> dict[str, float]:
+    return {k: float(v.detach()) for k, v in out.items()
+            if isinstance(v, torch.Tensor) and v.dim() == 0 and v.is_floating_point()}
+
+
+def _select_studies(store: Any, spec: Any) -> list[str] | None:
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        return store.studies(split=spec)
+    if isinstance(spec, Mapping):
+        return store.studies(**spec)
+    return [str(s) for s in spec]
+
+
+class Trainer:
+    """One pre-training run (built by :func:`pretrain`; exposed for notebooks that step it).
+
+    Args:
+        cfg: a resolved configuration (:func:`resolve`).
+        run_dir: the run folder.
+        info: this process's place in the job (:func:`mmlib.engine.distributed.setup`).
+        progress: show a progress bar on rank 0. Defaults to True.
+    """
+
+    def __init__(self, cfg: dict[str, Any], run_dir: Path, info: D.DistInfo, progress: bool = True) -> None:
+        from mmlib.data.sampler import PretrainDataset
+        from mmlib.data.store import Store
+        from mmlib.models import build_backbone
+        from mmlib.proxy.brainmvp import BrainMVPObjective, ObjectiveConfig
+        from mmlib.proxy.templates import Templates
+
+        self.cfg, self.run_dir, self.info, self.progress = cfg, Path(run_dir), info, progress
+        t, d = cfg["train"], cfg["data"]
+        self.seed = int(t["seed"])
+        self.accum = int(t["accum"])
+        torch.manual_seed(self.seed)
+        np.random.seed((self.seed + info.rank) % 2**32)
+        import random
+
+        random.seed(self.seed + info.rank)
+
+        self.store = Store(d["store"])
+        studies = _select_studies(self.store, d.get("studies"))
+        self.dataset = PretrainDataset(self.store, d["crop_size"], d["k"], studies, self.seed)
+        self.sampler = StepBatchSampler(len(self.dataset), t["batch_size"], self.accum, info.rank,
+                                        info.world_size, self.seed)
+        self.steps_per_epoch = self.sampler.steps
+        total = int(math.ceil(float(cfg["schedule"]["epochs"]) * self.steps_per_epoch))
+        if t["max_steps"] is not None:
+            total = min(total, int(t["max_steps"]))
+        self.total = max(total, 1)
+
+        torch.manual_seed(self.seed)
+        backbone = build_backbone(cfg["model"]["name"], **{**cfg["model"]["size"], "in_channels": 1})
+        self.templates = Templates(spacing=self.store.spacing)
+        objective_cfg = ObjectiveConfig.from_dict({k: v for k, v in cfg["objective"].items() if k != "name"})
+        self.objective = BrainMVPObjective(backbone, self.templates, objective_cfg)
+        if t.get("sync_bn") and info.distributed:
+            self.objective = nn.SyncBatchNorm.convert_sync_batchnorm(self.objective)
+        self.objective.to(info.device)
+        self.model: nn.Module = self.objective
+        if info.distributed:
+            self.model = nn.parallel.DistributedDataParallel(
+                self.objective, device_ids=[info.device] if info.device.type == "cuda" else None,
+                find_unused_parameters=True,
+            )
+        o = cfg["optim"]
+        self.optimizer = torch.optim.AdamW(self.objective.parameters(), lr=float(o["lr"]),
+                                           betas=tuple(o["betas"]), weight_decay=float(o["weight_decay"]))
+        self.scheduler = build_scheduler(self.optimizer, self.total, int(o["warmup_steps"]), float(o["min_lr"]))
+        self.amp_dtype, use_scaler = amp_mode(t["amp"], info.device)
+        self.scaler = torch.amp.GradScaler(info.device.type, enabled=use_scaler)
+        self.generator = torch.Generator(device=info.device)
+        self.step = 0
+        self.elapsed_before = 0.0
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Weights: ``backbone.*``, ``templates.volumes`` (and the projection head, if any)."""
+        return {k: v for k, v in self.objective.state_dict().items()}
+
+    def meta(self) -> dict[str, Any]:
+        """Checkpoint metadata (mmlib's pre-training convention)."""
+        from mmlib import __version__
+        from mmlib.modalities import MODALITIES
+
+        bb = self.objective.backbone
+        return {
+            "kind": "pretrain",
+            "model": {"name": self.cfg["model"]["name"], "size": dict(getattr(bb, "size", self.cfg["model"]["size"]))},
+            "modalities": list(MODALITIES),
+            "template_affine": np.asarray(self.templates.affine).tolist(),
+            "step": self.step,
+            "epoch": self.step // self.steps_per_epoch,
+            "objective": self.cfg["objective"],
+            "config": self.cfg,
+            "mmlib_version": __version__,
+        }
+
+    def train_state(self) -> dict[str, Any]:
+        """Optimiser, scheduler, scaler, per-rank RNG, sampler position, step (collective)."""
+        rngs = D.gather_objects(ckpt.rng_state(self.info.device if self.info.device.type == "cuda" else None), self.info)
+        epoch, position = divmod(self.step, self.steps_per_epoch)
+        return {
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rngs,
+            "sampler": {"epoch": epoch, "position": position, "steps_per_epoch": self.steps_per_epoch,
+                        "n": self.sampler.n},
+            "world_size": self.info.world_size,
+            "elapsed_s": self.elapsed_before + (time.perf_counter() - self._t0 if hasattr(self, "_t0") else 0.0),
+        }
+
+    def resume(self, folder: Path) -> None:
+        """Restore weights and training state from a checkpoint folder."""
+        state, _, ts = ckpt.load(folder)
+        if ts["world_size"] != self.info.world_size:
+            raise ValueError(f"{folder}: written by {ts['world_size']} processes, resumed with "
+                             f"{self.info.world_size}; exact resume needs the same world size "
+                             "(or start a new run.name)")
+        if ts["sampler"]["n"] != self.sampler.n:
+            raise ValueError(f"{folder}: the run had {ts['sampler']['n']} studies, the store now has "
+                             f"{self.sampler.n}; start a new run.name")
+        self.objective.load_state_dict({k: v.to(self.info.device) for k, v in state.items()}, strict=True)
+        self.optimizer.load_state_dict(ts["optimizer"])
+        self.scheduler.load_state_dict(ts["scheduler"])
+        self.scaler.load_state_dict(ts["scaler"])
+        ckpt.set_rng_state(ts["rng"][self.info.rank], self.info.device if self.info.device.type == "cuda" else None)
+        self.step = int(ts["step"])
+        self.elapsed_before = float(ts.get("elapsed_s", 0.0))
+
+    # ------------------------------------------------------------------ samples
+    def fixed_batch(self) -> dict[str, Any]:
+        """The first ``samples.n`` studies at epoch 0 with a fixed seed (the same at every checkpoint)."""
+        from mmlib.data.sampler import PretrainDataset
+
+        d = self.cfg["data"]
+        ds = PretrainDataset(self.store, d["crop_size"], d["k"], _select_studies(self.store, d.get("studies")),
+                             self.seed + 7919)
+        ds.set_epoch(0)
+        n = min(int(self.cfg["samples"]["n"]), len(ds))
+        return ds.collate([ds[i] for i in range(n)])
+
+    @torch.no_grad()
+    def write_samples(self) -> Path | None:
+        """``samples/step_XXXXXXX.npz``: views and reconstructions (float16 ``(N, X, Y, Z)``)."""
+        from mmlib.modalities import MODALITIES
+
+        if not self.info.is_main or int(self.cfg["samples"]["n"]) < 1:
+            return None
+        if not hasattr(self, "_fixed"):
+            self._fixed = self.fixed_batch()
+        batch = _to_device(self._fixed, self.info.device)
+        gen = torch.Generator(device=self.info.device).manual_seed(D.seed_for(self.seed, 104729))
+        was = self.objective.training
+        self.objective.eval()
+        try:
+            with self._autocast():
+                out = self.objective(batch, epoch=self.step // self.steps_per_epoch, generator=gen)
+        finally:
+            self.objective.train(was)
+        arrays: dict[str, Any] = {}
+        for key in SAMPLE_KEYS:
+            v = out.get(key)
+            if v is not None:
+                arrays[key] = v.detach().float().cpu()[:, 0].numpy().astype(np.float16)
+        arrays["study"] = np.asarray([str(s) for s in batch["study"]])
+        arrays["modality"] = np.asarray([MODALITIES[int(i)] for i in out["target_modality"].cpu()])
+        arrays["step"] = np.asarray(self.step)
+        arrays["epoch"] = np.asarray(self.step // self.steps_per_epoch)
+        folder = self.run_dir / "samples"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{ckpt.step_name(self.step)}.npz"
+        tmp = folder / f".{path.name}.tmp.npz"
+        np.savez(tmp, **arrays)
+        tmp.replace(path)
+        return path
+
+    # ------------------------------------------------------------------ loop
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.info.device.type, dtype=self.amp_dtype)
+
+    def _loader(self, epoch: int, position: int) -> Any:
+        from torch.utils.data import DataLoader
+
+        self.dataset.set_epoch(epoch)
+        self.sampler.set_epoch(epoch, position)
+        workers = int(self.cfg["data"]["workers"])
+        kw: dict[str, Any] = {"prefetch_factor": 4} if workers > 0 else {}
+        return DataLoader(
+            self.dataset, batch_sampler=self.sampler, num_workers=workers,
+            collate_fn=self.dataset.collate, pin_memory=self.info.device.type == "cuda",
+            generator=torch.Generator().manual_seed(D.seed_for(self.seed, epoch)), **kw,
+        )
+
+    def checkpoint(self) -> Path | None:
+        """Samples, then an atomic checkpoint of the current step (collective under DDP)."""
+        self.write_samples()
+        state = self.train_state()
+        folder = None
+        if self.info.is_main:
+            folder = ckpt.save(self.run_dir / "checkpoints", self.step, self.state_dict(), self.meta(), state,
+                               keep=int(self.cfg["checkpoint"]["keep"]))
+        D.barrier(self.info)
+        return folder
+
+    def train(self) -> dict[str, Any]:
+        """Run from ``self.step`` to the end; return the summary written to ``results.json``."""
+        from tqdm.auto import tqdm
+
+        info, cfg = self.info, self.cfg
+        every = int(cfg["checkpoint"]["every"])
+        global_batch = int(cfg["train"]["batch_size"]) * self.accum * info.world_size
+        params = [p for p in self.objective.parameters() if p.requires_grad]
+        clip = cfg["train"]["clip"]
+        log = MetricsLogger(self.run_dir, enabled=info.is_main, tensorboard=cfg.get("log", {}).get("tensorboard", "auto"),
+                            resume_step=self.step if self.step > 0 else None)
+        bar = tqdm(total=self.total, initial=self.step, disable=not (self.progress and info.is_main),
+                   desc=f"pretrain {cfg['objective']['name']}", unit="step", dynamic_ncols=True)
+        self._t0 = time.perf_counter()
+        try:
+            while self.step < self.total:
+                epoch, position = divmod(self.step, self.steps_per_epoch)
+                it = iter(self._loader(epoch, position))
+                for _ in range(position, self.steps_per_epoch):
+                    if self.step >= self.total:
+                        break
+                    row = self._one_step(it, epoch, params, clip, global_batch)
+                    log.log(row)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
+                    if STEP_HOOK is not None:
+                        STEP_HOOK(self.step)
+                    if self.step % every == 0 or self.step == self.total:
+                        self.checkpoint()
+                del it
+        finally:
+            bar.close()
+            log.close()
+        return self.summary()
+
+    def _one_step(self, it: Any, epoch: int, params: list[nn.Parameter], clip: Any, global_batch: int) -> dict[str, Any]:
+        info = self.info
+        t0 = time.perf_counter()
+        wait = 0.0
+        terms: dict[str, float] = {}
+        for m in range(self.accum):
+            tw = time.perf_counter()
+            batch = next(it)
+            wait += time.perf_counter() - tw
+            batch = _to_device(batch, info.device)
+            self.generator.manual_seed(D.seed_for(self.seed, self.step, info.rank * self.accum + m))
+            sync = contextlib.nullcontext()
+            if info.distributed and m < self.accum - 1:
+                sync = self.model.no_sync()  # type: ignore[operator]
+            with sync:
+                with self._autocast():
+                    out = self.model(batch, epoch=epoch, generator=self.generator)
+                self.scaler.scale(out["loss"].float() / self.accum).backward()
+            for k, v in _scalars(out).items():
+                terms[k] = terms.get(k, 0.0) + v / self.accum
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        if clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            terms["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, float(clip)))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.step += 1
+        dt = time.perf_counter() - t0
+        terms["data_wait_frac"] = wait / max(dt, 1e-9)
+        terms = D.reduce_mean(terms, info)
+        return {
+            "step": self.step, "epoch": epoch, "lr": lr, **terms,
+            "samples_per_s": global_batch / max(dt, 1e-9), "step_time_s": dt,
+            "data_wait_frac": terms.pop("data_wait_frac"),
+            "mem_mb": peak_memory_mb(info.device),
+            "elapsed_s": self.elapsed_before + time.perf_counter() - self._t0,
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """Final numbers of the run, from ``metrics.csv``."""
+        rows = read_metrics(self.run_dir / "metrics.csv")
+        terms = [k for k in (rows[0] if rows else {}) if k not in
+                 ("step", "epoch", "lr", "samples_per_s", "step_time_s", "data_wait_frac", "mem_mb", "elapsed_s")]
+        tail = rows[-max(1, min(10, len(rows) // 5 or 1)):]
+        head = rows[: len(tail)]
+        mean = lambda rs, k: float(np.nanmean([r[k] for r in rs])) if rs else math.nan  # noqa: E731
+        timed = rows[1:] if len(rows) > 1 else rows
+        return {
+            "steps": self.step,
+            "epochs": self.step / self.steps_per_epoch,
+            "steps_per_epoch": self.steps_per_epoch,
+            "studies": self.sampler.n,
+            "global_batch": int(self.cfg["train"]["batch_size"]) * self.accum * self.info.world_size,
+            "world_size": self.info.world_size,
+            "device": self.info.device.type,
+            "amp": amp_name(self.amp_dtype),
+            "first": {k: mean(head, k) for k in terms},
+            "final": {k: mean(tail, k) for k in terms},
+            "samples_per_s": mean(timed, "samples_per_s"),
+            "step_time_s": mean(timed, "step_time_s"),
+            "data_wait_frac": mean(timed, "data_wait_frac"),
+            "peak_mem_mb": max((r["mem_mb"] for r in rows), default=math.nan),
+            "time_s": rows[-1]["elapsed_s"] if rows else 0.0,
+            "checkpoint": str(latest_checkpoint(self.run_dir)) if self.info.is_main else None,
+            "config_hash": config_hash(self.cfg),
+        }
+
+
+# --------------------------------------------------------------------------------- entry point
+def pretrain(
+    config: str | Path | Mapping[str, Any] = "demo",
+    overrides: Mapping[str, Any] | Sequence[str] | None = None,
+    run_dir: Path | None = None,
+    progress: bool = True,
+) -> Path:
+    """Pre-train (or reuse, or resume) and return the run folder.
+
+    Args:
+        config: a preset (``smoke``, ``demo``, ``paper``), a YAML/JSON file or a dict (see
+            :mod:`mmlib.engine.config`). Defaults to ``"demo"``.
+        overrides: ``key=value`` strings or a dict, e.g. ``["objective=mim",
+            "schedule.epochs=10"]``. Defaults to None.
+        run_dir: the run folder. Defaults to None (``run.root/run.name``, see the module
+            docstring).
+        progress: show a progress bar. Defaults to True.
+
+    Returns:
+        The run folder (with ``DONE``, ``results.json`` and ``checkpoints/latest``).
+
+    Raises:
+        ValueError: When the configuration is invalid, or ``run_dir`` holds a run with a
+            different configuration.
+    """
+    cfg = load_config(config, overrides)
+    owned = not (torch.distributed.is_available() and torch.distributed.is_initialized())
+    info = D.setup(cfg["device"])
+    try:
+        if info.is_main:
+            resolved = resolve(cfg, info.device, build_store=True)
+        D.barrier(info)
+        if not info.is_main:
+            resolved = resolve(cfg, info.device, build_store=True)
+        folder = Path(run_dir) if run_dir is not None else default_run_dir(resolved)
+        action = _decide(folder, resolved) if info.is_main else None
+        action = D.broadcast_object(action, info)
+        if action == "done":
+            return folder
+        if info.is_main:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "config.json").write_text(json.dumps(resolved, indent=2, sort_keys=True) + "\n")
+        D.barrier(info)
+        trainer = Trainer(resolved, folder, info, progress)
+        latest = ckpt.find_latest(folder / "checkpoints") if action == "resume" else None
+        if latest is not None:
+            trainer.resume(latest)
+        results = trainer.train()
+        if info.is_main:
+            results["run_dir"] = str(folder)
+            ckpt.write_text_atomic(folder / "results.json", json.dumps(results, indent=2) + "\n")
+            ckpt.write_text_atomic(folder / "DONE", time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
+        D.barrier(info)
+        return folder
+    finally:
+        if owned:
+            D.teardown(info)
+
+
+def _decide(folder: Path, resolved: Mapping[str, Any]) -> str:
+    """``new``, ``resume`` or ``done`` for a run folder, or an error when its config differs."""
+    saved_path = folder / "config.json"
+    if not saved_path.is_file():
+        return "new"
+    saved = json.loads(saved_path.read_text())
+    changed = diff(identity(saved), identity(resolved))
+    if changed:
+        state = "finished" if (folder / "DONE").is_file() else "unfinished"
+        raise ValueError(f"{folder}: holds a {state} run with a different config (differs in "
+                         f"{', '.join(changed[:6])}); choose another run.name or remove the folder")
+    return "done" if (folder / "DONE").is_file() else "resume"
+
+
+# --------------------------------------------------------------------------------- CLI
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``mmlib pretrain``."""
+    parser.add_argument("--config", default="demo",
+                        help="a preset (smoke, demo, paper) or a YAML/JSON file. Default: demo")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="config overrides, e.g. objective=mim train.batch_size=3 schedule.epochs=10")
+    parser.add_argument("--run-dir", type=Path, default=None,
+                        help="run folder (default: run.root/run.name, see the docs)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.epilog = ("Multi-GPU: torchrun --nproc-per-node N -m mmlib pretrain --config paper ...; "
+                     "multi-node: add --nnodes M --rdzv-backend c10d --rdzv-endpoint HOST:PORT.")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """Run ``mmlib pretrain``; print the run folder. Exit 0 on success, 2 on a config error."""
+    try:
+        folder = pretrain(args.config, list(args.overrides), run_dir=args.run_dir, progress=not args.no_progress)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"mmlib pretrain: {err}", file=sys.stderr)
+        return 2
+    import os
+
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(folder)
+    return 0

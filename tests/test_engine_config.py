@@ -1,0 +1,96 @@
+"""mmlib.engine.config: presets, files, overrides, the objective rule, the run identity."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mmlib.configs.scales import SCALES
+from mmlib.engine.config import (
+    config_hash,
+    diff,
+    load_config,
+    parse_overrides,
+    parse_value,
+    resolve_objective,
+)
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_presets_load_and_name_their_scale(scale: str) -> None:
+    cfg = load_config(scale)
+    assert cfg["scale"] == scale
+    assert cfg["train"]["batch_size"] >= 1 and cfg["schedule"]["epochs"] > 0
+    resolve_objective(cfg)  # every preset's objective section is valid
+
+
+def test_paper_preset_is_the_authors_schedule() -> None:
+    cfg = load_config("paper")
+    assert cfg["optim"]["lr"] == pytest.approx(3e-4)
+    assert cfg["optim"]["weight_decay"] == pytest.approx(1e-5)
+    assert cfg["schedule"]["epochs"] == 1500
+    assert (cfg["train"]["batch_size"], cfg["train"]["accum"], cfg["data"]["crop_size"]) == (3, 2, 96)
+    obj = resolve_objective(cfg)
+    assert (obj["warmup_epochs"], obj["cl_start_epoch"], obj["block_size"]) == (300, 1000, 8)
+
+
+def test_values_parse_as_yaml_with_floats_in_e_notation() -> None:
+    assert parse_value("1e-3") == pytest.approx(1e-3)
+    assert parse_value("null") is None and parse_value("true") is True
+    assert parse_value("[1, 2]") == [1, 2] and parse_value("unet") == "unet"
+    assert parse_overrides({"train": {"seed": 3}, "optim.lr": 1}) == {"train.seed": 3, "optim.lr": 1}
+
+
+def test_overrides_win_and_unknown_keys_name_the_key() -> None:
+    cfg = load_config("smoke", ["train.batch_size=3", "optim.lr=1e-3", "objective.mask_rate=0.5"])
+    assert cfg["train"]["batch_size"] == 3 and cfg["optim"]["lr"] == pytest.approx(1e-3)
+    assert cfg["objective"]["mask_rate"] == 0.5
+    with pytest.raises(ValueError, match="unknown config key 'train.batchsize'"):
+        load_config("smoke", ["train.batchsize=3"])
+    with pytest.raises(ValueError, match="expected key=value"):
+        load_config("smoke", ["train.batch_size"])
+    with pytest.raises(ValueError, match="train.accum"):
+        load_config("smoke", ["train.accum=0"])
+    with pytest.raises(ValueError, match="unknown scale"):
+        load_config("smoke", ["scale=huge"])
+
+
+def test_a_file_is_laid_over_its_scale_preset(tmp_path) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text("scale: smoke\ntrain:\n  seed: 7\nobjective: md_only\n")
+    cfg = load_config(path)
+    assert cfg["train"]["seed"] == 7 and cfg["objective"]["name"] == "md_only"
+    assert cfg["data"]["crop_size"] == load_config("smoke")["data"]["crop_size"]
+    assert load_config(path, ["scale=demo"])["data"]["crop_size"] == load_config("demo")["data"]["crop_size"]
+    js = tmp_path / "mine.json"
+    js.write_text(json.dumps({"scale": "smoke", "train": {"seed": 9}}))
+    assert load_config(js)["train"]["seed"] == 9
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_objective_name_override_keeps_fields_and_scale_defaults_respect_presets() -> None:
+    cfg = load_config("demo", ["objective.mask_rate=0.875", "objective=cmr_only"])
+    assert cfg["objective"] == {"name": "cmr_only", "mask_rate": 0.875}
+    obj = resolve_objective(cfg)
+    assert obj["mask_rate"] == 0.875
+    assert obj["warmup_epochs"] == 0  # cmr_only's own value survives the scale default
+    demo = load_config("demo")["objective_defaults"]
+    assert obj["block_size"] == demo["block_size"]
+    bmvp = resolve_objective(load_config("demo"))
+    assert bmvp["warmup_epochs"] == demo["warmup_epochs"] and bmvp["cl_start_epoch"] == demo["cl_start_epoch"]
+    explicit = resolve_objective(load_config("demo", ["objective.warmup_epochs=2"]))
+    assert explicit["warmup_epochs"] == 2
+    with pytest.raises(ValueError, match="unknown objective"):
+        resolve_objective(load_config("demo", ["objective=nope"]))
+    with pytest.raises(ValueError, match="unknown keys"):
+        resolve_objective(load_config("demo", ["objective.colour=red"]))
+
+
+def test_identity_hash_ignores_run_and_workers_only() -> None:
+    base = load_config("smoke")
+    h = config_hash(base)
+    assert config_hash(load_config("smoke", ["run.name=x", "data.workers=3"])) == h
+    assert config_hash(load_config("smoke", ["train.seed=1"])) != h
+    assert diff(base, load_config("smoke", ["train.seed=1", "optim.lr=1"])) == ["optim.lr", "train.seed"]
