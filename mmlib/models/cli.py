@@ -1,0 +1,68 @@
+"""``mmlib weights``: convert the authors' released BrainMVP checkpoints to mmlib's format.
+
+::
+
+    mmlib weights import brainmvp_uniformer.pt --arch uniformer --out weights/brainmvp_uniformer
+    mmlib weights import unet.pt --arch unet --out weights/unet --templates-nifti weights/unet_nii
+
+The output is a pre-training checkpoint folder (``model.safetensors`` + ``meta.json``) that
+:func:`mmlib.models.checkpoints.load_pretrained` reads; ``meta.json`` records the import report
+(every released key used or dropped, with the reason). Exit status 0 on success, 1 when the
+file cannot be read or does not match the architecture.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mmlib.modalities import MODALITIES
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the ``import`` sub-command to ``parser``."""
+    sub = parser.add_subparsers(dest="action", required=True)
+    imp = sub.add_parser("import", help="convert a released .pt checkpoint to an mmlib checkpoint folder")
+    imp.add_argument("ckpt", type=Path, help="released checkpoint (.pt/.pth), read with weights_only=True")
+    imp.add_argument("--arch", required=True, choices=["unet", "uniformer"], help="released architecture")
+    imp.add_argument("--out", required=True, type=Path, help="checkpoint folder to write")
+    imp.add_argument(
+        "--templates-nifti",
+        type=Path,
+        default=None,
+        help="also write each template as NIfTI (with its true affine) into this folder",
+    )
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """Run ``mmlib weights import``; returns the exit status."""
+    from mmlib.models.checkpoints import UnsafeCheckpointError, export_templates_nifti, save_pretrained
+    from mmlib.models.released import load_released, released_template_affine
+
+    try:
+        model, templates, report = load_released(args.ckpt, args.arch)
+    except (FileNotFoundError, ValueError, UnsafeCheckpointError) as err:
+        print(f"mmlib weights import: {err}", file=sys.stderr)
+        return 1
+    affine = released_template_affine()
+    modalities = list(MODALITIES[: templates.shape[0]]) if templates is not None else list(MODALITIES)
+    save_pretrained(
+        args.out,
+        model,
+        templates,
+        modalities,
+        affine if templates is not None else None,
+        step=0,
+        config={"source": "released BrainMVP checkpoint", "arch": args.arch},
+        import_report=report.to_dict(),
+    )
+    print(report.summary())
+    print(f"wrote {args.out}")
+    if args.templates_nifti is not None and templates is not None:
+        paths = export_templates_nifti(templates, affine, args.templates_nifti, modalities)
+        print(f"wrote {len(paths)} templates to {args.templates_nifti}")
+    return 0
+
+
+__all__ = ["configure_parser", "run_cli"]
