@@ -234,7 +234,7 @@ def build_network(
     then wrapped with a decoder or classifier head initialised under ``train.seed``.
     """
     from mmlib.models import BACKBONE_PRESETS, build_backbone
-    from mmlib.models import adapt_in_channels  # noqa: F401  (the models room's API)
+    from mmlib.models import adapt_in_channels
 
     seed = int(cfg["train"]["seed"])
     c = len(spec.modalities)
@@ -253,8 +253,7 @@ def build_network(
             templates = (torch.as_tensor(volumes).float(), np.asarray(affine, dtype=np.float64))
         name = backbone.name
         source = str(ckpt)
-    with seeded(seed + 1):
-        adapt_in_channels(backbone, c, mode=cfg["model"]["adapt"])
+    adapt_in_channels(backbone, c, mode=cfg["model"]["adapt"], generator=torch.Generator().manual_seed(seed + 1))
     decoder = cfg["model"]["decoder"]
     if decoder == "auto":
         decoder = default_decoder(name)
@@ -559,7 +558,7 @@ def finetune(
         sched.step()
         log_rows.append({"step": step + 1, "loss": float(loss.detach()), "lr": float(opt.param_groups[1]["lr"]),
                          "seconds": time.time() - t_train})
-        bar.set_postfix(loss=f"{float(loss):.3f}")
+        bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
     train_s = time.time() - t_train
     pd.DataFrame(log_rows).to_csv(run_dir / "metrics.csv", index=False)
     from safetensors.torch import save_file

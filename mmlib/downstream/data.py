@@ -1,0 +1,276 @@
+"""Downstream samples from the store: training crops, whole volumes, classification inputs.
+
+Every sample is a function of ``(seed, index)`` alone, never of the network being trained, so
+that fine-tuning runs of different initialisations at one seed see exactly the same crops in the
+same order (the pairing the comparison relies on).
+
+* :class:`SegmentationCrops` (training): a study chosen round-robin over a seeded permutation,
+  a crop centred on a foreground voxel with probability ``pos_fraction`` (else anywhere in the
+  volume, as MONAI's ``RandCropByPosNegLabel``), zero padding where the crop leaves the
+  volume, and a random flip per axis (``flip`` bool ``(3,)``) for :func:`apply_flips` to apply
+  after missing channels are filled (so a template fill stays anatomically aligned).
+* :class:`Volumes` (evaluation): whole curated volumes for sliding-window inference.
+* :class:`ClassificationInputs`: the whole head resampled to a fixed grid ``input_size``
+  (trilinear), with class-balanced sampling in training.
+
+Each sample is a dict: ``image`` float32 ``(C, X, Y, Z)`` (channels in the task's modality
+order, zero where absent), ``present`` bool ``(C,)``, ``label`` (int64 ``(1, X, Y, Z)`` or a class
+index), ``template_origin`` float32 ``(3,)`` (head-centred mm of voxel (0, 0, 0)), ``spacing``
+float32 ``(3,)`` and ``study``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from mmlib.downstream.tasks import TaskSpec, class_index
+
+
+def _origin(row: dict[str, Any], offset: Sequence[int]) -> np.ndarray:
+    """Head-centred mm of voxel ``offset`` of a study (diagonal store affine)."""
+    aff = np.asarray(row["affine"], dtype=np.float64)
+    world = aff[:3, :3] @ np.asarray(offset, dtype=np.float64) + aff[:3, 3]
+    centre = np.asarray(row.get("center_world") if row.get("center_world") is not None else [0, 0, 0], dtype=np.float64)
+    return (world - centre).astype(np.float32)
+
+
+def _spacing(row: dict[str, Any]) -> np.ndarray:
+    sp = row["spacing"]
+    sp = [float(sp)] * 3 if isinstance(sp, (int, float)) else [float(s) for s in sp]
+    return np.asarray(sp, dtype=np.float32)
+
+
+def _mods(row: dict[str, Any]) -> list[str]:
+    return [str(m) for m in row["modalities"]]
+
+
+def _window(arr: np.ndarray, start: Sequence[int], size: Sequence[int]) -> np.ndarray:
+    """``arr[start : start + size]`` with zero padding outside the array."""
+    out = np.zeros(tuple(size), dtype=np.float32)
+    src, dst = [], []
+    for s, n, dim in zip(start, size, arr.shape):
+        lo, hi = max(s, 0), min(s + n, dim)
+        if hi <= lo:
+            return out
+        src.append(slice(lo, hi))
+        dst.append(slice(lo - s, hi - s))
+    out[tuple(dst)] = arr[tuple(src)]
+    return out
+
+
+def apply_flips(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """Flip each sample of a batch along the axes its ``flip`` row marks.
+
+    Args:
+        x: ``(B, C, X, Y, Z)``.
+        flip: bool ``(B, 3)``.
+
+    Returns:
+        The flipped batch (a new tensor where anything flips).
+    """
+    if not bool(flip.any()):
+        return x
+    out = x.clone()
+    for b in range(x.shape[0]):
+        dims = [a + 1 for a in range(3) if bool(flip[b, a])]
+        if dims:
+            out[b] = torch.flip(x[b], dims)
+    return out
+
+
+class SegmentationCrops(Dataset):
+    """Seeded training crops of a segmentation task.
+
+    Args:
+        store: an :class:`mmlib.data.store.Store`.
+        studies: the labelled training studies.
+        modalities: input modalities in channel order.
+        crop_size: ``(X, Y, Z)`` voxels.
+        length: samples per pass (any number; studies are visited round-robin).
+        seed: the data seed (study order, crop positions, flips). Defaults to 0.
+        pos_fraction: probability that a crop is centred on a foreground voxel. Defaults to 0.67.
+        flip: random flips along each axis. Defaults to True.
+
+    Raises:
+        ValueError: When a study has no label or ``studies`` is empty.
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        studies: Sequence[str],
+        modalities: Sequence[str],
+        crop_size: Sequence[int],
+        length: int,
+        seed: int = 0,
+        pos_fraction: float = 0.67,
+        flip: bool = True,
+    ) -> None:
+        if not studies:
+            raise ValueError("SegmentationCrops: no training studies")
+        self.store, self.studies = store, list(studies)
+        self.modalities, self.crop = list(modalities), tuple(int(c) for c in crop_size)
+        self.length, self.seed, self.pos, self.flip = int(length), int(seed), float(pos_fraction), flip
+        self.order = np.random.default_rng([self.seed, 7]).permutation(len(self.studies))
+        self._fg: dict[str, np.ndarray] = {}
+        for s in self.studies:
+            if store.label(s) is None:
+                raise ValueError(f"SegmentationCrops: study {s} has no label in {store.root}")
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _foreground(self, study: str) -> np.ndarray:
+        if study not in self._fg:
+            self._fg[study] = np.argwhere(np.asarray(self.store.label(study)) > 0)
+        return self._fg[study]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rng = np.random.default_rng([self.seed, int(index)])
+        study = self.studies[self.order[index % len(self.studies)]]
+        row = self.store.row(study)
+        label = self.store.label(study)
+        shape = label.shape
+        fg = self._foreground(study)
+        if len(fg) and rng.random() < self.pos:
+            centre = fg[rng.integers(len(fg))]
+        else:
+            centre = np.array([rng.integers(n) for n in shape])
+        start = [int(c) - n // 2 for c, n in zip(centre, self.crop)]
+        # keep the crop inside the volume where the volume is large enough
+        start = [min(max(s, 0), max(dim - n, 0)) if dim >= n else (dim - n) // 2 for s, n, dim in zip(start, self.crop, shape)]
+        have = _mods(row)
+        image = np.stack([
+            _window(self.store.image(study, m), start, self.crop) if m in have else np.zeros(self.crop, np.float32)
+            for m in self.modalities
+        ])
+        lab = _window(label, start, self.crop)[None]
+        flips = torch.tensor([bool(self.flip and rng.random() < 0.5) for _ in range(3)])
+        sp = _spacing(row)
+        origin = _origin(row, start)
+        return {
+            "image": torch.from_numpy(image),
+            "present": torch.tensor([m in have for m in self.modalities]),
+            "label": torch.from_numpy(lab.astype(np.int64)),
+            "template_origin": torch.from_numpy(origin),
+            "spacing": torch.from_numpy(sp),
+            "flip": flips,
+            "study": study,
+        }
+
+
+class Volumes(Dataset):
+    """Whole curated volumes of a task (evaluation).
+
+    Args:
+        store: an :class:`mmlib.data.store.Store`.
+        studies: the studies.
+        modalities: input modalities in channel order.
+        with_label: also return the label map. Defaults to True.
+    """
+
+    def __init__(self, store: Any, studies: Sequence[str], modalities: Sequence[str], with_label: bool = True) -> None:
+        self.store, self.studies, self.modalities, self.with_label = store, list(studies), list(modalities), with_label
+
+    def __len__(self) -> int:
+        return len(self.studies)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        study = self.studies[index]
+        row = self.store.row(study)
+        have = _mods(row)
+        ref = self.store.image(study, have[0])
+        image = np.stack([
+            np.asarray(self.store.image(study, m), dtype=np.float32) if m in have else np.zeros(ref.shape, np.float32)
+            for m in self.modalities
+        ])
+        out: dict[str, Any] = {
+            "image": torch.from_numpy(image),
+            "present": torch.tensor([m in have for m in self.modalities]),
+            "template_origin": torch.from_numpy(_origin(row, [0, 0, 0])),
+            "spacing": torch.from_numpy(_spacing(row)),
+            "study": study,
+        }
+        if self.with_label:
+            lab = self.store.label(study)
+            if lab is None:
+                raise ValueError(f"Volumes: study {study} has no label in {self.store.root}")
+            out["label"] = torch.from_numpy(np.asarray(lab, dtype=np.int64))[None]
+        return out
+
+
+class ClassificationInputs(Dataset):
+    """Whole heads resampled to ``input_size``, with their class.
+
+    Args:
+        store: an :class:`mmlib.data.store.Store`.
+        studies: the studies.
+        spec: a resolved classification :class:`~mmlib.downstream.tasks.TaskSpec`.
+        input_size: ``(X, Y, Z)`` of the resampled grid.
+        length: samples per pass in training (class-balanced draws); None: each study once,
+            in order (evaluation). Defaults to None.
+        seed: the data seed. Defaults to 0.
+        flip: random flips in training. Defaults to True.
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        studies: Sequence[str],
+        spec: TaskSpec,
+        input_size: Sequence[int],
+        length: int | None = None,
+        seed: int = 0,
+        flip: bool = True,
+    ) -> None:
+        self.store, self.studies, self.spec = store, list(studies), spec
+        self.size = tuple(int(s) for s in input_size)
+        self.length, self.seed, self.flip = length, int(seed), flip
+        self.targets = [class_index(spec, store.manifest.loc[s]) for s in self.studies]
+        counts = np.bincount(self.targets, minlength=len(spec.classes)).astype(float)
+        w = np.array([1.0 / counts[t] for t in self.targets])
+        self.weights = w / w.sum()
+        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]] = {}
+
+    def __len__(self) -> int:
+        return self.length if self.length is not None else len(self.studies)
+
+    def _load(self, study: str) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]:
+        if study not in self._cache:
+            row = self.store.row(study)
+            have = _mods(row)
+            ref = self.store.image(study, have[0])
+            vol = np.stack([
+                np.asarray(self.store.image(study, m), dtype=np.float32) if m in have else np.zeros(ref.shape, np.float32)
+                for m in self.spec.modalities
+            ])
+            img = F.interpolate(torch.from_numpy(vol)[None], size=self.size, mode="trilinear", align_corners=True)[0]
+            sp = _spacing(row) * (np.asarray(ref.shape, dtype=np.float32) - 1) / (np.asarray(self.size, dtype=np.float32) - 1)
+            present = torch.tensor([m in have for m in self.spec.modalities])
+            self._cache[study] = (img, present, _origin(row, [0, 0, 0]), sp.astype(np.float32))
+        return self._cache[study]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if self.length is None:
+            i, rng = index, None
+        else:
+            rng = np.random.default_rng([self.seed, int(index)])
+            i = int(rng.choice(len(self.studies), p=self.weights))
+        study = self.studies[i]
+        img, present, origin, sp = self._load(study)
+        flips = torch.tensor([bool(rng is not None and self.flip and rng.random() < 0.5) for _ in range(3)])
+        return {
+            "image": img.clone(),
+            "present": present.clone(),
+            "label": torch.tensor(self.targets[i]),
+            "template_origin": torch.from_numpy(origin),
+            "spacing": torch.from_numpy(sp),
+            "flip": flips,
+            "study": study,
+        }

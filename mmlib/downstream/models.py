@@ -1,0 +1,198 @@
+"""Downstream networks around a pre-trained encoder: segmentation with skips, and a classifier.
+
+The encoder is any mmlib backbone (``encode(x) -> list[Tensor]``, deepest last, with
+``feature_channels`` and ``feature_strides``); its pre-training decoder (no skips) is not used.
+
+* :class:`SegmentationNet` adds a decoder with skip connections, built from MONAI's blocks:
+  ``"unetr"`` (UNETR-style, Hatamizadeh et al., WACV 2022, the decoder BrainMVP uses for
+  UniFormer): every encoder feature is first projected by a residual block, a full-resolution
+  residual stem sees the raw input, and each up-step is a transposed convolution, a
+  concatenation and a residual block; ``"unet"`` (U-Net decoder, for the U-Net encoder): raw
+  encoder features are concatenated after each transposed convolution and refined by two
+  convolutions. Optional deep supervision adds a 1x1 head at each decoder level.
+* :class:`ClassifierNet` pools the deepest feature globally and applies a small MLP.
+
+Pairing by seed: both networks build their new layers (decoder, head) under a private RNG
+seeded with ``seed``, so that every initialisation of the encoder (scratch, BrainMVP, ablations)
+starts fine-tuning with the very same decoder weights at a given seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock, UnetrUpBlock, UnetResBlock, UnetUpBlock
+
+DECODERS: tuple[str, ...] = ("unetr", "unet")
+
+
+@contextmanager
+def seeded(seed: int | None) -> Iterator[None]:
+    """Run a block under a private torch RNG seeded with ``seed`` (no-op for None)."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        yield
+
+
+def default_decoder(backbone_name: str) -> str:
+    """The decoder BrainMVP pairs with a backbone: U-Net decoder for ``unet``, UNETR otherwise."""
+    return "unet" if backbone_name == "unet" else "unetr"
+
+
+class SegmentationNet(nn.Module):
+    """Encoder plus a skip-connected decoder.
+
+    Args:
+        backbone: an mmlib backbone whose first layer already takes ``in_channels`` channels
+            (see :func:`mmlib.models.adapt_in_channels`).
+        in_channels: input channels C (the task's modalities).
+        out_channels: output channels (regions, or classes plus background).
+        decoder: ``"unetr"`` or ``"unet"``. Defaults to "unetr".
+        deep_supervision: also return logits of the coarser decoder levels in training.
+            Defaults to False.
+        norm: MONAI norm name of the decoder blocks. Defaults to "instance".
+        seed: seed of the decoder's initialisation (None: the global RNG). Defaults to None.
+
+    Raises:
+        ValueError: When the decoder is unknown or the feature strides are not increasing
+            integer ratios.
+
+    Examples::
+
+        >>> net = SegmentationNet(backbone, in_channels=4, out_channels=3, decoder="unet", seed=0)
+        >>> net(torch.zeros(1, 4, 32, 32, 32)).shape
+        torch.Size([1, 3, 32, 32, 32])
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        in_channels: int,
+        out_channels: int,
+        decoder: str = "unetr",
+        deep_supervision: bool = False,
+        norm: str = "instance",
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder should be one of {', '.join(DECODERS)}, got {decoder!r}")
+        chans = [int(c) for c in backbone.feature_channels]
+        strides = [int(s) for s in backbone.feature_strides]
+        ratios = [strides[i + 1] // strides[i] for i in range(len(strides) - 1)]
+        if any(r < 1 or strides[i] * r != strides[i + 1] for i, r in enumerate(ratios)):
+            raise ValueError(f"feature_strides {strides} should increase by integer ratios")
+        self.backbone = backbone
+        self.decoder_kind = decoder
+        self.deep_supervision = deep_supervision
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.strides = strides
+        with seeded(seed):
+            self.proj = nn.ModuleList()
+            self.ups = nn.ModuleList()
+            if decoder == "unetr":
+                for c in chans[:-1]:
+                    self.proj.append(UnetrBasicBlock(3, c, c, 3, 1, norm, res_block=True))
+                for i in range(len(chans) - 1, 0, -1):
+                    self.ups.append(UnetrUpBlock(3, chans[i], chans[i - 1], 3, ratios[i - 1], norm, res_block=True))
+            else:
+                for i in range(len(chans) - 1, 0, -1):
+                    self.ups.append(UnetUpBlock(3, chans[i], chans[i - 1], 3, 1, ratios[i - 1], norm))
+            head_in = chans[0]
+            self.stem: nn.Module | None = None
+            self.final_up: nn.Module | None = None
+            if strides[0] > 1:
+                stem_c = max(8, chans[0] // 2)
+                if decoder == "unetr":
+                    self.stem = UnetrBasicBlock(3, in_channels, stem_c, 3, 1, norm, res_block=True)
+                    self.final_up = UnetrUpBlock(3, chans[0], stem_c, 3, strides[0], norm, res_block=True)
+                else:
+                    self.stem = UnetResBlock(3, in_channels, stem_c, 3, 1, norm)
+                    self.final_up = UnetUpBlock(3, chans[0], stem_c, 3, 1, strides[0], norm)
+                head_in = stem_c
+            self.head = UnetOutBlock(3, head_in, out_channels)
+            self.aux_heads = nn.ModuleList(
+                [UnetOutBlock(3, chans[i - 1], out_channels) for i in range(len(chans) - 1, 1, -1)]
+                if deep_supervision
+                else []
+            )
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the (pre-trained) encoder, e.g. for a lower learning rate."""
+        return list(self.backbone.parameters())
+
+    def _features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = self.backbone.encode(x)
+        to_input = getattr(self.backbone, "features_in_input_order", None)
+        return list(to_input(feats)) if to_input is not None else list(feats)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        """Segment a batch.
+
+        Args:
+            x: ``(B, C, X, Y, Z)``, each spatial size divisible by the deepest stride.
+
+        Returns:
+            logits ``(B, out, X, Y, Z)``; in training with deep supervision, a list whose first
+            entry is that and the others coarser logits (deepest last).
+        """
+        feats = self._features(x)
+        if self.decoder_kind == "unetr":
+            skips = [p(f) for p, f in zip(self.proj, feats[:-1])] + [feats[-1]]
+        else:
+            skips = list(feats)
+        y = skips[-1]
+        aux: list[torch.Tensor] = []
+        for j, up in enumerate(self.ups):
+            y = up(y, skips[-2 - j])
+            if self.deep_supervision and self.training and j < len(self.aux_heads):
+                aux.append(self.aux_heads[j](y))
+        if self.final_up is not None and self.stem is not None:
+            y = self.final_up(y, self.stem(x))
+        out = self.head(y)
+        if aux:
+            return [out] + aux[::-1]
+        return out
+
+
+class ClassifierNet(nn.Module):
+    """Encoder, global average pooling of the deepest feature, and a small MLP.
+
+    Args:
+        backbone: an mmlib backbone taking ``in_channels`` channels.
+        n_classes: number of classes.
+        hidden: width of the MLP's hidden layer. Defaults to 64.
+        dropout: dropout before the last layer. Defaults to 0.2.
+        seed: seed of the head's initialisation (None: the global RNG). Defaults to None.
+    """
+
+    def __init__(
+        self, backbone: nn.Module, n_classes: int, hidden: int = 64, dropout: float = 0.2, seed: int | None = None
+    ) -> None:
+        super().__init__()
+        if n_classes < 2:
+            raise ValueError(f"n_classes should be at least 2, got {n_classes}")
+        self.backbone = backbone
+        c = int(backbone.feature_channels[-1])
+        with seeded(seed):
+            self.head = nn.Sequential(
+                nn.Linear(c, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, n_classes)
+            )
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the (pre-trained) encoder."""
+        return list(self.backbone.parameters())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits ``(B, n_classes)`` of a batch ``(B, C, X, Y, Z)``."""
+        deep = self.backbone.encode(x)[-1]  # pooled: its axis order does not matter
+        pooled = F.adaptive_avg_pool3d(deep, 1).flatten(1)
+        return self.head(pooled)

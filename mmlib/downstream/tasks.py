@@ -1,0 +1,247 @@
+"""The downstream tasks: which studies, which input modalities, what is predicted.
+
+A :class:`TaskSpec` names a task, the kind (segmentation or classification), the input
+modalities in channel order, and either the regions (segmentation) or the study attribute and
+classes (classification). Studies are found in a store's manifest by its ``task`` column (the
+cohort's ``cohort.json`` task names, or a curated real dataset tagged the same way).
+
+The tasks of the embedded cohort mirror the paper's downstream sets:
+
+==============  ===============  =======================  ================================
+name            kind             modalities               target
+==============  ===============  =======================  ================================
+``brats_ped``   segmentation     flair, t1, t1c, t2       TC, WT, ET (BraTS 2023 labels)
+``isles``       segmentation     flair, dwi, adc          stroke lesion
+``mrbrains``    segmentation     the source's (t1, flair) CSF, GM, WM (labels 1, 2, 3)
+``hgg_lgg``     classification   flair, t1, t1c, t2       attrs ``grade``: LGG, HGG
+``atrophy``     classification   t1                       attrs ``group`` (e.g. NC, MCI)
+==============  ===============  =======================  ================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mmlib.downstream.regions import RegionSpec, detect_convention
+from mmlib.modalities import canonical
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One downstream task.
+
+    Attributes:
+        name: task name (the manifest's ``task`` value, or one of ``aliases``).
+        kind: ``"segmentation"`` or ``"classification"``.
+        modalities: input modalities in channel order; empty: those every study of the task has.
+        regions: what a segmentation network predicts (segmentation only).
+        attr: the study attribute holding the class (classification only).
+        classes: class names in index order; empty: the sorted values found.
+        aliases: other manifest ``task`` values that mean this task.
+    """
+
+    name: str
+    kind: str
+    modalities: tuple[str, ...] = ()
+    regions: RegionSpec | None = None
+    attr: str | None = None
+    classes: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if self.kind not in {"segmentation", "classification"}:
+            raise ValueError(f"task {self.name!r}: kind should be segmentation or classification, got {self.kind!r}")
+        if self.kind == "segmentation" and self.regions is None:
+            raise ValueError(f"task {self.name!r}: a segmentation task needs regions")
+        if self.kind == "classification" and not self.attr:
+            raise ValueError(f"task {self.name!r}: a classification task needs attr (the class column)")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (JSON) of the spec."""
+        d: dict[str, Any] = {
+            "name": self.name,
+            "kind": self.kind,
+            "modalities": list(self.modalities),
+            "attr": self.attr,
+            "classes": list(self.classes),
+        }
+        if self.regions is not None:
+            d["regions"] = {"names": list(self.regions.names), "kind": self.regions.kind,
+                            "convention": self.regions.convention}
+        return d
+
+
+TASKS: dict[str, TaskSpec] = {
+    "brats_ped": TaskSpec(
+        "brats_ped", "segmentation", ("flair", "t1", "t1c", "t2"),
+        RegionSpec(("TC", "WT", "ET"), "brats", "auto"), aliases=("brats-ped", "ped", "brats_ped_seg", "tumour", "tumor")),
+    "isles": TaskSpec(
+        "isles", "segmentation", ("flair", "dwi", "adc"), RegionSpec(("lesion",), "binary"),
+        aliases=("isles2022", "stroke", "isles_seg")),
+    "mrbrains": TaskSpec(
+        "mrbrains", "segmentation", (), RegionSpec(("CSF", "GM", "WM"), "classes"),
+        aliases=("mrbrains13", "tissue", "mrbrains_seg")),
+    "hgg_lgg": TaskSpec(
+        "hgg_lgg", "classification", ("flair", "t1", "t1c", "t2"), attr="grade", classes=("LGG", "HGG"),
+        aliases=("brats2018", "grade", "hgg-lgg", "glioma_grade")),
+    "atrophy": TaskSpec(
+        "atrophy", "classification", ("t1",), attr="group", aliases=("adni", "mci_nc", "mci")),
+}
+"""The tasks of the embedded cohort (see the module docstring)."""
+
+
+def get_task(name: str | TaskSpec) -> TaskSpec:
+    """The task registered as ``name`` or one of its aliases.
+
+    Raises:
+        ValueError: When the name is unknown.
+    """
+    if isinstance(name, TaskSpec):
+        return name
+    key = name.strip().lower()
+    for spec in TASKS.values():
+        if key == spec.name or key in spec.aliases:
+            return spec
+    raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
+
+
+def task_rows(manifest: pd.DataFrame, spec: TaskSpec) -> pd.DataFrame:
+    """The manifest rows of a task's studies (matched on the ``task`` column, names or aliases).
+
+    Raises:
+        ValueError: When no study belongs to the task; the message lists the tasks present.
+    """
+    if "task" not in manifest.columns:
+        raise ValueError("store manifest has no 'task' column; curate the source with its task (cohort.json 'task')")
+    keys = {spec.name, *spec.aliases}
+    col = manifest["task"].fillna("").astype(str).str.lower()
+    rows = manifest[col.isin(keys)]
+    if rows.empty:
+        found = sorted({t for t in manifest["task"].dropna().astype(str) if t})
+        raise ValueError(f"no study of task {spec.name!r} in the store; tasks present: {', '.join(found) or 'none'}")
+    return rows
+
+
+def _modalities_of(row: pd.Series) -> list[str]:
+    mods = row["modalities"]
+    if isinstance(mods, str):
+        mods = [m for m in mods.replace(";", ",").split(",") if m]
+    return [canonical(str(m)) for m in mods]
+
+
+def _attrs_of(row: pd.Series) -> dict[str, Any]:
+    attrs = row.get("attrs", {})
+    if isinstance(attrs, str):
+        import json
+
+        attrs = json.loads(attrs) if attrs else {}
+    return dict(attrs or {})
+
+
+def resolve_task(spec: TaskSpec | str, manifest: pd.DataFrame, store: Any = None) -> TaskSpec:
+    """Fill in what a task leaves to the data: modalities, classes, the BraTS convention.
+
+    Args:
+        spec: the task or its name.
+        manifest: the store's manifest.
+        store: the store (only to read labels when the BraTS convention is ``auto``).
+
+    Returns:
+        A complete spec: explicit modalities, classes, and convention.
+
+    Raises:
+        ValueError: When no modality is shared by all studies, a class attribute is missing,
+            or the label convention cannot be detected.
+    """
+    spec = get_task(spec)
+    rows = task_rows(manifest, spec)
+    if not spec.modalities:
+        common: list[str] | None = None
+        for _, row in rows.iterrows():
+            mods = _modalities_of(row)
+            common = mods if common is None else [m for m in common if m in mods]
+        if not common:
+            raise ValueError(f"task {spec.name!r}: no modality is shared by all its studies")
+        spec = replace(spec, modalities=tuple(common))
+    if spec.kind == "classification" and not spec.classes:
+        values = []
+        for _, row in rows.iterrows():
+            attrs = _attrs_of(row)
+            if spec.attr not in attrs:
+                raise ValueError(f"task {spec.name!r}: study {row['study']} has no attribute {spec.attr!r}")
+            values.append(str(attrs[spec.attr]))
+        spec = replace(spec, classes=tuple(sorted(set(values))))
+    if spec.regions is not None and spec.regions.kind == "brats" and spec.regions.convention == "auto" and store is not None:
+        seen: set[int] = set()
+        for study in rows["study"]:
+            lab = store.label(study)
+            if lab is not None:
+                seen |= {int(v) for v in np.unique(np.asarray(lab))}
+        conv = detect_convention(seen, where=f"task {spec.name!r} labels")
+        spec = replace(spec, regions=replace(spec.regions, convention=conv))
+    return spec
+
+
+def class_index(spec: TaskSpec, row: pd.Series) -> int:
+    """The class index of a study for a classification task.
+
+    Raises:
+        ValueError: When the study lacks the attribute or has an unknown class.
+    """
+    attrs = _attrs_of(row)
+    value = str(attrs.get(spec.attr, ""))
+    if value not in spec.classes:
+        raise ValueError(
+            f"study {row['study']}: {spec.attr}={value!r} is not one of the classes {list(spec.classes)} of {spec.name!r}"
+        )
+    return spec.classes.index(value)
+
+
+def split_studies(rows: pd.DataFrame, seed: int = 0, val_fraction: float = 0.0) -> dict[str, list[str]]:
+    """Train/val/test study lists from the manifest's ``split`` column.
+
+    Studies marked ``val`` stay validation; when there are none and ``val_fraction > 0``, that
+    fraction of the training studies is held out deterministically (by ``seed``).
+
+    Returns:
+        ``{"train": [...], "val": [...], "test": [...]}``, each sorted.
+
+    Raises:
+        ValueError: When the task has no training or no test study.
+    """
+    split = rows["split"].fillna("train").astype(str) if "split" in rows.columns else pd.Series("train", rows.index)
+    out = {k: sorted(rows.loc[split == k, "study"].astype(str)) for k in ("train", "val", "test")}
+    if not out["val"] and val_fraction > 0 and len(out["train"]) > 2:
+        rng = np.random.default_rng(seed)
+        n = max(1, int(round(val_fraction * len(out["train"]))))
+        pick = set(rng.choice(out["train"], size=n, replace=False).tolist())
+        out["val"] = sorted(pick)
+        out["train"] = [s for s in out["train"] if s not in pick]
+    if not out["train"] or not out["test"]:
+        raise ValueError(
+            f"need training and test studies, got {len(out['train'])} train / {len(out['test'])} test; "
+            "check the store's split column or pass a split file when curating"
+        )
+    return out
+
+
+def label_subset(train: Sequence[str], fraction: float, seed: int = 0, minimum: int = 1) -> list[str]:
+    """The labelled training studies for a label fraction: nested across fractions.
+
+    A fixed permutation of the training studies (``seed``) is cut at ``ceil(fraction * n)``,
+    so the 10 % subset is inside the 20 % subset, which is inside 40 %, and every
+    initialisation and fine-tuning seed sees the same labelled studies at a given fraction.
+
+    Raises:
+        ValueError: When ``fraction`` is not in (0, 1].
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"label fraction should be in (0, 1], got {fraction}")
+    order = np.random.default_rng(seed).permutation(sorted(train)).tolist()
+    n = max(minimum, int(np.ceil(fraction * len(order) - 1e-9)))
+    return sorted(order[: min(n, len(order))])
