@@ -464,3 +464,33 @@ def parse_store_entry(spec: str) -> tuple[Path, str] | None:
         return None
     root, study = spec.rsplit("::", 1)
     return Path(root), study
+
+
+def mni_study(step: int = 1) -> Study:
+    """The ICBM 2009a template (shipped in the nilearn wheel) as a study: T1 and tissue labels.
+
+    Tissue labels follow the embedded cohort: 1 CSF (inside the brain mask, neither grey nor
+    white matter), 2 grey matter, 3 white matter, whichever probability is highest.
+
+    Args:
+        step: keep every ``step``-th voxel along each axis (1 mm grid ``(197, 233, 189)`` at 1).
+            Defaults to 1.
+    """
+    from nilearn import datasets
+
+    t1 = datasets.load_mni152_template(resolution=1)
+    gm = np.asarray(datasets.load_mni152_gm_template(resolution=1).dataobj, dtype=np.float32)
+    wm = np.asarray(datasets.load_mni152_wm_template(resolution=1).dataobj, dtype=np.float32)
+    brain = np.asarray(datasets.load_mni152_brain_mask(resolution=1).dataobj) > 0
+    csf = np.clip(1.0 - gm - wm, 0.0, 1.0)
+    label = (np.argmax(np.stack([csf, gm, wm]), axis=0) + 1).astype(np.int32) * brain
+    affine = np.asarray(t1.affine, dtype=np.float64).copy()
+    affine[:3, :3] *= step
+    sl = (slice(None, None, step),) * 3
+    image = np.asarray(t1.dataobj, dtype=np.float32)[sl]
+    return Study(
+        "MNI152_2009a",
+        {"t1": Volume("t1", np.ascontiguousarray(image), affine)},
+        Volume("segmentation", np.ascontiguousarray(label[sl]), affine, "labels"),
+        "tissue",
+    )
