@@ -1,1 +1,74 @@
-"""mmlib.data."""
+"""mmlib.data: find studies (layouts), curate them once (curate) into a crop store (store),
+sample multi-modal crops (sampler), check them (qc); the embedded cohort lives in ``phantom``.
+
+Names are imported lazily so that ``import mmlib.data`` stays cheap (no torch until a dataset
+is used, no cohort until one is asked for).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+#: Target spacing (mm) of the shared store per scale preset.
+STORE_SPACING: dict[str, float] = {"smoke": 4.0, "demo": 2.0, "paper": 1.0}
+#: Curation processes per scale preset.
+STORE_WORKERS: dict[str, int] = {"smoke": 1, "demo": 2, "paper": 8}
+
+_LAZY = {
+    "Study": "mmlib.data.layouts", "discover": "mmlib.data.layouts",
+    "detect_layout": "mmlib.data.layouts", "find_studies": "mmlib.data.layouts",
+    "source_counts": "mmlib.data.layouts", "export_datalist": "mmlib.data.layouts",
+    "LAYOUTS": "mmlib.data.layouts",
+    "curate_study": "mmlib.data.curate",
+    "CurationError": "mmlib.data.curate",
+    "Store": "mmlib.data.store", "assign_split": "mmlib.data.store",
+    "read_split_file": "mmlib.data.store",
+    "PretrainDataset": "mmlib.data.sampler", "LabelledDataset": "mmlib.data.sampler",
+}
+
+__all__ = [*_LAZY, "STORE_SPACING", "ensure_store"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'mmlib.data' has no attribute {name!r}")
+
+
+def ensure_store(scale: str, progress: bool = True) -> Path:
+    """Curate the embedded cohort of ``scale`` into ``work_dir(scale)/"store"`` (once).
+
+    The cohort is made by ``mmlib.data.phantom.ensure_cohort(scale)`` if needed; the store is
+    curated at :data:`STORE_SPACING` (smoke 4 mm, demo 2 mm, paper 1 mm). A finished store
+    (marker ``DONE`` holding the cohort path and spacing) is reused as is.
+
+    Args:
+        scale: ``smoke``, ``demo`` or ``paper``.
+        progress: show progress bars. Defaults to True.
+
+    Returns:
+        The store folder.
+    """
+    from mmlib.paths import work_dir
+
+    root = work_dir(scale) / "store"
+    spacing = STORE_SPACING[scale]
+    done = root / "DONE"
+    if done.is_file():
+        meta = json.loads(done.read_text())
+        if abs(meta.get("spacing", -1) - spacing) < 1e-9:
+            return root
+    from mmlib.data.curate import curate
+    from mmlib.data.layouts import discover
+    from mmlib.data.phantom import ensure_cohort
+
+    cohort = Path(ensure_cohort(scale))
+    report = curate(discover(cohort), root, spacing=spacing, workers=STORE_WORKERS[scale],
+                    progress=progress)
+    done.write_text(json.dumps({"cohort": str(cohort), "spacing": spacing,
+                                "curated": len(report.curated) + len(report.skipped),
+                                "failed": report.failed}, indent=1))
+    return root

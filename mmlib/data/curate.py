@@ -1,0 +1,530 @@
+"""Curate studies once into a crop store: RAS, isotropic, cropped to the head, scaled to [0, 1].
+
+Per study (:func:`curate_study`):
+
+1. load every modality and the label with nibabel; refuse unreadable (truncated) files, 4-D
+   volumes where 3-D is expected, NaN/Inf voxels, constant (e.g. all-zero) volumes, labels
+   that are not integers or hold values the layout does not allow;
+2. check that the modalities share a physical space: the world bounding boxes must overlap
+   (at least half of the smaller field of view), else the study is refused; modalities on
+   different grids (ISLES FLAIR vs DWI, IXI) are resampled onto the reference grid;
+3. resample everything in one step onto an axis-aligned RAS grid of ``spacing`` mm covering the
+   reference modality's field of view (the reference is the finest-resolution modality);
+   images trilinear (Gaussian pre-filtered when down-sampling), labels nearest-neighbour;
+4. crop to the union head foreground (threshold, opening, largest component, hole filling);
+5. scale each modality so that its 5th-95th percentiles over the head map to [0, 1], clipped;
+6. write arrays, manifest row and a QC record atomically into the store.
+
+:func:`curate` runs this over many studies in parallel processes with a progress bar; ``shard``
+takes every N-th study so that N independent jobs fill one store. The ``mmlib curate`` command
+(:func:`configure_parser`, :func:`run_cli`) exits 0 when every study was curated, 3 when some
+failed (the report lists each with a one-line reason), 2 on usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+from tqdm.auto import tqdm
+
+from mmlib.data import store as store_mod
+from mmlib.data.layouts import LAYOUTS, ScanRef, Study, discover, source_counts
+from mmlib.modalities import MODALITIES
+
+EXIT_OK, EXIT_USAGE, EXIT_SOME_FAILED = 0, 2, 3
+HIST_BINS = 32
+MIN_OVERLAP = 0.5
+DUPLICATE_R = 0.995  # two modalities this correlated inside the head are one series twice
+
+
+class CurationError(Exception):
+    """A study cannot be curated; the message is the one-line reason for the report."""
+
+
+@dataclass
+class Curated:
+    """One curated study in memory (before it is written)."""
+
+    row: dict[str, Any]
+    images: dict[str, np.ndarray]
+    label: np.ndarray | None
+    qc: dict[str, Any]
+
+
+# ------------------------------------------------------------------------------- loading
+
+
+def _load(ref: ScanRef, what: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    path = Path(ref.path)
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)
+    except FileNotFoundError:
+        raise CurationError(f"{what}: file not found {path}") from None
+    except Exception as err:  # nibabel raises many types for corrupt gzip/headers
+        raise CurationError(f"{what}: cannot read {path} (truncated or corrupt: "
+                            f"{type(err).__name__}: {str(err).splitlines()[0][:80]})") from None
+    if ref.channel is not None:
+        if data.ndim != 4 or data.shape[3] <= ref.channel:
+            raise CurationError(f"{what}: {path} has shape {data.shape}; expected 4-D with "
+                                f"channel {ref.channel}")
+        data = data[..., ref.channel]
+    elif data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise CurationError(f"{what}: {path} is {data.ndim}-D (shape {tuple(data.shape)}) where "
+                            "a 3-D volume is expected")
+    affine = np.asarray(img.affine, dtype=np.float64)
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        raise CurationError(f"{what}: {path} has a singular or non-finite affine")
+    info = {"path": str(path), "source_shape": list(data.shape),
+            "source_spacing": [round(float(v), 4) for v in np.linalg.norm(affine[:3, :3], axis=0)],
+            "source_orientation": "".join(nib.aff2axcodes(affine)),
+            "source_dtype": str(data.dtype)}
+    return data, affine, info
+
+
+def _check_image(data: np.ndarray, what: str) -> np.ndarray:
+    data = np.asarray(data, dtype=np.float32)
+    bad = int(data.size - np.count_nonzero(np.isfinite(data)))
+    if bad:
+        raise CurationError(f"{what}: {bad} NaN/Inf voxels")
+    lo, hi = float(data.min()), float(data.max())
+    if hi - lo <= 0:
+        raise CurationError(f"{what}: constant volume (every voxel is {lo:g})")
+    return data
+
+
+def _bbox_world(shape: Sequence[int], affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    corners = np.array([[i, j, k] for i in (-0.5, shape[0] - 0.5) for j in (-0.5, shape[1] - 0.5)
+                        for k in (-0.5, shape[2] - 0.5)])
+    world = corners @ affine[:3, :3].T + affine[:3, 3]
+    return world.min(0), world.max(0)
+
+
+def _overlap(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> float:
+    inter = np.clip(np.minimum(a[1], b[1]) - np.maximum(a[0], b[0]), 0, None).prod()
+    smaller = min(np.prod(a[1] - a[0]), np.prod(b[1] - b[0]))
+    return float(inter / smaller) if smaller > 0 else 0.0
+
+
+def target_grid(shape: Sequence[int], affine: np.ndarray, spacing: float
+                ) -> tuple[tuple[int, int, int], np.ndarray]:
+    """An axis-aligned RAS grid of ``spacing`` mm covering a volume's field of view.
+
+    Returns:
+        ``(shape, affine)`` with a diagonal, positive affine.
+    """
+    lo, hi = _bbox_world(shape, affine)
+    out_shape = tuple(int(max(1, np.ceil((h - l) / spacing - 1e-6))) for l, h in zip(lo, hi))
+    out_affine = np.diag([spacing, spacing, spacing, 1.0])
+    out_affine[:3, 3] = lo + spacing / 2
+    return out_shape, out_affine  # type: ignore[return-value]
+
+
+def resample(data: np.ndarray, affine: np.ndarray, shape: Sequence[int], out_affine: np.ndarray,
+             order: int = 1) -> np.ndarray:
+    """Resample ``data`` (voxel-to-world ``affine``) onto the grid ``(shape, out_affine)``.
+
+    Pure integer shifts with unchanged voxel size are copied without interpolation. When
+    down-sampling an image (order > 0), a Gaussian pre-filter avoids aliasing.
+
+    Args:
+        data: the volume (X, Y, Z).
+        affine: its voxel-to-world matrix (4, 4).
+        shape: output shape.
+        out_affine: output voxel-to-world matrix (4, 4).
+        order: spline order, 1 for images, 0 for labels. Defaults to 1.
+
+    Returns:
+        The resampled volume (shape), zeros outside the source field of view.
+    """
+    m = np.linalg.inv(affine) @ out_affine
+    mat, off = m[:3, :3], m[:3, 3]
+    if np.allclose(mat, np.eye(3), atol=1e-6) and np.allclose(off, np.round(off), atol=1e-4):
+        off_i = np.round(off).astype(int)
+        out = np.zeros(shape, dtype=data.dtype)
+        src = [slice(max(0, o), min(n, o + s)) for o, n, s in zip(off_i, data.shape, shape)]
+        dst = [slice(sl.start - o, sl.stop - o) for sl, o in zip(src, off_i)]
+        if all(sl.stop > sl.start for sl in src):
+            out[tuple(dst)] = data[tuple(src)]
+        return out
+    if order > 0:
+        factor = np.linalg.norm(mat, axis=0)
+        sigma = np.where(factor > 1.5, np.sqrt(np.maximum(factor**2 - 1, 0)) / 2, 0)
+        if np.any(sigma > 0):
+            data = ndimage.gaussian_filter(data, sigma=sigma, mode="nearest")
+    return ndimage.affine_transform(data, mat, off, output_shape=tuple(shape), order=order,
+                                    mode="constant", cval=0.0, prefilter=False)
+
+
+def foreground(volumes: Sequence[np.ndarray]) -> np.ndarray:
+    """The union head foreground of co-registered volumes.
+
+    Each volume is thresholded at 10 % of its 99th percentile of positive voxels; the union is
+    opened once (removes isolated noise voxels), reduced to its largest connected component and
+    its holes are filled (dark CSF inside the head stays inside).
+
+    Returns:
+        A boolean mask (X, Y, Z).
+    """
+    mask = np.zeros(volumes[0].shape, dtype=bool)
+    for v in volumes:
+        pos = v[v > 0]
+        if pos.size:
+            mask |= v > 0.1 * float(np.percentile(pos, 99))
+    opened = ndimage.binary_opening(mask)
+    if opened.any():
+        mask = opened
+    labels, n = ndimage.label(mask)
+    if n > 1:
+        sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, n + 1))
+        mask = labels == (int(np.argmax(sizes)) + 1)
+    return ndimage.binary_fill_holes(mask)
+
+
+def _hist(values: np.ndarray) -> list[float]:
+    h, _ = np.histogram(values, bins=HIST_BINS, range=(0.0, 1.0))
+    return [round(float(x), 5) for x in h / max(1, h.sum())]
+
+
+def curate_study(study: Study, spacing: float = 1.0, margin: int = 2) -> Curated:
+    """Pre-process one study in memory (see the module docstring for the steps).
+
+    Args:
+        study: the study from :func:`mmlib.data.layouts.discover`.
+        spacing: the target isotropic spacing in mm. Defaults to 1.0.
+        margin: voxels kept around the head's bounding box. Defaults to 2.
+
+    Returns:
+        The arrays, manifest row (without ``split``) and QC record.
+
+    Raises:
+        CurationError: With a one-line reason when the study cannot be curated.
+    """
+    if study.problems:
+        raise CurationError(study.problems[0])
+    if not study.modalities:
+        raise CurationError(f"{study.study}: no modalities found")
+    warnings: list[str] = []
+    notes: list[str] = []
+    raw: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    qc_mod: dict[str, dict[str, Any]] = {}
+    for mod, ref in study.modalities.items():
+        data, affine, info = _load(ref, f"{study.study} {mod}")
+        raw[mod] = (_check_image(data, f"{study.study} {mod} ({ref.path})"), affine)
+        qc_mod[mod] = info
+    voxel = {m: float(abs(np.linalg.det(a[:3, :3]))) for m, (_, a) in raw.items()}
+    reference = min(raw, key=lambda m: (round(voxel[m], 6), MODALITIES.index(m)))
+    ref_data, ref_aff = raw[reference]
+    ref_box = _bbox_world(ref_data.shape, ref_aff)
+    for mod, (data, aff) in raw.items():
+        if mod == reference:
+            continue
+        ov = _overlap(ref_box, _bbox_world(data.shape, aff))
+        if ov < MIN_OVERLAP:
+            raise CurationError(f"{study.study}: {mod} and {reference} do not overlap in physical "
+                                f"space ({ov:.0%} of the smaller field of view); check their "
+                                "affines")
+        if data.shape != ref_data.shape or not np.allclose(aff, ref_aff, atol=1e-3):
+            notes.append(f"{mod} on a different grid than {reference} "
+                            f"(overlap {ov:.0%}); resampled")
+    for mod, info in qc_mod.items():
+        sp = np.array(info["source_spacing"])
+        if sp.max() / sp.min() > 3:
+            notes.append(f"{mod}: anisotropic source voxels {info['source_spacing']} mm")
+        if _oblique(raw[mod][1]):
+            notes.append(f"{mod}: oblique acquisition, rotated onto the RAS grid")
+    shape, grid = target_grid(ref_data.shape, ref_aff, spacing)
+    vols = {m: resample(d, a, shape, grid, order=1) for m, (d, a) in raw.items()}
+    del raw
+    label = None
+    if study.label is not None:
+        label = _load_label(study, shape, grid, ref_box)
+    fg = foreground(list(vols.values()))
+    if not fg.any():
+        raise CurationError(f"{study.study}: no head foreground found in any modality")
+    lo = np.maximum(np.argwhere(fg).min(0) - margin, 0)
+    hi = np.minimum(np.argwhere(fg).max(0) + 1 + margin, shape)
+    crop = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    fg_c = fg[crop]
+    affine = grid.copy()
+    affine[:3, 3] = grid[:3, 3] + lo * spacing
+    center_vox = np.array(ndimage.center_of_mass(fg_c))
+    center_world = (affine[:3, :3] @ center_vox + affine[:3, 3]).tolist()
+    images: dict[str, np.ndarray] = {}
+    for mod, vol in vols.items():
+        v = vol[crop]
+        head = v[fg_c]
+        p5, p95 = (float(x) for x in np.percentile(head, [5, 95]))
+        if p95 - p5 <= 1e-6 * max(1.0, abs(p95)):
+            raise CurationError(f"{study.study} {mod}: no contrast inside the head (5th and "
+                                f"95th percentiles are both {p5:g})")
+        scaled = np.clip((v - p5) / (p95 - p5), 0.0, 1.0).astype(np.float32)
+        images[mod] = scaled
+        sh = scaled[fg_c]
+        qc_mod[mod].update({"p5": p5, "p95": p95, "mean": float(sh.mean()),
+                            "hist": _hist(sh),
+                            "fg_fraction": float(np.count_nonzero(vol > 0) / vol.size)})
+    corr = _correlations(images, fg_c)
+    for (a, b), r in corr.items():
+        if r > DUPLICATE_R:
+            warnings.append(f"{a} and {b} are nearly identical inside the head (r={r:.3f}); "
+                            "a duplicated or mislabelled series?")
+    label_c = label[crop] if label is not None else None
+    label_values = sorted(int(x) for x in np.unique(label_c)) if label_c is not None else []
+    row = {"study": study.study, "source": study.source, "layout": study.layout,
+           "modalities": list(images), "shape": [int(s) for s in fg_c.shape],
+           "spacing": [float(spacing)] * 3, "affine": affine.tolist(),
+           "center_world": [round(float(c), 4) for c in center_world],
+           "label": label_c is not None, "label_values": label_values, "attrs": study.attrs,
+           "split": None, "task": study.task, "role": study.role, "reference": reference}
+    qc = {"modalities": qc_mod, "warnings": warnings, "notes": notes, "head_fraction": float(fg_c.mean()),
+          "correlation": {f"{a}-{b}": round(r, 4) for (a, b), r in corr.items()},
+          "grid_shape": list(shape),
+          "label_voxels": ({str(v): int(np.count_nonzero(label_c == v)) for v in label_values}
+                           if label_c is not None else {})}
+    return Curated(row, images, label_c, qc)
+
+
+def _oblique(affine: np.ndarray) -> bool:
+    rot = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
+    return bool(np.abs(rot).max(axis=0).min() < 0.999)
+
+
+def _correlations(images: dict[str, np.ndarray], fg: np.ndarray) -> dict[tuple[str, str], float]:
+    mods = list(images)
+    idx = np.flatnonzero(fg.ravel())
+    if idx.size > 200_000:
+        idx = idx[:: idx.size // 200_000]
+    flat = {m: images[m].ravel()[idx] for m in mods}
+    out = {}
+    for i, a in enumerate(mods):
+        for b in mods[i + 1:]:
+            sa, sb = flat[a].std(), flat[b].std()
+            r = float(np.mean((flat[a] - flat[a].mean()) * (flat[b] - flat[b].mean())) / (sa * sb)) \
+                if sa > 0 and sb > 0 else 0.0
+            out[(a, b)] = r
+    return out
+
+
+def _load_label(study: Study, shape: Sequence[int], grid: np.ndarray,
+                ref_box: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    assert study.label is not None
+    data, affine, _ = _load(ScanRef(study.label), f"{study.study} label")
+    data = np.asarray(data)
+    if not np.all(np.isfinite(data)):
+        raise CurationError(f"{study.study} label: NaN/Inf values in {study.label}")
+    rounded = np.rint(data)
+    if not np.array_equal(rounded, data):
+        raise CurationError(f"{study.study} label: non-integer values in {study.label}")
+    values = {int(v) for v in np.unique(rounded)}
+    allowed = set(study.label_values) if study.label_values is not None else set(range(256))
+    if not values <= allowed:
+        raise CurationError(f"{study.study} label: unexpected values {sorted(values - allowed)} "
+                            f"in {study.label} (allowed {sorted(allowed) if len(allowed) < 20 else '0..255'})")
+    if _overlap(ref_box, _bbox_world(data.shape, affine)) < MIN_OVERLAP:
+        raise CurationError(f"{study.study} label: {study.label} does not overlap the images")
+    return resample(rounded.astype(np.uint8), affine, shape, grid, order=0)
+
+
+# --------------------------------------------------------------------------------- many
+
+
+@dataclass
+class CurateReport:
+    """What one curation run did: curated, skipped (already in the store) and failed studies."""
+
+    store: str
+    spacing: float
+    shard: str | None = None
+    curated: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    warnings: dict[str, list[str]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def status(self) -> int:
+        """The exit status: 0 when nothing failed, 3 when some studies failed."""
+        return EXIT_SOME_FAILED if self.failed else EXIT_OK
+
+    def summary(self) -> str:
+        """One line: counts and time."""
+        return (f"curated {len(self.curated)}, skipped {len(self.skipped)} (already in store), "
+                f"failed {len(self.failed)} in {self.seconds:.1f} s -> {self.store}")
+
+    def write(self, path: str | Path) -> Path:
+        """Write the report as JSON (atomically)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        store_mod._atomic_write_text(path, json.dumps(asdict(self), indent=1))
+        return path
+
+
+def _process(study: Study, root: str, spacing: float, split: str, margin: int
+             ) -> tuple[str, str, str | list[str]]:
+    """Worker: curate and write one study; returns (study, status, reason-or-warnings)."""
+    try:
+        cur = curate_study(study, spacing, margin)
+    except CurationError as err:
+        return study.study, "failed", str(err).splitlines()[0]
+    except MemoryError:
+        return study.study, "failed", f"{study.study}: out of memory while curating"
+    except Exception as err:  # a bug or an unforeseen input: report it, keep going
+        return study.study, "failed", f"{study.study}: {type(err).__name__}: {err}".splitlines()[0]
+    cur.row["split"] = split
+    store_mod.write_study(root, cur.row, cur.images, cur.label, cur.qc)
+    return study.study, "curated", cur.qc["warnings"]
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """Parse ``"I/N"`` (0 <= I < N).
+
+    Raises:
+        ValueError: When the text is not of that form.
+    """
+    if text is None:
+        return None
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard {text!r}: expected I/N, e.g. 0/4") from None
+    if n < 1 or not 0 <= i < n:
+        raise ValueError(f"--shard {text!r}: need 0 <= I < N (I counts from 0)")
+    return i, n
+
+
+def curate(studies: Sequence[Study], out: str | Path, spacing: float = 1.0, workers: int = 1,
+           shard: tuple[int, int] | str | None = None, split_file: str | Path | None = None,
+           margin: int = 2, progress: bool = True, qc_report: bool = True) -> CurateReport:
+    """Curate studies into the store at ``out`` (created if needed).
+
+    Finished studies are skipped, so an interrupted run is resumed by running it again.
+
+    Args:
+        studies: from :func:`mmlib.data.layouts.discover`.
+        out: the store folder.
+        spacing: target isotropic spacing (mm). Defaults to 1.0.
+        workers: parallel processes (1: in this process). Defaults to 1.
+        shard: ``(I, N)`` or ``"I/N"``: curate only studies ``I, I+N, I+2N, ...`` of the
+            id-sorted list. Defaults to None (all).
+        split_file: a split file overriding the hash splits. Defaults to None.
+        margin: voxels kept around the head. Defaults to 2.
+        progress: show a tqdm bar. Defaults to True.
+        qc_report: write the QC report (``reports/qc``) at the end. Defaults to True.
+
+    Returns:
+        The report (also written to ``out/reports/curate[-shard-I-of-N].json``).
+    """
+    t0 = time.perf_counter()
+    root = store_mod.init_store(out, spacing)
+    store_mod.clean_stale(root)
+    shard = parse_shard(shard) if isinstance(shard, str) else shard
+    todo = sorted(studies, key=lambda s: s.study)
+    if shard is not None:
+        todo = todo[shard[0]::shard[1]]
+    override = store_mod.read_split_file(split_file) if split_file else {}
+    report = CurateReport(str(root), float(spacing),
+                          None if shard is None else f"{shard[0]}/{shard[1]}")
+    jobs = []
+    for st in todo:
+        if store_mod.is_done(root, st.study) and not st.problems:
+            report.skipped.append(st.study)
+        else:
+            split = override.get(st.study) or st.split or store_mod.assign_split(st.study)
+            jobs.append((st, str(root), float(spacing), split, margin))
+    bar = tqdm(total=len(jobs), desc=f"curate ({spacing:g} mm)", unit="study", disable=not progress)
+
+    def record(result: tuple[str, str, Any]) -> None:
+        sid, status, extra = result
+        if status == "curated":
+            report.curated.append(sid)
+            if extra:
+                report.warnings[sid] = list(extra)
+        else:
+            report.failed[sid] = extra
+        bar.update(1)
+
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            record(_process(*job))
+    else:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+            for fut in as_completed([pool.submit(_process, *job) for job in jobs]):
+                record(fut.result())
+    bar.close()
+    store_mod.consolidate(root)
+    report.seconds = time.perf_counter() - t0
+    name = "curate" if shard is None else f"curate-shard-{shard[0]}-of-{shard[1]}"
+    report.write(root / "reports" / f"{name}.json")
+    if qc_report:
+        from mmlib.data import qc
+
+        qc.write_report(store_mod.Store(root), root / "reports" / "qc")
+    return report
+
+
+# ---------------------------------------------------------------------------------- CLI
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``mmlib curate``."""
+    parser.add_argument("sources", nargs="+", metavar="SOURCE",
+                        help="cohort roots (with cohort.json), dataset folders or JSON lists")
+    parser.add_argument("--out", required=True, help="the store folder (created if needed)")
+    parser.add_argument("--spacing", type=float, default=1.0, help="isotropic mm (default 1)")
+    parser.add_argument("--layout", choices=LAYOUTS, help="force a layout (default: detect)")
+    parser.add_argument("--pattern", help="path pattern with {subject} and {modality}")
+    parser.add_argument("--label-pattern", help="label path pattern with {subject}")
+    parser.add_argument("--root", help="dataset root that JSON-list paths are relative to")
+    parser.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
+    parser.add_argument("--shard", help="I/N: curate only every N-th study starting at I")
+    parser.add_argument("--split-file", help="JSON or CSV split file overriding the hash splits")
+    parser.add_argument("--margin", type=int, default=2, help="voxels around the head (2)")
+    parser.add_argument("--no-qc", action="store_true", help="skip the QC report")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="only discover and print per-source counts")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """Run ``mmlib curate``; returns 0 (all curated), 3 (some failed) or 2 (usage error)."""
+    try:
+        shard = parse_shard(args.shard)
+        if args.spacing <= 0:
+            raise ValueError(f"--spacing {args.spacing}: must be positive")
+        options = {k: v for k, v in (("pattern", args.pattern), ("label_pattern",
+                   args.label_pattern), ("root", args.root)) if v}
+        studies = discover(*args.sources, layout=args.layout, **options)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"mmlib curate: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    if not studies:
+        print(f"mmlib curate: no studies found in {', '.join(args.sources)}", file=sys.stderr)
+        return EXIT_USAGE
+    print(source_counts(studies).to_string())
+    if args.dry_run:
+        return EXIT_OK
+    try:
+        report = curate(studies, args.out, args.spacing, args.workers, shard, args.split_file,
+                        args.margin, progress=not args.quiet, qc_report=not args.no_qc)
+    except ValueError as err:
+        print(f"mmlib curate: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    print(report.summary())
+    for sid, reason in sorted(report.failed.items()):
+        print(f"FAILED {sid}: {reason}")
+    return report.status

@@ -1,0 +1,777 @@
+"""Find the studies of a dataset as the real public datasets lay them out on disk.
+
+A *layout* turns a folder (or a JSON list) into :class:`Study` records: one study id, the
+canonical modality names mapped to their files, the label file, and study-level attributes.
+Nothing is loaded here; :mod:`mmlib.data.curate` reads the files.
+
+Layout ids (auto-detected by :func:`detect_layout`, or named):
+
+=================  ========================================================================
+``brats2021``      ``BraTS2021_XXXXX/BraTS2021_XXXXX_{flair,t1,t1ce,t2,seg}.nii.gz``
+``brats2023``      ``BraTS-{GLI,MEN,SSA,PED,MET}-XXXXX-XXX/...-{t1c,t1n,t2f,t2w,seg}.nii.gz``
+``brats2018``      ``{HGG,LGG}/Brats18_*/Brats18_*_{flair,t1,t1ce,t2,seg}.nii.gz`` (grade in attrs)
+``ucsf_pdgm``      ``UCSF-PDGM-XXXX[_nifti]/UCSF-PDGM-XXXX_{T1,T1c,T2,FLAIR,DWI,ADC}.nii.gz``
+``ixi``            one folder per modality (``IXI-T1/IXI002-Guys-0828-T1.nii.gz``), own grids
+``isles2022``      BIDS ``sub-*/ses-*/{dwi,anat}/*_{dwi,adc,FLAIR}.nii.gz``, masks in derivatives/
+``decathlon``      ``imagesTr/*.nii.gz`` 4-D + ``dataset.json`` (channel names in ``modality``)
+``monai_datalist`` a MONAI datalist JSON (per-modality keys, or ``image`` + ``modalities``)
+``brainmvp_json``  the BrainMVP authors' lists: ``{"training": [{"image": [paths]}]}``
+``pattern``        a path pattern with ``{subject}`` and ``{modality}`` (+ ``label_pattern``)
+=================  ========================================================================
+
+A cohort root holds ``cohort.json`` with ``sources: [{name, path, layout, role, task,
+modalities, pattern?, label_pattern?}]``; :func:`discover` reads every source of it. A
+BIDS-style ``participants.tsv`` (``participant_id`` + columns) at a source root is merged into
+each study's ``attrs``.
+
+Problems found while discovering (an unknown modality suffix, a list entry outside the dataset
+root, a duplicate study id) do not stop discovery: they are recorded in ``Study.problems`` and
+the curator reports each such study as failed with that one-line reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mmlib.modalities import MODALITIES, canonical
+
+LAYOUTS: tuple[str, ...] = (
+    "brats2021", "brats2023", "brats2018", "ucsf_pdgm", "ixi", "isles2022", "decathlon",
+    "monai_datalist", "brainmvp_json", "pattern",
+)
+
+NII = (".nii.gz", ".nii")
+
+#: Label values each layout's segmentation may hold (None: any small non-negative integer).
+LABEL_VALUES: dict[str, tuple[int, ...] | None] = {
+    "brats2021": (0, 1, 2, 4), "brats2018": (0, 1, 2, 4), "ucsf_pdgm": (0, 1, 2, 4),
+    "brats2023": (0, 1, 2, 3), "isles2022": (0, 1), "decathlon": None, "ixi": None,
+    "monai_datalist": None, "brainmvp_json": None, "pattern": None,
+}
+
+# Files that real UCSF-PDGM folders hold besides the six modalities; skipped, not errors.
+_UCSF_EXTRAS = re.compile(
+    r"_(bias|brain_segmentation|brain_parenchyma_segmentation|SWI|ASL|DTI_.*|.*_bias)$", re.I
+)
+_SPLIT_KEYS = {"training": "train", "train": "train", "validation": "val", "val": "val",
+               "testing": "test", "test": "test"}
+
+
+@dataclass
+class ScanRef:
+    """One modality's file: a path, and the channel when the file is 4-D (Decathlon)."""
+
+    path: str
+    channel: int | None = None
+
+
+@dataclass
+class Study:
+    """One study (subject session) as found on disk.
+
+    Attributes:
+        study: the study id (unique across the sources curated together).
+        source: the source name (cohort.json ``name``, or the folder name).
+        layout: the layout id that found it.
+        modalities: canonical modality name -> :class:`ScanRef`, in template order.
+        label: the segmentation file, or None.
+        attrs: study-level attributes (participants.tsv columns, BraTS 2018 grade, subset).
+        task: the source's task (cohort.json ``task``), or None.
+        role: the source's role (e.g. ``pretrain``, ``downstream``), or None.
+        split: a split named by the source itself (datalist section), or None.
+        label_values: the label values the layout allows, or None for any.
+        problems: one-line reasons this study cannot be curated (empty when fine).
+    """
+
+    study: str
+    source: str
+    layout: str
+    modalities: dict[str, ScanRef] = field(default_factory=dict)
+    label: str | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+    task: str | None = None
+    role: str | None = None
+    split: str | None = None
+    label_values: tuple[int, ...] | None = None
+    problems: list[str] = field(default_factory=list)
+
+    def add(self, modality_name: str, path: str | Path, channel: int | None = None) -> None:
+        """Map ``modality_name`` (any alias) to a file; an unknown name becomes a problem."""
+        try:
+            mod = canonical(modality_name, source=str(path))
+        except ValueError as err:
+            self.problems.append(str(err).split(";")[0] + f" (known: {', '.join(MODALITIES)})")
+            return
+        if mod in self.modalities:
+            self.problems.append(f"{path}: modality {mod} appears twice in study {self.study}")
+            return
+        self.modalities[mod] = ScanRef(str(path), channel)
+
+    def sort(self) -> Study:
+        """Order ``modalities`` in template order; returns self."""
+        self.modalities = {m: self.modalities[m] for m in MODALITIES if m in self.modalities}
+        return self
+
+
+def _strip_nii(name: str) -> str | None:
+    for ext in NII:
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return None
+
+
+def _nii_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+                  and _strip_nii(p.name) is not None)
+
+
+def read_participants(root: Path) -> dict[str, dict[str, Any]]:
+    """Read a BIDS ``participants.tsv`` at ``root`` into ``{participant_id: {column: value}}``.
+
+    Values that look numeric become numbers; ``n/a`` and empty cells are dropped. Keys are
+    stored both as written and without a ``sub-`` prefix, so either id form matches.
+    """
+    path = root / "participants.tsv"
+    if not path.is_file():
+        return {}
+    table: dict[str, dict[str, Any]] = {}
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh, delimiter="\t")
+        if reader.fieldnames is None or "participant_id" not in reader.fieldnames:
+            raise ValueError(f"{path}: a participants.tsv needs a participant_id column")
+        for row in reader:
+            pid = row.pop("participant_id").strip()
+            attrs = {k: _parse_value(v) for k, v in row.items() if k and v not in (None, "", "n/a")}
+            table[pid] = attrs
+            table.setdefault(pid.removeprefix("sub-"), attrs)
+    return table
+
+
+def _parse_value(text: str) -> Any:
+    text = text.strip()
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _apply_participants(studies: list[Study], root: Path, id_of=None) -> None:
+    table = read_participants(root)
+    if not table:
+        return
+    for st in studies:
+        key = id_of(st) if id_of else st.study
+        row = table.get(key) or table.get(key.removeprefix("sub-"))
+        if row:
+            st.attrs.update(row)
+
+
+# --------------------------------------------------------------------------- folder layouts
+
+
+def _per_study_folders(root: Path, dir_re: re.Pattern[str]) -> list[Path]:
+    """Study folders matching ``dir_re`` directly under root or one level deeper."""
+    found = [p for p in root.iterdir() if p.is_dir() and dir_re.fullmatch(p.name)]
+    if not found:
+        for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            found += [p for p in sub.iterdir() if p.is_dir() and dir_re.fullmatch(p.name)]
+    return sorted(found)
+
+
+def _folder_layout(root: Path, source: str, layout: str, dir_re: str, sep: str,
+                   label_suffixes: Sequence[str], skip: re.Pattern[str] | None = None,
+                   id_of_dir=None) -> list[Study]:
+    studies = []
+    for folder in _per_study_folders(root, re.compile(dir_re)):
+        sid = id_of_dir(folder.name) if id_of_dir else folder.name
+        st = Study(sid, source, layout, label_values=LABEL_VALUES[layout])
+        for f in _nii_files(folder):
+            stem = _strip_nii(f.name)
+            assert stem is not None
+            suffix = stem[len(sid) + 1:] if stem.startswith(sid + sep) else stem.rsplit(sep, 1)[-1]
+            if suffix.lower() in label_suffixes:
+                st.label = str(f)
+            elif skip is not None and skip.search(sep + suffix):
+                continue
+            else:
+                st.add(suffix, f)
+        if not st.modalities and not st.problems:
+            st.problems.append(f"{folder}: no image files found")
+        studies.append(st.sort())
+    return studies
+
+
+def find_brats2021(root: Path, source: str) -> list[Study]:
+    """BraTS 2021: ``BraTS2021_XXXXX/BraTS2021_XXXXX_{flair,t1,t1ce,t2,seg}.nii.gz``."""
+    studies = _folder_layout(root, source, "brats2021", r"BraTS2021_\d+", "_", ("seg",))
+    _apply_participants(studies, root)
+    return studies
+
+
+def find_brats2023(root: Path, source: str) -> list[Study]:
+    """BraTS 2023 GLI/MEN/SSA/PED/MET: ``BraTS-GLI-XXXXX-XXX/...-{t1c,t1n,t2f,t2w,seg}``.
+
+    The subset (``GLI``, ``MEN``, ...) goes into ``attrs["subset"]``.
+    """
+    studies = _folder_layout(root, source, "brats2023", r"BraTS-[A-Z]+-\d+-\d+", "-", ("seg",))
+    for st in studies:
+        st.attrs["subset"] = st.study.split("-")[1]
+    _apply_participants(studies, root)
+    return studies
+
+
+def find_brats2018(root: Path, source: str) -> list[Study]:
+    """BraTS 2018: ``HGG/`` and ``LGG/`` folders of ``Brats18_*`` studies; grade into attrs."""
+    studies: list[Study] = []
+    for grade in ("HGG", "LGG"):
+        if (root / grade).is_dir():
+            found = _folder_layout(root / grade, source, "brats2018", r"Brats18_.+", "_", ("seg",))
+            for st in found:
+                st.attrs["grade"] = grade
+            studies += found
+    _apply_participants(studies, root)
+    return studies
+
+
+def find_ucsf_pdgm(root: Path, source: str) -> list[Study]:
+    """UCSF-PDGM: ``UCSF-PDGM-XXXX_nifti/UCSF-PDGM-XXXX_{T1,T1c,T2,FLAIR,DWI,ADC}.nii.gz``.
+
+    ``*_tumor_segmentation`` is the label; bias-field, DTI, SWI, ASL and brain masks are skipped.
+    """
+    studies = _folder_layout(root, source, "ucsf_pdgm", r"UCSF-PDGM-\d+(_nifti)?", "_",
+                             ("tumor_segmentation",), skip=_UCSF_EXTRAS,
+                             id_of_dir=lambda name: name.removesuffix("_nifti"))
+    _apply_participants(studies, root)
+    return studies
+
+
+def find_ixi(root: Path, source: str) -> list[Study]:
+    """IXI: one folder per modality (``IXI-T1/``, ``T2/``, ...), ``IXI002-Guys-0828-T1.nii.gz``.
+
+    Each modality keeps its own grid; the curator resamples onto a common one. Folders of
+    other series (``IXI-DTI``) are skipped.
+    """
+    by_id: dict[str, Study] = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if "dti" in folder.name.lower():
+            continue
+        for f in _nii_files(folder):
+            stem = _strip_nii(f.name)
+            assert stem is not None
+            sid, _, suffix = stem.rpartition("-")
+            if not sid:
+                continue
+            st = by_id.setdefault(sid, Study(sid, source, "ixi"))
+            st.add(suffix, f)
+    studies = [by_id[k].sort() for k in sorted(by_id)]
+    _apply_participants(studies, root, id_of=lambda s: s.study.split("-")[0])
+    return studies
+
+
+def find_isles2022(root: Path, source: str) -> list[Study]:
+    """ISLES 2022 (BIDS): ``sub-*/ses-*/dwi/*_{dwi,adc}.nii.gz``, ``anat/*_FLAIR.nii.gz``.
+
+    Subjects may sit under ``rawdata/``; masks are ``derivatives/sub-*/ses-*/*_msk.nii.gz``.
+    The study id is the subject id (``sub-strokecase0001``), with ``_ses-*`` appended when a
+    subject has more than one session.
+    """
+    raw = root / "rawdata" if (root / "rawdata").is_dir() else root
+    studies = []
+    for sub in sorted(p for p in raw.iterdir() if p.is_dir() and p.name.startswith("sub-")):
+        sessions = sorted(p for p in sub.iterdir() if p.is_dir() and p.name.startswith("ses-"))
+        for ses in sessions or [sub]:
+            sid = sub.name if len(sessions) <= 1 else f"{sub.name}_{ses.name}"
+            st = Study(sid, source, "isles2022", label_values=LABEL_VALUES["isles2022"])
+            st.attrs["participant_id"] = sub.name
+            for f in sorted(ses.rglob("*")):
+                stem = _strip_nii(f.name)
+                if stem is None or not f.is_file() or f.name.startswith("."):
+                    continue
+                st.add(stem.rsplit("_", 1)[-1], f)
+            deriv = root / "derivatives"
+            masks = sorted(deriv.rglob(f"{sub.name}*_msk.nii*")) if deriv.is_dir() else []
+            if len(sessions) > 1:
+                masks = [m for m in masks if ses.name in m.as_posix()]
+            if masks:
+                st.label = str(masks[0])
+            studies.append(st.sort())
+    _apply_participants(studies, root, id_of=lambda s: s.attrs["participant_id"])
+    return studies
+
+
+def find_decathlon(root: Path, source: str) -> list[Study]:
+    """Medical Segmentation Decathlon: 4-D ``imagesTr/*.nii.gz`` and ``dataset.json``.
+
+    Channel names come from ``dataset.json`` ``modality`` (``{"0": "FLAIR", "1": "T1w", ...}``);
+    each channel becomes one modality. ``training`` entries carry labels, ``test`` ones do not.
+    macOS resource files (``._*``) are skipped.
+    """
+    meta_path = root / "dataset.json"
+    meta = _read_json(meta_path)
+    channels = meta.get("modality")
+    if not isinstance(channels, dict) or not channels:
+        raise ValueError(f"{meta_path}: a Decathlon dataset.json needs a 'modality' mapping")
+    names = {int(k): v for k, v in channels.items()}
+    values = tuple(sorted(int(k) for k in meta.get("labels", {}))) or None
+    studies = []
+    entries = [(e, "train") for e in meta.get("training", [])]
+    entries += [({"image": e} if isinstance(e, str) else e, "test") for e in meta.get("test", [])]
+    for entry, split in entries:
+        image = _inside(root, entry["image"], meta_path)
+        name = Path(entry["image"]).name
+        if name.startswith("._"):
+            continue
+        sid = _strip_nii(name) or name
+        st = Study(sid, source, "decathlon", label_values=values, split=None)
+        if isinstance(image, str):
+            st.problems.append(image)
+        else:
+            for ch in sorted(names):
+                st.add(names[ch], image, channel=ch)
+        if entry.get("label"):
+            label = _inside(root, entry["label"], meta_path)
+            if isinstance(label, str):
+                st.problems.append(label)
+            else:
+                st.label = str(label)
+        st.attrs["decathlon_split"] = split
+        studies.append(st.sort())
+    _apply_participants(studies, root)
+    return studies
+
+
+# ----------------------------------------------------------------------------- JSON layouts
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: file not found") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+
+
+def _inside(root: Path, rel: str, listed_in: Path) -> Path | str:
+    """Resolve ``rel`` against ``root``; a path that escapes root is refused (returned as a
+    one-line reason instead of a path)."""
+    path = (root / rel).resolve() if not os.path.isabs(rel) else Path(rel).resolve()
+    base = root.resolve()
+    if path != base and base not in path.parents:
+        return f"{listed_in}: entry {rel!r} points outside the dataset root {base}; refused"
+    return path
+
+
+def _json_sections(data: Any, path: Path) -> list[tuple[str | None, list[Any]]]:
+    if isinstance(data, list):
+        return [(None, data)]
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object of lists (training/validation/...)")
+    sections = [(k, v) for k, v in data.items() if isinstance(v, list) and v
+                and all(isinstance(e, (dict, str)) for e in v)]
+    if not sections:
+        raise ValueError(f"{path}: no list of entries found (expected e.g. 'training': [...])")
+    return sections
+
+
+def _modality_from_filename(name: str) -> str:
+    stem = _strip_nii(Path(name).name) or Path(name).name
+    return re.split(r"[-_]", stem)[-1]
+
+
+def _study_id_from_files(paths: Sequence[str]) -> str:
+    """The longest common prefix of the file stems, trimmed of separators (or the folder)."""
+    stems = [_strip_nii(Path(p).name) or Path(p).name for p in paths]
+    prefix = os.path.commonprefix(stems).rstrip("-_")
+    return prefix or Path(paths[0]).parent.name
+
+
+def find_brainmvp_json(path: Path, source: str, root: Path | None = None) -> list[Study]:
+    """The BrainMVP authors' per-dataset lists (``jsons/dataset_BraTS2021.json``).
+
+    Format: ``{"training": [{"image": [paths], "label"?: path}], "validation": [...]}``, paths
+    relative to the dataset folder (``root``, default the JSON's folder); the modality is the last
+    ``-``/``_`` token of each file name, as the authors' loader reads it. Entries outside the
+    root are refused.
+    """
+    base = Path(root) if root is not None else path.parent
+    studies = []
+    for section, entries in _json_sections(_read_json(path), path):
+        for entry in entries:
+            images = entry["image"] if isinstance(entry, dict) else entry
+            images = [images] if isinstance(images, str) else list(images)
+            sid = entry.get("study") if isinstance(entry, dict) else None
+            st = Study(sid or _study_id_from_files(images), source, "brainmvp_json",
+                       split=_SPLIT_KEYS.get(section or ""))
+            for rel in images:
+                resolved = _inside(base, rel, path)
+                if isinstance(resolved, str):
+                    st.problems.append(resolved)
+                else:
+                    st.add(_modality_from_filename(rel), resolved)
+            if isinstance(entry, dict) and entry.get("label"):
+                resolved = _inside(base, entry["label"], path)
+                if isinstance(resolved, str):
+                    st.problems.append(resolved)
+                else:
+                    st.label = str(resolved)
+            studies.append(st.sort())
+    return studies
+
+
+def find_monai_datalist(path: Path, source: str, root: Path | None = None) -> list[Study]:
+    """A MONAI datalist JSON (as :func:`export_datalist` writes and
+    ``monai.data.load_decathlon_datalist`` reads).
+
+    Each entry names its modalities either as keys (``{"flair": p, "t1": p, "label": p}``) or
+    as ``image`` (a path or a list) with ``modalities`` (per entry, or top-level). Sections
+    ``training``/``validation``/``testing`` become the study's split. Optional ``study``,
+    ``source`` and ``attrs`` keys are kept. Paths are relative to ``root`` (default: the JSON's
+    folder) and must stay inside it.
+    """
+    data = _read_json(path)
+    base = Path(root) if root is not None else Path(data.get("base_dir", path.parent)
+                                                   if isinstance(data, dict) else path.parent)
+    if not base.is_absolute():
+        base = path.parent / base
+    top_mods = data.get("modalities") if isinstance(data, dict) else None
+    if isinstance(top_mods, dict):
+        top_mods = [top_mods[k] for k in sorted(top_mods, key=int)]
+    studies = []
+    reserved = {"image", "label", "study", "source", "modalities", "attrs", "split", "fold"}
+    for section, entries in _json_sections(data, path):
+        if section in {"modalities", "labels"}:
+            continue
+        for i, entry in enumerate(entries):
+            entry = {"image": entry} if isinstance(entry, str) else entry
+            pairs: list[tuple[str, str]] = []
+            if "image" in entry:
+                images = [entry["image"]] if isinstance(entry["image"], str) else entry["image"]
+                names = entry.get("modalities") or top_mods
+                if names is None or len(names) != len(images):
+                    names = [_modality_from_filename(p) for p in images]
+                pairs = list(zip(names, images))
+            else:
+                pairs = [(k, v) for k, v in entry.items() if k not in reserved and isinstance(v, str)]
+            sid = entry.get("study") or _study_id_from_files([p for _, p in pairs] or [f"entry{i}"])
+            st = Study(sid, entry.get("source", source), "monai_datalist",
+                       split=entry.get("split") or _SPLIT_KEYS.get(section or ""),
+                       attrs=dict(entry.get("attrs", {})))
+            if "fold" in entry:
+                st.attrs["fold"] = entry["fold"]
+            for name, rel in pairs:
+                resolved = _inside(base, rel, path)
+                if isinstance(resolved, str):
+                    st.problems.append(resolved)
+                else:
+                    st.add(name, resolved)
+            if entry.get("label"):
+                resolved = _inside(base, entry["label"], path)
+                st.label = None if isinstance(resolved, str) else str(resolved)
+                if isinstance(resolved, str):
+                    st.problems.append(resolved)
+            studies.append(st.sort())
+    return studies
+
+
+def find_pattern(root: Path, source: str, pattern: str, label_pattern: str | None = None,
+                 modalities: Sequence[str] | None = None) -> list[Study]:
+    """A user-described layout: a path pattern relative to ``root`` with ``{subject}`` and
+    ``{modality}`` (e.g. ``"{subject}/anat/{subject}_{modality}.nii.gz"``), and optionally
+    ``label_pattern`` with ``{subject}``. ``modalities`` restricts the names accepted.
+
+    Raises:
+        ValueError: When the pattern lacks ``{subject}`` or ``{modality}``.
+    """
+    if "{subject}" not in pattern or "{modality}" not in pattern:
+        raise ValueError(f"pattern {pattern!r} must contain both {{subject}} and {{modality}}")
+    regex = _pattern_regex(pattern)
+    wanted = {canonical(m) for m in modalities} if modalities else None
+    by_id: dict[str, Study] = {}
+    glob = pattern.replace("{subject}", "*").replace("{modality}", "*")
+    for f in sorted(root.glob(glob)):
+        m = regex.fullmatch(f.relative_to(root).as_posix())
+        if not m or f.name.startswith("."):
+            continue
+        sid, mod = m.group("subject"), m.group("modality")
+        if label_pattern and f == root / label_pattern.replace("{subject}", sid):
+            continue
+        st = by_id.setdefault(sid, Study(sid, source, "pattern"))
+        if wanted is not None:
+            try:
+                if canonical(mod) not in wanted:
+                    continue
+            except ValueError:
+                continue  # a series the source does not list (e.g. a mask): not ours to read
+        st.add(mod, f)
+    if label_pattern:
+        for sid, st in by_id.items():
+            label = root / label_pattern.replace("{subject}", sid)
+            if label.is_file():
+                st.label = str(label)
+    studies = [by_id[k].sort() for k in sorted(by_id)]
+    _apply_participants(studies, root)
+    return studies
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    out, seen = "", set()
+    for part in re.split(r"(\{subject\}|\{modality\})", pattern):
+        if part in ("{subject}", "{modality}"):
+            name = part[1:-1]
+            out += f"(?P={name})" if name in seen else f"(?P<{name}>[^/]+?)"
+            seen.add(name)
+        else:
+            out += re.escape(part)
+    return re.compile(out)
+
+
+# ---------------------------------------------------------------------------------- discover
+
+_FINDERS = {
+    "brats2021": find_brats2021, "brats2023": find_brats2023, "brats2018": find_brats2018,
+    "ucsf_pdgm": find_ucsf_pdgm, "ixi": find_ixi, "isles2022": find_isles2022,
+    "decathlon": find_decathlon,
+}
+
+
+def detect_layout(path: str | Path) -> str:
+    """Tell the layout id of a dataset folder or JSON list.
+
+    Returns:
+        One of :data:`LAYOUTS`, or ``"cohort"`` for a folder with ``cohort.json``.
+
+    Raises:
+        ValueError: When no layout fits; the message says how to name one.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    if path.is_file():
+        if path.suffix != ".json":
+            raise ValueError(f"{path}: expected a dataset folder or a JSON list")
+        data = _read_json(path)
+        if isinstance(data, dict) and ("modality" in data and "training" in data):
+            return "decathlon"
+        for _, entries in _json_sections(data, path):
+            for e in entries:
+                if isinstance(e, dict) and "image" in e and not isinstance(e["image"], str) \
+                        and "modalities" not in e and not (isinstance(data, dict)
+                                                           and "modalities" in data):
+                    return "brainmvp_json"
+            break
+        return "monai_datalist"
+    if (path / "cohort.json").is_file():
+        return "cohort"
+    if (path / "dataset.json").is_file() and (path / "imagesTr").is_dir():
+        return "decathlon"
+    if (path / "HGG").is_dir() or (path / "LGG").is_dir():
+        return "brats2018"
+    names = [p.name for p in path.iterdir() if p.is_dir()]
+    deeper = [q.name for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")
+              for q in p.iterdir() if q.is_dir()] if len(names) <= 3 else []
+    for candidates in (names, deeper):
+        if any(re.fullmatch(r"BraTS2021_\d+", n) for n in candidates):
+            return "brats2021"
+        if any(re.fullmatch(r"BraTS-[A-Z]+-\d+-\d+", n) for n in candidates):
+            return "brats2023"
+        if any(re.fullmatch(r"UCSF-PDGM-\d+(_nifti)?", n) for n in candidates):
+            return "ucsf_pdgm"
+    subs = [n for n in names if n.startswith("sub-")]
+    if subs or (path / "rawdata").is_dir():
+        return "isles2022"
+    if any(re.fullmatch(r"(IXI-)?(T1|T2|PD|MRA)", n, re.I) for n in names):
+        return "ixi"
+    raise ValueError(
+        f"{path}: cannot tell the layout; name it (one of {', '.join(LAYOUTS)}) or describe it "
+        "with a pattern such as '{subject}/{subject}_{modality}.nii.gz'"
+    )
+
+
+def find_studies(path: str | Path, layout: str | None = None, source: str | None = None,
+                 pattern: str | None = None, label_pattern: str | None = None,
+                 modalities: Sequence[str] | None = None, root: str | Path | None = None
+                 ) -> list[Study]:
+    """Find the studies of one source.
+
+    Args:
+        path: the dataset folder (or JSON list for ``monai_datalist``/``brainmvp_json``).
+        layout: a layout id; detected when None. Defaults to None.
+        source: the source name; the folder/file stem when None. Defaults to None.
+        pattern: the path pattern of the ``pattern`` layout. Defaults to None.
+        label_pattern: the label path pattern of the ``pattern`` layout. Defaults to None.
+        modalities: canonical modalities to keep (others are dropped). Defaults to None.
+        root: the dataset root that JSON-list paths are relative to. Defaults to None.
+
+    Returns:
+        The studies, sorted by id.
+
+    Raises:
+        ValueError: When the layout is unknown or cannot be detected.
+    """
+    path = Path(path)
+    if pattern is not None and layout is None:
+        layout = "pattern"
+    layout = layout or detect_layout(path)
+    source = source or (path.stem if path.is_file() else path.name)
+    if layout == "cohort":
+        return discover(path)
+    if layout == "pattern":
+        if not pattern:
+            raise ValueError(f"{path}: the pattern layout needs a pattern with {{subject}} and "
+                             "{modality}")
+        studies = find_pattern(path, source, pattern, label_pattern, modalities)
+    elif layout == "brainmvp_json":
+        studies = find_brainmvp_json(path, source, Path(root) if root else None)
+    elif layout == "monai_datalist":
+        studies = find_monai_datalist(path, source, Path(root) if root else None)
+    elif layout in _FINDERS:
+        if not path.is_dir():
+            raise ValueError(f"{path}: layout {layout} expects a folder")
+        studies = _FINDERS[layout](path, source)
+    else:
+        raise ValueError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    if modalities and layout != "pattern":
+        keep = {canonical(m) for m in modalities}
+        for st in studies:
+            st.modalities = {m: r for m, r in st.modalities.items() if m in keep}
+    return sorted(studies, key=lambda s: s.study)
+
+
+def read_cohort(root: str | Path) -> list[dict[str, Any]]:
+    """The ``sources`` of a cohort root's ``cohort.json`` (paths made absolute)."""
+    root = Path(root)
+    meta = _read_json(root / "cohort.json")
+    sources = meta.get("sources") if isinstance(meta, dict) else None
+    if not isinstance(sources, list) or not sources:
+        raise ValueError(f"{root / 'cohort.json'}: needs a non-empty 'sources' list")
+    out = []
+    for i, src in enumerate(sources):
+        if "path" not in src or "name" not in src:
+            raise ValueError(f"{root / 'cohort.json'}: source #{i} needs 'name' and 'path'")
+        out.append({**src, "path": str((root / src["path"]).resolve())})
+    return out
+
+
+def discover(*paths: str | Path, layout: str | None = None, **options: Any) -> list[Study]:
+    """Find every study of one or more sources: cohort roots (with ``cohort.json``), dataset
+    folders (layout detected) or JSON lists.
+
+    Study ids must be unique across everything discovered together: a repeated id is kept as a
+    study with a problem ("duplicate study id"), so the curator reports it instead of
+    overwriting the first.
+
+    Args:
+        *paths: the sources.
+        layout: force one layout for all paths (not for cohort roots). Defaults to None.
+        **options: passed to :func:`find_studies` (``pattern``, ``label_pattern``, ...).
+
+    Returns:
+        The studies, in source order then by id.
+
+    Examples::
+
+        >>> studies = discover(work_dir("demo") / "cohort")          # doctest: +SKIP
+        >>> source_counts(studies)                                   # doctest: +SKIP
+    """
+    studies: list[Study] = []
+    for path in paths:
+        path = Path(path)
+        if path.is_dir() and (path / "cohort.json").is_file() and layout is None:
+            for src in read_cohort(path):
+                found = find_studies(src["path"], src.get("layout"), src["name"],
+                                     src.get("pattern"), src.get("label_pattern"),
+                                     src.get("modalities"), src.get("root"))
+                for st in found:
+                    st.task = src.get("task", st.task)
+                    st.role = src.get("role", st.role)
+                    if src.get("label_values") is not None:
+                        st.label_values = tuple(src["label_values"])
+                studies += found
+        else:
+            studies += find_studies(path, layout, **options)
+    seen: dict[str, str] = {}
+    for st in studies:
+        if st.study in seen:
+            st.problems.append(f"duplicate study id {st.study} (source {st.source}; already "
+                               f"in source {seen[st.study]})")
+        else:
+            seen[st.study] = st.source
+    return studies
+
+
+def source_counts(studies: Iterable[Study]) -> pd.DataFrame:
+    """Per-source counts: studies, labelled studies, studies with problems, and per modality.
+
+    Returns:
+        A DataFrame indexed by source with columns ``studies, labelled, problems, scans`` and
+        one column per canonical modality present.
+    """
+    rows = []
+    for st in studies:
+        row = {"source": st.source, "layout": st.layout, "studies": 1,
+               "labelled": int(st.label is not None), "problems": int(bool(st.problems)),
+               "scans": len(st.modalities)}
+        row.update({m: 1 for m in st.modalities})
+        rows.append(row)
+    if not rows:
+        return pd.DataFrame(columns=["layout", "studies", "labelled", "problems", "scans"])
+    df = pd.DataFrame(rows).fillna(0)
+    mods = [m for m in MODALITIES if m in df.columns]
+    out = df.groupby(["source", "layout"], sort=False)[["studies", "labelled", "problems",
+                                                        "scans", *mods]].sum().astype(int)
+    return out.reset_index("layout")
+
+
+def export_datalist(studies: Iterable[Study], path: str | Path, splits: dict[str, str] | None
+                    = None) -> Path:
+    """Write studies as a MONAI datalist JSON (readable by ``load_decathlon_datalist`` and by
+    :func:`find_monai_datalist`).
+
+    Each entry holds ``image`` (list, template order), ``modalities``, one key per modality,
+    ``label`` when present, ``study``, ``source`` and ``attrs``. Paths are written relative to
+    the JSON's folder when they lie below it, else absolute. Sections: ``training``,
+    ``validation``, ``testing`` from ``splits`` (study -> train/val/test) or the study's own
+    split (default ``training``). 4-D files (Decathlon channels) cannot be expressed per
+    modality and are refused.
+
+    Raises:
+        ValueError: When a study's modality lives in a channel of a 4-D file.
+    """
+    path = Path(path)
+    base = path.parent.resolve()
+
+    def rel(p: str) -> str:
+        q = Path(p).resolve()
+        return q.relative_to(base).as_posix() if base in q.parents else str(q)
+
+    sections: dict[str, list[dict[str, Any]]] = {"training": [], "validation": [], "testing": []}
+    names = {"train": "training", "val": "validation", "test": "testing"}
+    for st in studies:
+        if any(r.channel is not None for r in st.modalities.values()):
+            raise ValueError(f"{st.study}: modalities are channels of a 4-D file; a datalist "
+                             "needs one file per modality (curate it and export the store)")
+        entry: dict[str, Any] = {"study": st.study, "source": st.source,
+                                 "image": [rel(r.path) for r in st.modalities.values()],
+                                 "modalities": list(st.modalities)}
+        entry.update({m: rel(r.path) for m, r in st.modalities.items()})
+        if st.label:
+            entry["label"] = rel(st.label)
+        if st.attrs:
+            entry["attrs"] = st.attrs
+        split = (splits or {}).get(st.study) or st.split or "train"
+        sections[names.get(split, "training")].append(entry)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({k: v for k, v in sections.items() if v}, indent=1, default=str))
+    return path

@@ -1,0 +1,260 @@
+"""Datasets over a curated store: multi-modal crops for pre-training, labelled crops downstream.
+
+:class:`PretrainDataset` yields per study up to ``k`` modalities (paper: 4) with a presence
+mask rather than duplicated channels, one random crop box shared by all of them, the crop's
+position in template space (head-centred mm of crop voxel (0, 0, 0)) and canonical modality
+ids. Every draw comes from ``numpy.random.default_rng([seed, epoch, index])``, so a sample
+depends only on (seed, epoch, index): any DataLoader worker, any DistributedSampler rank, and a
+resumed run all produce the same sample for the same index. Call :meth:`set_epoch` before each
+epoch (with the default ``persistent_workers=False`` the workers get the new epoch).
+
+:class:`LabelledDataset` is the downstream counterpart: the task's modalities in a fixed
+channel order (zeros and ``present=False`` where missing) and the label, either the
+segmentation crop or a class from an ``attrs`` column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from mmlib.data.store import Store
+from mmlib.modalities import MODALITIES, MODALITY_INDEX, canonical
+
+
+def _size3(crop_size: int | Sequence[int]) -> tuple[int, int, int]:
+    size = (crop_size,) * 3 if isinstance(crop_size, int) else tuple(int(c) for c in crop_size)
+    if len(size) != 3 or min(size) < 1:
+        raise ValueError(f"crop_size should be a positive int or 3 ints, got {crop_size!r}")
+    return size  # type: ignore[return-value]
+
+
+def crop_box(shape: Sequence[int], size: Sequence[int], rng: np.random.Generator
+             ) -> np.ndarray:
+    """A random crop start (3,) inside ``shape``; negative where the volume is smaller than
+    the crop (the volume then sits at a random offset inside the zero-padded crop)."""
+    start = np.empty(3, dtype=np.int64)
+    for i, (n, c) in enumerate(zip(shape, size)):
+        start[i] = rng.integers(0, n - c + 1) if n >= c else -rng.integers(0, c - n + 1)
+    return start
+
+
+def read_crop(volume: np.ndarray, start: Sequence[int], size: Sequence[int],
+              out: np.ndarray | None = None) -> np.ndarray:
+    """Read ``volume[start : start + size]`` as float32, zero where the box leaves the volume.
+
+    Only the pages under the box are touched when ``volume`` is a memory map.
+    """
+    out = np.zeros(tuple(size), dtype=np.float32) if out is None else out
+    src, dst = [], []
+    for s, c, n in zip(start, size, volume.shape):
+        a, b = max(0, int(s)), min(n, int(s) + c)
+        if b <= a:
+            return out
+        src.append(slice(a, b))
+        dst.append(slice(a - int(s), b - int(s)))
+    out[tuple(dst)] = volume[tuple(src)]
+    return out
+
+
+def _open(store: Store | str | Path) -> Store:
+    return store if isinstance(store, Store) else Store(store)
+
+
+class PretrainDataset(Dataset):
+    """Multi-modal random crops for pre-training (the sampler batch of ARCHITECTURE.md).
+
+    Args:
+        store: a :class:`~mmlib.data.store.Store` or its folder.
+        crop_size: crop edge in voxels, or three edges (paper: 96).
+        k: modalities per sample; studies with more get a random subset, fewer are padded
+            with absent channels. Defaults to 4.
+        studies: study ids; when None, the studies whose ``role`` is ``pretrain`` (all studies
+            when the store records no roles). Defaults to None.
+        seed: the base seed. Defaults to 0.
+
+    Raises:
+        ValueError: When ``k < 1``, the crop size is invalid, or no study is selected.
+
+    Examples::
+
+        >>> ds = PretrainDataset(store, crop_size=32, k=4)           # doctest: +SKIP
+        >>> loader = DataLoader(ds, batch_size=2, collate_fn=PretrainDataset.collate)
+    """
+
+    def __init__(self, store: Store | str | Path, crop_size: int | Sequence[int], k: int = 4,
+                 studies: Sequence[str] | None = None, seed: int = 0) -> None:
+        if k < 1:
+            raise ValueError(f"k should be >= 1, got {k}")
+        self.store = _open(store)
+        self.crop_size = _size3(crop_size)
+        self.k = int(k)
+        self.seed = int(seed)
+        self.epoch = 0
+        if studies is None:
+            roles = self.store.manifest["role"] if "role" in self.store.manifest else None
+            if roles is not None and roles.notna().any():
+                studies = self.store.manifest.loc[roles == "pretrain", "study"].tolist()
+            else:
+                studies = self.store.studies()
+        self.studies = sorted(studies)
+        missing = [s for s in self.studies if s not in self.store]
+        if missing:
+            raise ValueError(f"{self.store.root}: studies not in the store: {missing[:5]}")
+        if not self.studies:
+            raise ValueError(f"{self.store.root}: no studies selected for pre-training")
+        self._rows = {s: self.store.row(s) for s in self.studies}
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch (part of every sample's seed)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.studies)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sid = self.studies[index]
+        row = self._rows[sid]
+        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        mods = list(row["modalities"])
+        if len(mods) > self.k:
+            pick = np.sort(rng.choice(len(mods), size=self.k, replace=False))
+            mods = [mods[i] for i in pick]
+        start = crop_box(row["shape"], self.crop_size, rng)
+        image = np.zeros((self.k, *self.crop_size), dtype=np.float32)
+        present = np.zeros(self.k, dtype=bool)
+        modality = np.full(self.k, -1, dtype=np.int64)
+        for c, mod in enumerate(mods):
+            read_crop(self.store.image(sid, mod), start, self.crop_size, out=image[c])
+            present[c] = True
+            modality[c] = MODALITY_INDEX[mod]
+        affine = np.asarray(row["affine"], dtype=np.float64)
+        origin = affine[:3, :3] @ start + affine[:3, 3] - np.asarray(row["center_world"])
+        return {"image": torch.from_numpy(image), "present": torch.from_numpy(present),
+                "modality": torch.from_numpy(modality),
+                "template_origin": torch.tensor(origin, dtype=torch.float32),
+                "spacing": torch.tensor(np.abs(np.diag(affine)[:3]), dtype=torch.float32),
+                "study": sid}
+
+    @staticmethod
+    def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Stack samples into the batch of ARCHITECTURE.md (``study`` stays a list)."""
+        return _collate(items)
+
+
+def _collate(items: Sequence[dict[str, Any]], pad: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in items[0]:
+        values = [it[key] for it in items]
+        if isinstance(values[0], torch.Tensor):
+            if pad and values[0].ndim >= 3 and len({v.shape for v in values}) > 1:
+                spatial = [max(v.shape[-3 + i] for v in values) for i in range(3)]
+                values = [torch.nn.functional.pad(
+                    v, [0, spatial[2] - v.shape[-1], 0, spatial[1] - v.shape[-2],
+                        0, spatial[0] - v.shape[-3]]) for v in values]
+            out[key] = torch.stack(values)
+        else:
+            out[key] = list(values)
+    return out
+
+
+class LabelledDataset(Dataset):
+    """Downstream samples: the task's modalities as channels, and the label.
+
+    Args:
+        store: a :class:`~mmlib.data.store.Store` or its folder.
+        modalities: channel order (any aliases), e.g. ``["t1", "t1c", "t2", "flair"]``.
+        crop_size: crop edge(s) in voxels, or None for the whole (cropped-to-head) volume.
+            Defaults to None.
+        studies: study ids. Defaults to None (every study of the store; pass the task's ids).
+        seed: the base seed of the crop positions. Defaults to 0.
+        label_key: ``"label"`` for the segmentation, or an ``attrs`` column (e.g. ``"grade"``)
+            for classification. Defaults to ``"label"``.
+        foreground_fraction: for segmentation crops, the probability that a crop is centred on
+            a random labelled voxel instead of placed uniformly. Defaults to 0.0.
+
+    Each item holds ``image float32 (C, X, Y, Z)``, ``present bool (C,)``, ``modality int64
+    (C,)`` (template index of each channel, present or not), ``label`` (int64 ``(X, Y, Z)`` or a
+    scalar class index into :attr:`classes`), ``template_origin float32 (3,)``, ``spacing
+    float32 (3,)`` and ``study``.
+
+    Raises:
+        ValueError: When a study lacks the label (segmentation) or the attrs column.
+    """
+
+    def __init__(self, store: Store | str | Path, modalities: Sequence[str],
+                 crop_size: int | Sequence[int] | None = None, studies: Sequence[str] | None
+                 = None, seed: int = 0, label_key: str = "label",
+                 foreground_fraction: float = 0.0) -> None:
+        self.store = _open(store)
+        self.modalities = [canonical(m) for m in modalities]
+        self.crop_size = None if crop_size is None else _size3(crop_size)
+        self.studies = sorted(studies) if studies is not None else self.store.studies()
+        self.seed, self.epoch = int(seed), 0
+        self.label_key = label_key
+        self.foreground_fraction = float(foreground_fraction)
+        self._rows = {s: self.store.row(s) for s in self.studies}
+        self.classes: list[Any] = []
+        if label_key == "label":
+            lacking = [s for s, r in self._rows.items() if not r["label"]]
+            if lacking:
+                raise ValueError(f"{self.store.root}: studies without a segmentation: "
+                                 f"{lacking[:5]}; pass label_key=<attrs column> or other studies")
+        else:
+            lacking = [s for s, r in self._rows.items() if label_key not in (r["attrs"] or {})]
+            if lacking:
+                raise ValueError(f"{self.store.root}: studies without attrs[{label_key!r}]: "
+                                 f"{lacking[:5]}")
+            self.classes = sorted({r["attrs"][label_key] for r in self._rows.values()}, key=str)
+        if not self.studies:
+            raise ValueError(f"{self.store.root}: no studies selected")
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch (part of every crop's seed)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.studies)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sid = self.studies[index]
+        row = self._rows[sid]
+        shape = tuple(row["shape"])
+        size = self.crop_size or shape
+        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        seg = self.store.label(sid) if self.label_key == "label" else None
+        if self.crop_size is None:
+            start = np.zeros(3, dtype=np.int64)
+        elif seg is not None and rng.random() < self.foreground_fraction:
+            fg = np.argwhere(np.asarray(seg) > 0)
+            centre = fg[rng.integers(len(fg))] if len(fg) else np.array(shape) // 2
+            start = np.asarray(centre) - np.asarray(size) // 2
+        else:
+            start = crop_box(shape, size, rng)
+        image = np.zeros((len(self.modalities), *size), dtype=np.float32)
+        present = np.zeros(len(self.modalities), dtype=bool)
+        for c, mod in enumerate(self.modalities):
+            if mod in row["modalities"]:
+                read_crop(self.store.image(sid, mod), start, size, out=image[c])
+                present[c] = True
+        if seg is not None:
+            label = torch.from_numpy(read_crop(seg, start, size).astype(np.int64))
+        else:
+            label = torch.tensor(self.classes.index(row["attrs"][self.label_key]))
+        affine = np.asarray(row["affine"], dtype=np.float64)
+        origin = affine[:3, :3] @ start + affine[:3, 3] - np.asarray(row["center_world"])
+        return {"image": torch.from_numpy(image), "present": torch.from_numpy(present),
+                "modality": torch.tensor([MODALITIES.index(m) for m in self.modalities]),
+                "label": label, "template_origin": torch.tensor(origin, dtype=torch.float32),
+                "spacing": torch.tensor(np.abs(np.diag(affine)[:3]), dtype=torch.float32),
+                "study": sid}
+
+    @staticmethod
+    def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Stack samples; whole volumes of different shapes are zero-padded to the largest."""
+        return _collate(items, pad=True)
