@@ -1,0 +1,68 @@
+"""``mmlib evaluate``: gather fine-tuning runs into tables, or test a run on modality subsets.
+
+``mmlib evaluate report ROOT [--metric M] [--baseline scratch] [--out DIR]`` prints mean ± sd
+over seeds per (task, label fraction, initialisation) and the paired differences to the
+baseline, and writes them as CSV (and figures) into ``--out``.
+``mmlib evaluate robustness RUN [--fills template zero]`` prints the modality-subset table of a
+finished run (cached in the run folder).
+Exit status 0, 1 when nothing was found or an input is wrong, 2 for usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``mmlib evaluate``."""
+    sub = parser.add_subparsers(dest="action", required=True)
+    rep = sub.add_parser("report", help="tables of finished fine-tuning runs")
+    rep.add_argument("roots", nargs="+", help="run folders or folders holding them")
+    rep.add_argument("--metric", default=None, help="metric (default dice_mean or accuracy)")
+    rep.add_argument("--baseline", default="scratch", help="initialisation to pair against")
+    rep.add_argument("--out", default=None, help="folder for CSV tables and figures")
+    rob = sub.add_parser("robustness", help="score a run on every modality subset")
+    rob.add_argument("run", help="a finished fine-tuning run folder")
+    rob.add_argument("--fills", nargs="+", default=["template", "zero"], help="fills to compare")
+    rob.add_argument("--max-test", type=int, default=None, help="at most this many test studies")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """Run ``mmlib evaluate``."""
+    import pandas as pd
+
+    from mmlib.evaluate.reports import collect_runs, paired_differences, summary_table
+
+    pd.set_option("display.width", 160)
+    try:
+        if args.action == "report":
+            runs = collect_runs(args.roots)
+            if runs.empty:
+                print(f"mmlib evaluate: no finished run (results.json + DONE) under {', '.join(args.roots)}")
+                return 1
+            out = Path(args.out) if args.out else None
+            if out:
+                out.mkdir(parents=True, exist_ok=True)
+                runs.to_csv(out / "runs.csv", index=False)
+            for kind, grp in runs.groupby("kind"):
+                metric = args.metric or ("dice_mean" if kind == "segmentation" else "accuracy")
+                tab = summary_table(grp, metric)
+                diff = paired_differences(grp, metric, args.baseline)
+                print(f"== {kind}: {metric}, mean ± sd over seeds")
+                print(tab.to_string(index=False))
+                if not diff.empty:
+                    print(f"== paired differences to {args.baseline} ({metric})")
+                    print(diff.drop(columns=["diffs"]).to_string(index=False))
+                if out:
+                    tab.to_csv(out / f"summary_{kind}.csv", index=False)
+                    diff.to_csv(out / f"paired_{kind}.csv", index=False)
+            return 0
+        from mmlib.evaluate.robustness import subset_robustness
+
+        table = subset_robustness(args.run, args.fills, max_test=args.max_test)
+        print(table.to_string(index=False))
+        return 0
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        print(f"mmlib evaluate: {err}")
+        return 1

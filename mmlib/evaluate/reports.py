@@ -1,0 +1,193 @@
+"""Gather fine-tuning run folders into tables and plots: mean ± sd over seeds, paired differences.
+
+Every number comes from the run folders (``results.json`` of :func:`mmlib.engine.finetune.finetune`),
+never from a notebook's text. The comparison of two initialisations is paired by seed: runs at
+one seed share the labelled studies, the crop order and the decoder's initialisation, so the
+per-seed difference isolates the encoder's initialisation. :func:`paired_differences` reports
+its mean, its standard deviation over seeds, the number of seeds, how many seeds favour the
+initialisation, a paired t-test, and whether the mean difference exceeds the seed spread
+(``resolved``: ``|mean| > sd``, the issue's criterion; with three seeds this is a weak test and
+is reported as such, not as significance).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+KEYS: tuple[str, ...] = ("task", "kind", "init", "label_fraction", "seed", "fill", "n_labelled", "n_test", "steps")
+
+
+def _flatten(prefix: str, d: dict[str, Any], out: dict[str, Any]) -> None:
+    for k, v in d.items():
+        if isinstance(v, dict):
+            _flatten(f"{prefix}{k}.", v, out)
+        elif not isinstance(v, list):
+            out[f"{prefix}{k}"] = v
+
+
+def collect_runs(roots: str | Path | Iterable[str | Path]) -> pd.DataFrame:
+    """One row per finished run folder found under ``roots`` (folders with ``DONE``).
+
+    Args:
+        roots: a folder (searched recursively for ``results.json``), or several, or run folders.
+
+    Returns:
+        Columns :data:`KEYS`, the test metrics (``dice_mean``, ``dice_TC``, ..., ``accuracy``,
+        ``auc``, ...), ``seconds_train``, ``seconds_per_step`` and ``run`` (the folder). Empty
+        DataFrame when nothing is found.
+    """
+    if isinstance(roots, (str, Path)):
+        roots = [roots]
+    rows = []
+    for root in roots:
+        root = Path(root)
+        found = [root / "results.json"] if (root / "results.json").is_file() else sorted(root.rglob("results.json"))
+        for path in found:
+            if not (path.parent / "DONE").is_file():
+                continue
+            res = json.loads(path.read_text())
+            if "init" not in res or "test" not in res:
+                continue
+            row: dict[str, Any] = {k: res.get(k) for k in KEYS}
+            row.update({k: v for k, v in res["test"].items() if not isinstance(v, (dict, list))})
+            row["seconds_train"] = res.get("seconds", {}).get("train")
+            row["seconds_per_step"] = res.get("seconds", {}).get("per_step")
+            row["run"] = str(path.parent)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summary_table(
+    runs: pd.DataFrame, metric: str, by: Sequence[str] = ("task", "label_fraction", "init")
+) -> pd.DataFrame:
+    """Mean ± sd of ``metric`` over seeds per group.
+
+    Returns:
+        Columns ``*by``, ``mean``, ``sd`` (over seeds, ddof=1; NaN for one seed), ``n_seeds``,
+        and ``mean ± sd`` (text).
+
+    Raises:
+        ValueError: When the metric is not a column.
+    """
+    if metric not in runs.columns:
+        raise ValueError(f"metric {metric!r} not in the runs; have {', '.join(c for c in runs.columns if c not in KEYS)}")
+    g = runs.groupby(list(by), dropna=False)[metric]
+    out = g.agg(mean="mean", sd="std", n_seeds="count").reset_index()
+    out["mean ± sd"] = [f"{m:.3f} ± {s:.3f}" if np.isfinite(s) else f"{m:.3f}" for m, s in zip(out["mean"], out["sd"])]
+    return out
+
+
+def paired_differences(
+    runs: pd.DataFrame,
+    metric: str,
+    baseline: str = "scratch",
+    by: Sequence[str] = ("task", "label_fraction"),
+) -> pd.DataFrame:
+    """Per-seed differences ``init - baseline`` of ``metric``, summarised per group and init.
+
+    Returns:
+        Columns ``*by``, ``init``, ``n_seeds`` (seeds present for both), ``mean_diff``,
+        ``sd_diff`` (ddof=1), ``min_diff``, ``max_diff``, ``wins`` (seeds with a positive
+        difference), ``p_paired_t`` (two-sided; NaN under two seeds), ``resolved``
+        (``|mean_diff| > sd_diff``), and ``diffs`` (the per-seed values, by seed).
+    """
+    from scipy import stats
+
+    if metric not in runs.columns:
+        raise ValueError(f"metric {metric!r} not in the runs")
+    rows = []
+    for key, grp in runs.groupby(list(by), dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        base = grp[grp["init"] == baseline].groupby("seed")[metric].mean()
+        for init, sub in grp[grp["init"] != baseline].groupby("init"):
+            other = sub.groupby("seed")[metric].mean()
+            seeds = sorted(set(base.index) & set(other.index))
+            if not seeds:
+                continue
+            d = np.array([other[s] - base[s] for s in seeds], dtype=float)
+            sd = float(d.std(ddof=1)) if len(d) > 1 else float("nan")
+            p = float(stats.ttest_rel([other[s] for s in seeds], [base[s] for s in seeds]).pvalue) if len(d) > 1 and sd > 0 else float("nan")
+            rows.append({**dict(zip(by, key)), "init": init, "n_seeds": len(d), "mean_diff": float(d.mean()),
+                         "sd_diff": sd, "min_diff": float(d.min()), "max_diff": float(d.max()),
+                         "wins": int((d > 0).sum()), "p_paired_t": p,
+                         "resolved": bool(np.isfinite(sd) and abs(d.mean()) > sd),
+                         "diffs": {int(s): float(v) for s, v in zip(seeds, d)}})
+    return pd.DataFrame(rows)
+
+
+def plot_label_efficiency(runs: pd.DataFrame, metric: str, task: str, ax: Any = None) -> Any:
+    """Mean ± sd of ``metric`` against the label fraction, one line per initialisation."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.5))
+    tab = summary_table(runs[runs["task"] == task], metric, ("label_fraction", "init"))
+    for init, sub in tab.groupby("init"):
+        sub = sub.sort_values("label_fraction")
+        x = 100 * sub["label_fraction"].to_numpy(float)
+        ax.errorbar(x, sub["mean"], yerr=sub["sd"].fillna(0), marker="o", capsize=3, label=str(init))
+    ax.set_xlabel("labelled training studies (%)")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{task}: label efficiency")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_paired(diffs: pd.DataFrame, title: str = "", ax: Any = None) -> Any:
+    """Per-seed paired differences (dots) and their mean ± sd (bar) per initialisation."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.2))
+    labels = []
+    for i, (_, row) in enumerate(diffs.iterrows()):
+        vals = list(row["diffs"].values())
+        ax.scatter([i] * len(vals), vals, color="k", s=14, zorder=3)
+        ax.errorbar([i], [row["mean_diff"]], yerr=[0 if np.isnan(row["sd_diff"]) else row["sd_diff"]],
+                    fmt="s", color="C1" if row["resolved"] else "C7", capsize=4, zorder=2)
+        extra = f"\n{100 * row['label_fraction']:.0f}%" if "label_fraction" in row else ""
+        labels.append(f"{row['init']}{extra}")
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xticks(range(len(labels)), labels, fontsize=8)
+    ax.set_ylabel("difference to scratch (paired by seed)")
+    ax.set_title(title)
+    return ax
+
+
+def plot_subsets(table: pd.DataFrame, metric: str = "dice_mean", ax: Any = None) -> Any:
+    """Modality-subset table as a heat map: rows subsets, columns fill (and init when present)."""
+    import matplotlib.pyplot as plt
+
+    cols = [c for c in ("init", "fill") if c in table.columns]
+    pivot = table.pivot_table(index="subset", columns=cols, values=metric, sort=False)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.4 + 1.2 * pivot.shape[1], 0.6 + 0.32 * pivot.shape[0]))
+    im = ax.imshow(pivot.to_numpy(float), aspect="auto", cmap="viridis", vmin=0, vmax=max(1e-6, float(np.nanmax(pivot.to_numpy(float)))))
+    ax.set_yticks(range(pivot.shape[0]), list(pivot.index), fontsize=8)
+    ax.set_xticks(range(pivot.shape[1]), ["/".join(map(str, c)) if isinstance(c, tuple) else str(c) for c in pivot.columns], fontsize=8, rotation=30)
+    for (i, j), v in np.ndenumerate(pivot.to_numpy(float)):
+        if np.isfinite(v):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="w" if v < 0.6 * np.nanmax(pivot.to_numpy(float)) else "k")
+    ax.figure.colorbar(im, ax=ax, label=metric)
+    return ax
+
+
+def to_markdown(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
+    """A GitHub-markdown table of ``df`` (no extra dependency)."""
+    cols = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, row in df.iterrows():
+        cells = []
+        for v in row:
+            if isinstance(v, float):
+                cells.append(format(v, floatfmt) if np.isfinite(v) else "–")
+            else:
+                cells.append(str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

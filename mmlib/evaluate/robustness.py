@@ -1,0 +1,82 @@
+"""Robustness to missing modalities: score a fine-tuned network on every subset of its inputs.
+
+For each non-empty subset of the task's modalities (15 for four), the other channels are
+marked absent and filled, with the learned template of the modality (the paper's choice, only
+for initialisations that have templates) or with zeros, and the test set is scored again. The
+table is cached in the run folder (``robustness.csv``) and reused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from mmlib.downstream.missing import modality_subsets
+
+
+def subset_robustness(
+    run_dir: str | Path,
+    fills: Sequence[str] = ("template", "zero"),
+    min_size: int = 1,
+    max_test: int | None = None,
+    hd95: bool = False,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Test scores of a finished fine-tuning run for every modality subset and fill.
+
+    Args:
+        run_dir: a finished run of :func:`mmlib.engine.finetune.finetune`.
+        fills: fills to compare; ``template`` is skipped for a run without templates
+            (scratch). Defaults to ("template", "zero").
+        min_size: smallest subset. Defaults to 1.
+        max_test: score at most this many test studies (None: all). Defaults to None.
+        hd95: also HD95 (slower). Defaults to False.
+        progress: show a progress bar. Defaults to True.
+
+    Returns:
+        One row per (subset, fill): ``subset`` ("flair+t1c"), ``n_modalities``, ``fill``,
+        ``init``, the mean test metrics (``dice_mean``, ``dice_<region>``; or ``accuracy``,
+        ``auc``, ...), ``n_test``.
+    """
+    import json
+
+    from mmlib.downstream.data import ClassificationInputs
+    from mmlib.downstream.tasks import split_studies, task_rows
+    from mmlib.engine.finetune import _store, evaluate_classification, evaluate_segmentation, load_network
+
+    run_dir = Path(run_dir)
+    cache = run_dir / "robustness.csv"
+    key = f"fills={','.join(fills)};min={min_size};max_test={max_test};hd95={hd95}"
+    if cache.is_file() and (run_dir / "robustness.key").is_file() and (run_dir / "robustness.key").read_text() == key:
+        return pd.read_csv(cache)
+    net, spec, templates, cfg = load_network(run_dir)
+    res = json.loads((run_dir / "results.json").read_text())
+    store = _store(cfg)
+    test = split_studies(task_rows(store.manifest, spec), seed=int(cfg["data"]["subset_seed"]))["test"]
+    test = test[:max_test] if max_test else test
+    use = [f for f in fills if f != "template" or templates is not None]
+    cells = [(s, f) for s in modality_subsets(spec.modalities, min_size) for f in use]
+    crop = cfg["data"]["crop_size"]
+    roi = cfg["eval"]["roi"] or crop
+    roi = [int(roi)] * 3 if isinstance(roi, (int, float)) else [int(r) for r in roi]
+    cls_data = ClassificationInputs(store, test, spec, cfg["data"]["input_size"]) if spec.kind == "classification" else None
+    rows = []
+    for subset, fill in tqdm(cells, desc=f"subsets {res['init']}", disable=not progress):
+        keep = [m in subset for m in spec.modalities]
+        if spec.kind == "segmentation":
+            scores, _ = evaluate_segmentation(net, store, test, spec, roi, fill, templates, keep=keep, hd95=hd95,
+                                              sw_batch_size=int(cfg["eval"]["sw_batch_size"]),
+                                              overlap=float(cfg["eval"]["overlap"]))
+            metrics = {c: float(scores[c].mean()) for c in scores.columns if c != "study"}
+        else:
+            assert cls_data is not None
+            _, metrics = evaluate_classification(net, cls_data, spec, fill, templates, keep=keep)
+        rows.append({"subset": "+".join(subset), "n_modalities": len(subset), "fill": fill, "init": res["init"],
+                     "seed": res["seed"], **metrics, "n_test": len(test)})
+    table = pd.DataFrame(rows)
+    table.to_csv(cache, index=False)
+    (run_dir / "robustness.key").write_text(key)
+    return table
