@@ -135,6 +135,29 @@ def broadcast_object(obj: Any, info: DistInfo) -> Any:
     return box[0]
 
 
+def weights_digest(module: torch.nn.Module) -> str:
+    """SHA-256 of every parameter and buffer's bytes, in ``state_dict`` order (replica checks)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for key, value in module.state_dict().items():
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_replicas(module: torch.nn.Module, info: DistInfo) -> list[str]:
+    """Every rank's :func:`weights_digest` (collective).
+
+    Raises:
+        RuntimeError: When the ranks' weights differ (a DDP replica diverged).
+    """
+    digests = gather_objects(weights_digest(module), info)
+    if len(set(digests)) > 1:
+        raise RuntimeError(f"DDP replicas diverged: weight digests per rank {[d[:12] for d in digests]}")
+    return digests
+
+
 def seed_for(*parts: int) -> int:
     """A 63-bit seed mixed from integers (seed, step, chunk, ...), stable across runs."""
     h = 0x9E3779B97F4A7C15

@@ -426,6 +426,7 @@ class Trainer:
         finally:
             bar.close()
             log.close()
+        self.replica_digests = D.check_replicas(self.objective, info)
         return self.summary()
 
     def _one_step(self, it: Any, epoch: int, params: list[nn.Parameter], clip: Any, global_batch: int) -> dict[str, Any]:
@@ -495,6 +496,7 @@ class Trainer:
             "time_s": rows[-1]["elapsed_s"] if rows else 0.0,
             "checkpoint": str(latest_checkpoint(self.run_dir)) if self.info.is_main else None,
             "config_hash": config_hash(self.cfg),
+            "weights_digest_per_rank": getattr(self, "replica_digests", None),
         }
 
 

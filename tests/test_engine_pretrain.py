@@ -1,0 +1,204 @@
+"""mmlib.engine.pretrain end to end at smoke size: exact resume after SIGKILL, a kill during a
+checkpoint write, the learning-rate curve read from the log, reuse, samples, the CLI.
+
+The runs train on a small store written here with the store's own writer (8 studies of 2-4
+modalities, 24×28×24 voxels at 4 mm), so that these tests do not wait for the cohort.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from scipy.ndimage import gaussian_filter
+
+from mmlib.engine import checkpointing as ckpt
+from mmlib.engine.metrics import read_metrics
+from mmlib.engine.pretrain import latest_checkpoint, load_run, pretrain
+from mmlib.engine.schedule import lr_at
+
+REPO = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+
+def make_store(root: Path, n: int = 8, shape: tuple[int, int, int] = (24, 28, 24), spacing: float = 4.0) -> Path:
+    """A tiny curated store: smooth shared anatomy, one contrast per modality, 2-4 modalities."""
+    from mmlib.data.store import init_store, write_study
+
+    rng = np.random.default_rng(0)
+    init_store(root, spacing)
+    names = ["flair", "t1", "t1c", "t2"]
+    for i in range(n):
+        base = gaussian_filter(rng.standard_normal(shape), 2.0)
+        mods = names[: 2 + i % 3]
+        images = {m: np.clip(np.tanh((1 if j % 2 else -1) * base * 4) * 0.5 + 0.5
+                             + 0.02 * rng.standard_normal(shape), 0, 1) for j, m in enumerate(mods)}
+        affine = np.diag([spacing] * 3 + [1.0])
+        affine[:3, 3] = -np.asarray(shape) * spacing / 2
+        row = {"study": f"s{i:02d}", "source": "tiny", "modalities": mods, "shape": list(shape),
+               "spacing": [spacing] * 3, "affine": affine.tolist(), "center_world": [0.0, 0.0, 0.0],
+               "label": False, "attrs": {}, "split": "train", "task": None}
+        write_study(root, row, images)
+    return root
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_store(tmp_path_factory.mktemp("engine") / "store")
+
+
+@pytest.fixture()
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def overrides(store: Path, **extra: object) -> list[str]:
+    base = {"data.store": str(store), "train.max_steps": 10, "schedule.epochs": 5, "train.accum": 2,
+            "checkpoint.every": 3, "checkpoint.keep": 2, "log.tensorboard": False}
+    base.update(extra)
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+def child(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], capture_output=True,
+                          text=True, env=ENV, timeout=300)
+
+
+def final_weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(latest_checkpoint(run) / "model.safetensors"))
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    wa, wb = final_weights(a), final_weights(b)
+    assert wa.keys() == wb.keys()
+    bad = [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert not bad, f"weights differ in {bad[:5]}"
+    ma, mb = read_metrics(a / "metrics.csv"), read_metrics(b / "metrics.csv")
+    assert [r["step"] for r in ma] == [r["step"] for r in mb] == list(range(1, 11))
+    for key in ("loss", "md", "cmr", "cl", "lr"):
+        assert [r[key] for r in ma] == [r[key] for r in mb], key
+
+
+@pytest.fixture(scope="module")
+def reference(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return pretrain("smoke", overrides(store), run_dir=tmp_path_factory.mktemp("ref") / "run", progress=False)
+    finally:
+        torch.set_num_threads(before)
+
+
+KILL_AT_STEP = """
+    import os, signal, sys
+    import mmlib.engine.pretrain as P
+    kill = int(sys.argv[2])
+    P.STEP_HOOK = lambda step: os.kill(os.getpid(), signal.SIGKILL) if step == kill else None
+    P.pretrain("smoke", sys.argv[3:], run_dir=sys.argv[1], progress=False)
+"""
+
+KILL_IN_WRITE = """
+    import os, signal, sys
+    import mmlib.engine.checkpointing as C
+    import mmlib.engine.pretrain as P
+    phase, nth = sys.argv[2], [0]
+    def hook(name):
+        if name == "weights":
+            nth[0] += 1
+        if nth[0] == 2 and name == phase:
+            os.kill(os.getpid(), signal.SIGKILL)
+    C.FAULT_HOOK = hook
+    P.pretrain("smoke", sys.argv[3:], run_dir=sys.argv[1], progress=False)
+"""
+
+
+def test_sigkill_at_a_random_step_then_resume_is_bitwise_equal(store, reference, tmp_path, one_thread) -> None:
+    kill = random.randint(2, 9)
+    run = tmp_path / "run"
+    proc = child(KILL_AT_STEP, str(run), str(kill), *overrides(store))
+    assert proc.returncode == -9, f"kill at step {kill}: {proc.stderr[-2000:]}"
+    assert not (run / "DONE").exists()
+    resumed_from = ckpt.find_latest(run / "checkpoints")
+    expected = (kill - 1) // 3 * 3  # the checkpoint of a step is written after its hook
+    assert (0 if resumed_from is None else int(resumed_from.name[5:])) == expected, f"kill at step {kill}"
+    assert pretrain("smoke", overrides(store), run_dir=run, progress=False) == run
+    assert (run / "DONE").is_file()
+    assert_same_run(reference, run)
+
+
+@pytest.mark.parametrize("phase", ["state", "latest"])
+def test_a_kill_during_a_checkpoint_write_keeps_the_previous_one(store, reference, tmp_path, phase, one_thread) -> None:
+    run = tmp_path / "run"
+    proc = child(KILL_IN_WRITE, str(run), phase, *overrides(store))
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    latest = ckpt.find_latest(run / "checkpoints")
+    # killed while writing step 6: before the commit rename step 3 stays the newest
+    assert latest is not None and latest.name == ("step_0000003" if phase == "state" else "step_0000006")
+    state, meta, train = ckpt.load(latest)
+    assert meta["step"] == train["step"] == int(latest.name[5:]) and "templates.volumes" in state
+    pretrain("smoke", overrides(store), run_dir=run, progress=False)
+    assert_same_run(reference, run)
+
+
+def test_learning_rate_follows_the_configured_curve(reference) -> None:
+    cfg = json.loads((reference / "config.json").read_text())
+    rows = read_metrics(reference / "metrics.csv")
+    total, o = len(rows), cfg["optim"]
+    want = [lr_at(int(r["step"]) - 1, total, o["lr"], o["warmup_steps"], o["min_lr"]) for r in rows]
+    assert [r["lr"] for r in rows] == pytest.approx(want, rel=1e-9)
+    assert max(r["lr"] for r in rows) == pytest.approx(o["lr"])
+    assert rows[-1]["lr"] < rows[o["warmup_steps"]]["lr"]
+
+
+def test_run_folder_contract_and_reuse(store, reference) -> None:
+    info = load_run(reference)
+    assert info["done"] and info["results"]["steps"] == 10
+    res = info["results"]
+    assert set(res["final"]) >= {"loss", "md", "cmr", "cl"}
+    assert 0.0 <= res["data_wait_frac"] < 1.0 and res["samples_per_s"] > 0
+    assert res["final"]["loss"] < res["first"]["loss"]
+    # keep=2 of checkpoints at steps 3, 6, 9, 10; samples at each
+    assert [p.name for p in ckpt.list_checkpoints(reference / "checkpoints")] == ["step_0000009", "step_0000010"]
+    assert [p.name for p in info["samples"]] == [f"step_{s:07d}.npz" for s in (3, 6, 9, 10)]
+    first, last = (np.load(p) for p in (info["samples"][0], info["samples"][-1]))
+    for key in ("target", "mask", "view_a", "view_b", "recon_a", "recon_b"):
+        assert last[key].dtype == np.float16 and last[key].shape == (2, 16, 16, 16), key
+    assert list(first["study"]) == list(last["study"]) and last["modality"][0] in ("flair", "t1", "t1c", "t2")
+    assert np.array_equal(first["target"], last["target"])  # a fixed crop, followed through training
+    assert not np.array_equal(first["recon_a"], last["recon_a"])
+    meta = json.loads((latest_checkpoint(reference) / "meta.json").read_text())
+    assert meta["model"]["name"] == "unet" and meta["step"] == 10 and len(meta["modalities"]) == 8
+    assert np.asarray(meta["template_affine"]).shape == (4, 4)
+    # the same resolved config returns the finished run at once; another config is refused
+    stamp = (reference / "DONE").stat().st_mtime_ns
+    assert pretrain("smoke", overrides(store), run_dir=reference, progress=False) == reference
+    assert (reference / "DONE").stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="different config.*train.seed"):
+        pretrain("smoke", overrides(store, **{"train.seed": 1}), run_dir=reference, progress=False)
+
+
+def test_cli_trains_and_reports_config_errors(store, tmp_path) -> None:
+    from mmlib.cli import main
+
+    assert main(["pretrain", "--config", "smoke", "--no-progress", "trian.seed=1"]) == 2
+    root = tmp_path / "runs"
+    proc = subprocess.run([sys.executable, "-m", "mmlib", "pretrain", "--config", "smoke", "--no-progress",
+                           f"data.store={store}", f"run.root={root}", "train.max_steps=2", "objective=mim"],
+                          capture_output=True, text=True, env=ENV, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run = Path(proc.stdout.strip().splitlines()[-1])
+    assert run.parent == root and run.name.startswith("mim-unet-") and (run / "DONE").is_file()
+    samples = np.load(sorted((run / "samples").glob("*.npz"))[-1])
+    assert "view_b" not in samples and samples["recon_a"].shape[0] == 2  # mim has one view
