@@ -391,8 +391,9 @@ def _modality_from_filename(name: str) -> str:
 
 
 def _study_id_from_files(paths: Sequence[str]) -> str:
-    """The longest common prefix of the file stems, trimmed of separators (or the folder)."""
-    stems = [_strip_nii(Path(p).name) or Path(p).name for p in paths]
+    """The longest common prefix of the file stems less their modality token (or the folder)."""
+    stems = [re.split(r"[-_](?=[^-_]*$)", _strip_nii(Path(p).name) or Path(p).name)[0]
+             for p in paths]
     prefix = os.path.commonprefix(stems).rstrip("-_")
     return prefix or Path(paths[0]).parent.name
 

@@ -1,0 +1,155 @@
+"""Sampler: the batch contract, one crop box per study, padding, determinism, workers, DDP."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from mmlib.data.sampler import LabelledDataset, PretrainDataset
+from mmlib.data.store import Store, init_store, write_study
+from mmlib.modalities import MODALITIES
+
+
+def _row(study, mods, shape, label=False, attrs=None, role="pretrain"):
+    aff = np.diag([2.0, 2.0, 2.0, 1.0])
+    aff[:3, 3] = [-30.0, -40.0, -20.0]
+    return {"study": study, "source": "src", "modalities": mods, "shape": list(shape),
+            "spacing": [2.0] * 3, "affine": aff.tolist(), "center_world": [1.0, 2.0, 3.0],
+            "label": label, "attrs": attrs or {}, "split": "train", "task": "t", "role": role}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = init_store(tmp_path_factory.mktemp("store") / "s", spacing=2.0)
+    rng = np.random.default_rng(0)
+    layout = {"six": (["flair", "t1", "t1c", "t2", "dwi", "adc"], (20, 22, 18)),
+              "four": (["flair", "t1", "t1c", "t2"], (18, 20, 16)),
+              "two": (["t1", "t2"], (16, 18, 14)),
+              "small": (["t2", "pd"], (6, 5, 4))}
+    for i, (sid, (mods, shape)) in enumerate(layout.items()):
+        imgs = {m: rng.random(shape, dtype=np.float32) for m in mods}
+        seg = (imgs[mods[0]] > 0.8).astype(np.uint8)
+        write_study(root, _row(sid, mods, shape, True, {"grade": "HGG" if i % 2 else "LGG"}),
+                    imgs, seg)
+    write_study(root, _row("held_out", ["t1"], (16, 16, 16), role="downstream"),
+                {"t1": rng.random((16, 16, 16), dtype=np.float32)})
+    return Store(root)
+
+
+def _box_of(item, store):
+    """Recover the crop start (voxels) from template_origin: world - center, inverted."""
+    row = store.row(item["study"])
+    aff = np.asarray(row["affine"])
+    world = item["template_origin"].double().numpy() + np.asarray(row["center_world"])
+    return np.rint(np.linalg.solve(aff[:3, :3], world - aff[:3, 3])).astype(int)
+
+
+def test_batch_contract(store):
+    ds = PretrainDataset(store, crop_size=8, k=4)
+    assert ds.studies == ["four", "six", "small", "two"]  # role=pretrain only by default
+    batch = PretrainDataset.collate([ds[i] for i in range(len(ds))])
+    assert batch["image"].shape == (4, 4, 8, 8, 8) and batch["image"].dtype == torch.float32
+    assert batch["present"].dtype == torch.bool and batch["present"].shape == (4, 4)
+    assert batch["modality"].dtype == torch.int64 and batch["modality"].shape == (4, 4)
+    assert batch["template_origin"].dtype == torch.float32 and batch["template_origin"].shape == (4, 3)
+    assert batch["spacing"].tolist() == [[2.0] * 3] * 4
+    assert batch["study"] == ds.studies
+    assert batch["present"].sum(1).tolist() == [4, 4, 2, 2]
+    assert ((batch["modality"] >= 0) == batch["present"]).all()
+    assert (batch["image"][~batch["present"]] == 0).all()
+    six = batch["modality"][1].tolist()
+    assert six == sorted(six) and {MODALITIES[i] for i in six} <= {"flair", "t1", "t1c", "t2", "dwi", "adc"}
+
+
+def test_same_crop_box_for_every_modality(store):
+    ds = PretrainDataset(store, crop_size=(8, 6, 4), k=4, seed=3)
+    for index in (0, 1, 3):
+        item = ds[index]
+        start = _box_of(item, store)
+        for c in np.flatnonzero(item["present"].numpy()):
+            mod = MODALITIES[int(item["modality"][c])]
+            vol = np.asarray(store.image(item["study"], mod), dtype=np.float32)
+            ref = vol[start[0]:start[0] + 8, start[1]:start[1] + 6, start[2]:start[2] + 4]
+            assert np.array_equal(item["image"][c].numpy(), ref)
+
+
+def test_pads_when_the_head_is_smaller_than_the_crop(store):
+    ds = PretrainDataset(store, crop_size=10, k=2, studies=["small"])
+    item = ds[0]
+    for c, mod in enumerate(["t2", "pd"]):
+        vol = np.asarray(store.image("small", mod), dtype=np.float32)
+        assert np.isclose(item["image"][c].sum().item(), vol.sum(), rtol=1e-5)
+        start = _box_of(item, store)
+        assert (start <= 0).all() and (start + 10 >= np.array(vol.shape)).all()
+
+
+def test_deterministic_per_seed_epoch_index(store):
+    ds = PretrainDataset(store, crop_size=8, k=4, seed=7)
+    a, b = ds[1], ds[1]
+    assert torch.equal(a["image"], b["image"]) and torch.equal(a["modality"], b["modality"])
+    ds.set_epoch(1)
+    c = ds[1]
+    assert not torch.equal(a["template_origin"], c["template_origin"]) or \
+        not torch.equal(a["modality"], c["modality"])
+    ds.set_epoch(0)
+    assert torch.equal(ds[1]["image"], a["image"])
+    other = PretrainDataset(store, crop_size=8, k=4, seed=8)[1]
+    assert not torch.equal(other["image"], a["image"])
+
+
+def test_workers_and_distributed_sampler_agree_with_in_process(store):
+    ds = PretrainDataset(store, crop_size=8, k=4, seed=1)
+    ds.set_epoch(2)
+    direct = {ds.studies[i]: ds[i]["image"] for i in range(len(ds))}
+    seen = {}
+    for rank in range(2):
+        sampler = DistributedSampler(ds, num_replicas=2, rank=rank, shuffle=True, seed=0)
+        sampler.set_epoch(2)
+        loader = DataLoader(ds, batch_size=2, sampler=sampler, num_workers=2,
+                            collate_fn=PretrainDataset.collate)
+        for batch in loader:
+            for sid, img in zip(batch["study"], batch["image"]):
+                assert sid not in seen
+                seen[sid] = img
+    assert set(seen) == set(direct)
+    for sid in direct:
+        assert torch.equal(seen[sid], direct[sid])
+
+
+def test_bad_arguments(store):
+    with pytest.raises(ValueError, match="k should be"):
+        PretrainDataset(store, crop_size=8, k=0)
+    with pytest.raises(ValueError, match="crop_size"):
+        PretrainDataset(store, crop_size=(8, 8))
+    with pytest.raises(ValueError, match="not in the store"):
+        PretrainDataset(store, crop_size=8, studies=["nope"])
+
+
+def test_labelled_segmentation(store):
+    ds = LabelledDataset(store, ["T1", "t1ce", "t2", "FLAIR"], crop_size=8,
+                         studies=["four", "two"], foreground_fraction=1.0)
+    item = ds[1]  # "two": t1 and t2 only
+    assert item["image"].shape == (4, 8, 8, 8) and item["present"].tolist() == [True, False, True, False]
+    assert (item["image"][1] == 0).all() and item["label"].shape == (8, 8, 8)
+    assert item["label"].dtype == torch.int64 and item["label"].sum() > 0
+    assert item["modality"].tolist() == [1, 2, 3, 0]
+    whole = LabelledDataset(store, ["t1"], crop_size=None, studies=["four", "two"])
+    batch = LabelledDataset.collate([whole[0], whole[1]])
+    assert batch["image"].shape == (2, 1, 18, 20, 16) and batch["label"].shape == (2, 18, 20, 16)
+    seg = np.asarray(store.label("two"))
+    assert np.array_equal(batch["label"][1, :16, :18, :14].numpy(), seg)
+    with pytest.raises(ValueError, match="without a segmentation"):
+        LabelledDataset(store, ["t1"], studies=["held_out"])
+
+
+def test_labelled_classification(store):
+    ds = LabelledDataset(store, ["t1", "t2"], crop_size=8, studies=["four", "six", "two"],
+                         label_key="grade")
+    assert ds.classes == ["HGG", "LGG"]
+    labels = [int(ds[i]["label"]) for i in range(3)]
+    grades = [store.row(s)["attrs"]["grade"] for s in ds.studies]
+    assert [ds.classes[i] for i in labels] == grades
+    with pytest.raises(ValueError, match="attrs"):
+        LabelledDataset(store, ["t1"], studies=["held_out"], label_key="grade")
