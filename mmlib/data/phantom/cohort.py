@@ -1,0 +1,634 @@
+"""The embedded cohort: named multi-source specs, subjects drawn from them, and
+:func:`make_cohort`, which writes a whole cohort deterministically and in parallel.
+
+The default cohort mirrors the BrainMVP pre-training mix (BraTS 2021, BraTS 2023 MEN and SSA,
+UCSF-PDGM with DWI/ADC, IXI with T1/T2/PD/MRA) plus the downstream sets (BraTS-PED-like tumour
+segmentation, ISLES-like stroke segmentation, MRBrainS-like tissue segmentation, BraTS 2018
+HGG/LGG and ADNI-like atrophy classification, a Decathlon Task01 set). Subject counts and the
+simulation factor come from the scale preset (:data:`PRESETS`):
+
+* ``smoke``: factor 4 (4 mm template, every grid shrunk 4×), a few subjects per source;
+* ``demo``: factor 2 (2 mm template, grids shrunk 2×), ~50 pre-training studies, 30 PED-like
+  subjects, 16-20 per other task;
+* ``paper``: factor 1, the exact grids of the real datasets (BraTS 240×240×155 at 1 mm,
+  int16), counts at about a tenth of the paper's pre-training mix.
+
+Every preset runs the same code; the tissue contrasts do not depend on the factor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import zlib
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field, replace
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from mmlib.configs.scales import SCALES
+from mmlib.data.phantom import writers as W
+from mmlib.data.phantom.anatomy import Anatomy, load_anatomy
+from mmlib.data.phantom.lesions import LESION_KINDS, random_lesion
+from mmlib.data.phantom.subject import (Rendered, Subject, grow_vessels, random_displacement,
+                                        random_pose, render)
+from mmlib.data.phantom.tissues import jitter_tissues
+from mmlib.modalities import MODALITIES
+
+#: Version of the simulator; part of the reuse key, bump when the output changes.
+GENERATOR_VERSION = "1"
+
+ROLES = ("pretrain", "downstream")
+
+#: Modalities each layout can hold.
+LAYOUT_MODALITIES: dict[str, tuple[str, ...]] = {
+    "brats2021": ("flair", "t1", "t1c", "t2"), "brats2023": ("flair", "t1", "t1c", "t2"),
+    "brats2018": ("flair", "t1", "t1c", "t2"), "decathlon": ("flair", "t1", "t1c", "t2"),
+    "ucsf_pdgm": ("flair", "t1", "t1c", "t2", "dwi", "adc"),
+    "ixi": ("t1", "t2", "mra", "pd"), "isles2022": ("flair", "dwi", "adc"),
+    "pattern": MODALITIES,
+}
+BRATS2023_SUBSETS = ("GLI", "MEN", "SSA", "PED", "MET")
+_REGISTERED = {"brats2021", "brats2023", "brats2018", "ucsf_pdgm", "decathlon"}
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """One simulated source dataset.
+
+    Attributes:
+        name: source id in ``cohort.json`` (e.g. ``"brats2021"``).
+        folder: folder under the cohort root.
+        layout: layout id the curation room reads (``brats2021`` ... ``pattern``).
+        role: ``"pretrain"`` or ``"downstream"``.
+        task: downstream task name, or None.
+        n_subjects: number of subjects (>= 1).
+        modalities: canonical modalities written.
+        lesion: ``"glioma"``, ``"meningioma"``, ``"stroke"`` or None.
+        lesion_ml: (min, max) volume of the whole lesion (oedema included) in ml.
+        subset: BraTS 2023 prefix (GLI, MEN, SSA, PED, MET). Defaults to None.
+        classes: study classes drawn in equal proportions (``HGG``/``LGG``, ``NC``/``MCI``).
+        class_column: participants.tsv column of the class (``grade``, ``group``).
+        hgg_fraction: share of high-grade gliomas when no classes are given.
+        paediatric: smaller heads, gliomas biased to the posterior fossa and midline.
+        noise: Rician noise std relative to brain signal.
+        profile: writer profile (grids, names); defaults to the layout (pattern: required).
+        pattern: path pattern with ``{subject}``/``{modality}`` (pattern layout).
+        label_pattern: label path pattern with ``{subject}`` (pattern layout).
+        labels: what is written as label: ``"lesion"``, ``"tissue"`` or None.
+    """
+
+    name: str
+    folder: str
+    layout: str
+    role: str
+    task: str | None
+    n_subjects: int
+    modalities: tuple[str, ...]
+    lesion: str | None = None
+    lesion_ml: tuple[float, float] = (20.0, 100.0)
+    subset: str | None = None
+    classes: tuple[str, ...] = ()
+    class_column: str | None = None
+    hgg_fraction: float = 0.9
+    paediatric: bool = False
+    noise: float = 0.03
+    profile: str | None = None
+    pattern: str | None = None
+    label_pattern: str | None = None
+    labels: str | None = "lesion"
+
+    @property
+    def writer(self) -> str:
+        """The writer profile (grids, names, dtype)."""
+        return self.profile or self.layout
+
+
+@dataclass(frozen=True)
+class CohortSpec:
+    """A whole cohort: a simulation factor and its sources."""
+
+    preset: str
+    factor: int
+    sources: tuple[SourceSpec, ...] = field(default_factory=tuple)
+
+
+def _default_sources(n: dict[str, int]) -> tuple[SourceSpec, ...]:
+    return (
+        SourceSpec("brats2021", "BraTS2021", "brats2021", "pretrain", None, n["brats2021"],
+                   ("flair", "t1", "t1c", "t2"), "glioma", (20.0, 110.0)),
+        SourceSpec("brats2023_men", "BraTS2023-MEN", "brats2023", "pretrain", None, n["men"],
+                   ("flair", "t1", "t1c", "t2"), "meningioma", (8.0, 60.0), subset="MEN"),
+        SourceSpec("brats2023_ssa", "BraTS2023-SSA", "brats2023", "pretrain", None, n["ssa"],
+                   ("flair", "t1", "t1c", "t2"), "glioma", (25.0, 120.0), subset="SSA",
+                   hgg_fraction=0.95, noise=0.06),
+        SourceSpec("ucsf_pdgm", "UCSF-PDGM", "ucsf_pdgm", "pretrain", None, n["ucsf"],
+                   ("flair", "t1", "t1c", "t2", "dwi", "adc"), "glioma", (20.0, 110.0),
+                   hgg_fraction=0.8),
+        SourceSpec("ixi", "IXI", "ixi", "pretrain", None, n["ixi"], ("t1", "t2", "pd", "mra"),
+                   None, labels=None),
+        SourceSpec("brats2023_ped", "BraTS2023-PED", "brats2023", "downstream", "brats_ped",
+                   n["ped"], ("flair", "t1", "t1c", "t2"), "glioma", (15.0, 80.0),
+                   subset="PED", hgg_fraction=0.6, paediatric=True),
+        SourceSpec("isles2022", "ISLES-2022", "isles2022", "downstream", "isles", n["isles"],
+                   ("dwi", "adc", "flair"), "stroke", (4.0, 60.0)),
+        SourceSpec("mrbrains13", "MRBrainS13", "pattern", "downstream", "mrbrains",
+                   n["mrbrains"], ("t1", "flair"), None, profile="mrbrains",
+                   pattern="TrainingData/{subject}/{modality}.nii.gz",
+                   label_pattern="TrainingLabels/{subject}_LabelsForTesting.nii.gz",
+                   labels="tissue"),
+        SourceSpec("brats2018", "BraTS2018", "brats2018", "downstream", "hgg_lgg",
+                   n["brats2018"], ("flair", "t1", "t1c", "t2"), "glioma", (20.0, 110.0),
+                   classes=("HGG", "LGG"), class_column="grade"),
+        SourceSpec("adni", "ADNI", "pattern", "downstream", "atrophy", n["adni"], ("t1",), None,
+                   classes=("NC", "MCI"), class_column="group", profile="adni",
+                   pattern="{subject}/anat/{subject}_{modality}.nii.gz", labels=None),
+        SourceSpec("msd_task01", "Task01_BrainTumour", "decathlon", "downstream",
+                   "msd_brain_tumour", n["msd"], ("flair", "t1", "t1c", "t2"), "glioma",
+                   (20.0, 110.0), hgg_fraction=0.8),
+    )
+
+
+_COUNTS: dict[str, dict[str, int]] = {
+    "smoke": dict(brats2021=3, men=2, ssa=2, ucsf=2, ixi=2, ped=8, isles=5, mrbrains=5,
+                  brats2018=6, adni=6, msd=2),
+    "demo": dict(brats2021=16, men=8, ssa=6, ucsf=10, ixi=12, ped=30, isles=18, mrbrains=16,
+                 brats2018=20, adni=20, msd=8),
+    "paper": dict(brats2021=147, men=114, ssa=8, ucsf=50, ixi=57, ped=99, isles=238,
+                  mrbrains=20, brats2018=285, adni=200, msd=48),
+}
+_FACTORS = {"smoke": 4, "demo": 2, "paper": 1}
+
+#: The named default cohort at each scale preset.
+PRESETS: dict[str, CohortSpec] = {
+    s: CohortSpec(s, _FACTORS[s], _default_sources(_COUNTS[s])) for s in SCALES
+}
+
+
+def cohort_spec(preset: str) -> CohortSpec:
+    """The default cohort of a scale preset.
+
+    Raises:
+        ValueError: When the preset is unknown.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown cohort preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[preset]
+
+
+def validate_spec(spec: CohortSpec) -> None:
+    """Check that a cohort spec can be simulated.
+
+    Raises:
+        ValueError: When a source has an unknown layout, role or modality, no subjects, a
+            lesion kind that does not exist, or a lesion larger than the brain (one line each,
+            naming the source and the field).
+    """
+    if not isinstance(spec.factor, int) or spec.factor < 1:
+        raise ValueError(f"cohort spec: factor should be a positive integer, got {spec.factor!r}")
+    if not spec.sources:
+        raise ValueError("cohort spec: no sources; add at least one SourceSpec")
+    seen: set[str] = set()
+    anatomy: Anatomy | None = None
+    for src in spec.sources:
+        where = f"cohort spec source {src.name!r}"
+        if src.name in seen or src.folder in seen:
+            raise ValueError(f"{where}: name or folder used twice; give each source its own")
+        seen |= {src.name, src.folder}
+        if src.layout not in LAYOUT_MODALITIES:
+            raise ValueError(f"{where}: unknown layout {src.layout!r}; choose one of "
+                             f"{', '.join(LAYOUT_MODALITIES)}")
+        if src.role not in ROLES:
+            raise ValueError(f"{where}: role should be pretrain or downstream, got {src.role!r}")
+        if not isinstance(src.n_subjects, int) or src.n_subjects < 1:
+            raise ValueError(f"{where}: n_subjects should be at least 1, got {src.n_subjects!r}")
+        if not src.modalities:
+            raise ValueError(f"{where}: no modalities; choose from {', '.join(MODALITIES)}")
+        for m in src.modalities:
+            if m not in MODALITIES:
+                raise ValueError(f"{where}: unknown modality {m!r}; use canonical names "
+                                 f"({', '.join(MODALITIES)})")
+            if m not in LAYOUT_MODALITIES[src.layout]:
+                raise ValueError(f"{where}: layout {src.layout} cannot hold {m!r}; it holds "
+                                 f"{', '.join(LAYOUT_MODALITIES[src.layout])}")
+        if src.writer not in W.GRIDS:
+            raise ValueError(f"{where}: unknown writer profile {src.writer!r}; choose one of "
+                             f"{', '.join(W.GRIDS)}")
+        if src.layout == "pattern" and (not src.pattern or "{subject}" not in src.pattern
+                                        or "{modality}" not in src.pattern):
+            raise ValueError(f"{where}: a pattern layout needs a pattern with {{subject}} and "
+                             f"{{modality}}, got {src.pattern!r}")
+        if src.layout == "brats2023" and src.subset not in BRATS2023_SUBSETS:
+            raise ValueError(f"{where}: brats2023 needs subset one of "
+                             f"{', '.join(BRATS2023_SUBSETS)}, got {src.subset!r}")
+        if src.classes and len(src.classes) < 2:
+            raise ValueError(f"{where}: classes needs at least two names, got {src.classes!r}")
+        if src.lesion is not None:
+            if src.lesion not in LESION_KINDS:
+                raise ValueError(f"{where}: unknown lesion {src.lesion!r}; choose one of "
+                                 f"{', '.join(LESION_KINDS)} or None")
+            lo, hi = src.lesion_ml
+            if not 0 < lo <= hi:
+                raise ValueError(f"{where}: lesion_ml should be (min, max) with 0 < min <= max, "
+                                 f"got {src.lesion_ml!r}")
+            anatomy = anatomy or load_anatomy(spec.factor)
+            brain = anatomy.brain_volume_ml()
+            radius = (3 * hi * 1000 / (4 * np.pi)) ** (1 / 3)
+            if hi >= 0.5 * brain or radius > 0.9 * anatomy.max_inscribed_radius_mm():
+                raise ValueError(
+                    f"{where}: a lesion of up to {hi:g} ml (radius {radius:.0f} mm) is larger "
+                    f"than the brain allows ({brain:.0f} ml, largest inscribed radius "
+                    f"{anatomy.max_inscribed_radius_mm():.0f} mm); lower lesion_ml")
+        elif src.labels == "lesion" and src.layout not in ("ixi", "pattern"):
+            raise ValueError(f"{where}: layout {src.layout} writes lesion labels; set a lesion")
+
+
+def spec_hash(spec: CohortSpec, seed: int) -> str:
+    """The reuse key of a cohort: spec, seed, simulator and mmlib versions."""
+    from mmlib import __version__
+
+    blob = json.dumps({"spec": asdict(spec), "seed": seed, "generator": GENERATOR_VERSION,
+                       "mmlib": __version__}, sort_keys=True, default=list)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------- subjects
+
+
+def subject_rng(seed: int, source: str, index: int) -> np.random.Generator:
+    """The generator of one subject: independent of worker count and job order."""
+    return np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(source.encode()), index]))
+
+
+def study_id(src: SourceSpec, index: int) -> str:
+    """The study id a real dataset would give subject ``index`` (1-based)."""
+    i = index
+    if src.layout == "brats2021":
+        return f"BraTS2021_{i:05d}"
+    if src.layout == "brats2023":
+        return f"BraTS-{src.subset}-{i:05d}-000"
+    if src.layout == "brats2018":
+        return f"Brats18_SIM_{i:03d}_1"
+    if src.layout == "ucsf_pdgm":
+        return f"UCSF-PDGM-{i:04d}"
+    if src.layout == "ixi":
+        site = ("Guys", "HH", "IOP")[i % 3]
+        return f"IXI{i:03d}-{site}-{(1000 + 37 * i) % 10000:04d}"
+    if src.layout == "isles2022":
+        return f"sub-strokecase{i:04d}"
+    if src.layout == "decathlon":
+        return f"BRATS_{i:03d}"
+    if src.writer == "mrbrains":
+        return f"{i}"
+    return f"sub-{src.name.upper()}{i:03d}"
+
+
+def participant_id(src: SourceSpec, sid: str) -> str:
+    """The ``participant_id`` of a study in its source's participants.tsv."""
+    return sid.split("-")[0] if src.layout == "ixi" else sid
+
+
+def class_of(src: SourceSpec, seed: int, index: int) -> str | None:
+    """The class of subject ``index``: equal shares, shuffled per source and seed."""
+    if not src.classes:
+        return None
+    k = len(src.classes)
+    order = np.repeat(np.arange(k), -(-src.n_subjects // k))[: src.n_subjects]
+    perm = np.random.default_rng(np.random.SeedSequence(
+        [seed, zlib.crc32(src.name.encode()), 10**6])).permutation(order)
+    return src.classes[int(perm[index - 1])]
+
+
+def make_subject(src: SourceSpec, index: int, seed: int, anatomy: Anatomy) -> tuple[Subject, np.random.Generator]:
+    """Draw one subject of a source (pose, warp, atrophy, vessels, lesions, attributes).
+
+    Returns:
+        The subject and its generator, positioned for the rendering draws.
+    """
+    rng = subject_rng(seed, src.name, index)
+    cls = class_of(src, seed, index)
+    registered = src.layout in _REGISTERED
+    scale = rng.uniform(0.82, 0.92) if src.paediatric else rng.uniform(0.94, 1.06)
+    pose = random_pose(rng, 2.0 if registered else 7.0, 2.0 if registered else 6.0, scale)
+    disp, disp_aff = random_displacement(rng, anatomy, amplitude_mm=1.5)
+    age = float(rng.uniform(5, 17)) if src.paediatric else float(rng.uniform(20, 85))
+    attrs: dict[str, Any] = {"age": round(age, 1), "sex": str(rng.choice(["F", "M"]))}
+    if cls == "MCI":
+        vshift, thin = rng.uniform(3.0, 5.0), rng.uniform(0.3, 0.45)
+    elif cls == "NC":
+        vshift, thin = rng.uniform(0.0, 0.8), rng.uniform(0.0, 0.08)
+    else:
+        vshift, thin = 0.0, rng.uniform(0.0, 0.1)
+    if src.class_column and cls is not None:
+        attrs[src.class_column] = cls
+    tissues = jitter_tissues(rng)
+    vessels = grow_vessels(rng, anatomy)
+    lesions = []
+    if src.lesion is not None:
+        lo, hi = src.lesion_ml
+        span = (lo * 1.15, hi / 1.15) if hi / lo > 1.4 else (lo, hi)
+        volume = float(np.exp(rng.uniform(np.log(span[0]), np.log(span[1]))))
+        template_volume = volume / scale**3
+        if src.lesion == "glioma":
+            grade = cls if src.class_column == "grade" else (
+                "HGG" if rng.random() < src.hgg_fraction else "LGG")
+            lesions.append(random_lesion("glioma", rng, anatomy, template_volume, grade=grade,
+                                         paediatric=src.paediatric))
+            attrs.setdefault("grade", grade)
+        elif src.lesion == "meningioma":
+            lesions.append(random_lesion("meningioma", rng, anatomy, template_volume))
+        else:
+            hours = float(np.exp(rng.uniform(np.log(1.0), np.log(120.0))))
+            lesions.append(random_lesion("stroke", rng, anatomy, template_volume,
+                                         age_hours=hours))
+            attrs["age_hours"] = round(hours, 1)
+        attrs["lesion"] = src.lesion
+        attrs["target_lesion_ml"] = round(volume, 2)
+    subject = Subject(pose, disp, disp_aff, float(vshift), float(thin), lesions, tissues,
+                      vessels, vessels.splat(anatomy), attrs)
+    return subject, rng
+
+
+def grid_groups(src: SourceSpec, factor: int) -> list[tuple[W.Grid, tuple[str, ...]]]:
+    """Modalities grouped by the grid they are written on (one render per group)."""
+    groups: list[tuple[W.Grid, list[str]]] = []
+    for m in src.modalities:
+        g = W.grid_for(src.writer, m, factor)
+        for grid, mods in groups:
+            if grid == g:
+                mods.append(m)
+                break
+        else:
+            groups.append((g, [m]))
+    return [(g, tuple(m)) for g, m in groups]
+
+
+def simulate_study(src: SourceSpec, index: int, seed: int, factor: int
+                   ) -> tuple[dict[str, Any], list[tuple[W.Grid, np.ndarray, Rendered]]]:
+    """Simulate one study in memory: its attributes and, per grid, the render.
+
+    Images are scanner-scaled (not yet cast to the on-disk dtype) and skull-stripped where
+    the layout is. Returns ``(attrs, [(grid, affine, rendered)])``.
+    """
+    anatomy = load_anatomy(factor)
+    subject, rng = make_subject(src, index, seed, anatomy)
+    out = []
+    float_out = W.DTYPES[src.writer] == "float32"
+    for grid, mods in grid_groups(src, factor):
+        aff = grid.affine()
+        r = render(subject, anatomy, aff, grid.shape, mods, rng, noise=src.noise,
+                   bias=0.15 if src.noise < 0.05 else 0.25)
+        for m in mods:
+            img = r.images[m]
+            if m != "adc":
+                ref = float(np.median(img[r.brain])) if r.brain.any() else 1.0
+                level = np.exp(rng.uniform(np.log(0.3), np.log(3.0))) if float_out else \
+                    np.exp(rng.uniform(np.log(300.0), np.log(1500.0)))
+                img = img * (level / max(ref, 1e-6))
+            if W.SKULL_STRIPPED[src.writer]:
+                img = img * r.brain
+            r.images[m] = img.astype(np.float32)
+        out.append((grid, aff, r))
+    return dict(subject.attrs), out
+
+
+def _job(src: SourceSpec, index: int, seed: int, factor: int, root: str) -> dict[str, Any]:
+    """Simulate and write one study; returns its participants row (also saved as a marker)."""
+    base = Path(root)
+    tmp = base / ".tmp"
+    sid = study_id(src, index)
+    attrs, renders = simulate_study(src, index, seed, factor)
+    paths, label_path = W.study_paths(src.layout, src.writer, sid, src.modalities, attrs,
+                                      src.pattern, src.label_pattern)
+    sroot = base / src.folder
+    dtype = W.DTYPES[src.writer]
+    label_written = False
+    if src.layout == "decathlon":
+        (grid, aff, r), = renders
+        data = np.stack([r.images[m] if m in r.images else np.zeros(grid.shape, np.float32)
+                         for m in W.DECATHLON_CHANNELS], axis=-1)
+        W.write_nifti(sroot / paths[src.modalities[0]], W.to_dtype(data, dtype), aff, tmp)
+    else:
+        for grid, aff, r in renders:
+            for m, img in r.images.items():
+                W.write_nifti(sroot / paths[m], W.to_dtype(img, dtype), aff, tmp)
+                if src.layout == "isles2022":
+                    sc = str(paths[m]).replace(".nii.gz", ".json")
+                    W.write_json(sroot / sc, W.sidecar(m), tmp)
+    for grid, aff, r in renders:
+        if label_written or label_path is None or src.labels is None:
+            break
+        if src.layout == "isles2022" and "dwi" not in r.images:
+            continue
+        if src.labels == "tissue":
+            lab = r.tissue_label()
+        else:
+            lab = W.map_labels(r.lesion_label(), src.writer)
+        W.write_nifti(sroot / label_path, lab, aff, tmp)
+        attrs["lesion_ml" if src.labels == "lesion" else "brain_ml"] = round(
+            float((lab > 0).sum() * abs(np.linalg.det(aff[:3, :3])) / 1000.0), 2)
+        if src.layout == "ucsf_pdgm":
+            W.write_nifti(sroot / label_path.replace("tumor_segmentation", "brain_segmentation"),
+                          r.brain.astype(np.uint8), aff, tmp)
+        label_written = True
+    row = {"participant_id": participant_id(src, sid), **attrs}
+    marker = tmp / "done" / src.name / f"{sid}.json"
+    W.write_json(marker, {"study": sid, "row": row}, tmp)
+    return {"source": src.name, "study": sid, "row": row}
+
+
+def _resolve(preset: str | CohortSpec) -> CohortSpec:
+    return preset if isinstance(preset, CohortSpec) else cohort_spec(preset)
+
+
+def make_cohort(preset: str | CohortSpec, out: Path | str, seed: int = 0,
+                workers: int = 1) -> Path:
+    """Write a simulated cohort (or reuse a finished one) and return its root.
+
+    The root holds one folder per source in that dataset's own layout, a BIDS
+    ``participants.tsv`` per source, ``cohort.json`` describing the sources, and ``DONE``
+    (the spec hash), written last. Files appear atomically; an interrupted run resumes
+    where it stopped (finished studies are kept).
+
+    Args:
+        preset: ``"smoke"``, ``"demo"``, ``"paper"`` or a :class:`CohortSpec`.
+        out: the cohort root.
+        seed: the cohort's seed: same seed, same bytes. Defaults to 0.
+        workers: processes that simulate studies in parallel. Defaults to 1.
+
+    Returns:
+        ``out`` as a Path.
+
+    Raises:
+        ValueError: When the spec is impossible (see :func:`validate_spec`), ``workers`` < 1,
+            or ``out`` holds something else (another cohort, or files that are not a cohort).
+
+    Examples::
+
+        >>> root = make_cohort("smoke", "/tmp/cohort", workers=2)   # doctest: +SKIP
+        >>> json.loads((root / "cohort.json").read_text())["preset"]  # doctest: +SKIP
+        'smoke'
+    """
+    spec = _resolve(preset)
+    validate_spec(spec)
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"make_cohort: workers should be a positive integer, got {workers!r}")
+    root = Path(out)
+    key = spec_hash(spec, seed)
+    done, progress = root / "DONE", root / ".tmp" / "PROGRESS"
+    if done.is_file():
+        if done.read_text().strip() == key:
+            return root
+        raise ValueError(f"{root}: holds a finished cohort made with another spec or seed; "
+                         f"choose another --out or delete that folder")
+    if root.exists() and any(root.iterdir()):
+        if not (progress.is_file() and progress.read_text().strip() == key):
+            raise ValueError(f"{root}: folder is not empty and is not an unfinished cohort of "
+                             f"this spec; choose an empty or new --out")
+    (root / ".tmp").mkdir(parents=True, exist_ok=True)
+    progress.write_text(key + "\n")
+    load_anatomy(spec.factor)
+
+    rows: dict[str, dict[str, dict[str, Any]]] = {s.name: {} for s in spec.sources}
+    jobs = []
+    for src in spec.sources:
+        for i in range(1, src.n_subjects + 1):
+            sid = study_id(src, i)
+            marker = root / ".tmp" / "done" / src.name / f"{sid}.json"
+            if marker.is_file():
+                rows[src.name][sid] = json.loads(marker.read_text())["row"]
+            else:
+                jobs.append((src, i))
+    total = sum(s.n_subjects for s in spec.sources)
+    bar = tqdm(total=total, initial=total - len(jobs), desc=f"cohort {spec.preset}",
+               unit="study", disable=None)
+    if workers == 1 or len(jobs) <= 1:
+        for src, i in jobs:
+            res = _job(src, i, seed, spec.factor, str(root))
+            rows[res["source"]][res["study"]] = res["row"]
+            bar.update()
+    else:
+        ctx = get_context("fork" if sys.platform.startswith("linux") else "spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                                 initializer=_init_worker) as pool:
+            futures = [pool.submit(_job, src, i, seed, spec.factor, str(root))
+                       for src, i in jobs]
+            for fut in as_completed(futures):
+                res = fut.result()
+                rows[res["source"]][res["study"]] = res["row"]
+                bar.update()
+    bar.close()
+    _write_tables(spec, seed, root, rows)
+    shutil.rmtree(root / ".tmp", ignore_errors=True)
+    tmp = root / f".DONE.{os.getpid()}"
+    tmp.write_text(key + "\n")
+    os.replace(tmp, done)
+    return root
+
+
+def _init_worker() -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def source_entry(src: SourceSpec) -> dict[str, Any]:
+    """The ``cohort.json`` entry of a source."""
+    entry: dict[str, Any] = {
+        "name": src.name, "path": src.folder, "layout": src.layout, "role": src.role,
+        "task": src.task, "n_subjects": src.n_subjects, "modalities": list(src.modalities),
+    }
+    if src.layout == "pattern":
+        entry["pattern"] = src.pattern
+        if src.label_pattern:
+            entry["label_pattern"] = src.label_pattern
+    if src.layout == "brats2023":
+        entry["subset"] = src.subset
+    if src.labels == "tissue":
+        entry["label_values"] = [0, 1, 2, 3]
+        entry["label_names"] = {"1": "CSF", "2": "GM", "3": "WM"}
+    elif src.labels == "lesion" and src.lesion is not None:
+        mapping = W.LABEL_MAPS[src.writer]
+        if src.layout == "isles2022":
+            entry["label_values"] = [0, 1]
+            entry["label_names"] = {"1": "stroke lesion"}
+        else:
+            names = {1: "necrotic / non-enhancing core", 2: "oedema", 3: "enhancing tumour"}
+            entry["label_values"] = sorted({0, *mapping.values()})
+            entry["label_names"] = {str(mapping[c]): names[c] for c in (1, 2, 3)}
+    if src.classes:
+        entry["classes"] = list(src.classes)
+        entry["class_column"] = src.class_column
+    entry["participants"] = "participants.tsv"
+    return entry
+
+
+def _write_tables(spec: CohortSpec, seed: int, root: Path,
+                  rows: dict[str, dict[str, dict[str, Any]]]) -> None:
+    from mmlib import __version__
+
+    tmp = root / ".tmp"
+    for src in spec.sources:
+        sroot = root / src.folder
+        table = [rows[src.name][k] for k in sorted(rows[src.name])]
+        W.write_participants(sroot, table, tmp)
+        if src.layout == "decathlon":
+            ids = sorted(rows[src.name])
+            W.write_json(sroot / "dataset.json", {
+                "name": "BRATS", "description": "Simulated gliomas (mmlib embedded cohort)",
+                "reference": "mmlib.data.phantom", "licence": "CC-BY-SA 4.0",
+                "tensorImageSize": "4D",
+                "modality": {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"},
+                "labels": {"0": "background", "1": "edema", "2": "non-enhancing tumor",
+                           "3": "enhancing tumour"},
+                "numTraining": len(ids), "numTest": 0,
+                "training": [{"image": f"./imagesTr/{i}.nii.gz", "label": f"./labelsTr/{i}.nii.gz"}
+                             for i in ids],
+                "test": [],
+            }, tmp)
+        if src.layout == "isles2022":
+            W.write_json(sroot / "dataset_description.json", {
+                "Name": "ISLES 2022 (simulated by mmlib)", "BIDSVersion": "1.6.0",
+                "DatasetType": "raw"}, tmp)
+    W.write_json(root / "cohort.json", {
+        "preset": spec.preset, "seed": seed, "mmlib_version": __version__,
+        "generator_version": GENERATOR_VERSION, "factor": spec.factor,
+        "sources": [source_entry(s) for s in spec.sources],
+    }, tmp)
+
+
+def ensure_cohort(scale: str, workers: int | None = None) -> Path:
+    """The shared cohort of a scale in :func:`mmlib.paths.work_dir` (made once, then reused).
+
+    Args:
+        scale: ``smoke``, ``demo`` or ``paper``.
+        workers: processes; defaults to min(2, CPU count).
+    """
+    from mmlib.paths import work_dir
+
+    n = workers if workers is not None else max(1, min(2, os.cpu_count() or 1))
+    return make_cohort(scale, work_dir(scale) / "cohort", seed=0, workers=n)
+
+
+def with_counts(spec: CohortSpec, **counts: int) -> CohortSpec:
+    """A copy of a spec with some sources' subject counts changed (by source name)."""
+    unknown = set(counts) - {s.name for s in spec.sources}
+    if unknown:
+        raise ValueError(f"with_counts: unknown sources {sorted(unknown)}; the spec has "
+                         f"{', '.join(s.name for s in spec.sources)}")
+    return replace(spec, sources=tuple(replace(s, n_subjects=counts.get(s.name, s.n_subjects))
+                                       for s in spec.sources))
+
+
+def only(spec: CohortSpec, *names: str) -> CohortSpec:
+    """A copy of a spec with only the named sources."""
+    keep = tuple(s for s in spec.sources if s.name in names)
+    missing = set(names) - {s.name for s in keep}
+    if missing:
+        raise ValueError(f"only: unknown sources {sorted(missing)}")
+    return replace(spec, sources=keep)
