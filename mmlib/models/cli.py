@@ -56,6 +56,7 @@ def run_cli(args: argparse.Namespace) -> int:
         step=0,
         config={"source": "released BrainMVP checkpoint", "arch": args.arch},
         import_report=report.to_dict(),
+        template_space="SRI24/BraTS world mm, RAS voxel order (overlays BraTS images)",
     )
     print(report.summary())
     print(f"wrote {args.out}")

@@ -1,0 +1,141 @@
+"""Forward+backward time and peak memory of each backbone at 64³ on CPU: eager vs variants.
+
+For every backbone (``unet``, ``uniformer``, ``swinunetr``) one training step (forward, MSE loss
+on the reconstruction, backward) is timed in three modes, side by side:
+
+- ``eager``: plain PyTorch, contiguous (NCDHW) tensors: the baseline;
+- ``channels_last``: model and input in ``torch.channels_last_3d`` memory format;
+- ``compile``: ``torch.compile(model)`` (inductor), compile time reported apart.
+
+Each mode runs in a fresh subprocess so that its peak resident memory (growth of ``ru_maxrss``
+over the steps) is its own. The last line printed is the ratio eager time / best-variant time
+(geometric mean over the backbones): above 1 means a variant helps.
+
+Run: ``OMP_NUM_THREADS=1 python benchmarks/backbones.py`` (the default is ``--quick``: smoke-size
+networks, batch 1, 2 timed steps, a few minutes on 2 cores); ``--full`` uses the demo-size
+networks and 5 timed steps; ``--scale paper`` the released sizes (slow on CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+MODES = ("eager", "channels_last", "compile")
+NAMES = ("unet", "uniformer", "swinunetr")
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def worker(name: str, mode: str, scale: str, size: int, batch: int, steps: int, threads: int) -> dict:
+    """Time ``steps`` training steps of one backbone in one mode (run in its own process)."""
+    from mmlib.models import BACKBONE_PRESETS, build_backbone
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    net = build_backbone(name, **BACKBONE_PRESETS[scale][name])
+    x = torch.randn(batch, 1, size, size, size)
+    if mode == "channels_last":
+        net = net.to(memory_format=torch.channels_last_3d)
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    step_fn = net
+    if mode == "compile":
+        step_fn = torch.compile(net)
+
+    def step() -> None:
+        recon, _ = step_fn(x)
+        loss = torch.nn.functional.mse_loss(recon, x)
+        loss.backward()
+        net.zero_grad(set_to_none=True)
+
+    rss0 = _rss_mb()
+    t0 = time.perf_counter()
+    step()  # warm-up (and compilation)
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    return {
+        "name": name,
+        "mode": mode,
+        "step_s": sorted(times)[len(times) // 2],
+        "first_step_s": first,
+        "peak_mb": _rss_mb() - rss0,
+        "params_m": net.num_parameters() / 1e6,
+    }
+
+
+def _run_worker(args: argparse.Namespace, name: str, mode: str) -> dict:
+    cmd = [
+        sys.executable, __file__, "--worker", name, mode, "--scale", args.scale, "--size", str(args.size),
+        "--batch", str(args.batch), "--steps", str(args.steps), "--threads", str(args.threads),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or ["?"]
+        return {"name": name, "mode": mode, "error": tail[0][:120]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke-size networks, 2 timed steps (the default)")
+    parser.add_argument("--full", action="store_true", help="demo-size networks, 5 timed steps")
+    parser.add_argument("--scale", default=None, choices=["smoke", "demo", "paper"])
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--names", nargs="+", default=list(NAMES), choices=NAMES)
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--worker", nargs=2, metavar=("NAME", "MODE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.scale is None:
+        args.scale = "demo" if args.full else "smoke"
+    if args.steps is None:
+        args.steps = 5 if args.full else 2
+    if args.worker:
+        out = worker(args.worker[0], args.worker[1], args.scale, args.size, args.batch, args.steps, args.threads)
+        print(json.dumps(out))
+        return
+
+    print(f"forward+backward at {args.size}^3, batch {args.batch}, {args.scale} sizes, "
+          f"{args.threads} thread(s), median of {args.steps} steps, torch {torch.__version__}")
+    header = f"{'backbone':<10} {'params':>7} " + " ".join(f"{m + ' s':>16} {'MB':>6}" for m in args.modes)
+    print(header + f" {'compile s':>9}")
+    ratios = []
+    for name in args.names:
+        rows = {m: _run_worker(args, name, m) for m in args.modes}
+        params = next((r["params_m"] for r in rows.values() if "params_m" in r), float("nan"))
+        cells = []
+        for m in args.modes:
+            r = rows[m]
+            cells.append(f"{'error':>16} {'':>6}" if "error" in r else f"{r['step_s']:>16.3f} {r['peak_mb']:>6.0f}")
+        comp = rows.get("compile", {})
+        comp_s = comp.get("first_step_s", float("nan")) - comp.get("step_s", 0.0) if "step_s" in comp else float("nan")
+        print(f"{name:<10} {params:>6.2f}M " + " ".join(cells) + f" {comp_s:>9.1f}")
+        for r in rows.values():
+            if "error" in r:
+                print(f"  {name} {r['mode']}: {r['error']}")
+        if "eager" in rows and "step_s" in rows["eager"]:
+            variants = [r["step_s"] for m, r in rows.items() if m != "eager" and "step_s" in r]
+            if variants:
+                ratios.append(rows["eager"]["step_s"] / min(variants))
+    if ratios:
+        geo = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+        print(f"eager / best variant step time (geomean over {len(ratios)} backbones): {geo:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
