@@ -188,3 +188,27 @@ def test_cohort_root_curates_every_source(tmp_path):
     assert store.row("IXI000-Guys-800")["attrs"] == {"age": 30, "sex": "F"}
     assert store.studies(task="pretrain") == store.studies()
     assert set(discover(cohort)[0].modalities) == {"flair", "t1", "t1c", "t2"}
+
+
+def test_qc_report_flags_a_swapped_series(tmp_path):
+    root = make_brats2021(tmp_path / "BraTS2021", n=5)
+    d = root / "BraTS2021_00003"
+    t1, t2 = d / "BraTS2021_00003_t1.nii.gz", d / "BraTS2021_00003_t2.nii.gz"
+    tmp = d / "swap"
+    t1.rename(tmp)
+    t2.rename(t1)
+    tmp.rename(t2)
+    curate(find_studies(root), tmp_path / "s", spacing=3.0, progress=False)
+    qc_dir = tmp_path / "s" / "reports" / "qc"
+    for name in ("qc.csv", "suspicious.csv", "histograms.png", "spacing.png", "summary.json"):
+        assert (qc_dir / name).is_file()
+    from mmlib.data import qc
+
+    store = Store(tmp_path / "s")
+    flagged = qc.mislabelled(store)
+    assert set(zip(flagged["study"], flagged["modality"], flagged["looks_like"])) == {
+        ("BraTS2021_00003", "t1", "t2"), ("BraTS2021_00003", "t2", "t1")}
+    table = qc.qc_table(store)
+    assert len(table) == 20 and set(table["source_orientation"]) == {"RAS"}
+    summary = json.loads((qc_dir / "summary.json").read_text())
+    assert summary["suspicious"]["mislabelled"] == 2 and summary["studies"] == 5

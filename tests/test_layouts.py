@@ -302,3 +302,17 @@ def test_undetectable_folder_says_how_to_fix(tmp_path):
         detect_layout(tmp_path)
     with pytest.raises(ValueError, match="unknown layout"):
         find_studies(tmp_path, layout="nope")
+
+
+def test_pattern_numeric_subjects_get_the_source_prefix(tmp_path):
+    t = head()
+    for sid in ("1", "2"):
+        save(tmp_path / "TrainingData" / sid / "T1.nii.gz", synth(t, "t1"))
+        save(tmp_path / "TrainingData" / sid / "T2_FLAIR.nii.gz", synth(t, "flair"))
+        save(tmp_path / "TrainingLabels" / f"{sid}_LabelsForTesting.nii.gz", (t > 0).astype(np.uint8))
+    (tmp_path / "participants.tsv").write_text("participant_id\tage\n1\t40\n2\t50\n")
+    studies = find_studies(tmp_path, source="mrbrains", pattern="TrainingData/{subject}/{modality}.nii.gz",
+                           label_pattern="TrainingLabels/{subject}_LabelsForTesting.nii.gz")
+    assert [s.study for s in studies] == ["mrbrains-1", "mrbrains-2"]
+    assert [s.attrs["age"] for s in studies] == [40, 50]
+    assert list(studies[0].modalities) == ["flair", "t1"] and studies[1].label.endswith("2_LabelsForTesting.nii.gz")

@@ -9,7 +9,8 @@ Per study (:func:`curate_study`):
    (at least half of the smaller field of view), else the study is refused; modalities on
    different grids (ISLES FLAIR vs DWI, IXI) are resampled onto the reference grid;
 3. resample everything in one step onto an axis-aligned RAS grid of ``spacing`` mm covering the
-   reference modality's field of view (the reference is the finest-resolution modality);
+   reference modality's field of view (the reference is the modality with the widest field
+   of view, so that a slab or thick-slice series does not crop the head);
    images trilinear (Gaussian pre-filtered when down-sampling), labels nearest-neighbour;
 4. crop to the union head foreground (threshold, opening, largest component, hole filling);
 5. scale each modality so that its 5th-95th percentiles over the head map to [0, 1], clipped;
@@ -93,7 +94,20 @@ def _load(ref: ScanRef, what: str) -> tuple[np.ndarray, np.ndarray, dict[str, An
             "source_spacing": [round(float(v), 4) for v in np.linalg.norm(affine[:3, :3], axis=0)],
             "source_orientation": "".join(nib.aff2axcodes(affine)),
             "source_dtype": str(data.dtype)}
+    data, affine = to_closest_ras(data, affine)
     return data, affine, info
+
+
+def to_closest_ras(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flip/permute voxel axes so that they run closest to R, A, S (no interpolation).
+
+    Afterwards an axis-aligned source at the target spacing is copied, not interpolated.
+    """
+    ornt = nib.orientations.io_orientation(affine)
+    if np.array_equal(ornt, [[0, 1], [1, 1], [2, 1]]):
+        return data, affine
+    out = nib.orientations.apply_orientation(data, ornt)
+    return out, affine @ nib.orientations.inv_ornt_aff(ornt, data.shape)
 
 
 def _check_image(data: np.ndarray, what: str) -> np.ndarray:
@@ -226,8 +240,12 @@ def curate_study(study: Study, spacing: float = 1.0, margin: int = 2) -> Curated
         data, affine, info = _load(ref, f"{study.study} {mod}")
         raw[mod] = (_check_image(data, f"{study.study} {mod} ({ref.path})"), affine)
         qc_mod[mod] = info
+    # the reference is the widest field of view (an IXI MRA slab or a thick-slice FLAIR must
+    # not crop the head); ties go to the finer voxels, then template order
+    fov = {m: float(np.prod(np.subtract(*_bbox_world(d.shape, a)[::-1]))) for m, (d, a) in raw.items()}
     voxel = {m: float(abs(np.linalg.det(a[:3, :3]))) for m, (_, a) in raw.items()}
-    reference = min(raw, key=lambda m: (round(voxel[m], 6), MODALITIES.index(m)))
+    reference = min(raw, key=lambda m: (-round(fov[m], -2), round(voxel[m], 6),
+                                        MODALITIES.index(m)))
     ref_data, ref_aff = raw[reference]
     ref_box = _bbox_world(ref_data.shape, ref_aff)
     for mod, (data, aff) in raw.items():
@@ -249,6 +267,9 @@ def curate_study(study: Study, spacing: float = 1.0, margin: int = 2) -> Curated
             notes.append(f"{mod}: oblique acquisition, rotated onto the RAS grid")
     shape, grid = target_grid(ref_data.shape, ref_aff, spacing)
     vols = {m: resample(d, a, shape, grid, order=1) for m, (d, a) in raw.items()}
+    # where each modality has data at all (a slab covers part of the head)
+    cover = {m: resample(np.ones(d.shape, np.uint8), a, shape, grid, order=0).astype(bool)
+             if m != reference else None for m, (d, a) in raw.items()}
     del raw
     label = None
     if study.label is not None:
@@ -267,18 +288,25 @@ def curate_study(study: Study, spacing: float = 1.0, margin: int = 2) -> Curated
     images: dict[str, np.ndarray] = {}
     for mod, vol in vols.items():
         v = vol[crop]
-        head = v[fg_c]
+        inside = fg_c if cover[mod] is None else fg_c & cover[mod][crop]
+        if not inside.any():
+            raise CurationError(f"{study.study} {mod}: its field of view misses the head")
+        head = v[inside]
         p5, p95 = (float(x) for x in np.percentile(head, [5, 95]))
         if p95 - p5 <= 1e-6 * max(1.0, abs(p95)):
             raise CurationError(f"{study.study} {mod}: no contrast inside the head (5th and "
                                 f"95th percentiles are both {p5:g})")
         scaled = np.clip((v - p5) / (p95 - p5), 0.0, 1.0).astype(np.float32)
         images[mod] = scaled
-        sh = scaled[fg_c]
+        sh = scaled[inside]
         qc_mod[mod].update({"p5": p5, "p95": p95, "mean": float(sh.mean()),
                             "hist": _hist(sh),
-                            "fg_fraction": float(np.count_nonzero(vol > 0) / vol.size)})
+                            "fg_fraction": float(np.count_nonzero(vol > 0) / vol.size),
+                            "head_coverage": float(inside.sum() / fg_c.sum())})
     corr = _correlations(images, fg_c)
+    for mod, rec in qc_mod.items():
+        if rec["head_coverage"] < 0.5:
+            notes.append(f"{mod} covers {rec['head_coverage']:.0%} of the head (a slab)")
     for (a, b), r in corr.items():
         if r > DUPLICATE_R:
             warnings.append(f"{a} and {b} are nearly identical inside the head (r={r:.3f}); "

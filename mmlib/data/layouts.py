@@ -490,7 +490,9 @@ def find_pattern(root: Path, source: str, pattern: str, label_pattern: str | Non
                  modalities: Sequence[str] | None = None) -> list[Study]:
     """A user-described layout: a path pattern relative to ``root`` with ``{subject}`` and
     ``{modality}`` (e.g. ``"{subject}/anat/{subject}_{modality}.nii.gz"``), and optionally
-    ``label_pattern`` with ``{subject}``. ``modalities`` restricts the names accepted.
+    ``label_pattern`` with ``{subject}``. ``modalities`` restricts the names accepted. The
+    study id is the subject, prefixed with ``<source>-`` when it is a bare number (MRBrainS
+    numbers its subjects 1, 2, ...); the subject itself is kept in ``attrs["subject"]``.
 
     Raises:
         ValueError: When the pattern lacks ``{subject}`` or ``{modality}``.
@@ -505,10 +507,13 @@ def find_pattern(root: Path, source: str, pattern: str, label_pattern: str | Non
         m = regex.fullmatch(f.relative_to(root).as_posix())
         if not m or f.name.startswith("."):
             continue
-        sid, mod = m.group("subject"), m.group("modality")
-        if label_pattern and f == root / label_pattern.replace("{subject}", sid):
+        subject, mod = m.group("subject"), m.group("modality")
+        if label_pattern and f == root / label_pattern.replace("{subject}", subject):
             continue
+        # bare numbers ("TrainingData/1/T1.nii") are not unique across sources: prefix them
+        sid = f"{source}-{subject}" if subject.isdigit() else subject
         st = by_id.setdefault(sid, Study(sid, source, "pattern"))
+        st.attrs.setdefault("subject", subject)
         if wanted is not None:
             try:
                 if canonical(mod) not in wanted:
@@ -517,12 +522,12 @@ def find_pattern(root: Path, source: str, pattern: str, label_pattern: str | Non
                 continue  # a series the source does not list (e.g. a mask): not ours to read
         st.add(mod, f)
     if label_pattern:
-        for sid, st in by_id.items():
-            label = root / label_pattern.replace("{subject}", sid)
+        for st in by_id.values():
+            label = root / label_pattern.replace("{subject}", st.attrs["subject"])
             if label.is_file():
                 st.label = str(label)
     studies = [by_id[k].sort() for k in sorted(by_id)]
-    _apply_participants(studies, root)
+    _apply_participants(studies, root, id_of=lambda s: s.attrs["subject"])
     return studies
 
 

@@ -7,8 +7,8 @@ correlation between the study's modalities), never the arrays, so a QC report ov
 
 Suspicious studies are flagged when
 
-* a scan's intensity profile is closer to another modality's typical profile than to its own
-  (leave-one-out centroids over the store): a mislabelled series, e.g. a T2 filed as T1;
+* relabelling one series (or swapping two) makes a study's cross-modal correlations typical
+  of its source: a mislabelled series, e.g. a T2 filed as T1;
 * two modalities of a study are nearly identical inside the head (r > 0.98): a duplicated series;
 * the curation recorded warnings (grids that differ, anisotropic or oblique sources).
 """
@@ -62,61 +62,84 @@ def _histograms(store: Store) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["study", "source", "modality", "hist"])
 
 
-def mislabelled(store: Store, ratio: float = 1.5, min_scans: int = 3) -> pd.DataFrame:
-    """Scans whose intensity profile looks like another modality's.
+def _correlations(store: Store) -> pd.DataFrame:
+    rows = []
+    for sid in store.studies():
+        src = store.row(sid)["source"]
+        for pair, r in store.qc(sid).get("correlation", {}).items():
+            a, b = pair.split("-")
+            rows += [{"study": sid, "source": src, "m": a, "n": b, "r": r},
+                     {"study": sid, "source": src, "m": b, "n": a, "r": r}]
+    return pd.DataFrame(rows, columns=["study", "source", "m", "n", "r"])
 
-    Each scan's histogram (head voxels, after scaling) is compared (L1 distance) with the mean
-    histogram of every modality over the store, its own modality's mean computed without it.
-    A scan is flagged when its distance to its own modality's mean is an outlier (beyond the
-    median + 3 robust standard deviations of that modality's distances) and another modality's
-    mean is closer by the factor ``ratio``.
+
+def mislabelled(store: Store, ratio: float = 2.0, min_distance: float = 0.25,
+                min_studies: int = 3) -> pd.DataFrame:
+    """Series that behave like another modality: mislabelled or swapped files.
+
+    A study's signature is the correlation, inside the head, between each pair of its
+    modalities (T1 and T2 are anti-correlated, T1 and T1c strongly correlated, ...). The typical
+    value of each pair is the median over the *other* studies of the same source (skull-stripped
+    and whole-head sources differ), so a source needs ``min_studies`` studies to be checked.
+    Besides the labels as given, every relabelling by one swap (``a <-> b``) or one renaming
+    (``a`` is really a modality the study lacks) is scored by its mean absolute difference from
+    the typical signature; the study is flagged when the labels as given are far from typical
+    (more than ``min_distance``) and the best relabelling is closer by ``ratio``.
 
     Args:
         store: the store.
-        ratio: how much closer the other modality must be. Defaults to 1.5.
-        min_scans: modalities with fewer scans are not used as references. Defaults to 3.
+        ratio: how much closer the relabelling must be. Defaults to 2.0.
+        min_distance: the smallest distance of the given labels that can be flagged.
+            Defaults to 0.25.
+        min_studies: studies a source needs (the checked one included). Defaults to 3.
 
     Returns:
-        Columns ``study, source, modality, looks_like, distance_own, distance_other``.
+        Columns ``study, source, modality, looks_like, distance_own, distance_other``: one
+        row per relabelled series (two for a swap).
     """
-    h = _histograms(store)
-    out = []
-    if h.empty:
-        return pd.DataFrame(out, columns=["study", "source", "modality", "looks_like",
-                                          "distance_own", "distance_other"])
-    sums = {m: np.stack(g["hist"].to_list()).sum(0) for m, g in h.groupby("modality")}
-    counts = h["modality"].value_counts().to_dict()
-    d_own = np.full(len(h), np.nan)
-    for i, (_, r) in enumerate(h.iterrows()):
-        n = counts[r["modality"]] - 1
-        if n >= max(1, min_scans - 1):
-            d_own[i] = np.abs(r["hist"] - (sums[r["modality"]] - r["hist"]) / n).sum()
-    h = h.assign(d_own=d_own)
-    # a scan is an outlier of its own modality when far beyond that modality's usual spread
-    limit = {}
-    for m, g in h.groupby("modality"):
-        d = g["d_own"].dropna().to_numpy()
-        if d.size:
-            med = float(np.median(d))
-            mad = float(np.median(np.abs(d - med))) * 1.4826
-            limit[m] = med + 3 * max(mad, 0.1 * med, 0.02)
-    for _, r in h.iterrows():
-        if np.isnan(r["d_own"]) or r["d_own"] <= limit.get(r["modality"], np.inf):
-            continue
-        others = {m: float(np.abs(r["hist"] - s / counts[m]).sum()) for m, s in sums.items()
-                  if m != r["modality"] and counts[m] >= min_scans}
-        if not others:
-            continue
-        best = min(others, key=others.get)  # type: ignore[arg-type]
-        if others[best] * ratio < r["d_own"]:
-            out.append({"study": r["study"], "source": r["source"], "modality": r["modality"],
-                        "looks_like": best, "distance_own": round(float(r["d_own"]), 4),
-                        "distance_other": round(others[best], 4)})
-    return pd.DataFrame(out, columns=["study", "source", "modality", "looks_like",
-                                      "distance_own", "distance_other"])
+    cols = ["study", "source", "modality", "looks_like", "distance_own", "distance_other"]
+    c = _correlations(store)
+    out: list[dict[str, Any]] = []
+    for src, cs in c.groupby("source"):
+        pairs = {k: dict(zip(g["study"], g["r"])) for k, g in cs.groupby(["m", "n"])}
+        for sid, grp in cs.groupby("study"):
+            typical = {k: float(np.median([r for s, r in by.items() if s != sid]))
+                       for k, by in pairs.items() if len(by) - (sid in by) >= min_studies - 1}
+            r = {(m, n): v for m, n, v in zip(grp["m"], grp["n"], grp["r"])}
+            mods = sorted({m for m, _ in r})
+            known = sorted({m for m, _ in typical})
+
+            def score(mapping: dict[str, str]) -> tuple[float, int]:
+                d = [abs(v - typical[(mapping[m], mapping[n])]) for (m, n), v in r.items()
+                     if m < n and (mapping[m], mapping[n]) in typical]
+                return (float(np.mean(d)) if d else np.inf), len(d)
+
+            ident = {m: m for m in mods}
+            base, n_base = score(ident)
+            if n_base < 2 or base <= min_distance:
+                continue
+            hypotheses = []
+            for i, a in enumerate(mods):
+                for b in mods[i + 1:]:
+                    hypotheses.append({**ident, a: b, b: a})
+                for m2 in known:
+                    if m2 not in mods:
+                        hypotheses.append({**ident, a: m2})
+            scored = [(score(h), h) for h in hypotheses]
+            scored = [(sc, h) for (sc, n), h in scored if n >= max(2, n_base - 2)]
+            if not scored:
+                continue
+            best_score, best = min(scored, key=lambda t: t[0])
+            if best_score * ratio < base:
+                for m in mods:
+                    if best[m] != m:
+                        out.append({"study": sid, "source": src, "modality": m,
+                                    "looks_like": best[m], "distance_own": round(base, 4),
+                                    "distance_other": round(best_score, 4)})
+    return pd.DataFrame(out, columns=cols)
 
 
-def suspicious(store: Store, ratio: float = 1.5) -> pd.DataFrame:
+def suspicious(store: Store, ratio: float = 2.0) -> pd.DataFrame:
     """Suspicious studies with a one-line reason each (see the module docstring).
 
     Returns:
@@ -126,9 +149,10 @@ def suspicious(store: Store, ratio: float = 1.5) -> pd.DataFrame:
     rows = []
     for _, r in mislabelled(store, ratio).iterrows():
         rows.append({"study": r["study"], "source": r["source"], "kind": "mislabelled",
-                     "reason": f"{r['modality']} has the intensity profile of {r['looks_like']} "
-                               f"(distance {r['distance_other']:.2f} vs {r['distance_own']:.2f} "
-                               f"to typical {r['modality']})"})
+                     "reason": f"{r['modality']} behaves like {r['looks_like']}: relabelled, the "
+                               f"study's cross-modal correlations are {r['distance_other']:.2f} "
+                               f"from typical instead of {r['distance_own']:.2f}; a mislabelled "
+                               "series?"})
     for sid in store.studies():
         src = store.row(sid)["source"]
         for w in store.qc(sid).get("warnings", []):
