@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import tempfile
 
 import pytest
@@ -55,16 +54,10 @@ def test_projection_head_is_optional():
     assert head.net[0].weight.grad is not None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank: int, world: int, port: int, za: torch.Tensor, zb: torch.Tensor,
-            out_dir: str) -> None:
+def _worker(rank: int, world: int, za: torch.Tensor, zb: torch.Tensor, out_dir: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+    # a FileStore rendezvous: no port to race for with other tests on the machine
+    dist.init_process_group("gloo", init_method=f"file://{out_dir}/store", rank=rank,
                             world_size=world)
     try:
         n = za.shape[0] // world
@@ -88,7 +81,7 @@ def test_gathered_info_nce_across_two_gloo_processes_equals_one_process():
     ref = info_nce(a, b, temperature=0.7)
     ref.backward()
     with tempfile.TemporaryDirectory() as tmp:
-        mp.spawn(_worker, args=(world, _free_port(), za, zb, tmp), nprocs=world, join=True)
+        mp.spawn(_worker, args=(world, za, zb, tmp), nprocs=world, join=True)
         res = [torch.load(os.path.join(tmp, f"rank{r}.pt")) for r in range(world)]
     # the mean of the ranks' losses is the loss of the concatenated batch
     assert torch.stack([r["loss"] for r in res]).mean().item() == pytest.approx(ref.item(),

@@ -248,8 +248,9 @@ class BrainMVPObjective(nn.Module):
             "cl_active": False, "warmup": False,
         }
 
-        def mask_like() -> Tensor:
-            return block_mask(bsz, size, cfg.block_size, cfg.mask_rate, generator, device)
+        def mask_like() -> tuple[Tensor, Tensor]:
+            return block_mask(bsz, size, cfg.block_size, cfg.mask_rate, generator, device,
+                              return_weight=True)  # type: ignore[return-value]
 
         def template_crop(where: Tensor) -> Tensor:
             assert self.templates is not None
@@ -258,15 +259,15 @@ class BrainMVPObjective(nn.Module):
                                  "sampler must provide it for template fills.")
             crop = self.templates.crop(target_modality, origin.to(device), size,
                                        spacing=None if spacing is None else spacing.to(device),
-                                       scale=True, scale_where=where)
+                                       scale=True, scale_where=where, scale_block=cfg.block_size)
             return crop.to(target.dtype)
 
         region = (lambda m: m) if cfg.loss_region == "masked" else (lambda m: None)
 
         if cfg.mode == "mim":
-            mask = mask_like()
-            view = zero_fill(target, mask) if cfg.fill == "zero" else noise_fill(target, mask,
-                                                                                  generator)
+            mask, weight = mask_like()
+            view = zero_fill(target, weight) if cfg.fill == "zero" else noise_fill(
+                target, weight, generator)
             recon, _ = self.backbone(view)
             md = reconstruction_loss(recon, target, region(mask))
             out.update(view_a=view, recon_a=recon, mask=mask, md=md, loss=cfg.w_md * md)
@@ -278,18 +279,19 @@ class BrainMVPObjective(nn.Module):
         need_b = cfg.w_cmr > 0 or cl_active
         views: list[Tensor] = []
         if need_a:
-            mask_a = mask_like()
-            view_a = template_fill(target, template_crop(mask_a), mask_a)
+            mask_a, weight_a = mask_like()
+            view_a = template_fill(target, template_crop(mask_a), weight_a)
             out.update(view_a=view_a, mask=mask_a)
             views.append(view_a)
         if need_b:
-            mask_b = mask_like()
+            mask_b, weight_b = mask_like()
             if warmup:
-                view_b = template_fill(target, template_crop(mask_b), mask_b)
+                view_b = template_fill(target, template_crop(mask_b), weight_b)
             else:
-                fallback = template_crop(mask_b) if self.templates is not None else None
-                view_b, source, fell_back = cross_modal_fill(image, present, slot, mask_b,
-                                                             fallback, generator)
+                single = ~(present.sum(dim=1) > 1)
+                fallback = template_crop(mask_b) if bool(single.any()) else None
+                view_b, source, fell_back = cross_modal_fill(image, present, slot, weight_b,
+                                                             fallback, generator, target)
                 out.update(source_slot=source, fell_back=fell_back)
             out.update(view_b=view_b, mask_b=mask_b)
             if out["mask"] is None:

@@ -44,7 +44,42 @@ def _vec3(value: float | Sequence[float], name: str) -> tuple[float, float, floa
     return vals  # type: ignore[return-value]
 
 
-def minmax_scale(crop: Tensor, where: Tensor | None = None, eps: float = 1e-6) -> Tensor:
+def _tree_reduce(t: Tensor, op, dims: Sequence[int]) -> Tensor:
+    """Reduce ``dims`` of ``t`` to size 1 by pairwise ``op`` on halves (fast on CPU and GPU)."""
+    for d in dims:
+        while t.shape[d] > 1:
+            n = t.shape[d]
+            h = n // 2
+            head = op(t.narrow(d, 0, h), t.narrow(d, h, h))
+            t = op(head, t.narrow(d, n - 1, 1)) if n % 2 else head
+    return t
+
+
+def block_minmax(crop: Tensor, block: int) -> tuple[Tensor, Tensor]:
+    """Minimum and maximum of every ``block``³ cube: ``(B, 1, X, Y, Z) -> 2 × (B, gx, gy, gz)``.
+
+    The sizes must be multiples of ``block``. Pairwise reductions over the block axes, outermost
+    first, so that most of the work runs on long contiguous rows.
+    """
+    bsz = crop.shape[0]
+    gx, gy, gz = (s // block for s in crop.shape[2:])
+    v = crop.reshape(bsz, gx, block, gy, block, gz, block)
+    h = block // 2
+    if block > 1:
+        a, b = v.narrow(2, 0, h), v.narrow(2, h, h)
+        lo, hi = torch.minimum(a, b), torch.maximum(a, b)
+        if block % 2:
+            last = v.narrow(2, block - 1, 1)
+            lo, hi = torch.minimum(lo, last), torch.maximum(hi, last)
+    else:
+        lo = hi = v
+    lo = _tree_reduce(lo, torch.minimum, (2, 4, 6)).reshape(bsz, gx, gy, gz)
+    hi = _tree_reduce(hi, torch.maximum, (2, 4, 6)).reshape(bsz, gx, gy, gz)
+    return lo, hi
+
+
+def minmax_scale(crop: Tensor, where: Tensor | None = None, eps: float = 1e-6,
+                 block: int | None = None) -> Tensor:
     """Min-max scale each crop of a batch to [0, 1] over the voxels ``where`` it is used.
 
     A crop whose range is below ``eps`` (the all-zero template at initialisation) is returned
@@ -57,26 +92,72 @@ def minmax_scale(crop: Tensor, where: Tensor | None = None, eps: float = 1e-6) -
             (e.g. the masked voxels, so that no other voxel receives a gradient). Defaults to
             None (all voxels).
         eps: smallest range that is scaled. Defaults to 1e-6.
+        block: when ``where`` is made of whole ``block``³ cubes (a block mask) and the sizes are
+            multiples of it, the statistics are computed per cube first (faster, same result).
+            Defaults to None.
 
     Returns:
         ``(B, 1, X, Y, Z)``.
     """
-    flat = crop.flatten(1)
+    bsz = crop.shape[0]
+    flat = crop.reshape(bsz, -1)
     if where is None:
-        lo, hi = flat.amin(dim=1), flat.amax(dim=1)
+        lo, hi = torch.aminmax(flat, dim=1)
     else:
-        w = where.flatten(1)
         inf = torch.tensor(float("inf"), dtype=crop.dtype, device=crop.device)
-        lo = torch.where(w, flat, inf).amin(dim=1)
-        hi = torch.where(w, flat, -inf).amax(dim=1)
+        if block and all(s % block == 0 for s in crop.shape[2:]):
+            blo, bhi = block_minmax(crop, block)
+            w = where[:, 0, ::block, ::block, ::block].reshape(bsz, -1)
+            lo = torch.where(w, blo.reshape(bsz, -1), inf).amin(dim=1)
+            hi = torch.where(w, bhi.reshape(bsz, -1), -inf).amax(dim=1)
+        else:
+            w = where.reshape(bsz, -1)
+            lo = torch.where(w, flat, inf).amin(dim=1)
+            hi = torch.where(w, flat, -inf).amax(dim=1)
         empty = ~w.any(dim=1)
         lo = torch.where(empty, torch.zeros_like(lo), lo)
         hi = torch.where(empty, torch.zeros_like(hi), hi)
     rng = hi - lo
     ok = rng > eps
+    inv = torch.where(ok, 1.0 / torch.where(ok, rng, torch.ones_like(rng)), torch.ones_like(rng))
+    off = torch.where(ok, -lo * inv, torch.zeros_like(lo))
     shape = (-1,) + (1,) * (crop.dim() - 1)
-    scaled = (crop - lo.view(shape)) / torch.where(ok, rng, torch.ones_like(rng)).view(shape)
-    return torch.where(ok.view(shape), scaled, crop)
+    return torch.addcmul(off.view(shape), crop, inv.view(shape))
+
+
+class _WindowGather(torch.autograd.Function):
+    """``volumes[m_b, x_b:x_b+X, y_b:y_b+Y, z_b:z_b+Z]`` for all b in one gather.
+
+    Forward indexes a sliding-window view of the volumes (``as_strided``, no copy), so the batch
+    is one ``index_select``; backward adds each study's gradient into its window.
+    All windows must lie inside the grid.
+    """
+
+    @staticmethod
+    def forward(ctx, volumes: Tensor, modality: Tensor, start: Tensor,  # type: ignore[override]
+                size: tuple[int, int, int]) -> Tensor:
+        sx, sy, sz = size
+        vols = volumes.contiguous()
+        st = vols.stride()
+        # a window starting at every storage offset (a view, no copy); one index_select
+        # picks each study's window
+        n = vols.numel() - ((sx - 1) * st[1] + (sy - 1) * st[2] + (sz - 1) * st[3])
+        win = vols.reshape(-1).as_strided((n, sx, sy, sz), (1, st[1], st[2], st[3]))
+        offset = modality * st[0] + start[:, 0] * st[1] + start[:, 1] * st[2] + start[:, 2] * st[3]
+        out = win.index_select(0, offset)
+        ctx.save_for_backward(modality, start)
+        ctx.size = size
+        ctx.shape = volumes.shape
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        modality, start = ctx.saved_tensors
+        sx, sy, sz = ctx.size
+        gv = grad.new_zeros(ctx.shape)
+        for b, (m, x, y, z) in enumerate(zip(modality.tolist(), *start.T.tolist())):
+            gv[m, x:x + sx, y:y + sy, z:z + sz] += grad[b]
+        return gv, None, None, None
 
 
 class Templates(nn.Module):
@@ -144,6 +225,7 @@ class Templates(nn.Module):
         spacing: Tensor | None = None,
         scale: bool = True,
         scale_where: Tensor | None = None,
+        scale_block: int | None = None,
     ) -> Tensor:
         """The anatomically matching template crop of each study, in one batched gather.
 
@@ -161,6 +243,8 @@ class Templates(nn.Module):
                 True.
             scale_where: ``bool (B, 1, X, Y, Z)`` voxels whose range defines the scaling (e.g.
                 the mask). Defaults to None (the crop's voxels inside the grid).
+            scale_block: block size of ``scale_where`` when it is a block mask (faster
+                statistics, see :func:`minmax_scale`). Defaults to None.
 
         Returns:
             ``(B, 1, X, Y, Z)``.
@@ -184,8 +268,15 @@ class Templates(nn.Module):
                            rtol=1e-4, atol=1e-5)
         )
         grid_n = torch.tensor(self.shape, device=dev)
+        fully_inside = True
         if same:
             start = torch.round((org - self.origin.to(dev)) / t_sp).long()  # (B, 3)
+            size_t = torch.tensor((sx, sy, sz), device=dev)
+            fully_inside = bool(((start >= 0) & (start + size_t <= grid_n)).all())
+        if same and fully_inside:
+            out = _WindowGather.apply(self.volumes, modality, start, (sx, sy, sz)).unsqueeze(1)
+            inside = None
+        elif same:
             axes = [start[:, i : i + 1] + torch.arange(n, device=dev) for i, n in
                     enumerate((sx, sy, sz))]
             valid = [(a >= 0) & (a < grid_n[i]) for i, a in enumerate(axes)]
@@ -214,9 +305,12 @@ class Templates(nn.Module):
                                 align_corners=True)
             inside = ((grid.abs() <= 1 + 1e-6).all(dim=-1)).unsqueeze(1)
         if scale:
-            where = inside if scale_where is None else scale_where.to(dev).bool() & inside
-            out = minmax_scale(out, where)
-            out = out * inside
+            if inside is None:
+                where = None if scale_where is None else scale_where.to(dev).bool()
+                out = minmax_scale(out, where, block=scale_block)
+            else:
+                where = inside if scale_where is None else scale_where.to(dev).bool() & inside
+                out = minmax_scale(out, where) * inside
         return out
 
     def to_nifti(self, path: str | Path, modality: str | int | None = None,
