@@ -79,20 +79,29 @@ class TaskSpec:
 TASKS: dict[str, TaskSpec] = {
     "brats_ped": TaskSpec(
         "brats_ped", "segmentation", ("flair", "t1", "t1c", "t2"),
-        RegionSpec(("TC", "WT", "ET"), "brats", "auto"), aliases=("brats-ped", "ped", "brats_ped_seg", "tumour", "tumor")),
+        RegionSpec(("TC", "WT", "ET"), "brats", "auto"), aliases=("ped", "brats2023_ped", "bratsped", "tumour", "tumor", "brain_tumour", "glioma")),
     "isles": TaskSpec(
         "isles", "segmentation", ("flair", "dwi", "adc"), RegionSpec(("lesion",), "binary"),
-        aliases=("isles2022", "stroke", "isles_seg")),
+        aliases=("isles2022", "isles22", "stroke", "stroke_lesion")),
     "mrbrains": TaskSpec(
         "mrbrains", "segmentation", (), RegionSpec(("CSF", "GM", "WM"), "classes"),
-        aliases=("mrbrains13", "tissue", "mrbrains_seg")),
+        aliases=("mrbrains13", "mrbrains18", "tissue", "tissues", "brain_tissue")),
     "hgg_lgg": TaskSpec(
         "hgg_lgg", "classification", ("flair", "t1", "t1c", "t2"), attr="grade", classes=("LGG", "HGG"),
-        aliases=("brats2018", "grade", "hgg-lgg", "glioma_grade")),
+        aliases=("brats2018", "grade", "glioma_grade", "hgglgg", "hgg_vs_lgg")),
     "atrophy": TaskSpec(
-        "atrophy", "classification", ("t1",), attr="group", aliases=("adni", "mci_nc", "mci")),
+        "atrophy", "classification", ("t1",), attr="group", aliases=("adni", "mci_nc", "mci", "mci_vs_nc", "atrophy_vs_none")),
 }
 """The tasks of the embedded cohort (see the module docstring)."""
+
+
+def _norm(name: str) -> str:
+    """Task names compared case-, dash- and suffix-insensitively (``BraTS-PED_seg`` = ``brats_ped``)."""
+    key = str(name).strip().lower().replace("-", "_").replace(" ", "_")
+    for suffix in ("_segmentation", "_classification", "_seg", "_cls"):
+        if key.endswith(suffix):
+            key = key[: -len(suffix)]
+    return key
 
 
 def get_task(name: str | TaskSpec) -> TaskSpec:
@@ -103,9 +112,9 @@ def get_task(name: str | TaskSpec) -> TaskSpec:
     """
     if isinstance(name, TaskSpec):
         return name
-    key = name.strip().lower()
+    key = _norm(name)
     for spec in TASKS.values():
-        if key == spec.name or key in spec.aliases:
+        if key in {_norm(k) for k in (spec.name, *spec.aliases)}:
             return spec
     raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
 
@@ -118,8 +127,8 @@ def task_rows(manifest: pd.DataFrame, spec: TaskSpec) -> pd.DataFrame:
     """
     if "task" not in manifest.columns:
         raise ValueError("store manifest has no 'task' column; curate the source with its task (cohort.json 'task')")
-    keys = {spec.name, *spec.aliases}
-    col = manifest["task"].fillna("").astype(str).str.lower()
+    keys = {_norm(k) for k in (spec.name, *spec.aliases)}
+    col = manifest["task"].fillna("").astype(str).map(_norm)
     rows = manifest[col.isin(keys)]
     if rows.empty:
         found = sorted({t for t in manifest["task"].dropna().astype(str) if t})
@@ -202,32 +211,35 @@ def class_index(spec: TaskSpec, row: pd.Series) -> int:
     return spec.classes.index(value)
 
 
-def split_studies(rows: pd.DataFrame, seed: int = 0, val_fraction: float = 0.0) -> dict[str, list[str]]:
-    """Train/val/test study lists from the manifest's ``split`` column.
+def split_studies(rows: pd.DataFrame, seed: int = 0, test_fraction: float = 0.3, min_test: int = 2) -> dict[str, list[str]]:
+    """Train/val/test study lists of a task.
 
-    Studies marked ``val`` stay validation; when there are none and ``val_fraction > 0``, that
-    fraction of the training studies is held out deterministically (by ``seed``).
+    The store's ``split`` column is used when it holds at least ``max(min_test,
+    test_fraction/3 * n)`` test studies (a curated real dataset with its official split, or a
+    split file). Otherwise (the store's generic 80/10/10 hash split leaves small downstream
+    sets with one test study or none) the task's studies are split again, deterministically:
+    ordered by a hash of the study id, the first ``round(test_fraction * n)`` are test, the rest
+    train; ``seed`` is not used for this, so that every run of a task shares one test set.
 
     Returns:
         ``{"train": [...], "val": [...], "test": [...]}``, each sorted.
 
     Raises:
-        ValueError: When the task has no training or no test study.
+        ValueError: When the task has fewer than two studies.
     """
+    import hashlib
+
+    studies = sorted(rows["study"].astype(str))
+    if len(studies) < 2:
+        raise ValueError(f"need at least two studies (train and test), got {len(studies)}")
     split = rows["split"].fillna("train").astype(str) if "split" in rows.columns else pd.Series("train", rows.index)
     out = {k: sorted(rows.loc[split == k, "study"].astype(str)) for k in ("train", "val", "test")}
-    if not out["val"] and val_fraction > 0 and len(out["train"]) > 2:
-        rng = np.random.default_rng(seed)
-        n = max(1, int(round(val_fraction * len(out["train"]))))
-        pick = set(rng.choice(out["train"], size=n, replace=False).tolist())
-        out["val"] = sorted(pick)
-        out["train"] = [s for s in out["train"] if s not in pick]
-    if not out["train"] or not out["test"]:
-        raise ValueError(
-            f"need training and test studies, got {len(out['train'])} train / {len(out['test'])} test; "
-            "check the store's split column or pass a split file when curating"
-        )
-    return out
+    need = max(min(min_test, len(studies) - 1), int(np.ceil(test_fraction / 3 * len(studies))))
+    if len(out["test"]) >= need and out["train"]:
+        return out
+    order = sorted(studies, key=lambda s: hashlib.sha1(s.encode()).hexdigest())
+    n_test = min(len(studies) - 1, max(1, int(round(test_fraction * len(studies)))))
+    return {"train": sorted(order[n_test:]), "val": [], "test": sorted(order[:n_test])}
 
 
 def label_subset(train: Sequence[str], fraction: float, seed: int = 0, minimum: int = 1) -> list[str]:

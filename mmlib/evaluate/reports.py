@@ -191,3 +191,67 @@ def to_markdown(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
                 cells.append(str(v))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def plot_loss_curves(run_dirs: Sequence[str | Path], ax: Any = None, smooth: int = 5) -> Any:
+    """Training loss (``metrics.csv``) of run folders, one line each, coloured by initialisation."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.2))
+    runs = [(Path(r), json.loads((Path(r) / "results.json").read_text())) for r in run_dirs]
+    inits = sorted({res["init"] for _, res in runs})
+    labelled: set[str] = set()
+    for run, res in runs:
+        log = pd.read_csv(run / "metrics.csv")
+        y = log["loss"].rolling(smooth, min_periods=1).mean()
+        label = None if res["init"] in labelled else res["init"]
+        labelled.add(res["init"])
+        ax.plot(log["step"], y, color=f"C{inits.index(res['init']) % 10}", alpha=0.7, lw=1, label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_segmentation(run_dir: str | Path, study: str | None = None, channel: int = 0, axes: Any = None) -> Any:
+    """Image, ground-truth regions and predicted regions of one saved test study (middle slice
+    through the lesion), from the run's ``predictions/<study>.npz``."""
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    files = sorted((run_dir / "predictions").glob("*.npz"))
+    if not files:
+        raise FileNotFoundError(f"{run_dir}: no predictions/*.npz (run with eval.n_predictions > 0)")
+    path = run_dir / "predictions" / f"{study}.npz" if study else files[0]
+    data = np.load(path)
+    image, label, pred = data["image"].astype(np.float32), data["label"], data["pred"]
+    res = json.loads((run_dir / "results.json").read_text())
+    names = res["spec"].get("regions", {}).get("names", [])
+    from mmlib.downstream.regions import RegionSpec
+
+    spec = RegionSpec(tuple(names), res["spec"]["regions"]["kind"], res["spec"]["regions"]["convention"])
+    import torch
+
+    target = spec.targets(torch.from_numpy(label.astype(np.int64))[None, None])[0].numpy()
+    fg = target.any(0)
+    z = int(np.argmax(fg.sum((0, 1)))) if fg.any() else image.shape[-1] // 2
+    if axes is None:
+        _, axes = plt.subplots(1, 3, figsize=(9, 3.2))
+
+    def overlay(masks: np.ndarray) -> np.ndarray:
+        rgb = np.zeros((*masks.shape[1:3], 4))
+        for r in range(masks.shape[0]):
+            col = plt.cm.tab10(r)
+            m = masks[r, :, :, z] > 0
+            rgb[m] = (*col[:3], 0.45)
+        return rgb
+
+    for ax, title, masks in zip(axes, ["input", "ground truth", "prediction"], [None, target, pred]):
+        ax.imshow(image[channel, :, :, z].T, cmap="gray", origin="lower")
+        if masks is not None:
+            ax.imshow(np.transpose(overlay(masks), (1, 0, 2)), origin="lower")
+        ax.set_title(f"{title}" + (f" ({', '.join(names)})" if masks is not None and title == "ground truth" else ""), fontsize=9)
+        ax.axis("off")
+    axes[0].figure.suptitle(f"{res['task']} · {res['init']} · seed {res['seed']} · {path.stem}", fontsize=9)
+    return axes

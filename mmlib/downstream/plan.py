@@ -1,0 +1,48 @@
+"""The experiment grid of the book's downstream notebooks (07-10, 12), per scale.
+
+The full grid (every initialisation × label fractions 10/20/40/100 % × seeds, on every task) is
+for ``paper`` scale. At ``demo`` scale the book runs the subset that fits about ten minutes of
+fine-tuning on a 2-core CPU: the BraTS-PED-like task over two label fractions and three seeds
+for scratch, BrainMVP and single-modal masked modelling (MIM), the proxy-task ablations at one
+fraction, and the other tasks BrainMVP vs scratch at one fraction. ``smoke`` runs a token grid
+in seconds (tests). Notebooks read this table unless their parameters say otherwise, and every
+run folder is reused when nothing it depends on changed, so notebook 09 reuses the runs of 07
+and notebook 12 recomputes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mmlib.configs.scales import check_scale
+
+ABLATIONS: tuple[str, ...] = ("cmr_only", "md_only", "brainmvp_nocl")
+"""Pre-training ablations: cross-modal reconstruction only, template distillation only, no contrastive."""
+
+PLAN: dict[str, dict[str, Any]] = {
+    "smoke": {
+        "seg_task": "brats_ped", "inits": ["scratch", "brainmvp", "mim"], "main_fraction": 0.5,
+        "fractions": [0.5, 1.0], "seeds": [0, 1], "ablations": ["cmr_only"],
+        "other_seg_tasks": ["isles", "mrbrains"], "cls_tasks": ["hgg_lgg", "atrophy"], "other_fraction": 1.0,
+        "other_seeds": [0], "robustness_max_test": 2, "overrides": {},
+    },
+    "demo": {
+        "seg_task": "brats_ped", "inits": ["scratch", "brainmvp", "mim"], "main_fraction": 0.2,
+        "fractions": [0.2, 1.0], "seeds": [0, 1, 2], "ablations": list(ABLATIONS),
+        "other_seg_tasks": ["isles", "mrbrains"], "cls_tasks": ["hgg_lgg", "atrophy"], "other_fraction": 1.0,
+        "other_seeds": [0, 1, 2], "robustness_max_test": 4, "overrides": {},
+    },
+    "paper": {
+        "seg_task": "brats_ped", "inits": ["scratch", "brainmvp", "mim"], "main_fraction": 0.2,
+        "fractions": [0.1, 0.2, 0.4, 1.0], "seeds": [0, 1, 2], "ablations": list(ABLATIONS),
+        "other_seg_tasks": ["isles", "mrbrains"], "cls_tasks": ["hgg_lgg", "atrophy"], "other_fraction": 1.0,
+        "other_seeds": [0, 1, 2], "robustness_max_test": None, "overrides": {},
+    },
+}
+
+
+def plan(scale: str) -> dict[str, Any]:
+    """A copy of the book's downstream grid at ``scale`` (see the module docstring)."""
+    import copy
+
+    return copy.deepcopy(PLAN[check_scale(scale)])
