@@ -262,9 +262,10 @@ def spec_hash(spec: CohortSpec, seed: int) -> str:
 # ----------------------------------------------------------------------------------- subjects
 
 
-def subject_rng(seed: int, source: str, index: int) -> np.random.Generator:
+def subject_rng(seed: int, source: str, index: int, attempt: int = 0) -> np.random.Generator:
     """The generator of one subject: independent of worker count and job order."""
-    return np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(source.encode()), index]))
+    return np.random.default_rng(np.random.SeedSequence(
+        [seed, zlib.crc32(source.encode()), index, attempt]))
 
 
 def study_id(src: SourceSpec, index: int) -> str:
@@ -306,13 +307,14 @@ def class_of(src: SourceSpec, seed: int, index: int) -> str | None:
     return src.classes[int(perm[index - 1])]
 
 
-def make_subject(src: SourceSpec, index: int, seed: int, anatomy: Anatomy) -> tuple[Subject, np.random.Generator]:
+def make_subject(src: SourceSpec, index: int, seed: int, anatomy: Anatomy,
+                 attempt: int = 0) -> tuple[Subject, np.random.Generator]:
     """Draw one subject of a source (pose, warp, atrophy, vessels, lesions, attributes).
 
     Returns:
         The subject and its generator, positioned for the rendering draws.
     """
-    rng = subject_rng(seed, src.name, index)
+    rng = subject_rng(seed, src.name, index, attempt)
     cls = class_of(src, seed, index)
     registered = src.layout in _REGISTERED
     scale = rng.uniform(0.82, 0.92) if src.paediatric else rng.uniform(0.94, 1.06)
@@ -333,7 +335,7 @@ def make_subject(src: SourceSpec, index: int, seed: int, anatomy: Anatomy) -> tu
     lesions = []
     if src.lesion is not None:
         lo, hi = src.lesion_ml
-        span = (lo * 1.15, hi / 1.15) if hi / lo > 1.4 else (lo, hi)
+        span = (lo * 1.2, hi / 1.2) if hi / lo > 1.6 else (lo, hi)
         volume = float(np.exp(rng.uniform(np.log(span[0]), np.log(span[1]))))
         template_volume = volume / scale**3
         if src.lesion == "glioma":
@@ -370,21 +372,39 @@ def grid_groups(src: SourceSpec, factor: int) -> list[tuple[W.Grid, tuple[str, .
     return [(g, tuple(m)) for g, m in groups]
 
 
+#: Draws of a subject whose lesion, as rendered, falls outside the configured volume range.
+MAX_ATTEMPTS = 4
+
+
 def simulate_study(src: SourceSpec, index: int, seed: int, factor: int
                    ) -> tuple[dict[str, Any], list[tuple[W.Grid, np.ndarray, Rendered]]]:
     """Simulate one study in memory: its attributes and, per grid, the render.
 
     Images are scanner-scaled (not yet cast to the on-disk dtype) and skull-stripped where
-    the layout is. Returns ``(attrs, [(grid, affine, rendered)])``.
+    the layout is. A subject whose rendered lesion volume misses ``src.lesion_ml`` is drawn
+    again (deterministically, up to :data:`MAX_ATTEMPTS` times). Returns
+    ``(attrs, [(grid, affine, rendered)])``.
     """
     anatomy = load_anatomy(factor)
-    subject, rng = make_subject(src, index, seed, anatomy)
+    for attempt in range(MAX_ATTEMPTS):
+        subject, rng = make_subject(src, index, seed, anatomy, attempt)
+        groups = grid_groups(src, factor)
+        renders = []
+        for grid, mods in groups:
+            aff = grid.affine()
+            renders.append((grid, aff, render(subject, anatomy, aff, grid.shape, mods, rng,
+                                              noise=src.noise,
+                                              bias=0.15 if src.noise < 0.05 else 0.25)))
+        if src.lesion is None:
+            break
+        grid, aff, r = next((g for g in renders if "dwi" in g[2].images), renders[0])
+        vol = float((r.lesion_label() > 0).sum() * abs(np.linalg.det(aff[:3, :3])) / 1000)
+        if src.lesion_ml[0] <= vol <= src.lesion_ml[1]:
+            break
     out = []
     float_out = W.DTYPES[src.writer] == "float32"
-    for grid, mods in grid_groups(src, factor):
-        aff = grid.affine()
-        r = render(subject, anatomy, aff, grid.shape, mods, rng, noise=src.noise,
-                   bias=0.15 if src.noise < 0.05 else 0.25)
+    for grid, aff, r in renders:
+        mods = tuple(r.images)
         for m in mods:
             img = r.images[m]
             if m != "adc":

@@ -145,30 +145,38 @@ def random_lesion(kind: str, rng: np.random.Generator, anatomy: Anatomy, volume_
     return calibrate(lesion, anatomy, volume_ml)
 
 
-def template_fractions(lesion: Lesion, u: np.ndarray, tissue: np.ndarray,
-                       width: float) -> np.ndarray:
-    """Whole-lesion fraction at points ``u`` given the tissue it may occupy (N,)."""
-    return soft(lesion.level(u), 1.0, width / lesion.radius) * tissue
+def calibrate(lesion: Lesion, anatomy: Anatomy, volume_ml: float, steps: int = 5) -> Lesion:
+    """Scale a lesion's radius until its whole volume on the template grid is ``volume_ml``.
 
-
-def calibrate(lesion: Lesion, anatomy: Anatomy, volume_ml: float, steps: int = 4) -> Lesion:
-    """Scale a lesion's radius until its whole volume on the template grid is ``volume_ml``."""
+    The whole lesion is composed as :func:`mmlib.data.phantom.subject.render` composes it: the
+    core replaces every intracranial compartment, oedema only white matter and half the grey
+    matter, a stroke grey and white matter.
+    """
     f = anatomy.factor
+    gm, wm = anatomy.channel("gm"), anatomy.channel("wm")
     if lesion.kind == "stroke":
-        room = anatomy.channel("gm") + anatomy.channel("wm")
+        room_core, room_ed = gm + wm, gm + wm
     else:
-        room = anatomy.maps[[0, 1, 2, 5, 6]].sum(0)
+        room_core = anatomy.maps[[0, 1, 2, 5, 6]].sum(0)
+        if lesion.kind == "meningioma":
+            room_core = np.clip(room_core + 0.3 * anatomy.channel("skull"), 0, 1)
+        room_ed = wm + 0.5 * gm
     inv = np.linalg.inv(anatomy.affine)
+    core_level = lesion.core if lesion.kind != "stroke" else 1.0
     for _ in range(steps):
         reach = lesion.reach_mm() / 1.8
         lo = np.floor(inv[:3, :3] @ (lesion.center - reach) + inv[:3, 3]).astype(int)
         hi = np.ceil(inv[:3, :3] @ (lesion.center + reach) + inv[:3, 3]).astype(int) + 1
-        lo = np.clip(np.minimum(lo, hi), 0, np.array(room.shape))
-        hi = np.clip(np.maximum(lo, hi), 0, np.array(room.shape))
+        lo, hi = np.minimum(lo, hi), np.maximum(lo, hi)
+        lo = np.clip(lo, 0, np.array(gm.shape))
+        hi = np.clip(hi, 0, np.array(gm.shape))
         box = tuple(slice(a, b) for a, b in zip(lo, hi))
         idx = np.indices(hi - lo).reshape(3, -1).T + lo
         u = anatomy.world(idx.astype(np.float32))
-        frac = template_fractions(lesion, u, room[box].reshape(-1), f)
+        level = lesion.level(u)
+        w = f / lesion.radius
+        whole, core = soft(level, 1.0, w), soft(level, core_level, w)
+        frac = core * room_core[box].reshape(-1) + np.clip(whole - core, 0, 1) * room_ed[box].reshape(-1)
         vol = float(frac.sum()) * f**3 / 1000.0
         if vol <= 0:
             break
