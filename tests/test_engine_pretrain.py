@@ -169,15 +169,19 @@ def test_run_folder_contract_and_reuse(store, reference) -> None:
     assert set(res["final"]) >= {"loss", "md", "cmr", "cl"}
     assert 0.0 <= res["data_wait_frac"] < 1.0 and res["samples_per_s"] > 0
     assert res["final"]["loss"] < res["first"]["loss"]
-    # keep=2 of checkpoints at steps 3, 6, 9, 10; samples at each
+    # keep=2 of checkpoints at steps 3, 6, 9, 10; samples at each and before the first step
     assert [p.name for p in ckpt.list_checkpoints(reference / "checkpoints")] == ["step_0000009", "step_0000010"]
-    assert [p.name for p in info["samples"]] == [f"step_{s:07d}.npz" for s in (3, 6, 9, 10)]
+    assert [p.name for p in info["samples"]] == [f"step_{s:07d}.npz" for s in (0, 3, 6, 9, 10)]
     first, last = (np.load(p) for p in (info["samples"][0], info["samples"][-1]))
     for key in ("target", "mask", "view_a", "view_b", "recon_a", "recon_b"):
         assert last[key].dtype == np.float16 and last[key].shape == (2, 16, 16, 16), key
     assert list(first["study"]) == list(last["study"]) and last["modality"][0] in ("flair", "t1", "t1c", "t2")
     assert np.array_equal(first["target"], last["target"])  # a fixed crop, followed through training
     assert not np.array_equal(first["recon_a"], last["recon_a"])
+    from mmlib.engine.pretrain import sample_errors
+
+    before, after = sample_errors(info["samples"][0]), sample_errors(info["samples"][-1])
+    assert after["recon_a"] < before["recon_a"]  # training reconstructs the masked blocks better
     meta = json.loads((latest_checkpoint(reference) / "meta.json").read_text())
     assert meta["model"]["name"] == "unet" and meta["step"] == 10 and len(meta["modalities"]) == 8
     assert np.asarray(meta["template_affine"]).shape == (4, 4)

@@ -176,6 +176,48 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     }
 
 
+def sample_errors(path: str | Path) -> dict[str, float]:
+    """Mean squared errors over the *masked* voxels of one ``samples/step_XXXXXXX.npz``.
+
+    Returns ``recon_a``/``recon_b`` (reconstruction vs target) and ``view_a``/``view_b`` (the
+    filled input vs target: what copying the input would score), for the views present.
+    """
+    with np.load(path) as z:
+        target = z["target"].astype(np.float32)
+        mask = z["mask"].astype(bool)
+        out = {}
+        for key in ("view_a", "recon_a", "view_b", "recon_b"):
+            if key in z.files:
+                err = (z[key].astype(np.float32) - target) ** 2
+                out[key] = float(err[mask].mean()) if mask.any() else float(err.mean())
+    return out
+
+
+def launch(nproc: int, config: str | Path = "demo", overrides: Sequence[str] = (), run_dir: Path | None = None,
+           nnodes: int = 1, timeout: float | None = None) -> Path:
+    """Run :func:`pretrain` under ``torchrun --standalone --nproc-per-node nproc`` (one node) from a
+    notebook or script, and return the run folder; the progress of rank 0 is streamed.
+
+    Raises:
+        RuntimeError: When the job fails (its exit status and the tail of its output).
+    """
+    import shutil
+    import subprocess
+
+    if nnodes != 1:
+        raise ValueError("launch: one node only; for several nodes start torchrun on each (see the module docstring)")
+    exe = Path(sys.executable).with_name("torchrun")
+    cmd = [str(exe) if exe.exists() else (shutil.which("torchrun") or "torchrun"), "--standalone",
+           f"--nproc-per-node={int(nproc)}", "-m", "mmlib", "pretrain", "--config", str(config), *map(str, overrides)]
+    if run_dir is not None:
+        cmd += ["--run-dir", str(run_dir)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    sys.stderr.write(proc.stderr[-4000:])
+    if proc.returncode != 0:
+        raise RuntimeError(f"torchrun pretrain failed with exit status {proc.returncode}: {proc.stderr[-1500:]}")
+    return Path(proc.stdout.strip().splitlines()[-1])
+
+
 # --------------------------------------------------------------------------------- the loop
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     nb = device.type == "cuda"
@@ -407,6 +449,8 @@ class Trainer:
         bar = tqdm(total=self.total, initial=self.step, disable=not (self.progress and info.is_main),
                    desc=f"pretrain {cfg['objective']['name']}", unit="step", dynamic_ncols=True)
         self._t0 = time.perf_counter()
+        if self.step == 0:
+            self.write_samples()  # the untrained network, for "across training" figures
         try:
             while self.step < self.total:
                 epoch, position = divmod(self.step, self.steps_per_epoch)
