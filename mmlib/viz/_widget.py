@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label
 
 from mmlib.viz.data import RunFolder, Samples
-from mmlib.viz.napari import add_layers, set_grid, set_plane
+from mmlib.viz.napari import add_layers, remove_layers, set_grid, set_plane
 from mmlib.viz.layers import sample_layers, template_layers
 
 if TYPE_CHECKING:
@@ -138,9 +138,7 @@ class RunBrowser(Container):
 
     def clear(self) -> None:
         """Remove the layers this browser added."""
-        for layer in self.layers:
-            if layer in self.viewer.layers:
-                self.viewer.layers.remove(layer)
+        remove_layers(self.viewer, self.layers)
         self.layers = []
 
     def show(self) -> None:

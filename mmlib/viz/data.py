@@ -15,6 +15,7 @@ Four sources feed the viewers:
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -269,7 +270,7 @@ def samples_from_views(views: Mapping[str, Any], study: list[str], modality: lis
 
 
 def load_samples(path: str | Path) -> Samples:
-    """Read a ``samples/step_XXXXXXX.npz`` file.
+    """Read a ``samples/step_XXXXXXX.npz`` file (views as float32, whatever they were saved as).
 
     Raises:
         ValueError: When the file lacks the ``study``/``modality`` arrays or every view array.
@@ -279,13 +280,16 @@ def load_samples(path: str | Path) -> Samples:
         files = set(z.files)
         if not {"study", "modality"} <= files:
             raise ValueError(f"{path}: a samples file needs 'study' and 'modality' arrays; it has {sorted(files)}")
-        arrays = {k: np.asarray(z[k]) for k in SAMPLE_KEYS if k in files}
+        arrays = {k: np.asarray(z[k], dtype=np.float32) for k in SAMPLE_KEYS if k in files}
         if not arrays:
             raise ValueError(f"{path}: no view arrays; expected some of {', '.join(SAMPLE_KEYS)}")
         study = [str(s) for s in z["study"]]
         modality = [str(m) for m in z["modality"]]
+        step = int(z["step"]) if "step" in files else None
     m = _STEP.search(path.name)
-    return Samples(arrays, study, modality, int(m.group(1)) if m else None)
+    if step is None and m:
+        step = int(m.group(1))
+    return Samples(arrays, study, modality, step)
 
 
 def save_samples(path: str | Path, samples: Samples) -> Path:
@@ -466,6 +470,7 @@ def parse_store_entry(spec: str) -> tuple[Path, str] | None:
     return Path(root), study
 
 
+@functools.lru_cache(maxsize=2)
 def mni_study(step: int = 1) -> Study:
     """The ICBM 2009a template (shipped in the nilearn wheel) as a study: T1 and tissue labels.
 
@@ -475,6 +480,9 @@ def mni_study(step: int = 1) -> Study:
     Args:
         step: keep every ``step``-th voxel along each axis (1 mm grid ``(197, 233, 189)`` at 1).
             Defaults to 1.
+
+    Returns:
+        The study (cached: do not modify its arrays in place).
     """
     from nilearn import datasets
 

@@ -124,7 +124,9 @@ def labels_layer(
     if isinstance(label, Volume):
         affine = label.affine if affine is None else affine
         label = label.data
-    data = np.asarray(as_volume_array(label)).astype(np.int32)
+    data = np.asarray(as_volume_array(label))
+    if not np.issubdtype(data.dtype, np.integer):
+        data = data.astype(np.int32)
     sch = get_scheme(scheme, data)
     values = [0, *sorted(sch.names)]
     features = pd.DataFrame({"index": values, "name": ["background"] + [sch.names[v] for v in values[1:]]})

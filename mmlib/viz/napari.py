@@ -47,7 +47,10 @@ PLANES: dict[str, tuple[tuple[int, int, int], tuple[str, str]]] = {
 
 
 def new_viewer(show: bool = True, title: str = "mmlib", size: tuple[int, int] | None = None) -> napari.Viewer:
-    """A napari viewer; when ``show``, a display is found or a private Xvfb started first.
+    """A napari viewer, on the current display or a private Xvfb started for it.
+
+    Without any display, a hidden viewer (``show=False``) still works on Qt's offscreen
+    platform (layers, no screenshots); a shown one cannot.
 
     Args:
         show: show the window (needed for screenshots). Defaults to True.
@@ -57,10 +60,14 @@ def new_viewer(show: bool = True, title: str = "mmlib", size: tuple[int, int] | 
     Raises:
         RuntimeError: When ``show`` and no display can be had (see :mod:`mmlib.viz.display`).
     """
+    import os
+
     from mmlib.viz.display import ensure_display, no_display_reason
 
-    if show and not ensure_display():
-        raise RuntimeError(f"napari cannot open a window: {no_display_reason()}")
+    if not ensure_display():
+        if show:
+            raise RuntimeError(f"napari cannot open a window: {no_display_reason()}")
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"  # a hidden viewer needs no display
     import napari
 
     viewer = napari.Viewer(show=show, title=title)
@@ -77,7 +84,24 @@ def add_layers(viewer: napari.Viewer, layer_data: Sequence[LayerData]) -> list[L
     """Add layer-data tuples ``(data, kwargs, type)`` to ``viewer``; returns the layers."""
     from napari.layers import Layer
 
-    return [viewer.add_layer(Layer.create(data, dict(kwargs), kind)) for data, kwargs, kind in layer_data]
+    with batched(viewer):
+        return [viewer.add_layer(Layer.create(data, dict(kwargs), kind)) for data, kwargs, kind in layer_data]
+
+
+def remove_layers(viewer: napari.Viewer, layers: Sequence[Layer]) -> None:
+    """Remove ``layers`` (those still in the viewer) with one scene-graph update."""
+    with batched(viewer):
+        for layer in layers:
+            if layer in viewer.layers:
+                viewer.layers.remove(layer)
+
+
+def batched(viewer: napari.Viewer) -> Any:
+    """A context that pauses napari's scene-graph updates (one update, one ``gc.collect``, at exit)."""
+    import contextlib
+
+    batch = getattr(viewer.layers, "batched_update", None)
+    return batch() if batch is not None else contextlib.nullcontext()
 
 
 def open_segmentation(
