@@ -135,6 +135,7 @@ OBJECTIVES: dict[str, ObjectiveConfig] = {
     "brainmvp_nocl": ObjectiveConfig(w_cl=0.0),
     "cmr_only": ObjectiveConfig(w_md=0.0, w_cl=0.0, warmup_epochs=0),
     "md_only": ObjectiveConfig(w_cmr=0.0, w_cl=0.0),
+    "cl_only": ObjectiveConfig(w_md=0.0, w_cmr=0.0, w_cl=1.0, warmup_epochs=0, cl_start_epoch=0),
     "mim": ObjectiveConfig(mode="mim", fill="zero", w_md=1.0, w_cmr=0.0, w_cl=0.0),
     "mim_noise": ObjectiveConfig(mode="mim", fill="noise", w_md=1.0, w_cmr=0.0, w_cl=0.0),
 }
