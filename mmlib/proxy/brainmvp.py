@@ -305,13 +305,15 @@ class BrainMVPObjective(nn.Module):
         i = 0
         if need_a:
             out["recon_a"] = recons[i]
-            out["md"] = reconstruction_loss(recons[i], target, region(out["mask"]))
-            total = total + cfg.w_md * out["md"]
+            if cfg.w_md > 0:
+                out["md"] = reconstruction_loss(recons[i], target, region(out["mask"]))
+                total = total + cfg.w_md * out["md"]
             i += 1
         if need_b:
             out["recon_b"] = recons[i]
-            out["cmr"] = reconstruction_loss(recons[i], target, region(out["mask_b"]))
-            total = total + cfg.w_cmr * out["cmr"]
+            if cfg.w_cmr > 0:
+                out["cmr"] = reconstruction_loss(recons[i], target, region(out["mask_b"]))
+                total = total + cfg.w_cmr * out["cmr"]
         if cl_active and need_a and need_b:
             out["cl"] = self.contrastive(deepest[0], deepest[1])
             total = total + cfg.w_cl * out["cl"]
