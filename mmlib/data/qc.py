@@ -232,3 +232,71 @@ def write_report(store: Store, out_dir: str | Path) -> dict[str, Any]:
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def plot_study(store: Store, study: str) -> Figure:
+    """Every modality of a curated study: axial, coronal and sagittal slices through the head
+    centre, with the label outlined when the study has one."""
+    row = store.row(study)
+    aff = np.asarray(row["affine"])
+    centre = np.rint(np.linalg.solve(aff[:3, :3], np.asarray(row["center_world"]) - aff[:3, 3]))
+    centre = np.clip(centre.astype(int), 0, np.asarray(row["shape"]) - 1)
+    label = store.label(study)
+    mods = row["modalities"]
+    fig = Figure(figsize=(2.2 * len(mods), 6.6), layout="constrained")
+    axes = fig.subplots(3, len(mods), squeeze=False)
+    views = (("axial", 2), ("coronal", 1), ("sagittal", 0))
+    for j, mod in enumerate(mods):
+        img = store.image(study, mod)
+        for i, (name, ax_i) in enumerate(views):
+            sl = [slice(None)] * 3
+            sl[ax_i] = int(centre[ax_i])
+            ax = axes[i, j]
+            ax.imshow(np.asarray(img[tuple(sl)], dtype=np.float32).T, cmap="gray", origin="lower",
+                      vmin=0, vmax=1)
+            if label is not None and np.asarray(label[tuple(sl)]).any():
+                ax.contour(np.asarray(label[tuple(sl)]).T > 0, levels=[0.5], colors="r",
+                           linewidths=0.6)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(mod)
+            if j == 0:
+                ax.set_ylabel(name)
+    fig.suptitle(f"{study} ({row['source']}), {'×'.join(map(str, row['shape']))} at "
+                 f"{row['spacing'][0]:g} mm")
+    return fig
+
+
+def plot_batch(batch: dict[str, Any], max_items: int = 4) -> Figure:
+    """Mid axial slices of a sampler batch: one row per study, one column per channel."""
+    image, present, modality = batch["image"], batch["present"], batch["modality"]
+    b, k = int(image.shape[0]), int(image.shape[1])
+    rows = min(b, max_items)
+    fig = Figure(figsize=(2.0 * k, 2.1 * rows), layout="constrained")
+    axes = fig.subplots(rows, k, squeeze=False)
+    z = int(image.shape[-1]) // 2
+    for i in range(rows):
+        for c in range(k):
+            ax = axes[i, c]
+            ax.imshow(np.asarray(image[i, c, :, :, z], dtype=np.float32).T, cmap="gray",
+                      origin="lower", vmin=0, vmax=1)
+            name = MODALITIES[int(modality[i, c])] if bool(present[i, c]) else "absent"
+            ax.set_title(name, fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(batch["study"][i], fontsize=7)
+    fig.suptitle("sampler crops: one box per study, every modality")
+    return fig
+
+
+def grid_table(store: Store, study: str) -> pd.DataFrame:
+    """The source grid of each modality of a study (shape, voxel size, orientation, dtype) and
+    its 5th/95th percentiles, as curation recorded them."""
+    rec = store.qc(study)["modalities"]
+    return pd.DataFrame({m: {"source shape": "×".join(map(str, r["source_shape"])),
+                             "voxel (mm)": "×".join(f"{v:g}" for v in r["source_spacing"]),
+                             "orientation": r["source_orientation"], "dtype": r["source_dtype"],
+                             "p5": round(r["p5"], 1), "p95": round(r["p95"], 1)}
+                         for m, r in rec.items()}).T
