@@ -51,7 +51,7 @@ from mmlib.data.store import Store
 from mmlib.downstream.data import Volumes
 from mmlib.downstream.missing import fill_missing, modality_subsets
 from mmlib.downstream.plan import plan
-from mmlib.downstream.tasks import split_studies, task_rows
+from mmlib.downstream.tasks import task_rows, task_splits
 from mmlib.engine.finetune import finetune_grid, load_network
 from mmlib.evaluate.reports import plot_subsets, to_markdown
 from mmlib.evaluate.robustness import subset_robustness
@@ -76,7 +76,7 @@ store = Store(ensure_store(scale))
 # %%
 runs = dict(zip(inits, finetune_grid(scale, inits, [P["main_fraction"]], [seed], {"task": task})))
 net, spec, templates, cfg = load_network(runs["brainmvp"])
-test = split_studies(task_rows(store.manifest, spec))["test"]
+test = task_splits(spec, task_rows(store.manifest, spec))["test"]
 s = Volumes(store, test[:1], spec.modalities)[0]
 present = torch.ones(1, len(spec.modalities), dtype=torch.bool)
 present[0, :] = False

@@ -211,7 +211,10 @@ def class_index(spec: TaskSpec, row: pd.Series) -> int:
     return spec.classes.index(value)
 
 
-def split_studies(rows: pd.DataFrame, seed: int = 0, test_fraction: float = 0.3, min_test: int = 2) -> dict[str, list[str]]:
+def split_studies(
+    rows: pd.DataFrame, seed: int = 0, test_fraction: float = 0.3, min_test: int = 2,
+    strata: dict[str, str] | None = None,
+) -> dict[str, list[str]]:
     """Train/val/test study lists of a task.
 
     The store's ``split`` column is used when it holds at least ``max(min_test,
@@ -220,6 +223,9 @@ def split_studies(rows: pd.DataFrame, seed: int = 0, test_fraction: float = 0.3,
     sets with one test study or none) the task's studies are split again, deterministically:
     ordered by a hash of the study id, the first ``round(test_fraction * n)`` are test, the rest
     train; ``seed`` is not used for this, so that every run of a task shares one test set.
+    With ``strata`` (study -> class, for classification) the re-split is stratified: each class
+    with at least two studies gives ``round(test_fraction * n_class)`` (at least one) test
+    studies, so that the test set holds every class.
 
     Returns:
         ``{"train": [...], "val": [...], "test": [...]}``, each sorted.
@@ -237,9 +243,28 @@ def split_studies(rows: pd.DataFrame, seed: int = 0, test_fraction: float = 0.3,
     need = max(min(min_test, len(studies) - 1), int(np.ceil(test_fraction / 3 * len(studies))))
     if len(out["test"]) >= need and out["train"]:
         return out
-    order = sorted(studies, key=lambda s: hashlib.sha1(s.encode()).hexdigest())
+    def _hash(s: str) -> str:
+        return hashlib.sha1(s.encode()).hexdigest()
+
+    if strata:
+        test: list[str] = []
+        for cls in sorted(set(strata.get(s, "") for s in studies)):
+            members = sorted((s for s in studies if strata.get(s, "") == cls), key=_hash)
+            if len(members) >= 2:
+                test += members[: max(1, int(round(test_fraction * len(members))))]
+        train = [s for s in studies if s not in set(test)]
+        return {"train": sorted(train), "val": [], "test": sorted(test)}
+    order = sorted(studies, key=_hash)
     n_test = min(len(studies) - 1, max(1, int(round(test_fraction * len(studies)))))
     return {"train": sorted(order[n_test:]), "val": [], "test": sorted(order[:n_test])}
+
+
+def task_splits(spec: TaskSpec, rows: pd.DataFrame, seed: int = 0) -> dict[str, list[str]]:
+    """:func:`split_studies` of a task, stratified by class for classification tasks."""
+    strata = None
+    if spec.kind == "classification":
+        strata = {str(r["study"]): str(_attrs_of(r).get(spec.attr, "")) for _, r in rows.iterrows()}
+    return split_studies(rows, seed=seed, strata=strata)
 
 
 def label_subset(train: Sequence[str], fraction: float, seed: int = 0, minimum: int = 1) -> list[str]:

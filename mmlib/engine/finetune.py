@@ -52,7 +52,7 @@ from mmlib.configs.scales import SCALES, check_scale
 from mmlib.downstream.data import ClassificationInputs, SegmentationCrops, Volumes, apply_flips
 from mmlib.downstream.missing import FILLS, fill_missing
 from mmlib.downstream.models import ClassifierNet, SegmentationNet, default_decoder, seeded
-from mmlib.downstream.tasks import TaskSpec, get_task, label_subset, resolve_task, split_studies, task_rows
+from mmlib.downstream.tasks import TaskSpec, get_task, label_subset, resolve_task, task_rows, task_splits
 from mmlib.paths import work_dir
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -496,7 +496,7 @@ def finetune(
     store = _store(cfg)
     spec = resolve_task(cfg["task"], store.manifest, store)
     rows = task_rows(store.manifest, spec)
-    splits = split_studies(rows, seed=int(cfg["data"]["subset_seed"]))
+    splits = task_splits(spec, rows, seed=int(cfg["data"]["subset_seed"]))
     labelled = label_subset(splits["train"], float(cfg["data"]["label_fraction"]), int(cfg["data"]["subset_seed"]),
                             minimum=2 if spec.kind == "classification" else 1)
     test = splits["test"][: cfg["data"]["max_test"]] if cfg["data"]["max_test"] else splits["test"]

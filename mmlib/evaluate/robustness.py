@@ -44,7 +44,7 @@ def subset_robustness(
     import json
 
     from mmlib.downstream.data import ClassificationInputs
-    from mmlib.downstream.tasks import split_studies, task_rows
+    from mmlib.downstream.tasks import task_rows, task_splits
     from mmlib.engine.finetune import _store, evaluate_classification, evaluate_segmentation, load_network
 
     run_dir = Path(run_dir)
@@ -55,7 +55,7 @@ def subset_robustness(
     net, spec, templates, cfg = load_network(run_dir)
     res = json.loads((run_dir / "results.json").read_text())
     store = _store(cfg)
-    test = split_studies(task_rows(store.manifest, spec), seed=int(cfg["data"]["subset_seed"]))["test"]
+    test = task_splits(spec, task_rows(store.manifest, spec), seed=int(cfg["data"]["subset_seed"]))["test"]
     test = test[:max_test] if max_test else test
     use = [f for f in fills if f != "template" or templates is not None]
     cells = [(s, f) for s in modality_subsets(spec.modalities, min_size) for f in use]
