@@ -206,3 +206,23 @@ def test_cli_trains_and_reports_config_errors(store, tmp_path) -> None:
     assert run.parent == root and run.name.startswith("mim-unet-") and (run / "DONE").is_file()
     samples = np.load(sorted((run / "samples").glob("*.npz"))[-1])
     assert "view_b" not in samples and samples["recon_a"].shape[0] == 2  # mim has one view
+
+
+def test_loader_workers_do_not_change_the_weights(store, reference, tmp_path, one_thread) -> None:
+    run = pretrain("smoke", overrides(store, **{"data.workers": 2}), run_dir=tmp_path / "run", progress=False)
+    assert_same_run(reference, run)
+
+
+def test_mixed_precision_modes(store, tmp_path) -> None:
+    from mmlib.engine.pretrain import amp_mode
+
+    cpu = torch.device("cpu")
+    assert amp_mode("auto", cpu) == (None, False) and amp_mode(False, cpu) == (None, False)
+    assert amp_mode("bf16", cpu) == (torch.bfloat16, False)
+    assert amp_mode("fp16", torch.device("cuda")) == (torch.float16, True)  # fp16 always with a grad scaler
+    with pytest.raises(ValueError, match="train.amp"):
+        amp_mode("fp8", cpu)
+    run = pretrain("smoke", overrides(store, **{"train.amp": "bf16", "train.max_steps": 2, "train.accum": 1}),
+                   run_dir=tmp_path / "bf16", progress=False)
+    res = json.loads((run / "results.json").read_text())
+    assert res["amp"] == "bf16" and all(np.isfinite(v) for v in res["final"].values())
