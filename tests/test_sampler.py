@@ -153,3 +153,15 @@ def test_labelled_classification(store):
     assert [ds.classes[i] for i in labels] == grades
     with pytest.raises(ValueError, match="attrs"):
         LabelledDataset(store, ["t1"], studies=["held_out"], label_key="grade")
+
+
+def test_set_epoch_reaches_persistent_workers(store):
+    ds = PretrainDataset(store, crop_size=8, k=4, seed=5)
+    loader = DataLoader(ds, batch_size=4, num_workers=2, persistent_workers=True,
+                        collate_fn=PretrainDataset.collate)
+    for epoch in (0, 3):
+        ds.set_epoch(epoch)
+        got = next(iter(loader))
+        want = PretrainDataset.collate([ds[i] for i in range(len(ds))])
+        assert torch.equal(got["image"], want["image"]), epoch
+        assert torch.equal(got["template_origin"], want["template_origin"])

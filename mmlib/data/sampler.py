@@ -6,7 +6,8 @@ position in template space (head-centred mm of crop voxel (0, 0, 0)) and canonic
 ids. Every draw comes from ``numpy.random.default_rng([seed, epoch, index])``, so a sample
 depends only on (seed, epoch, index): any DataLoader worker, any DistributedSampler rank, and a
 resumed run all produce the same sample for the same index. Call :meth:`set_epoch` before each
-epoch (with the default ``persistent_workers=False`` the workers get the new epoch).
+epoch; the epoch lives in a shared-memory tensor, so DataLoader workers see it even with
+``persistent_workers=True``.
 
 :class:`LabelledDataset` is the downstream counterpart: the task's modalities in a fixed
 channel order (zeros and ``present=False`` where missing) and the label, either the
@@ -95,7 +96,7 @@ class PretrainDataset(Dataset):
         self.crop_size = _size3(crop_size)
         self.k = int(k)
         self.seed = int(seed)
-        self.epoch = 0
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         if studies is None:
             roles = self.store.manifest["role"] if "role" in self.store.manifest else None
             if roles is not None and roles.notna().any():
@@ -110,9 +111,14 @@ class PretrainDataset(Dataset):
             raise ValueError(f"{self.store.root}: no studies selected for pre-training")
         self._rows = {s: self.store.row(s) for s in self.studies}
 
+    @property
+    def epoch(self) -> int:
+        """The current epoch (part of every sample's seed)."""
+        return int(self._epoch)
+
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch (part of every sample's seed)."""
-        self.epoch = int(epoch)
+        """Select the epoch; seen by every DataLoader worker, persistent ones included."""
+        self._epoch.fill_(int(epoch))
 
     def __len__(self) -> int:
         return len(self.studies)
@@ -195,7 +201,8 @@ class LabelledDataset(Dataset):
         self.modalities = [canonical(m) for m in modalities]
         self.crop_size = None if crop_size is None else _size3(crop_size)
         self.studies = sorted(studies) if studies is not None else self.store.studies()
-        self.seed, self.epoch = int(seed), 0
+        self.seed = int(seed)
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self.label_key = label_key
         self.foreground_fraction = float(foreground_fraction)
         self._rows = {s: self.store.row(s) for s in self.studies}
@@ -214,9 +221,14 @@ class LabelledDataset(Dataset):
         if not self.studies:
             raise ValueError(f"{self.store.root}: no studies selected")
 
+    @property
+    def epoch(self) -> int:
+        """The current epoch (part of every crop's seed)."""
+        return int(self._epoch)
+
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch (part of every crop's seed)."""
-        self.epoch = int(epoch)
+        """Select the epoch; seen by every DataLoader worker, persistent ones included."""
+        self._epoch.fill_(int(epoch))
 
     def __len__(self) -> int:
         return len(self.studies)
