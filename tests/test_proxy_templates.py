@@ -148,3 +148,25 @@ def test_block_statistics_equal_voxel_statistics():
     slow = minmax_scale(x, mask)
     assert torch.allclose(fast, slow, atol=1e-6)
     assert torch.allclose(fast[mask].view(3, -1).amin(1), torch.zeros(3), atol=1e-6)
+
+
+def test_straight_through_scaling_has_exact_values_and_identity_gradient():
+    g = torch.Generator().manual_seed(5)
+    x = (torch.rand(2, 1, 4, 4, 4, generator=g) * 1e-3).requires_grad_(True)
+    w = torch.rand(2, 1, 4, 4, 4, generator=g)
+    exact = minmax_scale(x)
+    (exact * w).sum().backward()
+    g_exact = x.grad.clone()
+    x.grad = None
+    st = minmax_scale(x, straight_through=True)
+    (st * w).sum().backward()
+    assert torch.allclose(st, exact, atol=1e-6)
+    assert torch.allclose(x.grad, w)
+    # the exact gradient is amplified by 1 / range (here ~1e3)
+    assert g_exact.abs().max() > 100 * w.abs().max()
+    # and the exact one is the gradient of the formula written out
+    x2 = x.detach().clone().requires_grad_(True)
+    lo = x2.flatten(1).amin(1).view(-1, 1, 1, 1, 1)
+    hi = x2.flatten(1).amax(1).view(-1, 1, 1, 1, 1)
+    (((x2 - lo) / (hi - lo)) * w).sum().backward()
+    assert torch.allclose(g_exact, x2.grad, rtol=1e-4, atol=1e-2)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -43,6 +44,7 @@ from mmlib.proxy.templates import Templates
 MODES: tuple[str, ...] = ("brainmvp", "mim")
 FILLS: tuple[str, ...] = ("zero", "noise")
 LOSS_REGIONS: tuple[str, ...] = ("all", "masked")
+TEMPLATE_GRADS: tuple[str, ...] = ("straight_through", "exact")
 
 
 @dataclass
@@ -70,6 +72,12 @@ class ObjectiveConfig:
         gather_distributed: gather contrastive negatives across DDP ranks. Defaults to False.
         projection_dim: output width of a projection head before InfoNCE; 0 = none (the
             authors'). Defaults to 0.
+        template_grad: gradient through the per-crop min-max scaling of the templates,
+            ``"straight_through"`` (identity) or ``"exact"`` (as the authors' autograd). The
+            exact gradient is ``1 / range`` times larger, 1e3-1e4 while the templates are near
+            their zero start; with a global gradient-norm clip it then takes the whole norm and
+            the backbone barely moves. Values are identical either way. Defaults to
+            "straight_through".
     """
 
     mode: str = "brainmvp"
@@ -85,6 +93,7 @@ class ObjectiveConfig:
     loss_region: str = "all"
     gather_distributed: bool = False
     projection_dim: int = 0
+    template_grad: str = "straight_through"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -94,6 +103,9 @@ class ObjectiveConfig:
         if self.loss_region not in LOSS_REGIONS:
             raise ValueError(f"ObjectiveConfig: loss_region should be one of {LOSS_REGIONS}, "
                              f"got {self.loss_region!r}.")
+        if self.template_grad not in TEMPLATE_GRADS:
+            raise ValueError(f"ObjectiveConfig: template_grad should be one of {TEMPLATE_GRADS}, "
+                             f"got {self.template_grad!r}.")
         if not 0.0 <= self.mask_rate <= 1.0:
             raise ValueError(f"ObjectiveConfig: mask_rate should be in the range [0, 1], got "
                              f"{self.mask_rate}.")
@@ -260,7 +272,8 @@ class BrainMVPObjective(nn.Module):
                                  "sampler must provide it for template fills.")
             crop = self.templates.crop(target_modality, origin.to(device), size,
                                        spacing=None if spacing is None else spacing.to(device),
-                                       scale=True, scale_where=where, scale_block=cfg.block_size)
+                                       scale=True, scale_where=where, scale_block=cfg.block_size,
+                                       straight_through=cfg.template_grad == "straight_through")
             return crop.to(target.dtype)
 
         region = (lambda m: m) if cfg.loss_region == "masked" else (lambda m: None)
@@ -298,8 +311,13 @@ class BrainMVPObjective(nn.Module):
             if out["mask"] is None:
                 out["mask"] = mask_b
             views.append(view_b)
-        recon, feats = self.backbone(torch.cat(views, dim=0))
-        recons = recon.split(bsz, dim=0)
+        x = torch.cat(views, dim=0)
+        if cfg.w_md <= 0 and cfg.w_cmr <= 0 and hasattr(self.backbone, "encode"):
+            feats = self.backbone.encode(x)  # contrastive only: the decoder is not needed
+            recons: Sequence[Tensor | None] = [None, None]
+        else:
+            recon, feats = self.backbone(x)
+            recons = recon.split(bsz, dim=0)
         deepest = feats[-1].split(bsz, dim=0)
         total = zero
         i = 0

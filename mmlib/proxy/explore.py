@@ -321,3 +321,54 @@ def template_figure(templates: Templates, means: Mapping[str, tuple[np.ndarray, 
         draw_slice(axes[1, c], mean, axis, z, cmap="gray", vmin=0.0, vmax=1.0,
                    title=f"mean {name} ({int(count.max())} studies)")
     return fig
+
+
+def run_model(run_dir: str | Path, initial: bool = False) -> tuple[torch.nn.Module, Templates]:
+    """The backbone and templates of a pre-training run: trained, or as they started.
+
+    Args:
+        run_dir: a run folder of :func:`mmlib.engine.pretrain.pretrain`.
+        initial: rebuild the step-0 network instead (the engine seeds ``train.seed`` before
+            building the backbone; the templates start at zero). Defaults to False (the latest
+            checkpoint).
+
+    Returns:
+        ``(backbone, templates)``, both in ``eval()`` mode on the CPU.
+    """
+    import json
+
+    from mmlib.data.store import Store
+    from mmlib.models import build_backbone
+
+    cfg = json.loads(Path(run_dir, "config.json").read_text())
+    templates = Templates(spacing=Store(cfg["data"]["store"]).spacing)
+    if initial:
+        torch.manual_seed(int(cfg["train"]["seed"]))
+        backbone = build_backbone(cfg["model"]["name"], **{**cfg["model"]["size"], "in_channels": 1})
+    else:
+        from mmlib.engine.pretrain import latest_checkpoint
+        from mmlib.models.checkpoints import load_pretrained
+
+        backbone, volumes, _, _ = load_pretrained(latest_checkpoint(run_dir))
+        if volumes is not None:
+            templates.volumes.data.copy_(volumes.float())
+    return backbone.eval(), templates.eval()
+
+
+def similarity_figure(pairs: Mapping[str, tuple[Tensor, Tensor]], size: float = 3.0) -> Figure:
+    """Cosine similarity of every view A (rows) with every view B (columns), one panel per entry.
+
+    The diagonal holds the positive pairs (two views of one study); a contrastive encoder makes
+    it stand out.
+    """
+    fig = Figure(figsize=(size * len(pairs), size + 0.4), layout="constrained")
+    axes = fig.subplots(1, len(pairs), squeeze=False)[0]
+    for ax, (name, (za, zb)) in zip(axes, pairs.items()):
+        sim = (za @ zb.T).numpy()
+        im = ax.imshow(sim, cmap="viridis", vmin=min(0.0, float(sim.min())), vmax=1.0)
+        r = retrieval(za, zb)
+        ax.set_title(f"{name}: top-1 {r['top1']:.2f}, gap {r['gap']:.3f}", fontsize=9)
+        ax.set_xlabel("view B of study")
+        ax.set_ylabel("view A of study")
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    return fig

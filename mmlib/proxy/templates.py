@@ -79,7 +79,7 @@ def block_minmax(crop: Tensor, block: int) -> tuple[Tensor, Tensor]:
 
 
 def minmax_scale(crop: Tensor, where: Tensor | None = None, eps: float = 1e-6,
-                 block: int | None = None) -> Tensor:
+                 block: int | None = None, straight_through: bool = False) -> Tensor:
     """Min-max scale each crop of a batch to [0, 1] over the voxels ``where`` it is used.
 
     A crop whose range is below ``eps`` (the all-zero template at initialisation) is returned
@@ -95,6 +95,11 @@ def minmax_scale(crop: Tensor, where: Tensor | None = None, eps: float = 1e-6,
         block: when ``where`` is made of whole ``block``³ cubes (a block mask) and the sizes are
             multiples of it, the statistics are computed per cube first (faster, same result).
             Defaults to None.
+        straight_through: exact values, identity gradient (the scaling is treated as a
+            constant map in the backward pass). The exact gradient is amplified by
+            ``1 / range``, which for a template near its zero initialisation is ~1e3-1e4:
+            harmless under Adam alone, but it dominates a global gradient-norm clip and so
+            starves the backbone. Defaults to False (exact).
 
     Returns:
         ``(B, 1, X, Y, Z)``.
@@ -122,6 +127,10 @@ def minmax_scale(crop: Tensor, where: Tensor | None = None, eps: float = 1e-6,
     inv = torch.where(ok, 1.0 / torch.where(ok, rng, torch.ones_like(rng)), torch.ones_like(rng))
     off = torch.where(ok, -lo * inv, torch.zeros_like(lo))
     shape = (-1,) + (1,) * (crop.dim() - 1)
+    if straight_through:
+        with torch.no_grad():
+            scaled = torch.addcmul(off.view(shape), crop, inv.view(shape))
+        return crop + (scaled - crop).detach() if crop.requires_grad else scaled
     return torch.addcmul(off.view(shape), crop, inv.view(shape))
 
 
@@ -226,6 +235,7 @@ class Templates(nn.Module):
         scale: bool = True,
         scale_where: Tensor | None = None,
         scale_block: int | None = None,
+        straight_through: bool = False,
     ) -> Tensor:
         """The anatomically matching template crop of each study, in one batched gather.
 
@@ -245,6 +255,8 @@ class Templates(nn.Module):
                 the mask). Defaults to None (the crop's voxels inside the grid).
             scale_block: block size of ``scale_where`` when it is a block mask (faster
                 statistics, see :func:`minmax_scale`). Defaults to None.
+            straight_through: identity gradient through the scaling (see
+                :func:`minmax_scale`). Defaults to False (exact).
 
         Returns:
             ``(B, 1, X, Y, Z)``.
@@ -307,10 +319,11 @@ class Templates(nn.Module):
         if scale:
             if inside is None:
                 where = None if scale_where is None else scale_where.to(dev).bool()
-                out = minmax_scale(out, where, block=scale_block)
+                out = minmax_scale(out, where, block=scale_block,
+                                   straight_through=straight_through)
             else:
                 where = inside if scale_where is None else scale_where.to(dev).bool() & inside
-                out = minmax_scale(out, where) * inside
+                out = minmax_scale(out, where, straight_through=straight_through) * inside
         return out
 
     def to_nifti(self, path: str | Path, modality: str | int | None = None,
