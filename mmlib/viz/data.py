@@ -502,3 +502,42 @@ def mni_study(step: int = 1) -> Study:
         Volume("segmentation", np.ascontiguousarray(label[sl]), affine, "labels"),
         "tissue",
     )
+
+
+def find_runs(root: str | Path, need_samples: bool = True) -> list[RunFolder]:
+    """Run folders under ``root`` (e.g. ``work_dir(scale) / "runs" / "pretrain"``), newest first.
+
+    Args:
+        root: a folder of run folders (searched two levels deep: ``<kind>/<name>`` or ``<name>``).
+        need_samples: keep only runs with a samples file. Defaults to True.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    folders = [p for p in list(root.glob("*")) + list(root.glob("*/*")) if p.is_dir() and (p / "checkpoints").is_dir()]
+    runs = [RunFolder(p) for p in folders]
+    if need_samples:
+        runs = [r for r in runs if r.sample_steps()]
+    return sorted(runs, key=lambda r: max((p.stat().st_mtime for p in r.path.glob("samples/*.npz")), default=r.path.stat().st_mtime), reverse=True)
+
+
+def pick_store_study(store: Any, source: str | None = None, min_modalities: int = 3, need_label: bool = True) -> str:
+    """A study of a :class:`mmlib.data.store.Store` worth looking at: labelled, with many modalities.
+
+    Among the studies with a label map (when ``need_label``) and at least ``min_modalities``,
+    the first (sorted) of those with the most modalities.
+
+    Raises:
+        LookupError: When no study qualifies.
+    """
+    best: tuple[int, str] | None = None
+    for study in store.studies(source=source):
+        row = store.row(study)
+        n = len(_as_list(row.get("modalities") or []))
+        if n < min_modalities or (need_label and store.label(study) is None):
+            continue
+        if best is None or n > best[0]:
+            best = (n, study)
+    if best is None:
+        raise LookupError(f"{store.root}: no study with a label and >= {min_modalities} modalities")
+    return best[1]

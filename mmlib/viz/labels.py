@@ -2,7 +2,8 @@
 
 BraTS labels are 1 necrotic / non-enhancing tumour core, 2 peritumoural oedema and enhancing
 tumour as 4 (BraTS <= 2021) or 3 (BraTS 2023); tissue labels (MRBrainS, the embedded cohort) are
-1 CSF, 2 grey matter, 3 white matter. Colours follow the BraTS papers' figures: core red, oedema
+1 CSF, 2 grey matter, 3 white matter; the Decathlon's Task01 numbers 1 oedema, 2 non-enhancing,
+3 enhancing tumour; ISLES has one lesion label. Colours follow the BraTS papers' figures: core red, oedema
 green, enhancing yellow.
 """
 
@@ -63,6 +64,12 @@ SCHEMES: dict[str, LabelScheme] = {
         {1: "necrotic / non-enhancing core", 2: "oedema", 3: "enhancing tumour"},
         {1: _RED, 2: _GREEN, 3: _YELLOW},
     ),
+    "decathlon": LabelScheme(  # Medical Segmentation Decathlon Task01 (BrainTumour) numbering
+        "decathlon",
+        {1: "oedema", 2: "non-enhancing tumour", 3: "enhancing tumour"},
+        {1: _GREEN, 2: _RED, 3: _YELLOW},
+    ),
+    "lesion": LabelScheme("lesion", {1: "lesion"}, {1: (1.00, 0.25, 0.25, 1.0)}),
     "tissue": LabelScheme(
         "tissue",
         {1: "CSF", 2: "grey matter", 3: "white matter"},
@@ -95,12 +102,18 @@ def get_scheme(scheme: str | LabelScheme | None, label: np.ndarray | None = None
 def scheme_for_source(source: str | None, label: np.ndarray | None = None) -> LabelScheme:
     """Guess the scheme from a store ``source`` name (``brats2021``, ``brats2023_ped``, ...).
 
-    Sources named after BraTS 2023 (``brats2023*``, ``brats-*``) or MRBrainS / tissue get their
-    scheme; anything else falls back to :func:`get_scheme` on the label values.
+    Sources named after BraTS 2023, BraTS <= 2021, UCSF-PDGM, the Decathlon, ISLES or MRBrainS
+    get their scheme; anything else falls back to :func:`get_scheme` on the label values.
     """
     s = (source or "").lower()
     if "mrbrains" in s or "tissue" in s:
         return SCHEMES["tissue"]
+    if "isles" in s:
+        return SCHEMES["lesion"]
+    if "decathlon" in s or "task01" in s:
+        return SCHEMES["decathlon"]
+    if "ucsf" in s:
+        return SCHEMES["brats2021"]
     if "2023" in s or "2024" in s:
         return SCHEMES["brats2023"]
     if "brats" in s and any(y in s for y in ("2018", "2019", "2020", "2021")):

@@ -76,6 +76,14 @@ def new_viewer(show: bool = True, title: str = "mmlib", size: tuple[int, int] | 
     return viewer
 
 
+def display_status() -> tuple[bool, str]:
+    """Whether a shown napari viewer can be had here (starting Xvfb if needed), and if not why."""
+    from mmlib.viz.display import ensure_display, no_display_reason
+
+    ok = ensure_display()
+    return ok, "" if ok else no_display_reason()
+
+
 def _viewer(viewer: napari.Viewer | None) -> napari.Viewer:
     return new_viewer() if viewer is None else viewer
 
@@ -316,8 +324,17 @@ def set_grid(viewer: napari.Viewer, enabled: bool = True, *, stride: int = 1, sh
     viewer.reset_view()
 
 
-def screenshot(viewer: napari.Viewer, path: str | Path | None = None, *, canvas_only: bool = True) -> np.ndarray:
+def screenshot(
+    viewer: napari.Viewer, path: str | Path | None = None, *, canvas_only: bool = True, reset_view: bool = True
+) -> np.ndarray:
     """An RGBA screenshot ``(H, W, 4)`` uint8 of a *shown* viewer, also saved as PNG when ``path``.
+
+    Args:
+        viewer: a shown viewer.
+        path: where to save the PNG. Defaults to None (not saved).
+        canvas_only: the canvas only, or the whole window with its docks. Defaults to True.
+        reset_view: fit the layers to the canvas first, once pending resizes (a new dock, a
+            new window size) have been applied. Defaults to True.
 
     Raises:
         RuntimeError: When the viewer's window is not shown (hidden canvases render black).
@@ -327,6 +344,9 @@ def screenshot(viewer: napari.Viewer, path: str | Path | None = None, *, canvas_
     if not viewer.window._qt_window.isVisible():
         raise RuntimeError("screenshot: the viewer is hidden; make it with show=True (under Xvfb when headless)")
     QApplication.processEvents()
+    if reset_view:
+        viewer.reset_view()
+        QApplication.processEvents()
     image = np.asarray(viewer.screenshot(canvas_only=canvas_only, flash=False))
     if path is not None:
         import matplotlib.image

@@ -1,7 +1,8 @@
 """Static figures for the book: slices, montages, label overlays, proxy-task samples, loss curves.
 
-Every function returns a :class:`matplotlib.figure.Figure` built without pyplot (so a notebook
-cell shows it once, and nothing leaks between figures); :func:`save` writes it. Slices of RAS
+Every function returns a :class:`BookFigure` (a :class:`matplotlib.figure.Figure` built without
+pyplot that IPython displays as PNG: a notebook cell shows it once, nothing leaks between
+figures, no inline backend is needed); :func:`save` writes it. Slices of RAS
 arrays are drawn in the neurological convention: anterior / superior up, the patient's right
 on the right, with the aspect ratio of the voxel spacing.
 """
@@ -19,6 +20,19 @@ from matplotlib.patches import Patch
 
 from mmlib.viz.data import SAMPLE_KEYS, SAMPLE_TITLES, RunFolder, Samples
 from mmlib.viz.labels import LabelScheme, get_scheme
+
+class BookFigure(Figure):
+    """A matplotlib figure that IPython shows as PNG without pyplot or an inline backend."""
+
+    def _repr_png_(self) -> bytes:
+        import io
+
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        buf = io.BytesIO()
+        FigureCanvasAgg(self).print_png(buf)
+        return buf.getvalue()
+
 
 AXES: dict[str, int] = {"sagittal": 0, "coronal": 1, "axial": 2}
 """Slice planes of RAS arrays ``(X, Y, Z)`` and the axis each cuts."""
@@ -118,7 +132,7 @@ def label_legend(fig: Figure, scheme: str | LabelScheme | None, label: np.ndarra
 def _grid(n: int, ncols: int | None, size: float) -> tuple[Figure, np.ndarray]:
     cols = min(n, ncols or n)
     rows = int(np.ceil(n / cols))
-    fig = Figure(figsize=(size * cols, size * rows + 0.4), layout="constrained")
+    fig = BookFigure(figsize=(size * cols, size * rows + 0.4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     for ax in axes[n:]:
         ax.set_axis_off()
@@ -211,7 +225,7 @@ def overlay(
     """One slice of ``image`` with ``label`` on top, and a legend of the label names."""
     a = axis_index(axis)
     index = best_slice(label, a) if index is None else index
-    fig = Figure(figsize=(size, size + 0.5), layout="constrained")
+    fig = BookFigure(figsize=(size, size + 0.5), layout="constrained")
     ax = fig.subplots()
     draw_slice(ax, image, a, index, spacing=spacing, label=label, scheme=scheme, alpha=alpha, title=title)
     label_legend(fig, scheme, label, ncol=2)
@@ -243,7 +257,7 @@ def sample_figure(
     keys = [k for k in keys if k in arrays]
     n = next(iter(arrays.values())).shape[0]
     rows = list(entries) if entries is not None else list(range(min(n, 4)))
-    fig = Figure(figsize=(size * len(keys), size * len(rows) + 0.3), layout="constrained")
+    fig = BookFigure(figsize=(size * len(keys), size * len(rows) + 0.3), layout="constrained")
     axes = fig.subplots(len(rows), len(keys), squeeze=False)
     for r, e in enumerate(rows):
         for c, k in enumerate(keys):
@@ -302,7 +316,7 @@ def loss_curves(
     keys = [k for k in keys if any(k in df for df in runs.values())]
     if not keys:
         raise ValueError("metrics: no numeric columns to plot; pass keys=[...] naming columns of metrics.csv")
-    fig = Figure(figsize=(size[0] * len(keys), size[1]), layout="constrained")
+    fig = BookFigure(figsize=(size[0] * len(keys), size[1]), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(keys), squeeze=False)).ravel()
     for ax, k in zip(axes, keys):
         for name, df in runs.items():
@@ -328,7 +342,7 @@ def image_figure(image: np.ndarray, title: str | None = None, width: float = 8.0
     """A figure showing an RGB(A) image (a napari screenshot) at its aspect ratio."""
     img = np.asarray(image)
     h, w = img.shape[:2]
-    fig = Figure(figsize=(width, width * h / w + (0.3 if title else 0.0)), layout="constrained")
+    fig = BookFigure(figsize=(width, width * h / w + (0.3 if title else 0.0)), layout="constrained")
     ax = fig.subplots()
     ax.imshow(img)
     ax.set_axis_off()
