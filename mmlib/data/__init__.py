@@ -7,8 +7,10 @@ is used, no cohort until one is asked for).
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +45,8 @@ def ensure_store(scale: str, progress: bool = True) -> Path:
 
     The cohort is made by ``mmlib.data.phantom.ensure_cohort(scale)`` if needed; the store is
     curated at :data:`STORE_SPACING` (smoke 4 mm, demo 2 mm, paper 1 mm). A finished store
-    (marker ``DONE`` holding the cohort path and spacing) is reused as is.
+    (marker ``DONE`` holding the spacing and a SHA-1 of the cohort's ``cohort.json``) is reused
+    as is; one made from another cohort or spacing is rebuilt.
 
     Args:
         scale: ``smoke``, ``demo`` or ``paper``.
@@ -57,18 +60,22 @@ def ensure_store(scale: str, progress: bool = True) -> Path:
     root = work_dir(scale) / "store"
     spacing = STORE_SPACING[scale]
     done = root / "DONE"
-    if done.is_file():
-        meta = json.loads(done.read_text())
-        if abs(meta.get("spacing", -1) - spacing) < 1e-9:
-            return root
-    from mmlib.data.curate import curate
-    from mmlib.data.layouts import discover
     from mmlib.data.phantom import ensure_cohort
 
     cohort = Path(ensure_cohort(scale))
+    digest = hashlib.sha1((cohort / "cohort.json").read_bytes()).hexdigest()
+    if done.is_file():
+        meta = json.loads(done.read_text())
+        if abs(meta.get("spacing", -1) - spacing) < 1e-9 and meta.get("cohort_sha1",
+                                                                     digest) == digest:
+            return root
+        shutil.rmtree(root)  # made from another cohort or spacing: rebuild
+    from mmlib.data.curate import curate
+    from mmlib.data.layouts import discover
+
     report = curate(discover(cohort), root, spacing=spacing, workers=STORE_WORKERS[scale],
                     progress=progress)
-    done.write_text(json.dumps({"cohort": str(cohort), "spacing": spacing,
+    done.write_text(json.dumps({"cohort": str(cohort), "cohort_sha1": digest, "spacing": spacing,
                                 "curated": len(report.curated) + len(report.skipped),
                                 "failed": report.failed}, indent=1))
     return root
