@@ -57,3 +57,17 @@ def test_two_gloo_ranks_agree_with_each_other_and_with_one_process(tmp_path: Pat
     ra = json.loads((one / "results.json").read_text())
     assert abs(ra["final"]["loss"] - results["final"]["loss"]) < 1e-4 * max(1.0, abs(ra["final"]["loss"]))
     assert results["final"]["cl"] > 0  # the contrastive term (in-chunk negatives) was on
+
+
+def test_an_error_on_rank_0_stops_every_rank(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "store")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"scale": "smoke", "train": {"seed": 123}}))
+    proc = subprocess.run(
+        [*torchrun(), "--standalone", "--nproc-per-node", "2", "-m", "mmlib", "pretrain", "--config", "smoke",
+         "--no-progress", "--run-dir", str(run), f"data.store={store}", "device=cpu"],
+        capture_output=True, text=True, env=ENV, timeout=240,
+    )
+    assert proc.returncode != 0
+    assert proc.stderr.count("holds an unfinished run with a different config") == 2, proc.stderr[-3000:]

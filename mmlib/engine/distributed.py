@@ -92,10 +92,11 @@ def setup(device: str = "auto", timeout_s: float = 1800.0) -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size(), local, dev, backend)
 
 
-def teardown(info: DistInfo) -> None:
-    """Leave the process group (if this module joined one)."""
+def teardown(info: DistInfo, wait: bool = True) -> None:
+    """Leave the process group; ``wait`` for the other ranks first (not after an error)."""
     if info.distributed and dist.is_initialized():
-        dist.barrier()
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -372,11 +372,15 @@ class Trainer:
 
     @torch.no_grad()
     def write_samples(self) -> Path | None:
-        """``samples/step_XXXXXXX.npz``: views and reconstructions (float16 ``(N, X, Y, Z)``)."""
+        """``samples/step_XXXXXXX.npz``: views and reconstructions (float16 ``(N, X, Y, Z)``) of
+        :meth:`fixed_batch`, plus ``study`` and ``modality`` (the target's) string arrays; a view
+        the objective does not compute (``view_b`` of ``mim``) is left out."""
         from mmlib.modalities import MODALITIES
 
-        if not self.info.is_main or int(self.cfg["samples"]["n"]) < 1:
+        if int(self.cfg["samples"]["n"]) < 1:
             return None
+        # every rank runs the forward (a contrastive loss that gathers across ranks is a
+        # collective); rank 0 writes
         if not hasattr(self, "_fixed"):
             self._fixed = self.fixed_batch()
         batch = _to_device(self._fixed, self.info.device)
@@ -388,6 +392,8 @@ class Trainer:
                 out = self.objective(batch, epoch=self.step // self.steps_per_epoch, generator=gen)
         finally:
             self.objective.train(was)
+        if not self.info.is_main:
+            return None
         arrays: dict[str, Any] = {}
         for key in SAMPLE_KEYS:
             v = out.get(key)
@@ -572,16 +578,15 @@ def pretrain(
     cfg = load_config(config, overrides)
     owned = not (torch.distributed.is_available() and torch.distributed.is_initialized())
     info = D.setup(cfg["device"])
+    ok = False
     try:
-        if info.is_main:
-            resolved = resolve(cfg, info.device, build_store=True)
-        D.barrier(info)
-        if not info.is_main:
-            resolved = resolve(cfg, info.device, build_store=True)
+        # rank 0 makes the store (if needed) and decides about the folder; the others follow,
+        # and an error on rank 0 is raised on every rank instead of leaving them waiting
+        resolved = _on_main(info, lambda: resolve(cfg, info.device, build_store=True))
         folder = Path(run_dir) if run_dir is not None else default_run_dir(resolved)
-        action = _decide(folder, resolved) if info.is_main else None
-        action = D.broadcast_object(action, info)
+        action = _on_main(info, lambda: _decide(folder, resolved))
         if action == "done":
+            ok = True
             return folder
         if info.is_main:
             folder.mkdir(parents=True, exist_ok=True)
@@ -597,10 +602,30 @@ def pretrain(
             ckpt.write_text_atomic(folder / "results.json", json.dumps(results, indent=2) + "\n")
             ckpt.write_text_atomic(folder / "DONE", time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
         D.barrier(info)
+        ok = True
         return folder
     finally:
         if owned:
-            D.teardown(info)
+            D.teardown(info, wait=ok)
+
+
+def _on_main(info: D.DistInfo, fn: Any) -> Any:
+    """``fn()`` on rank 0, its result broadcast; an exception there is re-raised on every rank."""
+    result, error = None, None
+    if info.is_main:
+        try:
+            result = fn()
+        except (ValueError, FileNotFoundError, RuntimeError) as err:
+            error = err
+    if info.distributed:
+        box = D.broadcast_object((None if error else result, None if error is None else (type(error).__name__, str(error))), info)
+        result, err_info = box
+        if err_info is not None and error is None:
+            kind = {"ValueError": ValueError, "FileNotFoundError": FileNotFoundError}.get(err_info[0], RuntimeError)
+            raise kind(err_info[1])
+    if error is not None:
+        raise error
+    return result
 
 
 def _decide(folder: Path, resolved: Mapping[str, Any]) -> str:
@@ -611,8 +636,8 @@ def _decide(folder: Path, resolved: Mapping[str, Any]) -> str:
     saved = json.loads(saved_path.read_text())
     changed = diff(identity(saved), identity(resolved))
     if changed:
-        state = "finished" if (folder / "DONE").is_file() else "unfinished"
-        raise ValueError(f"{folder}: holds a {state} run with a different config (differs in "
+        state = "a finished" if (folder / "DONE").is_file() else "an unfinished"
+        raise ValueError(f"{folder}: holds {state} run with a different config (differs in "
                          f"{', '.join(changed[:6])}); choose another run.name or remove the folder")
     return "done" if (folder / "DONE").is_file() else "resume"
 
