@@ -190,6 +190,9 @@ def main() -> None:
     n = 8192 if device.type == "cuda" else 512
     measured = {"bf16": measured_matmul_tflops(device, torch.bfloat16, n), "fp32": measured_matmul_tflops(device, torch.float32, n)}
     peaks = {"datasheet": datasheet, "measured": measured}
+    if device.type == "cuda":
+        print(f"TF32: cudnn convolutions {torch.backends.cudnn.allow_tf32}, matmuls "
+              f"{torch.backends.cuda.matmul.allow_tf32} (the fp32 baseline uses PyTorch's defaults)")
     print(f"device {chip}; torch {torch.__version__}; {args.size}^3, batch {args.batch} (x2 views), "
           f"{args.scale} sizes; matmul measured bf16 {measured['bf16']:.2f} / fp32 {measured['fp32']:.2f} TFLOP/s; "
           f"datasheet {datasheet or 'unknown'}")

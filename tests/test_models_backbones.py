@@ -94,3 +94,19 @@ def test_ill_arguments() -> None:
         build_backbone("swinunetr", feature_size=16)
     with pytest.raises(ValueError, match="BACKBONE_PRESETS"):
         build_backbone("unet", widths=[1, 2, 3, 4])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_channels_last_3d_gives_the_same_numbers(name: str) -> None:
+    torch.manual_seed(0)
+    net = build_backbone(name, **BACKBONE_PRESETS["smoke"][name]).eval()
+    x = torch.randn(2, 1, 32, 32, 32)
+    with torch.no_grad():
+        ref_recon, ref_feats = net(x)
+        net = net.to(memory_format=torch.channels_last_3d)
+        recon, feats = net(x.contiguous(memory_format=torch.channels_last_3d))
+    torch.testing.assert_close(recon, ref_recon, rtol=1e-4, atol=1e-5)
+    for a, b in zip(feats, ref_feats):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    if name == "uniformer":  # stays channels-last through the attention stages (no copies)
+        assert feats[3].is_contiguous(memory_format=torch.channels_last_3d)

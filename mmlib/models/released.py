@@ -405,7 +405,7 @@ def load_released(
         if key == TEMPLATE_KEY:
             if value.ndim != 4:
                 raise ValueError(f"{source}: {TEMPLATE_KEY} should be (K, X, Y, Z), got {tuple(value.shape)}")
-            templates = value.detach().float().clone()
+            templates = value.detach().float()
             report.used[key] = TEMPLATE_TARGET
             continue
         if key in table:

@@ -25,10 +25,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmlib.models.base import Backbone, as_int_tuple
+
+
+def _channels_last(x: Tensor) -> bool:
+    """Whether ``x`` ``(B, C, D, H, W)`` is laid out channels_last_3d (and not also contiguous)."""
+    return x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous()
 
 
 class PatchEmbed(nn.Module):
@@ -40,9 +46,10 @@ class PatchEmbed(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        """``(B, C, D, H, W) -> (B, E, D/2, H/2, W/2)``."""
+        """``(B, C, D, H, W) -> (B, E, D/2, H/2, W/2)``, in the memory format of ``x``."""
         x = self.proj(x)
-        return self.norm(x.permute(0, 2, 3, 4, 1)).permute(0, 4, 1, 2, 3).contiguous()
+        out = self.norm(x.permute(0, 2, 3, 4, 1)).permute(0, 4, 1, 2, 3)
+        return out if _channels_last(x) else out.contiguous()
 
 
 class ConvMlp(nn.Module):
@@ -124,9 +131,11 @@ class AttentionBlock(nn.Module):
         """``(B, C, D, H, W) -> (B, C, D, H, W)``."""
         x = x + self.pos_embed(x)
         b, c, d, h, w = x.shape
-        t = x.flatten(2).transpose(1, 2)
+        t = x.flatten(2).transpose(1, 2)  # a view (no copy) when x is channels_last_3d
         t = t + self.attn(self.norm1(t))
         t = t + self.mlp(self.norm2(t))
+        if _channels_last(x):
+            return t.reshape(b, d, h, w, c).permute(0, 4, 1, 2, 3)
         return t.transpose(1, 2).reshape(b, c, d, h, w)
 
 
