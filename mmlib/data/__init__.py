@@ -60,6 +60,12 @@ def ensure_store(scale: str, progress: bool = True) -> Path:
     root = work_dir(scale) / "store"
     spacing = STORE_SPACING[scale]
     done = root / "DONE"
+    cohort = work_dir(scale) / "cohort"
+    if done.is_file() and (cohort / "DONE").is_file() and (cohort / "cohort.json").is_file():
+        meta = json.loads(done.read_text())  # fast path: no cohort validation needed
+        digest = hashlib.sha1((cohort / "cohort.json").read_bytes()).hexdigest()
+        if abs(meta.get("spacing", -1) - spacing) < 1e-9 and meta.get("cohort_sha1") == digest:
+            return root
     from mmlib.data.phantom import ensure_cohort
 
     cohort = Path(ensure_cohort(scale))
@@ -68,6 +74,8 @@ def ensure_store(scale: str, progress: bool = True) -> Path:
         meta = json.loads(done.read_text())
         if abs(meta.get("spacing", -1) - spacing) < 1e-9 and meta.get("cohort_sha1",
                                                                      digest) == digest:
+            if "cohort_sha1" not in meta:  # written before the digest was recorded
+                done.write_text(json.dumps({**meta, "cohort_sha1": digest}, indent=1))
             return root
         shutil.rmtree(root)  # made from another cohort or spacing: rebuild
     from mmlib.data.curate import curate
