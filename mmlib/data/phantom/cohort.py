@@ -502,13 +502,30 @@ def make_cohort(preset: str | CohortSpec, out: Path | str, seed: int = 0,
         raise ValueError(f"make_cohort: workers should be a positive integer, got {workers!r}")
     root = Path(out)
     key = spec_hash(spec, seed)
+    if (root / "DONE").is_file() and (root / "DONE").read_text().strip() == key:
+        return root
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "a+") as lock:
+        _lock(lock)  # another process making the same cohort: wait for it, then reuse
+        return _make_locked(spec, root, key, seed, workers)
+
+
+def _lock(handle: Any) -> None:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no cross-process lock
+        return
+    fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+
+
+def _make_locked(spec: CohortSpec, root: Path, key: str, seed: int, workers: int) -> Path:
     done, progress = root / "DONE", root / ".tmp" / "PROGRESS"
     if done.is_file():
         if done.read_text().strip() == key:
             return root
         raise ValueError(f"{root}: holds a finished cohort made with another spec or seed; "
                          f"choose another --out or delete that folder")
-    if root.exists() and any(root.iterdir()):
+    if any(p.name not in (".lock", ".tmp") for p in root.iterdir()):
         if not (progress.is_file() and progress.read_text().strip() == key):
             raise ValueError(f"{root}: folder is not empty and is not an unfinished cohort of "
                              f"this spec; choose an empty or new --out")
@@ -528,7 +545,7 @@ def make_cohort(preset: str | CohortSpec, out: Path | str, seed: int = 0,
                 jobs.append((src, i))
     total = sum(s.n_subjects for s in spec.sources)
     bar = tqdm(total=total, initial=total - len(jobs), desc=f"cohort {spec.preset}",
-               unit="study", disable=None)
+               unit="study")
     if workers == 1 or len(jobs) <= 1:
         for src, i in jobs:
             res = _job(src, i, seed, spec.factor, str(root))

@@ -1,0 +1,145 @@
+"""Tables and summaries of the embedded cohort for the book (notebook 01) and for QC.
+
+Nothing here plots: these functions return numbers, data frames and text that a notebook
+shows or plots.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from mmlib.data.phantom.subject import Rendered
+from mmlib.data.phantom.tissues import COMPARTMENTS, SEQUENCES, TISSUES, Tissue, signal_table
+
+#: Compartments shown in per-tissue tables, in display order.
+SHOWN = ("csf", "gm", "wm", "oedema", "enhancing", "necrosis", "nonenhancing", "meningioma",
+         "stroke", "vessel", "scalp")
+
+
+def signal_frame(tissues: dict[str, Tissue] | None = None,
+                 modalities: tuple[str, ...] = tuple(SEQUENCES)) -> pd.DataFrame:
+    """Noise-free signal of each compartment per modality, relative to white matter.
+
+    Returns:
+        A frame indexed by compartment (:data:`SHOWN`) with one column per modality (the ADC
+        column holds the ADC itself in 1e-3 mm²/s).
+    """
+    tissues = tissues or TISSUES
+    cols = {}
+    wm = COMPARTMENTS.index("wm")
+    for m in modalities:
+        if SEQUENCES[m].kind == "adc":
+            cols[m] = [tissues[c].adc for c in SHOWN]
+            continue
+        s, _ = signal_table(tissues, m)
+        cols[m] = [float(s[COMPARTMENTS.index(c)] / s[wm]) for c in SHOWN]
+    return pd.DataFrame(cols, index=list(SHOWN)).round(3)
+
+
+def tissue_samples(r: Rendered, modality: str, threshold: float = 0.8,
+                   names: tuple[str, ...] = SHOWN) -> dict[str, np.ndarray]:
+    """Intensities of a rendered modality in (nearly) pure voxels of each compartment."""
+    img = r.images[modality]
+    out = {}
+    for name in names:
+        mask = r.fraction(name) >= (threshold if name not in ("vessel",) else 0.5)
+        if mask.sum() >= 5:
+            out[name] = img[mask]
+    return out
+
+
+def contrast_summary(r: Rendered) -> dict[str, float]:
+    """The contrasts the cohort promises, as ratios of medians in pure voxels.
+
+    Keys (when the modality and compartment are present): ``t1_wm_gm``, ``t1_gm_csf``,
+    ``t2_csf_gm``, ``t2_gm_wm``, ``flair_csf_wm``, ``flair_oedema_wm``, ``t1c_enh_wm``,
+    ``t1_enh_wm``, ``dwi_stroke_normal``, ``adc_stroke_normal``, ``mra_vessel_tissue``.
+    """
+    med: dict[tuple[str, str], float] = {}
+    for m in r.images:
+        for name, v in tissue_samples(r, m).items():
+            med[(m, name)] = float(np.median(v))
+
+    def ratio(key: str, m: str, a: str, b: str) -> None:
+        if (m, a) in med and (m, b) in med and med[(m, b)] > 0:
+            out[key] = round(med[(m, a)] / med[(m, b)], 3)
+
+    out: dict[str, float] = {}
+    ratio("t1_wm_gm", "t1", "wm", "gm")
+    ratio("t1_gm_csf", "t1", "gm", "csf")
+    ratio("t2_csf_gm", "t2", "csf", "gm")
+    ratio("t2_gm_wm", "t2", "gm", "wm")
+    ratio("flair_csf_wm", "flair", "csf", "wm")
+    ratio("flair_oedema_wm", "flair", "oedema", "wm")
+    ratio("t1c_enh_wm", "t1c", "enhancing", "wm")
+    ratio("t1_enh_wm", "t1", "enhancing", "wm")
+    ratio("dwi_stroke_normal", "dwi", "stroke", "wm")
+    ratio("adc_stroke_normal", "adc", "stroke", "wm")
+    ratio("mra_vessel_tissue", "mra", "vessel", "wm")
+    return out
+
+
+def read_cohort_json(root: Path) -> dict[str, Any]:
+    """The cohort root's ``cohort.json``."""
+    return json.loads((Path(root) / "cohort.json").read_text())
+
+
+def source_table(root: Path) -> pd.DataFrame:
+    """One row per source: layout, role, task, subjects, modalities, and the first image's
+    shape, voxel size, orientation and dtype as written on disk."""
+    root = Path(root)
+    rows = []
+    for e in read_cohort_json(root)["sources"]:
+        files = sorted(p for p in (root / e["path"]).rglob("*.nii.gz")
+                       if "derivatives" not in p.parts and "labels" not in p.as_posix().lower()
+                       and not p.name.endswith(("_seg.nii.gz", "-seg.nii.gz",
+                                                "_segmentation.nii.gz", "_msk.nii.gz")))
+        first = nib.load(files[0]) if files else None
+        rows.append({
+            "source": e["name"], "layout": e["layout"], "role": e["role"], "task": e["task"],
+            "subjects": e["n_subjects"], "modalities": ",".join(e["modalities"]),
+            "first file": files[0].relative_to(root / e["path"]).as_posix() if files else "",
+            "shape": tuple(int(s) for s in first.shape) if first else None,
+            "voxel mm": tuple(round(float(v), 2) for v in nib.affines.voxel_sizes(first.affine))
+            if first else None,
+            "orientation": "".join(nib.aff2axcodes(first.affine)) if first else "",
+            "dtype": str(first.get_data_dtype()) if first else "",
+        })
+    return pd.DataFrame(rows).set_index("source")
+
+
+def layout_tree(root: Path, source: str, max_items: int = 2) -> str:
+    """A ``tree``-like listing of one source: the first ``max_items`` entries of each folder."""
+    base = Path(root) / source
+
+    def walk(folder: Path, prefix: str) -> list[str]:
+        items = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+        lines = []
+        for i, p in enumerate(items[:max_items] + ([] if len(items) <= max_items else [None])):
+            if p is None:
+                lines.append(f"{prefix}└── … ({len(items) - max_items} more)")
+                break
+            last = i == len(items) - 1 or (i == max_items - 1 and len(items) <= max_items)
+            lines.append(f"{prefix}{'└── ' if last else '├── '}{p.name}{'/' if p.is_dir() else ''}")
+            if p.is_dir():
+                lines += walk(p, prefix + ("    " if last else "│   "))
+        return lines
+
+    return "\n".join([f"{source}/"] + walk(base, ""))
+
+
+def participants(root: Path, source_path: str) -> pd.DataFrame:
+    """A source's ``participants.tsv`` as a frame."""
+    return pd.read_csv(Path(root) / source_path / "participants.tsv", sep="\t")
+
+
+def lesion_slice(label: np.ndarray, axis: int = 2) -> int:
+    """Index of the slice (along ``axis``) with the most lesion voxels (middle if none)."""
+    area = (label > 0).sum(axis=tuple(a for a in range(3) if a != axis))
+    return int(np.argmax(area)) if area.any() else label.shape[axis] // 2
