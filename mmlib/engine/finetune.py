@@ -276,6 +276,10 @@ def build_network(
 def segmentation_loss(spec: TaskSpec, logits: torch.Tensor | list[torch.Tensor], label: torch.Tensor) -> torch.Tensor:
     """Dice + BCE (overlapping regions, sigmoid) or Dice + CE (classes, softmax), with deep supervision.
 
+    The soft Dice uses a smoothing of 1 voxel in numerator and denominator, so a region absent
+    from a crop and absent from the prediction costs nothing (with MONAI's default 1e-5 it
+    would cost up to 1, and random crops often miss the enhancing tumour).
+
     Args:
         spec: the task.
         logits: ``(B, out, X, Y, Z)`` or a list (full resolution first, coarser after), weighted
@@ -292,9 +296,9 @@ def segmentation_loss(spec: TaskSpec, logits: torch.Tensor | list[torch.Tensor],
         lab = label if out.shape[2:] == label.shape[2:] else F.interpolate(label.float(), size=out.shape[2:], mode="nearest").long()
         if spec.regions.sigmoid:
             target = spec.regions.targets(lab)
-            loss = DiceLoss(sigmoid=True, smooth_nr=1e-5, smooth_dr=1e-5)(out, target) + F.binary_cross_entropy_with_logits(out, target)
+            loss = DiceLoss(sigmoid=True, smooth_nr=1.0, smooth_dr=1.0)(out, target) + F.binary_cross_entropy_with_logits(out, target)
         else:
-            loss = DiceCELoss(to_onehot_y=True, softmax=True, smooth_nr=1e-5, smooth_dr=1e-5)(out, lab)
+            loss = DiceCELoss(to_onehot_y=True, softmax=True, smooth_nr=1.0, smooth_dr=1.0)(out, lab)
         total = total + w * loss
     return total / sum(weights)
 
