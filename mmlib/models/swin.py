@@ -17,6 +17,7 @@ Examples::
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 
 from monai.networks.blocks import UnetOutBlock, UnetResBlock
@@ -119,6 +120,8 @@ class SwinUNETRBackbone(Backbone):
         use_v2: bool = False,
     ) -> None:
         super().__init__()
+        if importlib.util.find_spec("einops") is None:
+            raise ImportError("swinunetr: MONAI's SwinTransformer needs the einops package; pip install einops")
         if feature_size % 12:
             raise ValueError(f"swinunetr: feature_size should be a multiple of 12, got {feature_size}.")
         d = as_int_tuple(depths, 4, "swinunetr: depths")
