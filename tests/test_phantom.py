@@ -289,3 +289,17 @@ def test_paper_scale_writes_the_real_brats_grid(tmp_path: Path) -> None:
     assert img.shape == (240, 240, 155) and img.get_data_dtype() == np.int16
     assert np.allclose(nib.affines.voxel_sizes(img.affine), 1.0)
     assert "".join(nib.aff2axcodes(img.affine)) == "LPS"
+
+
+def test_ensure_cohort_replaces_a_stale_work_cohort(tmp_path: Path, monkeypatch) -> None:
+    from mmlib.data.phantom import cohort as C
+
+    monkeypatch.setenv("MMLIB_WORK", str(tmp_path))
+    small = with_counts(only(SMOKE, "isles2022"), isles2022=1)
+    monkeypatch.setitem(C.PRESETS, "smoke", small)
+    stale = tmp_path / "smoke" / "cohort"
+    stale.mkdir(parents=True)
+    (stale / "DONE").write_text("0123456789abcdef\n")
+    root = C.ensure_cohort("smoke", workers=1)
+    assert root == stale and (root / "DONE").read_text().strip() == C.spec_hash(small, 0)
+    assert (root / "ISLES-2022" / "participants.tsv").is_file()

@@ -43,7 +43,7 @@ from mmlib.data.phantom.tissues import jitter_tissues
 from mmlib.modalities import MODALITIES
 
 #: Version of the simulator; part of the reuse key, bump when the output changes.
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 
 ROLES = ("pretrain", "downstream")
 
@@ -642,6 +642,9 @@ def _write_tables(spec: CohortSpec, seed: int, root: Path,
 def ensure_cohort(scale: str, workers: int | None = None) -> Path:
     """The shared cohort of a scale in :func:`mmlib.paths.work_dir` (made once, then reused).
 
+    The work folder is mmlib's own: a cohort there that an older simulator or another spec
+    made (its ``DONE`` or progress marker holds another key) is replaced, not reused.
+
     Args:
         scale: ``smoke``, ``demo`` or ``paper``.
         workers: processes; defaults to min(2, CPU count).
@@ -649,7 +652,15 @@ def ensure_cohort(scale: str, workers: int | None = None) -> Path:
     from mmlib.paths import work_dir
 
     n = workers if workers is not None else max(1, min(2, os.cpu_count() or 1))
-    return make_cohort(scale, work_dir(scale) / "cohort", seed=0, workers=n)
+    root = work_dir(scale) / "cohort"
+    key = spec_hash(cohort_spec(scale), 0)
+    markers = [root / "DONE", root / ".tmp" / "PROGRESS"]
+    found = [m.read_text().strip() for m in markers if m.is_file()]
+    if root.exists() and key not in found and any(p.name != ".lock" for p in root.iterdir()):
+        stale = root.with_name(f"cohort.stale-{os.getpid()}")
+        os.replace(root, stale)
+        shutil.rmtree(stale, ignore_errors=True)
+    return make_cohort(scale, root, seed=0, workers=n)
 
 
 def with_counts(spec: CohortSpec, **counts: int) -> CohortSpec:
