@@ -31,6 +31,7 @@ import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -194,11 +195,15 @@ def foreground(volumes: Sequence[np.ndarray]) -> np.ndarray:
     Returns:
         A boolean mask (X, Y, Z).
     """
-    mask = np.zeros(volumes[0].shape, dtype=bool)
+    full = np.zeros(volumes[0].shape, dtype=bool)
     for v in volumes:
         pos = v[v > 0]
         if pos.size:
-            mask |= v > 0.1 * float(np.percentile(pos, 99))
+            full |= v > 0.1 * float(np.percentile(pos, 99))
+    # the morphology runs on a grid of at most ~4M voxels (every 2nd voxel at 1 mm): the mask
+    # only decides the crop box and which voxels count as head, ±1 voxel does not matter
+    step = 2 if full.size > 4_000_000 else 1
+    mask = full[::step, ::step, ::step]
     opened = ndimage.binary_opening(mask)
     if opened.any():
         mask = opened
@@ -206,7 +211,12 @@ def foreground(volumes: Sequence[np.ndarray]) -> np.ndarray:
     if n > 1:
         sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, n + 1))
         mask = labels == (int(np.argmax(sizes)) + 1)
-    return ndimage.binary_fill_holes(mask)
+    mask = ndimage.binary_fill_holes(mask)
+    if step > 1:
+        for axis in range(3):
+            mask = np.repeat(mask, step, axis=axis)
+        mask = mask[: full.shape[0], : full.shape[1], : full.shape[2]]
+    return mask
 
 
 def _hist(values: np.ndarray) -> list[float]:
@@ -268,8 +278,11 @@ def curate_study(study: Study, spacing: float = 1.0, margin: int = 2) -> Curated
     shape, grid = target_grid(ref_data.shape, ref_aff, spacing)
     vols = {m: resample(d, a, shape, grid, order=1) for m, (d, a) in raw.items()}
     # where each modality has data at all (a slab covers part of the head)
-    cover = {m: resample(np.ones(d.shape, np.uint8), a, shape, grid, order=0).astype(bool)
-             if m != reference else None for m, (d, a) in raw.items()}
+    same_grid = {m: d.shape == ref_data.shape and np.allclose(a, ref_aff, atol=1e-3)
+                 for m, (d, a) in raw.items()}
+    cover = {m: None if same_grid[m] else
+             resample(np.ones(d.shape, np.uint8), a, shape, grid, order=0).astype(bool)
+             for m, (d, a) in raw.items()}
     del raw
     label = None
     if study.label is not None:
@@ -491,8 +504,13 @@ def curate(studies: Sequence[Study], out: str | Path, spacing: float = 1.0, work
             record(_process(*job))
     else:
         with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-            for fut in as_completed([pool.submit(_process, *job) for job in jobs]):
-                record(fut.result())
+            futures = {pool.submit(_process, *job): job[0].study for job in jobs}
+            for fut in as_completed(futures):
+                try:
+                    record(fut.result())
+                except BrokenProcessPool:  # a worker was killed (e.g. out of memory)
+                    record((futures[fut], "failed", f"{futures[fut]}: a curation process died "
+                            "(killed, out of memory?); rerun to retry, finished studies are kept"))
     bar.close()
     store_mod.consolidate(root)
     report.seconds = time.perf_counter() - t0
