@@ -172,3 +172,12 @@ def test_weights_import_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert mmlib_main(["weights", "import", str(bad), "--arch", "unet", "--out", str(tmp_path / "x")]) == 1
     assert "check --arch" in capsys.readouterr().err
     json.dumps(meta)
+
+
+def test_weights_map_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    assert mmlib_main(["weights", "map", "--arch", "unet"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(released_layout("unet"))
+    assert lines[1].split()[0] == "conv1a.weight" and lines[1].split()[-1] == "encoder.stem.weight"
+    assert mmlib_main(["weights", "map", "--arch", "uniformer"]) == 0
+    assert sum("(dropped:" in line for line in capsys.readouterr().out.splitlines()) == 16

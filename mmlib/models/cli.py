@@ -4,6 +4,7 @@
 
     mmlib weights import brainmvp_uniformer.pt --arch uniformer --out weights/brainmvp_uniformer
     mmlib weights import unet.pt --arch unet --out weights/unet --templates-nifti weights/unet_nii
+    mmlib weights map --arch uniformer       # every released key -> its mmlib name, or why dropped
 
 The output is a pre-training checkpoint folder (``model.safetensors`` + ``meta.json``) that
 :func:`mmlib.models.checkpoints.load_pretrained` reads; ``meta.json`` records the import report
@@ -33,10 +34,24 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="also write each template as NIfTI (with its true affine) into this folder",
     )
+    show = sub.add_parser("map", help="print every released key, its shape and its mmlib name (or why it is dropped)")
+    show.add_argument("--arch", required=True, choices=["unet", "uniformer"], help="released architecture")
+
+
+def _print_map(arch: str) -> int:
+    from mmlib.models.released import dropped_reason, released_key_map, released_layout
+
+    table = released_key_map(arch)
+    for key, shape in released_layout(arch):
+        target = table.get(key) or f"(dropped: {dropped_reason(arch, key)})"
+        print(f"{key:<60} {str(list(shape)):<22} {target}")
+    return 0
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    """Run ``mmlib weights import``; returns the exit status."""
+    """Run ``mmlib weights import`` or ``mmlib weights map``; returns the exit status."""
+    if args.action == "map":
+        return _print_map(args.arch)
     from mmlib.models.checkpoints import UnsafeCheckpointError, export_templates_nifti, save_pretrained
     from mmlib.models.released import load_released, released_template_affine
 

@@ -10,6 +10,34 @@ the released order (checked against ``shared/reference/brainmvp_reference.json``
 every dropped one with its reason. Nothing is silently skipped: an unknown or missing key, or a
 shape that does not match, is an error.
 
+The renaming, released -> mmlib (``mmlib weights map --arch ARCH`` prints every key):
+
+=============================================  ===============================================
+U-Net                                          mmlib
+=============================================  ===============================================
+``conv1a``                                     ``encoder.stem``
+``conv1b``                                     ``encoder.stem_blocks.0``
+``ds{k}`` (k = 1..3)                           ``encoder.levels.{k-1}.down``
+``conv{s}{a,b,c,d}`` (s = 2..4)                ``encoder.levels.{s-2}.blocks.{0,1,2,3}``
+``up{l}conva`` / ``up{l}convb`` (l = 4..2)     ``decoder.ups.{4-l}.proj`` / ``.blocks.0``
+``up1conv``                                    ``decoder.head``
+``gn1`` / ``gn2`` inside a block               ``norm1`` / ``norm2``
+=============================================  ===============================================
+
+=============================================  ===============================================
+UniFormer                                      mmlib
+=============================================  ===============================================
+``encoder.uniformer.patch_embed{k}``           ``encoder.patch_embeds.{k-1}``
+``encoder.uniformer.blocks{k}.{j}``            ``encoder.stages.{k-1}.{j}`` (same inner names)
+``encoder.uniformer.norm``                     ``encoder.norm``
+``decoder.decoder{n}.transp_conv.conv``        ``decoder.ups.{5-n}`` (n = 5..2)
+``decoder.out_1.conv.conv``                    ``decoder.head``
+``decoder.decoder{n}.conv_block.*``            dropped: built, never called in pre-training
+``decoder.proj1.*``                            dropped: built, never called in pre-training
+=============================================  ===============================================
+
+Both: ``rep_template`` -> ``templates.volumes``.
+
 Examples::
 
     >>> model, templates, report = load_released("brainmvp_uniformer.pt", "uniformer")  # doctest: +SKIP
