@@ -91,8 +91,8 @@ def test_open_sample_templates_and_runs(tmp_path: Path, make_napari_viewer) -> N
     assert all(layer.data.shape == (16, 16, 16) and tuple(layer.scale) == (2, 2, 2) for layer in layers)
     assert layers[0].metadata["mmlib"]["step"] == 10
     viewer.layers.clear()
-    tpl = mv.open_templates(run / "checkpoints" / "step_0000020", viewer)
-    assert [layer.name for layer in tpl] == [f"template/{m}" for m in MODALITIES]
+    tpl = mv.open_templates(run / "checkpoints" / "step_0000020", viewer, modalities=["flair", "adc"])
+    assert [layer.name for layer in tpl] == ["template/flair", "template/adc"]
     np.testing.assert_allclose(tpl[0].scale, (3.0, 3.0, 3.0))
     np.testing.assert_allclose(tpl[0].translate, (-18, -21, -15))
     viewer.layers.clear()
@@ -170,8 +170,9 @@ def test_mmlib_view_opens_each_kind_of_path(tmp_path: Path, make_napari_viewer) 
     study = write_study(tmp_path / "BraTS2021_00001")
     run = write_run(tmp_path / "pretrain" / "r1")
     viewer = make_napari_viewer()
-    assert open_path(viewer, _view_args(str(study), "--grid", "--plane", "coronal")) is None
-    assert len(viewer.layers) == 8 and mv.grid_of(viewer).enabled and viewer.dims.order == (1, 2, 0)
+    assert open_path(viewer, _view_args(str(study), "--plane", "coronal", "--scheme", "brats2023")) is None
+    assert len(viewer.layers) == 5 and viewer.dims.order == (1, 2, 0)
+    assert viewer.layers[-1].metadata["mmlib"]["scheme"] == "brats2023"
     viewer.layers.clear()
     open_path(viewer, _view_args(str(run / "samples" / "step_0000010.npz"), "--study", "s1"))
     assert viewer.layers[0].name == "s1/t2: target"
@@ -179,8 +180,8 @@ def test_mmlib_view_opens_each_kind_of_path(tmp_path: Path, make_napari_viewer) 
     open_path(viewer, _view_args(str(study / "BraTS2021_00001_seg.nii.gz")))
     assert viewer.layers[0].name == "BraTS2021_00001_seg" and viewer.layers[0].data.shape == SHAPE
     viewer.layers.clear()
-    browser = open_path(viewer, _view_args(str(run), "--templates", "--step", "10"))
-    assert browser.info == "step 10: templates" and len(viewer.layers) == len(MODALITIES)
+    browser = open_path(viewer, _view_args(str(run), "--step", "10", "--modality", "flair"))
+    assert browser.info == "step 10: s0 / flair" and len(viewer.layers) == len(SAMPLE_KEYS)
 
 
 @pytest.mark.slow
