@@ -359,16 +359,48 @@ def similarity_figure(pairs: Mapping[str, tuple[Tensor, Tensor]], size: float = 
     """Cosine similarity of every view A (rows) with every view B (columns), one panel per entry.
 
     The diagonal holds the positive pairs (two views of one study); a contrastive encoder makes
-    it stand out.
+    it stand out. Each panel has its own colour range (the similarities of an encoder can all
+    lie close together).
     """
     fig = Figure(figsize=(size * len(pairs), size + 0.4), layout="constrained")
     axes = fig.subplots(1, len(pairs), squeeze=False)[0]
     for ax, (name, (za, zb)) in zip(axes, pairs.items()):
         sim = (za @ zb.T).numpy()
-        im = ax.imshow(sim, cmap="viridis", vmin=min(0.0, float(sim.min())), vmax=1.0)
+        im = ax.imshow(sim, cmap="viridis", vmin=float(sim.min()), vmax=float(sim.max()))
         r = retrieval(za, zb)
         ax.set_title(f"{name}: top-1 {r['top1']:.2f}, gap {r['gap']:.3f}", fontsize=9)
         ax.set_xlabel("view B of study")
         ax.set_ylabel("view A of study")
         fig.colorbar(im, ax=ax, shrink=0.8)
+    return fig
+
+
+def crop_boxes_figure(image: np.ndarray, templates: Templates, batch: Mapping[str, Any],
+                      size: float = 4.0, title: str | None = None) -> Figure:
+    """Where the crops of a batch fall in template space (axial view through the grid centre).
+
+    Args:
+        image: a volume on the template grid (e.g. a modality's mean image).
+        templates: the template grid (shape, spacing, origin).
+        batch: a sampler batch (``template_origin``, ``spacing``, ``image``).
+        size: figure height in inches. Defaults to 4.0.
+        title: figure title. Defaults to None.
+    """
+    from matplotlib.patches import Rectangle
+
+    sp = templates.spacing.numpy().astype(float)
+    org = templates.origin.numpy().astype(float)
+    fig = Figure(figsize=(size * image.shape[0] / image.shape[1] + 0.5, size), layout="constrained")
+    ax = fig.subplots()
+    z = image.shape[2] // 2
+    ax.imshow(image[:, :, z].T, cmap="gray", origin="lower", vmin=0.0, vmax=1.0)
+    crop = np.asarray(batch["image"].shape[2:], dtype=float)
+    for b, study in enumerate(batch["study"]):
+        start = (batch["template_origin"][b].numpy() - org) / sp
+        extent = crop * batch["spacing"][b].numpy() / sp
+        ax.add_patch(Rectangle((start[0] - 0.5, start[1] - 0.5), extent[0], extent[1], fill=False,
+                               lw=1.2, color=f"C{b % 10}"))
+        ax.text(start[0], start[1] + extent[1], study, color=f"C{b % 10}", fontsize=6, va="bottom")
+    ax.set_title(title or f"crops in template space (axial, z = {z})", fontsize=9)
+    ax.set_axis_off()
     return fig

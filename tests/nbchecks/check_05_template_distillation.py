@@ -1,0 +1,31 @@
+"""Checks of notebook 05's results.json at smoke scale."""
+
+from __future__ import annotations
+
+import pathlib
+
+import nibabel as nib
+import numpy as np
+
+
+def check(results: dict, out_dir: pathlib.Path) -> None:
+    assert results["nifti_affine_ok"]
+    img = nib.load(out_dir / "templates.nii.gz")
+    spacing = results["template_spacing"]
+    assert np.allclose(np.diag(img.affine)[:3], spacing)
+    # the grid is centred on the head: the world position of its centre voxel is 0
+    centre = img.affine @ np.r_[(np.asarray(img.shape[:3]) - 1) / 2, 1.0]
+    assert np.allclose(centre[:3], 0.0, atol=1e-4)
+    assert list(img.shape[:3]) == results["template_shape"] and img.shape[3] == 8
+    # the mean image, used as a template, fills the masked cubes with the right anatomy
+    assert results["standin_fill_corr"] > 0.5
+    assert all(c >= 1 for c in results["mean_coverage"].values())
+    # training template distillation alone lowers the loss and moves the templates off zero
+    assert results["steps"] >= 2 and results["md_final"] < results["md_first"]
+    assert 0 < results["masked_mse_after"] < results["masked_mse_before"]
+    assert max(results["template_std"].values()) > 0
+    assert all(-1.0 <= r <= 1.0 for r in results["template_corr"].values())
+    assert pathlib.Path(results["run_dir"], "DONE").is_file()
+    for name in ("template_space.png", "views.png", "loss.png", "reconstruction.png",
+                 "templates.png"):
+        assert (out_dir / "figures" / name).stat().st_size > 1000, name
