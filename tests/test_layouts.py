@@ -316,3 +316,20 @@ def test_pattern_numeric_subjects_get_the_source_prefix(tmp_path):
     assert [s.study for s in studies] == ["mrbrains-1", "mrbrains-2"]
     assert [s.attrs["age"] for s in studies] == [40, 50]
     assert list(studies[0].modalities) == ["flair", "t1"] and studies[1].label.endswith("2_LabelsForTesting.nii.gz")
+
+
+def test_export_refuses_channels_of_a_4d_file(tmp_path):
+    studies = find_studies(make_decathlon(tmp_path / "dec", n=1))
+    with pytest.raises(ValueError, match="4-D file"):
+        export_datalist(studies, tmp_path / "list.json")
+
+
+def test_participants_tsv_values(tmp_path):
+    from mmlib.data.layouts import read_participants
+
+    (tmp_path / "participants.tsv").write_text("participant_id\tage\tgroup\tnote\nsub-01\t71.5\tMCI\tn/a\n")
+    table = read_participants(tmp_path)
+    assert table["sub-01"] == {"age": 71.5, "group": "MCI"} and table["01"] is table["sub-01"]
+    (tmp_path / "participants.tsv").write_text("id\tage\n1\t2\n")
+    with pytest.raises(ValueError, match="participant_id"):
+        read_participants(tmp_path)
