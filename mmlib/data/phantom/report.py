@@ -143,3 +143,33 @@ def lesion_slice(label: np.ndarray, axis: int = 2) -> int:
     """Index of the slice (along ``axis``) with the most lesion voxels (middle if none)."""
     area = (label > 0).sum(axis=tuple(a for a in range(3) if a != axis))
     return int(np.argmax(area)) if area.any() else label.shape[axis] // 2
+
+
+def to_ras(array: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """Reorder/flip a (X, Y, Z[, C]) array's axes so that they run R, A, S (for display)."""
+    ornt = nib.orientations.ornt_transform(nib.orientations.io_orientation(affine),
+                                           nib.orientations.axcodes2ornt("RAS"))
+    return nib.orientations.apply_orientation(array, ornt)
+
+
+def axial(volume_ras: np.ndarray, z: int | None = None) -> np.ndarray:
+    """An axial slice of a RAS volume, oriented for ``imshow`` (anterior up, neurological
+    convention: the patient's left on the left)."""
+    z = volume_ras.shape[2] // 2 if z is None else z
+    return np.rot90(volume_ras[:, :, z])
+
+
+def study_files(root: Path, src: Any, index: int) -> tuple[dict[str, Path], Path | None]:
+    """Absolute paths of study ``index`` (1-based) of a source spec: ``({modality: path},
+    label)``; BraTS 2018's grade folder is found on disk."""
+    from mmlib.data.phantom import writers as W
+    from mmlib.data.phantom.cohort import study_id
+
+    base = Path(root) / src.folder
+    sid = study_id(src, index)
+    attrs = {}
+    if src.layout == "brats2018":
+        attrs["grade"] = "HGG" if (base / "HGG" / sid).is_dir() else "LGG"
+    paths, label = W.study_paths(src.layout, src.writer, sid, src.modalities, attrs,
+                                 src.pattern, src.label_pattern)
+    return {m: base / p for m, p in paths.items()}, (base / label if label else None)
