@@ -1,0 +1,103 @@
+"""Tests of mmlib.proxy.explore: geometry of template space end to end, retrieval, figures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mmlib.data.store import Store, init_store, write_study
+from mmlib.models import build_backbone, preset
+from mmlib.modalities import MODALITIES
+from mmlib.proxy import explore
+from mmlib.proxy.templates import Templates
+
+SPACING = 4.0
+
+
+def ramp(shape, affine, center):
+    """A volume whose value is a linear function of head-centred mm: 0.5 + (x + 2y - z) / 1000."""
+    idx = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1).astype(float)
+    world = idx @ np.asarray(affine)[:3, :3].T + np.asarray(affine)[:3, 3] - np.asarray(center)
+    return 0.5 + (world[..., 0] + 2 * world[..., 1] - world[..., 2]) / 1000.0
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = init_store(tmp_path_factory.mktemp("store") / "store", SPACING)
+    for i, (offset, center, mods) in enumerate([
+        ((-80.0, -100.0, -70.0), (3.0, -5.0, 10.0), ["t1", "t2", "flair"]),
+        ((-90.0, -110.0, -60.0), (-6.0, 8.0, 2.5), ["t1", "t2"]),
+        ((-70.0, -95.0, -75.0), (1.0, 1.0, -4.0), ["t1"]),
+    ]):
+        shape = (36 + 2 * i, 44, 34)
+        affine = np.diag([SPACING] * 3 + [1.0])
+        affine[:3, 3] = offset
+        vol = ramp(shape, affine, center)
+        images = {m: np.clip(vol + 0.01 * k, 0, 1) for k, m in enumerate(mods)}
+        row = {"study": f"S{i}", "source": "test", "modalities": mods, "shape": list(shape),
+               "spacing": [SPACING] * 3, "affine": affine.tolist(), "center_world": list(center),
+               "label": False, "attrs": {}, "split": "train", "task": None, "role": "pretrain"}
+        write_study(root, row, images)
+    return Store(root)
+
+
+def test_modality_mean_places_studies_in_head_centred_frame(store):
+    t = Templates(spacing=SPACING, extent_mm=(120, 140, 120))
+    mean, count = explore.modality_mean(store, "t1", t)
+    assert mean.shape == t.shape and count.max() == 3
+    expect = ramp(t.shape, t.affine, (0, 0, 0))
+    inner = count == 3
+    assert inner.sum() > 100
+    assert np.abs(mean[inner] - expect[inner]).max() < 2e-3  # float16 storage
+    assert explore.template_agreement(torch.from_numpy(expect), mean, count) > 0.999
+    assert explore.template_agreement(torch.zeros(t.shape), mean, count) == 0.0
+
+
+def test_sampler_crops_and_template_crops_agree(store):
+    batch = explore.sample_batch(store, n=3, crop_size=16, k=3)
+    assert batch["image"].shape == (3, 3, 16, 16, 16)
+    assert explore.present_modalities(batch, 0)[0] in ("t1", "t2", "flair")
+    t = Templates(spacing=SPACING, extent_mm=(160, 200, 160))
+    t.volumes.data[:] = torch.from_numpy(ramp(t.shape, t.affine, (0, 0, 0))).float()
+    for b in range(3):
+        p = explore.preview(batch, b, "t1", 0.75, 4, templates=t, seed=b)
+        sel = p["mask"] > 0
+        # the template crop, min-max scaled, is an affine function of the target's ramp
+        r = np.corrcoef(p["view_a"][sel], p["target"][sel])[0, 1]
+        assert r > 0.999, (b, r)
+        assert p["modality"] == "t1"
+    single = explore.preview(batch, [s for s in batch["study"]].index("S2"), "t1", 0.75, 4, t)
+    assert single["source"] == "template"
+    with pytest.raises(ValueError, match="not in the crop"):
+        explore.preview(batch, 0, "dwi")
+
+
+def test_retrieval_scores_and_view_embeddings(store):
+    z = torch.nn.functional.normalize(torch.eye(4) + 0.1, dim=1)
+    perfect = explore.retrieval(z, z)
+    assert perfect["top1"] == 1.0 and perfect["gap"] > 0
+    shuffled = explore.retrieval(z, z.roll(1, 0))
+    assert shuffled["top1"] == 0.0 and shuffled["info_nce"] > perfect["info_nce"]
+    batch = explore.sample_batch(store, n=3, crop_size=16, k=3)
+    torch.manual_seed(0)
+    net = build_backbone("unet", **preset("smoke", "unet"))
+    za, zb = explore.view_embeddings(net, Templates(spacing=SPACING), batch, block_size=4)
+    assert za.shape == zb.shape and za.shape[0] == 3
+    assert torch.allclose(za.norm(dim=1), torch.ones(3), atol=1e-5)
+    fig = explore.similarity_figure({"a": (za, zb)})
+    assert len(fig.axes) >= 1
+
+
+def test_figures_render(store, tmp_path):
+    batch = explore.sample_batch(store, n=2, crop_size=16, k=3)
+    t = Templates(spacing=SPACING, extent_mm=(160, 200, 160))
+    p = explore.preview(batch, 0, None, 0.8, 4, t)
+    explore.preview_figure(p).savefig(tmp_path / "p.png")
+    mean, count = explore.modality_mean(store, "t2", t)
+    explore.template_figure(t, {"t2": (mean, count)}).savefig(tmp_path / "t.png")
+    explore.crop_boxes_figure(mean, t, batch).savefig(tmp_path / "c.png")
+    box = explore.explorer(batch, t, 0, 0.8, 4)
+    assert box.children and len(box.children[-1].value) > 1000  # the rendered PNG
+    assert all((tmp_path / n).stat().st_size > 1000 for n in ("p.png", "t.png", "c.png"))
+    assert p["modality"] in MODALITIES
