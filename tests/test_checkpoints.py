@@ -27,7 +27,7 @@ from mmlib.models import (
     save_checkpoint,
     save_pretrained,
 )
-from mmlib.models.released import BRATS_SRI24_AFFINE, reference_state_dict
+from mmlib.models.released import BRATS_SRI24_AFFINE, head_centred_affine, reference_state_dict
 
 torch.set_num_threads(1)
 
@@ -163,7 +163,9 @@ def test_weights_import_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert "16 dropped" in capsys.readouterr().out
     net, templates, affine, meta = load_pretrained(out)
     assert torch.equal(templates, state["rep_template"])
-    np.testing.assert_allclose(affine, released_template_affine())
+    np.testing.assert_allclose(affine, head_centred_affine((16, 16, 16)))
+    np.testing.assert_allclose(meta["template_world_affine"], released_template_affine())
+    np.testing.assert_allclose(nib.load(str(nii / "template_t1.nii.gz")).affine, released_template_affine())
     assert meta["modalities"][0] == "flair" and len(meta["import_report"]["dropped"]) == 16
     assert torch.equal(net.state_dict()["encoder.norm.weight"], state["encoder.uniformer.norm.weight"])
     assert len(list(nii.glob("template_*.nii.gz"))) == 8
@@ -181,3 +183,12 @@ def test_weights_map_cli(capsys: pytest.CaptureFixture[str]) -> None:
     assert lines[1].split()[0] == "conv1a.weight" and lines[1].split()[-1] == "encoder.stem.weight"
     assert mmlib_main(["weights", "map", "--arch", "uniformer"]) == 0
     assert sum("(dropped:" in line for line in capsys.readouterr().out.splitlines()) == 16
+
+
+def test_head_centred_affine_matches_the_proxy_templates() -> None:
+    from mmlib.proxy.templates import Templates
+
+    rep = torch.zeros(8, 6, 5, 4)
+    np.testing.assert_allclose(head_centred_affine(rep.shape), Templates.from_released(rep).affine, atol=1e-6)
+    centre = head_centred_affine((240, 240, 155)) @ [119.5, 119.5, 77, 1]
+    np.testing.assert_allclose(centre[:3], 0.0)

@@ -8,7 +8,10 @@
 
 The output is a pre-training checkpoint folder (``model.safetensors`` + ``meta.json``) that
 :func:`mmlib.models.checkpoints.load_pretrained` reads; ``meta.json`` records the import report
-(every released key used or dropped, with the reason). Exit status 0 on success, 1 when the
+(every released key used or dropped, with the reason), ``template_affine`` in mmlib's
+head-centred template space (what the proxy tasks and downstream template fill use) and
+``template_world_affine``, the SRI24/BraTS world affine that the NIfTI export writes so that the
+templates overlay BraTS images. Exit status 0 on success, 1 when the
 file cannot be read or does not match the architecture.
 """
 
@@ -53,30 +56,34 @@ def run_cli(args: argparse.Namespace) -> int:
     if args.action == "map":
         return _print_map(args.arch)
     from mmlib.models.checkpoints import UnsafeCheckpointError, export_templates_nifti, save_pretrained
-    from mmlib.models.released import load_released, released_template_affine
+    from mmlib.models.released import head_centred_affine, load_released, released_template_affine
 
     try:
         model, templates, report = load_released(args.ckpt, args.arch)
     except (FileNotFoundError, ValueError, UnsafeCheckpointError) as err:
         print(f"mmlib weights import: {err}", file=sys.stderr)
         return 1
-    affine = released_template_affine()
+    world = released_template_affine()
     modalities = list(MODALITIES[: templates.shape[0]]) if templates is not None else list(MODALITIES)
     save_pretrained(
         args.out,
         model,
         templates,
         modalities,
-        affine if templates is not None else None,
+        head_centred_affine(templates.shape) if templates is not None else None,
         step=0,
         config={"source": "released BrainMVP checkpoint", "arch": args.arch},
         import_report=report.to_dict(),
-        template_space="SRI24/BraTS world mm, RAS voxel order (overlays BraTS images)",
+        template_world_affine=world.tolist() if templates is not None else None,
+        template_space=(
+            "template_affine: mmlib's head-centred mm (grid centre = 0, RAS); "
+            "template_world_affine: SRI24/BraTS world mm (overlays BraTS images)"
+        ),
     )
     print(report.summary())
     print(f"wrote {args.out}")
     if args.templates_nifti is not None and templates is not None:
-        paths = export_templates_nifti(templates, affine, args.templates_nifti, modalities)
+        paths = export_templates_nifti(templates, world, args.templates_nifti, modalities)
         print(f"wrote {len(paths)} templates to {args.templates_nifti}")
     return 0
 

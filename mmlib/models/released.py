@@ -103,6 +103,20 @@ def released_template_affine() -> np.ndarray:
     return BRATS_SRI24_AFFINE @ nio.inv_ornt_aff(transform, BRATS_SRI24_SHAPE)
 
 
+def head_centred_affine(shape: tuple[int, ...] | list[int], spacing: float = 1.0) -> np.ndarray:
+    """The head-centred template affine mmlib uses for a released template grid.
+
+    mmlib's template space is head-centred (mm, RAS axes, origin at the head's centre); like
+    :meth:`mmlib.proxy.templates.Templates.from_released`, the released grid is taken as
+    centred on the head: voxel ``i`` sits at ``(i - (n - 1) / 2) * spacing`` mm.
+    """
+    n = np.asarray(shape[-3:], dtype=float)
+    affine = np.eye(4)
+    affine[:3, :3] = np.diag([spacing] * 3)
+    affine[:3, 3] = -(n - 1) / 2 * spacing
+    return affine
+
+
 # ---------------------------------------------------------------------------------------------
 # mmlib key -> released key (the inverse of the map; one function per architecture)
 
@@ -473,6 +487,7 @@ __all__ = [
     "LoadReport",
     "RELEASED_ARCHS",
     "dropped_reason",
+    "head_centred_affine",
     "infer_released_size",
     "load_released",
     "reference_state_dict",
