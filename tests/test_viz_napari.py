@@ -139,7 +139,7 @@ def test_dock_widget_browses_a_run(tmp_path: Path, make_napari_viewer) -> None:
     assert "not a run folder" in browser.info
 
 
-def test_plugin_dock_widget_from_the_menu(tmp_path: Path, make_napari_viewer) -> None:
+def test_plugin_reader_and_dock_widget(tmp_path: Path, make_napari_viewer) -> None:
     from npe2 import PluginManager
 
     from mmlib.viz._widget import RunBrowser
@@ -148,6 +148,10 @@ def test_plugin_dock_widget_from_the_menu(tmp_path: Path, make_napari_viewer) ->
     if "mmlib" not in pm:
         pm.discover()
     viewer = make_napari_viewer()
+    opened = viewer.open(str(write_study(tmp_path / "BraTS2021_00001")), plugin="mmlib")
+    assert [layer.name for layer in opened][-1] == "BraTS2021_00001/segmentation"
+    np.testing.assert_allclose(opened[0].scale, (2.0, 2.0, 2.0))
+    viewer.layers.clear()
     _, browser = viewer.window.add_plugin_dock_widget("mmlib", "Run browser")
     assert isinstance(browser, RunBrowser)  # napari hands plugins a public-only proxy of the viewer
     browser.load(write_run(tmp_path / "pretrain" / "r1"))
