@@ -259,3 +259,23 @@ def test_mni_sample_data_has_tissue_labels() -> None:
     assert set(np.unique(st.label.data)) == {0, 1, 2, 3} and st.scheme == "tissue"
     wm, gm = (st.label.data == 3).sum(), (st.label.data == 2).sum()
     assert 0.3 < wm / gm < 3.0  # both tissues present in anatomical proportions
+
+
+@pytest.mark.parametrize(
+    ("name", "role"),
+    [
+        ("BraTS2021_00000_t1ce.nii.gz", "t1c"),
+        ("BraTS-MEN-00001-000-t2f.nii.gz", "flair"),
+        ("BraTS-PED-00001-000-seg.nii.gz", "label"),
+        ("sub-strokecase0001_ses-0001_adc.nii.gz", "adc"),
+        ("sub-strokecase0001_ses-0001_msk.nii.gz", "label"),
+        ("IXI002-Guys-0828-MRA.nii.gz", "mra"),
+        ("IXI002-Guys-0828-PD.nii", "pd"),
+        ("UCSF-PDGM-0004_T1c.nii.gz", "t1c"),
+        ("notes_brain.nii.gz", None),
+    ],
+)
+def test_file_roles(name: str, role: str | None) -> None:
+    from mmlib.viz.data import _role
+
+    assert _role(Path(name)) == role

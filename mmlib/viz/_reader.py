@@ -24,7 +24,8 @@ def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerD
     if p.is_dir():
         if is_run_folder(p):
             return read_run
-        if any(f.name.lower().endswith(_NIFTI) and _role(f) for f in p.rglob("*")):
+        shallow = (f for pattern in ("*", "*/*", "*/*/*") for f in p.glob(pattern))  # BIDS: sub/ses/anat
+        if any(f.name.lower().endswith(_NIFTI) and _role(f) for f in shallow):
             return read_study
         return None
     name = p.name.lower()
