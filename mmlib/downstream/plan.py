@@ -21,7 +21,7 @@ ABLATIONS: tuple[str, ...] = ("cmr_only", "md_only", "brainmvp_nocl")
 
 PLAN: dict[str, dict[str, Any]] = {
     "smoke": {
-        "seg_task": "brats_ped", "inits": ["scratch", "brainmvp", "mim"], "main_fraction": 0.5,
+        "seg_task": "brats_ped", "inits": ["scratch", "brainmvp"], "main_fraction": 0.5,
         "fractions": [0.5, 1.0], "seeds": [0, 1], "ablations": ["cmr_only"],
         "other_seg_tasks": ["isles", "mrbrains"], "cls_tasks": ["hgg_lgg", "atrophy"], "other_fraction": 1.0,
         "other_seeds": [0], "robustness_max_test": 2, "overrides": {},

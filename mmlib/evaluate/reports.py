@@ -31,11 +31,14 @@ def _flatten(prefix: str, d: dict[str, Any], out: dict[str, Any]) -> None:
             out[f"{prefix}{k}"] = v
 
 
-def collect_runs(roots: str | Path | Iterable[str | Path]) -> pd.DataFrame:
+def collect_runs(roots: str | Path | Iterable[str | Path], latest_only: bool = True) -> pd.DataFrame:
     """One row per finished run folder found under ``roots`` (folders with ``DONE``).
 
     Args:
         roots: a folder (searched recursively for ``results.json``), or several, or run folders.
+        latest_only: keep only the newest run (by ``DONE`` time) of each (task, init, label
+            fraction, seed, fill) cell, e.g. when a pre-training checkpoint changed and the
+            cell was fine-tuned again into a new folder. Defaults to True.
 
     Returns:
         Columns :data:`KEYS`, the test metrics (``dice_mean``, ``dice_TC``, ..., ``accuracy``,
@@ -59,8 +62,13 @@ def collect_runs(roots: str | Path | Iterable[str | Path]) -> pd.DataFrame:
             row["seconds_train"] = res.get("seconds", {}).get("train")
             row["seconds_per_step"] = res.get("seconds", {}).get("per_step")
             row["run"] = str(path.parent)
+            row["finished"] = (path.parent / "DONE").stat().st_mtime
             rows.append(row)
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    if latest_only and len(df):
+        cell = ["task", "init", "label_fraction", "seed", "fill"]
+        df = df.sort_values("finished").drop_duplicates(cell, keep="last").sort_values(cell).reset_index(drop=True)
+    return df
 
 
 def summary_table(
@@ -78,7 +86,9 @@ def summary_table(
     if metric not in runs.columns:
         raise ValueError(f"metric {metric!r} not in the runs; have {', '.join(c for c in runs.columns if c not in KEYS)}")
     g = runs.groupby(list(by), dropna=False)[metric]
-    out = g.agg(mean="mean", sd="std", n_seeds="count").reset_index()
+    out = g.agg(mean="mean", sd="std", n_runs="count").reset_index()
+    out.insert(len(by) + 2, "n_seeds", runs.groupby(list(by), dropna=False)["seed"].nunique().to_numpy())
+    out = out.drop(columns="n_runs")
     out["mean ± sd"] = [f"{m:.3f} ± {s:.3f}" if np.isfinite(s) else f"{m:.3f}" for m, s in zip(out["mean"], out["sd"])]
     return out
 
