@@ -188,7 +188,10 @@ def main() -> None:
     if args.peak_tflops:
         datasheet = {**datasheet, "bf16": args.peak_tflops}
     n = 8192 if device.type == "cuda" else 512
-    measured = {"bf16": measured_matmul_tflops(device, torch.bfloat16, n), "fp32": measured_matmul_tflops(device, torch.float32, n)}
+    measured = {
+        "bf16": measured_matmul_tflops(device, torch.bfloat16, n),
+        "fp32": measured_matmul_tflops(device, torch.float32, n),
+    }
     peaks = {"datasheet": datasheet, "measured": measured}
     if device.type == "cuda":
         print(f"TF32: cudnn convolutions {torch.backends.cudnn.allow_tf32}, matmuls "
@@ -207,8 +210,14 @@ def main() -> None:
                   f"{r['samples_per_s']:>10.2f} {r['peak_mem_gb']:>7.2f} {r['model_tflop_per_step']:>10.3f} "
                   f"{r['achieved_tflops']:>8.2f} {sheet:>9} {100 * r['mfu_measured_matmul']:>6.1f}%")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"device": chip, "torch": torch.__version__, "args": {k: str(v) for k, v in vars(args).items()},
-                                    "peaks_tflops": peaks, "rows": rows}, indent=2))
+    report = {
+        "device": chip,
+        "torch": torch.__version__,
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "peaks_tflops": peaks,
+        "rows": rows,
+    }
+    args.out.write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out}")
     ratios = []
     for name in args.backbones:

@@ -158,7 +158,8 @@ def test_weights_import_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     src = tmp_path / "released.pt"
     torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, src)
     out, nii = tmp_path / "mm", tmp_path / "nii"
-    code = mmlib_main(["weights", "import", str(src), "--arch", "uniformer", "--out", str(out), "--templates-nifti", str(nii)])
+    argv = ["weights", "import", str(src), "--arch", "uniformer", "--out", str(out), "--templates-nifti", str(nii)]
+    code = mmlib_main(argv)
     assert code == 0
     assert "16 dropped" in capsys.readouterr().out
     net, templates, affine, meta = load_pretrained(out)

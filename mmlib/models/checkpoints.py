@@ -92,7 +92,10 @@ def save_checkpoint(directory: str | Path, state_dict: Mapping[str, Tensor], met
     tensors: dict[str, Tensor] = {}
     for key, value in state_dict.items():
         if not isinstance(value, Tensor):
-            raise ValueError(f"save_checkpoint({directory}): state_dict[{key!r}] is a {type(value).__name__}, not a tensor")
+            raise ValueError(
+                f"save_checkpoint({directory}): state_dict[{key!r}] is a "
+                f"{type(value).__name__}, not a tensor"
+            )
         tensors[key] = value.detach().to("cpu").contiguous().clone()
     meta = dict(_jsonable(dict(meta)))
     meta.setdefault("mmlib_version", __version__)
@@ -113,7 +116,9 @@ def save_checkpoint(directory: str | Path, state_dict: Mapping[str, Tensor], met
     return directory
 
 
-def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> tuple[dict[str, Tensor], dict[str, Any]]:
+def load_checkpoint(
+    directory: str | Path, device: str | torch.device = "cpu"
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Read a checkpoint folder: ``(state_dict, meta)``.
 
     Raises:
@@ -227,7 +232,10 @@ def load_pretrained(
         backbone.load_state_dict(own, strict=True)
     except RuntimeError as err:
         first = str(err).strip().splitlines()
-        raise ValueError(f"{directory}: weights do not fit {model_meta['name']} {model_meta.get('size')}: {' '.join(first[:2])}") from None
+        raise ValueError(
+            f"{directory}: weights do not fit {model_meta['name']} {model_meta.get('size')}: "
+            + " ".join(first[:2])
+        ) from None
     backbone.to(device).eval()
     affine = meta.get("template_affine")
     return backbone, state.get(TEMPLATES_KEY), None if affine is None else np.asarray(affine, dtype=float), meta
@@ -288,7 +296,10 @@ def export_templates_nifti(
 
     from mmlib.modalities import MODALITIES
 
-    vols = templates.detach().cpu().float().numpy() if isinstance(templates, Tensor) else np.asarray(templates, np.float32)
+    if isinstance(templates, Tensor):
+        vols = templates.detach().cpu().float().numpy()
+    else:
+        vols = np.asarray(templates, np.float32)
     names = list(MODALITIES[: vols.shape[0]]) if modalities is None else list(modalities)
     if len(names) != vols.shape[0]:
         raise ValueError(f"export_templates_nifti: {vols.shape[0]} templates but {len(names)} modality names")

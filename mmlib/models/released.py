@@ -249,7 +249,9 @@ def released_layout(arch: str, size: Mapping[str, Any] | None = None) -> list[tu
     return layout
 
 
-def reference_state_dict(layout: list[tuple[str, tuple[int, ...]]] | list[list[Any]], seed: int = 0) -> dict[str, Tensor]:
+def reference_state_dict(
+    layout: list[tuple[str, tuple[int, ...]]] | list[list[Any]], seed: int = 0
+) -> dict[str, Tensor]:
     """The documented deterministic weights of ``shared/reference/README.md`` for a layout.
 
     Walks the keys in order with one ``torch.Generator().manual_seed(seed)``: integer tensors
