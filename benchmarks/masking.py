@@ -6,8 +6,18 @@ modality of the same study. The baseline loops over studies and over masked bloc
 copying one cube at a time, as the released training code does; mmlib draws all masks with one
 argsort and fills with one ``torch.where`` per view, on the batch's device.
 
+Two settings are timed, the forward pass only: ``no_grad`` and ``train`` (the templates are a
+learnable parameter, as in pre-training, so autograd records the fills). The template grid is
+the default head box at 1 mm (192 x 228 x 192), the batch B x 4 modalities of S^3 crops.
+
 Run: ``OMP_NUM_THREADS=1 python benchmarks/masking.py [--batch 3] [--size 96] [--block 8]``.
-The last line printed is the speed-up ratio (baseline time / mmlib time).
+The last line printed is the speed-up ratio (baseline wall time / mmlib wall time, ``train``).
+
+Where the time goes (B=3, 96^3, 1 thread): mmlib makes about nine passes over the 10 MB batch
+(target and source selection, template gather, per-block min/max, scaling, two fills, two
+expanded masks); the authors' loop spends most of its time min-max scaling the whole template
+volume once per study and per view (8.4 M voxels each time) and in boolean-index assignment.
+The issue's goal is 20x; on this 2-core CPU the measured ratio is about 12x (see the report).
 """
 
 from __future__ import annotations
@@ -82,16 +92,22 @@ def mmlib_batched(image, present, target_slot, templates, modality, origin, bloc
     return view_a, view_b
 
 
-def timeit_pair(fa, fb, repeats: int) -> tuple[float, float]:
-    """Median seconds of ``fa`` and ``fb``, measured interleaved (fair under a shared load)."""
+def timeit_pair(fa, fb, repeats: int) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Median ``(wall, cpu)`` seconds of ``fa`` and of ``fb``, measured interleaved.
+
+    Interleaving keeps the comparison fair when the machine is shared; CPU time (of this
+    process) is reported beside wall time because, on a loaded machine, wall time also counts
+    the time spent waiting for a core.
+    """
     fa(), fb()  # warm-up
-    ta, tb = [], []
+    acc: list[list[tuple[float, float]]] = [[], []]
     for _ in range(repeats):
-        for fn, acc in ((fa, ta), (fb, tb)):
-            t0 = time.perf_counter()
+        for fn, out in zip((fa, fb), acc):
+            w0, c0 = time.perf_counter(), time.process_time()
             fn()
-            acc.append(time.perf_counter() - t0)
-    return float(np.median(ta)), float(np.median(tb))
+            out.append((time.perf_counter() - w0, time.process_time() - c0))
+    med = [tuple(float(np.median([t[i] for t in out])) for i in range(2)) for out in acc]
+    return med[0], med[1]  # type: ignore[return-value]
 
 
 def main() -> None:
@@ -144,10 +160,13 @@ def main() -> None:
 
         with torch.set_grad_enabled(setting == "train"):
             base, fast = timeit_pair(baseline, ours, args.repeats)
-        ratios[setting] = base / fast
-        print(f"[{setting}] authors-style per-study loop (views A and B): {base * 1e3:.1f} ms; "
-              f"mmlib batched: {fast * 1e3:.1f} ms; ratio {base / fast:.1f}x")
-    print(f"speed-up (forward, templates learnable as in training): {ratios['train']:.1f}x")
+        ratios[setting] = base[0] / fast[0]
+        print(f"[{setting}] authors-style per-study loop (views A and B): {base[0] * 1e3:.1f} ms "
+              f"wall, {base[1] * 1e3:.1f} ms cpu; mmlib batched: {fast[0] * 1e3:.1f} ms wall, "
+              f"{fast[1] * 1e3:.1f} ms cpu; ratio {base[0] / fast[0]:.1f}x wall, "
+              f"{base[1] / fast[1]:.1f}x cpu")
+    print(f"speed-up (wall clock, forward, templates learnable as in training): "
+          f"{ratios['train']:.1f}x")
 
 
 if __name__ == "__main__":

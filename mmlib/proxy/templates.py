@@ -104,6 +104,17 @@ def minmax_scale(crop: Tensor, where: Tensor | None = None, eps: float = 1e-6,
     Returns:
         ``(B, 1, X, Y, Z)``.
     """
+    if straight_through and crop.requires_grad:
+        with torch.no_grad():  # the statistics are constants of the straight-through map
+            inv, off = _minmax_coefficients(crop.detach(), where, eps, block)
+        return _AffineStraightThrough.apply(crop, inv, off)
+    inv, off = _minmax_coefficients(crop, where, eps, block)
+    return torch.addcmul(off, crop, inv)
+
+
+def _minmax_coefficients(crop: Tensor, where: Tensor | None, eps: float,
+                         block: int | None) -> tuple[Tensor, Tensor]:
+    """``(inv, off)`` shaped ``(B, 1, 1, 1, 1)`` so that ``crop * inv + off`` is min-max scaled."""
     bsz = crop.shape[0]
     flat = crop.reshape(bsz, -1)
     if where is None:
@@ -127,11 +138,19 @@ def minmax_scale(crop: Tensor, where: Tensor | None = None, eps: float = 1e-6,
     inv = torch.where(ok, 1.0 / torch.where(ok, rng, torch.ones_like(rng)), torch.ones_like(rng))
     off = torch.where(ok, -lo * inv, torch.zeros_like(lo))
     shape = (-1,) + (1,) * (crop.dim() - 1)
-    if straight_through:
-        with torch.no_grad():
-            scaled = torch.addcmul(off.view(shape), crop, inv.view(shape))
-        return crop + (scaled - crop).detach() if crop.requires_grad else scaled
-    return torch.addcmul(off.view(shape), crop, inv.view(shape))
+    return inv.view(shape), off.view(shape)
+
+
+class _AffineStraightThrough(torch.autograd.Function):
+    """``crop * inv + off`` in one pass forward, identity gradient to ``crop`` backward."""
+
+    @staticmethod
+    def forward(ctx, crop: Tensor, inv: Tensor, off: Tensor) -> Tensor:  # type: ignore[override]
+        return torch.addcmul(off, crop, inv)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        return grad, None, None
 
 
 class _WindowGather(torch.autograd.Function):
