@@ -218,7 +218,7 @@ def split_studies(
     """Train/val/test study lists of a task.
 
     The store's ``split`` column is used when it holds at least ``max(min_test,
-    test_fraction/3 * n)`` test studies (a curated real dataset with its official split, or a
+    test_fraction/2 * n)`` test studies (and, with ``strata``, every class) (a curated real dataset with its official split, or a
     split file). Otherwise (the store's generic 80/10/10 hash split leaves small downstream
     sets with one test study or none) the task's studies are split again, deterministically:
     ordered by a hash of the study id, the first ``round(test_fraction * n)`` are test, the rest
@@ -240,8 +240,10 @@ def split_studies(
         raise ValueError(f"need at least two studies (train and test), got {len(studies)}")
     split = rows["split"].fillna("train").astype(str) if "split" in rows.columns else pd.Series("train", rows.index)
     out = {k: sorted(rows.loc[split == k, "study"].astype(str)) for k in ("train", "val", "test")}
-    need = max(min(min_test, len(studies) - 1), int(np.ceil(test_fraction / 3 * len(studies))))
-    if len(out["test"]) >= need and out["train"]:
+    need = max(min(min_test, len(studies) - 1), int(np.ceil(test_fraction / 2 * len(studies))))
+    classes_ok = strata is None or {strata.get(s) for s in out["test"]} >= {
+        c for c in set(strata.values()) if sum(v == c for v in strata.values()) >= 2}
+    if len(out["test"]) >= need and out["train"] and classes_ok:
         return out
     def _hash(s: str) -> str:
         return hashlib.sha1(s.encode()).hexdigest()
