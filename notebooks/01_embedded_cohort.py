@@ -178,7 +178,8 @@ for ax, m in zip(axes, ixi.modalities):
     img = nib.load(paths[m])
     vol = R.to_ras(np.asarray(img.dataobj, dtype=np.float32), img.affine)
     view = np.rot90(vol.max(axis=2)) if m == "mra" else R.axial(vol)
-    ax.imshow(view, cmap="gray", vmax=np.percentile(view, 99.7))
+    sp = R.ras_spacing(img.affine)
+    ax.imshow(view, cmap="gray", vmax=np.percentile(view, 99.7), aspect=sp[1] / sp[0])
     ax.set_title(f"{m}: {img.shape} {''.join(nib.aff2axcodes(img.affine))}")
     ax.axis("off")
 fig.savefig(out / "modalities_ixi.png", dpi=100, bbox_inches="tight")
@@ -195,9 +196,11 @@ plt.show()
 def overlay(ax, img, label, title, z=None):
     vol, lab = R.to_ras(img.get_fdata(), img.affine), R.to_ras(label, img.affine)
     z = R.lesion_slice(lab) if z is None else z
-    ax.imshow(R.axial(vol, z), cmap="gray", vmax=np.percentile(vol[vol > 0], 99.5))
+    sp = R.ras_spacing(img.affine)
+    ax.imshow(R.axial(vol, z), cmap="gray", vmax=np.percentile(vol[vol > 0], 99.5),
+              aspect=sp[1] / sp[0])
     ax.imshow(np.ma.masked_equal(R.axial(lab, z), 0), cmap="Set1", alpha=0.45, vmin=1, vmax=9,
-              interpolation="nearest")
+              interpolation="nearest", aspect=sp[1] / sp[0])
     ax.set_title(title)
     ax.axis("off")
 
@@ -233,8 +236,9 @@ for ax, grade in zip(axes[:2], ("HGG", "LGG")):
 for ax, group in zip(axes[2:], ("NC", "MCI")):
     pid = adni.loc[adni["group"] == group, "participant_id"].iloc[0]
     img, _ = load("adni", int(pid[-3:]), "t1")
-    vol = R.to_ras(img.get_fdata(), img.affine)
-    ax.imshow(R.axial(vol, vol.shape[2] // 2 + 8 // spec.factor), cmap="gray")
+    vol, sp = R.to_ras(img.get_fdata(), img.affine), R.ras_spacing(img.affine)
+    ax.imshow(R.axial(vol, vol.shape[2] // 2 + 8 // spec.factor), cmap="gray",
+              aspect=sp[1] / sp[0])
     ax.set_title(f"{group}: T1w")
     ax.axis("off")
 fig.savefig(out / "classes.png", dpi=100, bbox_inches="tight")

@@ -173,3 +173,13 @@ def study_files(root: Path, src: Any, index: int) -> tuple[dict[str, Path], Path
     paths, label = W.study_paths(src.layout, src.writer, sid, src.modalities, attrs,
                                  src.pattern, src.label_pattern)
     return {m: base / p for m, p in paths.items()}, (base / label if label else None)
+
+
+def ras_spacing(affine: np.ndarray) -> np.ndarray:
+    """Voxel sizes (mm) along R, A, S after :func:`to_ras` (for ``imshow`` aspect ratios)."""
+    ornt = nib.orientations.io_orientation(affine)
+    sizes = nib.affines.voxel_sizes(affine)
+    out = np.zeros(3)
+    for axis, (target, _) in enumerate(ornt):
+        out[int(target)] = sizes[axis]
+    return out
