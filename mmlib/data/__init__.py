@@ -7,6 +7,7 @@ is used, no cohort until one is asked for).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib
 import json
@@ -45,8 +46,9 @@ def ensure_store(scale: str, progress: bool = True) -> Path:
 
     The cohort is made by ``mmlib.data.phantom.ensure_cohort(scale)`` if needed; the store is
     curated at :data:`STORE_SPACING` (smoke 4 mm, demo 2 mm, paper 1 mm). A finished store
-    (marker ``DONE`` holding the spacing and a SHA-1 of the cohort's ``cohort.json``) is reused
-    as is; one made from another cohort or spacing is rebuilt.
+    (markers ``DONE`` and ``COHORT``, the SHA-1 of the cohort's ``cohort.json``) is reused as
+    is; one made from another cohort (e.g. after the simulator changed) is rebuilt, and an
+    interrupted one is resumed.
 
     Args:
         scale: ``smoke``, ``demo`` or ``paper``.
@@ -59,31 +61,49 @@ def ensure_store(scale: str, progress: bool = True) -> Path:
 
     root = work_dir(scale) / "store"
     spacing = STORE_SPACING[scale]
-    done = root / "DONE"
     cohort = work_dir(scale) / "cohort"
-    if done.is_file() and (cohort / "DONE").is_file() and (cohort / "cohort.json").is_file():
-        meta = json.loads(done.read_text())  # fast path: no cohort validation needed
-        digest = hashlib.sha1((cohort / "cohort.json").read_bytes()).hexdigest()
-        if abs(meta.get("spacing", -1) - spacing) < 1e-9 and meta.get("cohort_sha1") == digest:
+    if (cohort / "DONE").is_file() and (cohort / "cohort.json").is_file():
+        if _finished(root, spacing, _sha1(cohort / "cohort.json")):  # fast: no validation
             return root
     from mmlib.data.phantom import ensure_cohort
 
     cohort = Path(ensure_cohort(scale))
-    digest = hashlib.sha1((cohort / "cohort.json").read_bytes()).hexdigest()
-    if done.is_file():
-        meta = json.loads(done.read_text())
-        if abs(meta.get("spacing", -1) - spacing) < 1e-9 and meta.get("cohort_sha1",
-                                                                     digest) == digest:
-            if "cohort_sha1" not in meta:  # written before the digest was recorded
-                done.write_text(json.dumps({**meta, "cohort_sha1": digest}, indent=1))
-            return root
-        shutil.rmtree(root)  # made from another cohort or spacing: rebuild
+    digest = _sha1(cohort / "cohort.json")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.parent / ".store.lock", "w") as lock:  # one maker at a time, others wait
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _make_store(root, cohort, digest, spacing, scale, progress)
+
+
+def _finished(root: Path, spacing: float, digest: str) -> bool:
+    """A complete store of this spacing made from the cohort whose cohort.json has ``digest``."""
+    done, origin = root / "DONE", root / "COHORT"
+    if not done.is_file() or not origin.is_file():
+        return False
+    meta = json.loads(done.read_text())
+    return abs(meta.get("spacing", -1) - spacing) < 1e-9 and origin.read_text() == digest
+
+
+def _make_store(root: Path, cohort: Path, digest: str, spacing: float, scale: str,
+                progress: bool) -> Path:
+    done, origin = root / "DONE", root / "COHORT"
+    if _finished(root, spacing, digest):
+        return root
+    if root.exists() and (not origin.is_file() or origin.read_text() != digest):
+        shutil.rmtree(root)  # made from another cohort (or of unknown origin): rebuild
     from mmlib.data.curate import curate
     from mmlib.data.layouts import discover
+    from mmlib.data.store import init_store
 
+    init_store(root, spacing)
+    origin.write_text(digest)  # an interrupted run resumes only into a store of this cohort
     report = curate(discover(cohort), root, spacing=spacing, workers=STORE_WORKERS[scale],
                     progress=progress)
     done.write_text(json.dumps({"cohort": str(cohort), "cohort_sha1": digest, "spacing": spacing,
                                 "curated": len(report.curated) + len(report.skipped),
                                 "failed": report.failed}, indent=1))
     return root
+
+
+def _sha1(path: Path) -> str:
+    return hashlib.sha1(path.read_bytes()).hexdigest()
