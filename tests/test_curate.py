@@ -212,3 +212,31 @@ def test_qc_report_flags_a_swapped_series(tmp_path):
     assert len(table) == 20 and set(table["source_orientation"]) == {"RAS"}
     summary = json.loads((qc_dir / "summary.json").read_text())
     assert summary["suspicious"]["mislabelled"] == 2 and summary["studies"] == 5
+
+
+def test_shared_store_is_reused_rebuilt_or_resumed(tmp_path, monkeypatch):
+    from mmlib.data import _make_store, _sha1, ensure_store
+
+    monkeypatch.setenv("MMLIB_WORK", str(tmp_path / "work"))
+    cohort = tmp_path / "work" / "smoke" / "cohort"
+    make_brats2021(cohort / "BraTS2021", n=2)
+    (cohort / "cohort.json").write_text(json.dumps({"sources": [
+        {"name": "b", "path": "BraTS2021", "layout": "brats2021", "role": "pretrain"}]}))
+    (cohort / "DONE").write_text("x")
+    root = tmp_path / "work" / "smoke" / "store"
+    _make_store(root, cohort, _sha1(cohort / "cohort.json"), 4.0, "smoke", progress=False)
+    first = (root / "studies" / "BraTS2021_00000" / "t1.npy").stat().st_mtime_ns
+    assert ensure_store("smoke") == root  # finished and from this cohort: reused at once
+    assert (root / "studies" / "BraTS2021_00000" / "t1.npy").stat().st_mtime_ns == first
+    # interrupted: no DONE, same cohort -> resumed, finished studies kept
+    (root / "DONE").unlink()
+    _make_store(root, cohort, _sha1(cohort / "cohort.json"), 4.0, "smoke", progress=False)
+    assert (root / "studies" / "BraTS2021_00000" / "t1.npy").stat().st_mtime_ns == first
+    report = json.loads((root / "reports" / "curate.json").read_text())
+    assert report["curated"] == [] and len(report["skipped"]) == 2
+    # the cohort changed (a new simulator): rebuilt from scratch
+    (cohort / "cohort.json").write_text(json.dumps({"sources": [
+        {"name": "b", "path": "BraTS2021", "layout": "brats2021", "role": "downstream"}]}))
+    _make_store(root, cohort, _sha1(cohort / "cohort.json"), 4.0, "smoke", progress=False)
+    assert Store(root).row("BraTS2021_00000")["role"] == "downstream"
+    assert (root / "COHORT").read_text() == _sha1(cohort / "cohort.json")
