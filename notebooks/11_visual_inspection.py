@@ -208,6 +208,9 @@ if templates is not None:
 # mv.compare_runs([run_a, run_b], viewer, study=study_id)
 # ```
 #
+# `mv.set_3d(viewer)` switches to 3-D rendering (images as attenuated maximum-intensity
+# projections, labels as surfaces), where a lesion's extent across slices shows at a glance.
+#
 # The figures below are screenshots of a napari viewer, made while this notebook ran. napari
 # draws with OpenGL, so it needs a display: on a headless machine mmlib starts a private Xvfb
 # server (and says so when it cannot, drawing matplotlib figures instead).
@@ -219,6 +222,13 @@ if ok:
     nv = mv.new_viewer(size=(1400, 900))
     mv.open_study(study, nv, grid=True)
     shots["study"] = mv.screenshot(nv, out / "figures" / "napari_study.png")
+    mv.remove_layers(nv, list(nv.layers))
+    mv.set_grid(nv, False)
+    mv.open_study(study, nv, modalities=study.modalities[:1])
+    mv.set_3d(nv)
+    shots["study_3d"] = mv.screenshot(nv, out / "figures" / "napari_study_3d.png", reset_view=False)
+    mv.remove_layers(nv, list(nv.layers))
+    nv.dims.ndisplay = 2
     if run is not None:
         mv.remove_layers(nv, list(nv.layers))
         mv.open_sample(samples, nv, index=0)
@@ -227,8 +237,12 @@ if ok:
         mv.remove_layers(nv, list(nv.layers))
         mv.open_templates(templates, nv)
         shots["templates"] = mv.screenshot(nv, out / "figures" / "napari_templates.png")
+    titles = {"study": f"{study.name}: every modality with its labels (grid mode)",
+              "study_3d": f"{study.name}: {study.modalities[0]} in 3-D (attenuated MIP) with the labels as surfaces",
+              "samples": "a proxy-task sample: target, mask, view A, view B, both reconstructions",
+              "templates": "the learned templates, one per modality"}
     for name, image in shots.items():
-        display(plots.image_figure(image, f"napari: {name} (grid mode)"))
+        display(plots.image_figure(image, f"napari: {titles[name]}"))
 else:
     print(f"No napari figures here ({why}); the matplotlib views above show the same slices.")
 results["napari"] = {"used": ok, "reason": why,

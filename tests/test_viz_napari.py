@@ -107,6 +107,13 @@ def test_screenshots_are_not_blank(tmp_path: Path, shown) -> None:
     assert image.ndim == 3 and image.shape[2] == 4 and (tmp_path / "study.png").is_file()
     assert mv.pixel_std(image) > BLANK
     shown.layers.clear()
+    mv.set_grid(shown, False)
+    mv.open_study(write_study(tmp_path / "BraTS2021_00001"), shown, modalities=["t1c"])
+    mv.set_3d(shown)
+    assert shown.dims.ndisplay == 3 and shown.layers[0].rendering == "attenuated_mip"
+    assert mv.pixel_std(mv.screenshot(shown, reset_view=False)) > BLANK
+    shown.dims.ndisplay = 2
+    shown.layers.clear()
     mv.open_sample(RunFolder(write_run(tmp_path / "r")).samples(), shown)
     assert mv.pixel_std(mv.screenshot(shown, canvas_only=False)) > BLANK
 

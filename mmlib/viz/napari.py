@@ -304,8 +304,42 @@ def set_plane(viewer: napari.Viewer, plane: str = "axial") -> None:
     order, orientation = PLANES[plane]
     viewer.dims.ndisplay = 2
     viewer.dims.order = order
-    viewer.camera.orientation2d = orientation
+    camera_of(viewer).orientation2d = orientation
     viewer.reset_view()
+
+
+def set_3d(
+    viewer: napari.Viewer, *, angles: tuple[float, float, float] = (-30.0, 30.0, 0.0), rendering: str = "attenuated_mip"
+) -> None:
+    """Render in 3-D: image layers as (attenuated) maximum-intensity projections, labels as surfaces.
+
+    Args:
+        viewer: the viewer.
+        angles: camera Euler angles in degrees, from the axial view of :func:`set_plane`.
+            Defaults to (-30, 30, 0), an oblique view of the top and one side.
+        rendering: image rendering (``mip``, ``attenuated_mip``, ``translucent``, ...).
+            Defaults to ``"attenuated_mip"``.
+    """
+    from napari.layers import Image
+
+    viewer.dims.ndisplay = 3
+    for layer in viewer.layers:
+        if isinstance(layer, Image):
+            layer.rendering = rendering
+    viewer.reset_view()  # (resets the camera angles too)
+    camera_of(viewer).angles = angles
+    # napari's status bar reads layer values under the pointer along the cursor's view direction,
+    # which stays None until the mouse moves in 3-D (never, under Xvfb): labels layers with
+    # features then raise in napari's status thread. Give the cursor the camera's direction.
+    if hasattr(viewer.cursor, "_view_direction"):
+        viewer.cursor._view_direction = np.asarray(camera_of(viewer).view_direction)
+
+
+def camera_of(viewer: napari.Viewer) -> Any:
+    """The viewer's camera (``viewer.scene.camera`` since napari 0.9, ``viewer.camera`` before)."""
+    scene = getattr(viewer, "scene", None)
+    camera = getattr(scene, "camera", None)
+    return camera if camera is not None else viewer.camera
 
 
 def grid_of(viewer: napari.Viewer) -> Any:

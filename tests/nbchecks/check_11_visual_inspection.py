@@ -44,7 +44,7 @@ def check(results: dict, out_dir: pathlib.Path) -> None:
     if shutil.which("Xvfb") or os.environ.get("DISPLAY"):
         assert napari["used"], f"napari figures were not made although a display can be had: {napari['reason']}"
     if napari["used"]:
-        assert set(napari["screenshots"]) == {"study", "samples", "templates"}
+        assert set(napari["screenshots"]) == {"study", "study_3d", "samples", "templates"}
         for name, shot in napari["screenshots"].items():
             assert shot["pixel_std"] > 5.0, f"napari screenshot {name!r} is blank"
             assert _png_std(figures / f"napari_{name}.png") > 0.02
