@@ -279,3 +279,14 @@ def test_file_roles(name: str, role: str | None) -> None:
     from mmlib.viz.data import _role
 
     assert _role(Path(name)) == role
+
+
+def test_samples_spacing_is_used_when_recorded(tmp_path: Path) -> None:
+    arrays = {"target": np.zeros((2, 4, 4, 4), np.float32)}
+    spacing = np.array([[2.0, 2.0, 2.0], [4.0, 4.0, 4.0]])
+    path = save_samples(tmp_path / "step_0000001.npz", Samples(arrays, ["a", "b"], ["t1", "t1"], spacing=spacing))
+    s = load_samples(path)
+    np.testing.assert_allclose(s.spacing, spacing)
+    assert L.sample_layers(s, index=1)[0][1]["scale"] == (4.0, 4.0, 4.0)
+    assert L.sample_layers(s, index=1, spacing=(1, 1, 3))[0][1]["scale"] == (1.0, 1.0, 3.0)
+    assert load_samples(save_samples(tmp_path / "step_0000002.npz", Samples(arrays, ["a", "b"], ["t1", "t1"]))).spacing is None

@@ -200,12 +200,15 @@ class Samples:
         study: study id of each entry ``(N,)``.
         modality: target modality of each entry ``(N,)``.
         step: the training step. Defaults to None.
+        spacing: mm per voxel of each entry's crop ``(N, 3)``, when the file records it
+            (optional ``spacing`` array). Defaults to None.
     """
 
     arrays: dict[str, np.ndarray]
     study: list[str]
     modality: list[str]
     step: int | None = None
+    spacing: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.study)
@@ -286,21 +289,24 @@ def load_samples(path: str | Path) -> Samples:
         study = [str(s) for s in z["study"]]
         modality = [str(m) for m in z["modality"]]
         step = int(z["step"]) if "step" in files else None
+        spacing = np.asarray(z["spacing"], dtype=np.float64).reshape(len(study), 3) if "spacing" in files else None
     m = _STEP.search(path.name)
     if step is None and m:
         step = int(m.group(1))
-    return Samples(arrays, study, modality, step)
+    return Samples(arrays, study, modality, step, spacing)
 
 
 def save_samples(path: str | Path, samples: Samples) -> Path:
     """Write samples in the engine's ``samples/step_XXXXXXX.npz`` format (compressed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    extra = {} if samples.spacing is None else {"spacing": np.asarray(samples.spacing, dtype=np.float32)}
     np.savez_compressed(
         path,
         **{k: np.asarray(v, dtype=np.float32) for k, v in samples.arrays.items()},
         study=np.asarray(samples.study, dtype=str),
         modality=np.asarray(samples.modality, dtype=str),
+        **extra,
     )
     return path
 

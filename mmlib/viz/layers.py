@@ -211,14 +211,15 @@ def sample_layers(
     study: str | None = None,
     modality: str | None = None,
     keys: Sequence[str] = SAMPLE_KEYS,
-    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    spacing: Sequence[float] | None = None,
 ) -> list[LayerData]:
     """Layer data of a proxy-task sample (target, mask, views, reconstructions), in ``keys`` order.
 
     ``sample`` is :class:`~mmlib.viz.data.Samples`, a ``samples/step_*.npz`` path, or a mapping
     of arrays ``(X, Y, Z)``, ``(N, X, Y, Z)`` or ``(B, 1, X, Y, Z)`` (the views dict of
     :class:`mmlib.proxy.brainmvp.BrainMVPObjective`). Layers are named
-    ``<study>/<modality>: <key>`` (just ``<key>`` for a plain mapping).
+    ``<study>/<modality>: <key>`` (just ``<key>`` for a plain mapping). ``spacing`` (mm per voxel)
+    defaults to the samples' own when the file records it, else 1 mm.
     """
     prefix = ""
     meta: dict[str, Any] = {}
@@ -229,9 +230,11 @@ def sample_layers(
         arrays = sample.entry(i)
         prefix = f"{sample.study[i]}/{sample.modality[i]}: "
         meta = {"study": sample.study[i], "modality": sample.modality[i], "step": sample.step}
+        if spacing is None and sample.spacing is not None:
+            spacing = tuple(float(v) for v in sample.spacing[i])
     else:
         arrays = {k: as_volume_array(v, index or 0) for k, v in sample.items() if k in keys}
-    affine = np.diag([*(float(s) for s in spacing), 1.0])
+    affine = np.diag([*(float(s) for s in (spacing or (1.0, 1.0, 1.0))), 1.0])
     out: list[LayerData] = []
     for key in keys:
         if key not in arrays:

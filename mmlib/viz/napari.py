@@ -188,7 +188,7 @@ def open_sample(
     study: str | None = None,
     modality: str | None = None,
     keys: Sequence[str] = SAMPLE_KEYS,
-    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    spacing: Sequence[float] | None = None,
     grid: bool = True,
     plane: str = "axial",
 ) -> list[Image]:
@@ -203,7 +203,8 @@ def open_sample(
         study: pick the entry of this study. Defaults to None.
         modality: pick the entry of this target modality. Defaults to None.
         keys: which arrays, in order. Defaults to :data:`~mmlib.viz.data.SAMPLE_KEYS`.
-        spacing: voxel size in mm of the crop. Defaults to (1, 1, 1).
+        spacing: voxel size in mm of the crop. Defaults to None (the samples file's own
+            ``spacing`` when recorded, else 1 mm).
         grid: one cell per array. Defaults to True.
         plane: ``axial``, ``coronal`` or ``sagittal``. Defaults to ``"axial"``.
 

@@ -170,6 +170,8 @@ def sample_viewer(samples: Samples, index: int | None = None, *, study: str | No
     vols = {SAMPLE_TITLES[k]: samples.arrays[k][i] for k in SAMPLE_KEYS if k in samples.arrays}
     kwargs.setdefault("title", f"{samples.study[i]} / {samples.modality[i]}" + (f", step {samples.step}" if samples.step is not None else ""))
     kwargs.setdefault("volume", SIDE_BY_SIDE)
+    if samples.spacing is not None:
+        kwargs.setdefault("spacing", tuple(float(v) for v in samples.spacing[i]))
     return SliceViewer(vols, **kwargs)
 
 
