@@ -116,8 +116,8 @@ display(table.pivot_table(index="scheme", columns="label", values="name", aggfun
 # %%
 if study.label is not None:
     vol = study.images[study.modalities[0]].data
-    fig = plots.montage(vol, "axial", n=8, label=study.label.data, scheme=study.scheme,
-                        spacing=first.spacing, title=f"{study.name}: {study.modalities[0]} with its labels")
+    fig = plots.montage(vol, "axial", n=8, label=study.label.data, scheme=study.scheme, extent="label",
+                        spacing=first.spacing, title=f"{study.name}: {study.modalities[0]}, the slices through its labels")
     plots.save(fig, out / "figures" / "segmentation_montage.png")
     display(fig)
     counts = {int(v): int(n) for v, n in zip(*np.unique(study.label.data, return_counts=True)) if v}
@@ -128,9 +128,10 @@ if study.label is not None:
 # ## 3. The proxy-task views of a pre-training run
 #
 # At every checkpoint the pre-training engine (chapter 6) saves the views and reconstructions
-# of a fixed few validation studies in `samples/step_XXXXXXX.npz`: the target crop, the block
-# mask, view A (masked cubes filled from the template of the same modality), view B (filled
-# from another modality of the study), and the network's reconstruction of each. Looking at
+# of a fixed few studies in `samples/step_XXXXXXX.npz`: the target crop, the block mask,
+# view A (masked cubes filled from the template of the same modality), view B (filled from
+# another modality of the study; from the template too during the warm-up), and the network's
+# reconstruction of each. Looking at
 # them over training shows what the numbers hide: whether the template has learned anatomy,
 # whether reconstructions are sharp or merely the mean.
 

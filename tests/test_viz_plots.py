@@ -57,6 +57,10 @@ def test_study_figures(tmp_path: Path) -> None:
         "1 necrotic / non-enhancing core", "2 oedema", "4 enhancing tumour"]
     m = P.montage(vols["t1"], "coronal", n=6, ncols=3)
     assert len([a for a in m.axes if a.images]) == 6
+    lesion = P.montage(vols["t1"], "axial", n=3, label=st.label.data, extent="label")
+    assert [a.get_title() for a in lesion.axes if a.images] == ["axial 7", "axial 8", "axial 10"]  # seg z 7..10
+    with pytest.raises(ValueError, match="needs a label map"):
+        P.montage(vols["t1"], extent="label")
     out = P.save(P.overlay(vols["t2"], st.label.data), tmp_path / "fig" / "o.png")
     assert out.is_file() and matplotlib.image.imread(out).std() > 0.01
     with pytest.raises(ValueError, match="volumes: nothing to draw"):

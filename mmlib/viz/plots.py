@@ -193,13 +193,20 @@ def montage(
     ncols: int = 4,
     size: float = 2.2,
     title: str | None = None,
+    extent: str = "image",
 ) -> Figure:
-    """``n`` slices evenly spread over the foreground of ``volume`` along ``axis``."""
+    """``n`` slices evenly spread along ``axis`` over the foreground of ``volume``, or over the
+    label's extent when ``extent="label"`` (the slices through a lesion)."""
     a = axis_index(axis)
     v = np.asarray(volume)
-    fg = np.nonzero((v > v.min()).sum(axis=tuple(i for i in range(3) if i != a)))[0]
+    if extent not in ("image", "label"):
+        raise ValueError(f"extent: expected 'image' or 'label', got {extent!r}")
+    if extent == "label" and label is None:
+        raise ValueError("extent='label' needs a label map")
+    ref = (np.asarray(label) > 0) if extent == "label" else (v > v.min())
+    fg = np.nonzero(ref.sum(axis=tuple(i for i in range(3) if i != a)))[0]
     lo, hi = (int(fg[0]), int(fg[-1])) if fg.size else (0, v.shape[a] - 1)
-    indices = np.linspace(lo, hi, n + 2)[1:-1].round().astype(int)
+    indices = (np.linspace(lo, hi, n) if extent == "label" else np.linspace(lo, hi, n + 2)[1:-1]).round().astype(int)
     fig, axes = _grid(n, ncols, size)
     for ax, i in zip(axes, indices):
         draw_slice(ax, v, a, int(i), spacing=spacing, label=label, scheme=scheme, alpha=alpha, title=f"{plane_name(a)} {i}")
