@@ -303,3 +303,23 @@ def test_ensure_cohort_replaces_a_stale_work_cohort(tmp_path: Path, monkeypatch)
     root = C.ensure_cohort("smoke", workers=1)
     assert root == stale and (root / "DONE").read_text().strip() == C.spec_hash(small, 0)
     assert (root / "ISLES-2022" / "participants.tsv").is_file()
+
+
+def test_curation_layouts_read_the_cohort_unchanged(cohort: Path) -> None:
+    layouts = pytest.importorskip("mmlib.data.layouts")
+    studies = layouts.discover(cohort)
+    assert not [(s.study, s.problems) for s in studies if s.problems]
+    by_source: dict[str, list] = {}
+    for st in studies:
+        by_source.setdefault(st.source, []).append(st)
+    for src in SMOKE.sources:
+        found = by_source[src.name]
+        assert len(found) == src.n_subjects, src.name
+        for st in found:
+            assert set(st.modalities) == set(src.modalities), (src.name, st.study)
+            assert (st.label is not None) == (src.labels is not None), (src.name, st.study)
+            assert st.task == src.task and st.role == src.role
+            if src.class_column:
+                assert st.attrs[src.class_column] in src.classes
+    assert {s.attrs["grade"] for s in by_source["brats2018"]} == {"HGG", "LGG"}
+    assert all("age_hours" in s.attrs for s in by_source["isles2022"])
