@@ -51,9 +51,10 @@ def main() -> None:
             make_cohort(spec, out, seed=0, workers=workers)
             sec = time.perf_counter() - start
             rates[workers] = n / sec
+            full = sum(s.n_subjects for s in cohort_spec(args.preset).sources) / rates[workers]
             print(f"{args.preset} x{args.fraction:g}: {n} studies, workers={workers}: "
                   f"{sec:.1f} s, {rates[workers]:.2f} studies/s "
-                  f"(full {args.preset} cohort ~{sum(s.n_subjects for s in cohort_spec(args.preset).sources) / rates[workers]:.0f} s)")
+                  f"(full {args.preset} cohort ~{full:.0f} s)")
         same = _same(Path(tmp) / "w1", Path(tmp) / f"w{args.workers}")
         print(f"identical bytes across worker counts: {same}")
     print(f"speed-up workers={args.workers} vs workers=1: {rates[args.workers] / rates[1]:.2f}x")

@@ -17,7 +17,7 @@ def check(results: dict, out_dir: pathlib.Path) -> None:
     c = results["contrasts"]
     assert c["t1_wm_gm"] > 1.05 and c["t1_gm_csf"] > 1.2          # T1: WM > GM > CSF
     assert c["t2_csf_gm"] > 1.2 and c["t2_gm_wm"] > 1.05          # T2: CSF > GM > WM
-    assert c["flair_csf_wm"] < 0.5 and c["flair_oedema_wm"] > 1.3  # FLAIR: CSF nulled, oedema bright
+    assert c["flair_csf_wm"] < 0.5 and c["flair_oedema_wm"] > 1.3  # FLAIR: CSF nulled, oedema
     assert c["t1c_enh_wm"] > 1.5 * c["t1_enh_wm"]                  # enhancing rim on T1c
     assert c["dwi_stroke_normal"] > 1.3 and c["adc_stroke_normal"] < 0.8
     for name, v in results["lesion_ml"].items():

@@ -176,7 +176,8 @@ def calibrate(lesion: Lesion, anatomy: Anatomy, volume_ml: float, steps: int = 5
         level = lesion.level(u)
         w = f / lesion.radius
         whole, core = soft(level, 1.0, w), soft(level, core_level, w)
-        frac = core * room_core[box].reshape(-1) + np.clip(whole - core, 0, 1) * room_ed[box].reshape(-1)
+        frac = (core * room_core[box].reshape(-1)
+                + np.clip(whole - core, 0, 1) * room_ed[box].reshape(-1))
         vol = float(frac.sum()) * f**3 / 1000.0
         if vol <= 0:
             break

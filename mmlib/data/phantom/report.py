@@ -126,7 +126,8 @@ def layout_tree(root: Path, source: str, max_items: int = 2) -> str:
                 lines.append(f"{prefix}└── … ({len(items) - max_items} more)")
                 break
             last = i == len(items) - 1 or (i == max_items - 1 and len(items) <= max_items)
-            lines.append(f"{prefix}{'└── ' if last else '├── '}{p.name}{'/' if p.is_dir() else ''}")
+            branch, slash = ('└── ' if last else '├── '), ('/' if p.is_dir() else '')
+            lines.append(f"{prefix}{branch}{p.name}{slash}")
             if p.is_dir():
                 lines += walk(p, prefix + ("    " if last else "│   "))
         return lines

@@ -60,7 +60,8 @@ class VesselTree:
             cell = base + o
             ok = np.all((cell >= 0) & (cell < np.array(shape)), axis=1)
             d = np.linalg.norm((cell[ok] - vox[ok]) * f, axis=1)
-            val = np.clip((self.radii[ok] - d) / f + 0.5, 0.0, 1.0) * np.minimum(1.0, (2 * self.radii[ok] / f) ** 2)
+            val = (np.clip((self.radii[ok] - d) / f + 0.5, 0.0, 1.0)
+                   * np.minimum(1.0, (2 * self.radii[ok] / f) ** 2))
             np.maximum.at(vol, tuple(cell[ok].T), val.astype(np.float32))
         return vol
 
