@@ -290,3 +290,15 @@ def test_samples_spacing_is_used_when_recorded(tmp_path: Path) -> None:
     assert L.sample_layers(s, index=1)[0][1]["scale"] == (4.0, 4.0, 4.0)
     assert L.sample_layers(s, index=1, spacing=(1, 1, 3))[0][1]["scale"] == (1.0, 1.0, 3.0)
     assert load_samples(save_samples(tmp_path / "step_0000002.npz", Samples(arrays, ["a", "b"], ["t1", "t1"]))).spacing is None
+
+
+def test_surface_layer_data_per_label(tmp_path: Path) -> None:
+    st = load_study_folder(write_study(tmp_path / "BraTS2021_00001"))
+    surfs = L.surface_layers(st.label)
+    assert [kw["name"].split(": ")[1] for _, kw, _ in surfs] == ["necrotic / non-enhancing core", "oedema", "enhancing tumour"]
+    (verts, faces), kw, kind = surfs[2]
+    assert kind == "surface" and verts.shape[1] == 3 and faces.max() < len(verts)
+    assert verts.min(axis=0).tolist() == pytest.approx([8.5, 10.5, 7.5])  # the enhancing box 9..10, 11..12, 8..9
+    assert verts.max(axis=0).tolist() == pytest.approx([10.5, 12.5, 9.5])
+    np.testing.assert_allclose(kw["vertex_colors"][0], SCHEMES["brats2021"].colors[4])
+    assert kw["scale"] == (2.0, 2.0, 2.0)

@@ -109,8 +109,16 @@ def test_screenshots_are_not_blank(tmp_path: Path, shown) -> None:
     shown.layers.clear()
     mv.set_grid(shown, False)
     mv.open_study(write_study(tmp_path / "BraTS2021_00001"), shown, modalities=["t1c"])
-    mv.set_3d(shown)
+    surfaces = mv.set_3d(shown)
     assert shown.dims.ndisplay == 3 and shown.layers[0].rendering == "attenuated_mip"
+    assert [s.name for s in surfaces] == [f"BraTS2021_00001/segmentation: {n}" for n in
+                                          ("necrotic / non-enhancing core", "oedema", "enhancing tumour")]
+    assert not shown.layers["BraTS2021_00001/segmentation"].visible
+    # the surfaces sit where the label voxels are: world bounds within the labels' world bounds
+    oedema = surfaces[1]
+    lo, hi = oedema.data[0].min(axis=0), oedema.data[0].max(axis=0)
+    np.testing.assert_allclose(oedema.data_to_world(lo), np.array([8, 10, 7]) * 2.0, atol=2.0)
+    np.testing.assert_allclose(oedema.data_to_world(hi), np.array([11, 13, 10]) * 2.0, atol=2.0)
     assert mv.pixel_std(mv.screenshot(shown, reset_view=False)) > BLANK
     shown.dims.ndisplay = 2
     shown.layers.clear()

@@ -30,6 +30,7 @@ from mmlib.viz.layers import (
     labels_layer,
     sample_layers,
     study_layers,
+    surface_layers,
     template_layers,
 )
 
@@ -310,8 +311,12 @@ def set_plane(viewer: napari.Viewer, plane: str = "axial") -> None:
 
 
 def set_3d(
-    viewer: napari.Viewer, *, angles: tuple[float, float, float] = (-30.0, 30.0, 0.0), rendering: str = "attenuated_mip"
-) -> None:
+    viewer: napari.Viewer,
+    *,
+    angles: tuple[float, float, float] = (-30.0, 30.0, 0.0),
+    rendering: str = "attenuated_mip",
+    surfaces: bool = True,
+) -> list[Layer]:
     """Render in 3-D: image layers as (attenuated) maximum-intensity projections, labels as surfaces.
 
     Args:
@@ -320,9 +325,22 @@ def set_3d(
             Defaults to (-30, 30, 0), an oblique view of the top and one side.
         rendering: image rendering (``mip``, ``attenuated_mip``, ``translucent``, ...).
             Defaults to ``"attenuated_mip"``.
-    """
-    from napari.layers import Image
+        surfaces: replace each visible labels layer by one surface per label (hiding the labels
+            layer): ray-casting a labels volume is slow without a GPU (tens of seconds per frame
+            on a software renderer), surfaces are not. Defaults to True.
 
+    Returns:
+        The surface layers added.
+    """
+    from napari.layers import Image, Labels
+
+    added: list[Layer] = []
+    if surfaces:
+        for layer in [layer for layer in viewer.layers if isinstance(layer, Labels) and layer.visible]:
+            data = surface_layers(np.asarray(layer.data), affine=_data_to_world(layer),
+                                  scheme=layer.metadata.get("mmlib", {}).get("scheme"), name=layer.name)
+            added += add_layers(viewer, data)
+            layer.visible = False
     viewer.dims.ndisplay = 3
     for layer in viewer.layers:
         if isinstance(layer, Image):
@@ -334,6 +352,15 @@ def set_3d(
     # features then raise in napari's status thread. Give the cursor the camera's direction.
     if hasattr(viewer.cursor, "_view_direction"):
         viewer.cursor._view_direction = np.asarray(camera_of(viewer).view_direction)
+    return added
+
+
+def _data_to_world(layer: Layer) -> np.ndarray:
+    """The 4 x 4 voxel -> world matrix of a 3-D layer (its scale, translate, rotate, shear and affine)."""
+    from napari.utils.transforms import Affine
+
+    physical = Affine(scale=layer.scale, translate=layer.translate, rotate=layer.rotate, shear=layer.shear)
+    return np.asarray(layer.affine.affine_matrix, dtype=np.float64) @ np.asarray(physical.affine_matrix, dtype=np.float64)
 
 
 def camera_of(viewer: napari.Viewer) -> Any:
