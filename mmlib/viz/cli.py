@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mmlib.viz.data import is_run_folder, parse_store_entry
+from mmlib.viz.labels import SCHEMES
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +32,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--study", default=None, help="run folder or samples file: the study to show")
     parser.add_argument("--modality", default=None, help="run folder or samples file: the target modality")
     parser.add_argument("--templates", action="store_true", help="run folder: show the step's templates instead of the views")
-    parser.add_argument("--scheme", choices=["brats2021", "brats2023", "tissue"], default=None, help="label colours and names (default: guessed)")
+    parser.add_argument("--scheme", choices=list(SCHEMES), default=None, help="label colours and names (default: from the source, else guessed)")
     parser.add_argument("--screenshot", type=Path, default=None, metavar="PNG", help="save a screenshot to PNG and exit")
 
 
