@@ -29,7 +29,8 @@ def xvfb_available() -> bool:
 
 
 def start_xvfb(size: tuple[int, int] = (1600, 1200)) -> str:
-    """Start a private Xvfb server, point ``DISPLAY`` at it and stop it when Python exits.
+    """Start a private Xvfb server, point ``DISPLAY`` at it and stop it when Python exits
+    (or, on Linux, when this process is killed).
 
     Args:
         size: screen width and height in pixels. Defaults to (1600, 1200).
@@ -50,6 +51,7 @@ def start_xvfb(size: tuple[int, int] = (1600, 1200)) -> str:
         pass_fds=(write,),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
     )
     os.close(write)
     with os.fdopen(read) as pipe:
@@ -61,6 +63,17 @@ def start_xvfb(size: tuple[int, int] = (1600, 1200)) -> str:
     atexit.register(stop_xvfb)
     os.environ["DISPLAY"] = f":{number}"
     return os.environ["DISPLAY"]
+
+
+def _die_with_parent() -> None:
+    """In the child: ask Linux to SIGTERM it when its parent dies (a killed kernel runs no atexit)."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def stop_xvfb() -> None:
