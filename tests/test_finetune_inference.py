@@ -48,3 +48,13 @@ def test_losses_decrease_towards_the_target(kind: str, names: tuple[str, ...]) -
     # deep supervision: a list, coarser outputs scored on downsampled labels
     coarse = good[..., ::2, ::2, ::2]  # what nearest downsampling of the labels gives
     assert segmentation_loss(spec, [good, coarse], label) < 0.2
+
+
+def test_predict_volume_full_window() -> None:
+    net = SegmentationNet(build_backbone("unet", **BACKBONE_PRESETS["smoke"]["unet"]), 1, 1, "unet", seed=0).eval()
+    x = torch.rand(1, 1, 19, 24, 13)
+    out = predict_volume(net, x, "full")
+    padded = torch.nn.functional.pad(x, (0, 3, 0, 0, 0, 5))  # to multiples of 8: 24, 24, 16
+    with torch.no_grad():
+        direct = net(padded)[:, :, :19, :24, :13]
+    assert out.shape == (1, 1, 19, 24, 13) and torch.allclose(out, direct, atol=1e-5)

@@ -309,13 +309,17 @@ def _multiple(net: nn.Module) -> int:
     return int(max(getattr(bb, "input_multiple", 1), max(strides)))
 
 
-def predict_volume(net: nn.Module, image: torch.Tensor, roi: Sequence[int], sw_batch_size: int = 4, overlap: float = 0.25) -> torch.Tensor:
+def predict_volume(
+    net: nn.Module, image: torch.Tensor, roi: Sequence[int] | str, sw_batch_size: int = 4, overlap: float = 0.25
+) -> torch.Tensor:
     """Sliding-window logits of whole volumes (MONAI ``sliding_window_inference``).
 
     Args:
         net: a :class:`~mmlib.downstream.models.SegmentationNet` in eval mode.
         image: ``(B, C, X, Y, Z)``.
-        roi: window size (a multiple of the network's deepest stride).
+        roi: window size (a multiple of the network's deepest stride), or ``"full"``: one window
+            covering the whole volume padded to a multiple of the stride (cheapest on CPU for
+            the small demo volumes; the paper preset slides 96³ windows).
         sw_batch_size: windows per forward pass. Defaults to 4.
         overlap: window overlap. Defaults to 0.25.
 
@@ -327,6 +331,8 @@ def predict_volume(net: nn.Module, image: torch.Tensor, roi: Sequence[int], sw_b
     # pad each axis to a multiple of the deepest stride so that every window fits the network
     m = _multiple(net)
     size = image.shape[2:]
+    if roi == "full":  # one window covering the whole (padded) volume
+        roi = [int(math.ceil(s / m) * m) for s in size]
     target = [max(int(math.ceil(s / m) * m), r) for s, r in zip(size, roi)]
     pad = [0, 0] * 3
     for ax in range(3):
@@ -577,8 +583,7 @@ def finetune(
         "labelled_studies": labelled, "final_loss": float(np.mean([r["loss"] for r in log_rows[-10:]])) if log_rows else None,
     }
     if spec.kind == "segmentation":
-        roi = cfg["eval"]["roi"] or crop
-        roi = [int(roi)] * 3 if isinstance(roi, (int, float)) else [int(r) for r in roi]
+        roi = _roi(cfg, crop)
         scores, kept = evaluate_segmentation(
             net, store, test, spec, roi, fill, templates, hd95=bool(cfg["eval"]["hd95"]),
             sw_batch_size=int(cfg["eval"]["sw_batch_size"]), overlap=float(cfg["eval"]["overlap"]), device=device,
@@ -598,6 +603,14 @@ def finetune(
     (run_dir / "results.json").write_text(json.dumps(results, indent=1, default=str))
     (run_dir / "DONE").write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
     return run_dir
+
+
+def _roi(cfg: Mapping[str, Any], crop: Sequence[int]) -> list[int] | str:
+    """The sliding-window size of a config: ``eval.roi`` (a size, ``"full"``) or the crop size."""
+    roi = cfg["eval"]["roi"] or crop
+    if roi == "full":
+        return "full"
+    return [int(roi)] * 3 if isinstance(roi, (int, float)) else [int(r) for r in roi]
 
 
 def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:

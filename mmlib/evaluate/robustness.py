@@ -45,7 +45,7 @@ def subset_robustness(
 
     from mmlib.downstream.data import ClassificationInputs
     from mmlib.downstream.tasks import task_rows, task_splits
-    from mmlib.engine.finetune import _store, evaluate_classification, evaluate_segmentation, load_network
+    from mmlib.engine.finetune import _roi, _store, evaluate_classification, evaluate_segmentation, load_network
 
     run_dir = Path(run_dir)
     cache = run_dir / "robustness.csv"
@@ -60,8 +60,7 @@ def subset_robustness(
     use = [f for f in fills if f != "template" or templates is not None]
     cells = [(s, f) for s in modality_subsets(spec.modalities, min_size) for f in use]
     crop = cfg["data"]["crop_size"]
-    roi = cfg["eval"]["roi"] or crop
-    roi = [int(roi)] * 3 if isinstance(roi, (int, float)) else [int(r) for r in roi]
+    roi = _roi(cfg, [int(crop)] * 3 if isinstance(crop, (int, float)) else crop)
     cls_data = ClassificationInputs(store, test, spec, cfg["data"]["input_size"]) if spec.kind == "classification" else None
     rows = []
     for subset, fill in tqdm(cells, desc=f"subsets {res['init']}", disable=not progress):
