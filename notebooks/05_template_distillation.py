@@ -186,7 +186,7 @@ results = {
     "masked_mse_before": errors["before"]["recon_a"], "masked_mse_after": errors["after"]["recon_a"],
     "fill_mse_before": errors["before"]["view_a"], "fill_mse_after": errors["after"]["view_a"],
     "template_corr": corr, "template_corr_mean": float(np.mean(list(corr.values()))),
-    "template_std": {m: float(learned.volumes[MODALITIES.index(m)].std()) for m in modalities},
+    "template_std": {m: float(learned.volumes[MODALITIES.index(m)].detach().std()) for m in modalities},
     "template_shape": list(learned.shape), "template_spacing": float(learned.spacing[0]),
     "nifti_affine_ok": bool(np.allclose(img.affine, learned.affine)),
     "mean_coverage": {m: int(means[m][1].max()) for m in modalities},

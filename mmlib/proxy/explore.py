@@ -314,7 +314,7 @@ def template_figure(templates: Templates, means: Mapping[str, tuple[np.ndarray, 
     for c, name in enumerate(names):
         mean, count = means[name]
         t = minmax_scale(vols[MODALITIES.index(name)].view(1, 1, *vols.shape[1:]))[0, 0].numpy()
-        z = int(np.argmax(count.sum(axis=(0, 1)))) if axis in ("axial", 2) else None
+        z = None  # the middle slice: the grid is centred on the head
         r = template_agreement(vols[MODALITIES.index(name)], mean, count)
         draw_slice(axes[0, c], t, axis, z, cmap="gray", vmin=0.0, vmax=1.0,
                    title=f"template {name} (r = {r:.2f})")
