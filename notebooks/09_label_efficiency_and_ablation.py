@@ -14,7 +14,7 @@
 scale = "demo"
 out_dir = "runs/book/09_label_efficiency_and_ablation"
 task = None  # None: the plan's tumour task
-inits = None  # None: the plan's initialisations
+inits = None  # None: the plan's initialisations at the main fraction (the others: the plan's fraction_inits)
 fractions = None  # None: the plan's label fractions
 seeds = None
 ablations = None  # None: cmr_only, md_only, brainmvp_nocl (demo)
@@ -70,7 +70,9 @@ out = Path(out_dir)
 # one) and shared by every initialisation and seed.
 
 # %%
-runs = finetune_grid(scale, inits, fractions, seeds, {"task": task})
+main_runs = finetune_grid(scale, inits, [P["main_fraction"]], seeds, {"task": task})  # notebook 07's, reused
+more = [f for f in fractions if f != P["main_fraction"]]
+runs = main_runs + (finetune_grid(scale, P["fraction_inits"], more, seeds, {"task": task}) if more else [])
 frame = collect_runs(runs)
 print(to_markdown(summary_table(frame, "dice_mean")))
 plot_label_efficiency(frame, "dice_mean", task)
