@@ -181,7 +181,10 @@ fig
 #
 # One volume per modality in a head-centred template space, zeros at the start and learned only
 # through view A's reconstruction loss (min-max scaled where used). Modalities that no
-# pre-training study has stay zero; a single-modal baseline (`mim`) never uses them.
+# pre-training study has stay zero; a single-modal baseline (`mim`) never uses them. A voxel of
+# a template learns only when it fills a masked cube of some crop, so after the few dozen steps
+# of `demo` the templates are still a speckled patchwork of the cubes they filled; they become
+# smooth, mean-anatomy-like volumes over the paper's 1500 epochs (chapter 5 trains them alone).
 
 # %%
 ckpt = latest_checkpoint(run)
