@@ -50,6 +50,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from mmlib.evaluate.reports import write_results
 from mmlib.data import ensure_store
 from mmlib.data.store import Store
 from mmlib.downstream.plan import plan
@@ -86,10 +87,14 @@ print(store, "| fine-tuning preset:", {k: cfg[k] for k in ("data", "train")})
 # %%
 spec = resolve_task(task, store.manifest, store)
 rows = task_rows(store.manifest, spec)
-study = rows["study"].iloc[0]
+# show a study that has enhancing tumour (small or low-grade tumours may have none)
+with_et = [s for s in rows["study"] if {3, 4} & set(np.unique(store.label(s)).tolist())]
+study = with_et[0] if with_et else rows["study"].iloc[0]
 label = np.asarray(store.label(study))
-print(f"{len(rows)} studies; input modalities {spec.modalities}; label values {sorted(np.unique(label).tolist())}")
-print("detected convention:", detect_convention(np.unique(label)), "| task convention:", spec.regions.convention)
+values = sorted(np.unique(label).tolist())
+print(f"{len(rows)} studies ({len(with_et)} with enhancing tumour); input modalities {spec.modalities}; label values of {study}: {values}")
+print("this study's convention:", detect_convention(values) if {3, 4} & set(values) else "no ET voxel",
+      "| task convention (over all its labels):", spec.regions.convention)
 regions = brats_regions(label, spec.regions.convention)
 z = int(np.argmax(regions[1].sum((0, 1))))
 fig, axes = plt.subplots(1, 5, figsize=(13, 2.8))
@@ -208,7 +213,7 @@ results = {
     "seconds_train": float(frame["seconds_train"].sum() + (0 if other is None else other["seconds_train"].sum())),
     "runs": [str(r) for r in runs + other_runs],
 }
-(out / "results.json").write_text(json.dumps(results, indent=1, default=float))
+write_results(out / "results.json", results)
 print(json.dumps({k: results[k] for k in ("dice_mean", "paired")}, indent=1, default=float))
 
 # %% [markdown]

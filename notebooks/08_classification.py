@@ -45,6 +45,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from mmlib.evaluate.reports import write_results
 from mmlib.data import ensure_store
 from mmlib.data.store import Store
 from mmlib.downstream.plan import plan
@@ -123,7 +124,7 @@ results["paired_auc"] = {r["task"] + "/" + r["init"]: {k: r[k] for k in ("mean_d
                          for _, r in diff.iterrows()} if not diff.empty else {}
 results["seconds_train"] = float(frame["seconds_train"].sum())
 results["runs"] = [str(r) for r in runs]
-(out / "results.json").write_text(json.dumps(results, indent=1, default=float))
+write_results(out / "results.json", results)
 
 # %% [markdown]
 # ## Summary

@@ -47,6 +47,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from mmlib.evaluate.reports import write_results
 from mmlib.downstream.plan import plan
 from mmlib.engine.finetune import finetune_grid
 from mmlib.evaluate.reports import (collect_runs, paired_differences, plot_label_efficiency, plot_paired,
@@ -117,7 +118,7 @@ results = {
     "seconds_train": float(both["seconds_train"].sum()),
     "runs": [str(r) for r in runs + abl_runs],
 }
-(out / "results.json").write_text(json.dumps(results, indent=1, default=float))
+write_results(out / "results.json", results)
 
 # %% [markdown]
 # ## Summary

@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mmlib.evaluate.reports import write_results
 from mmlib.data import ensure_store
 from mmlib.data.store import Store
 from mmlib.downstream.data import Volumes
@@ -136,7 +137,7 @@ results = {
     if set(bm["fill"]) == {"template", "zero"} else None,
     "runs": [str(r) for r in runs.values()],
 }
-(out / "results.json").write_text(json.dumps(results, indent=1, default=float))
+write_results(out / "results.json", results)
 table.to_csv(out / "subsets.csv", index=False)
 
 # %% [markdown]

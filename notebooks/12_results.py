@@ -45,6 +45,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from mmlib.evaluate.reports import write_results
 from mmlib.evaluate.reports import (collect_runs, paired_differences, plot_label_efficiency, plot_paired,
                                     plot_segmentation, plot_subsets, summary_table, to_markdown)
 from mmlib.paths import work_dir
@@ -140,7 +141,7 @@ if len(seg):
 # %%
 results = {"scale": scale, "n_runs": int(len(runs)), "minutes_fine_tuning": float(runs["seconds_train"].sum() / 60) if len(runs) else 0.0,
            "tasks": sorted(runs["task"].unique().tolist()) if len(runs) else [], **summary}
-(out / "results.json").write_text(json.dumps(results, indent=1, default=float))
+write_results(out / "results.json", results)
 if len(runs):
     runs.to_csv(out / "runs.csv", index=False)
 

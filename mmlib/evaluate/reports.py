@@ -265,3 +265,31 @@ def plot_segmentation(run_dir: str | Path, study: str | None = None, channel: in
         ax.axis("off")
     axes[0].figure.suptitle(f"{res['task']} · {res['init']} · seed {res['seed']} · {path.stem}", fontsize=9)
     return axes
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with numpy scalars made Python numbers and undefined numbers made ``None``.
+
+    A spread over one seed, or an AUC on a test set with one class, is undefined (NaN); JSON has
+    no NaN, so results files record it as ``null`` rather than writing invalid JSON.
+    """
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [json_safe(v) for v in value.tolist()]
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer, int)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return float(value) if np.isfinite(value) else None
+    return value
+
+
+def write_results(path: str | Path, results: dict[str, Any]) -> Path:
+    """Write a notebook's ``results.json`` (undefined numbers as ``null``, see :func:`json_safe`)."""
+    path = Path(path)
+    path.write_text(json.dumps(json_safe(results), indent=1, default=str))
+    return path
