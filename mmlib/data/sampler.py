@@ -67,7 +67,32 @@ def _open(store: Store | str | Path) -> Store:
     return store if isinstance(store, Store) else Store(store)
 
 
-class PretrainDataset(Dataset):
+class _EpochDataset(Dataset):
+    """A dataset over ``self.studies`` whose samples depend on (seed, epoch, index).
+
+    The epoch lives in a shared-memory tensor so that :meth:`set_epoch` reaches DataLoader
+    workers that were started earlier (persistent or spawned ones) without re-creating them.
+    """
+
+    studies: list[str]
+
+    def _init_epoch(self) -> None:
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    @property
+    def epoch(self) -> int:
+        """The current epoch (part of every sample's seed)."""
+        return int(self._epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch; seen by every DataLoader worker, persistent ones included."""
+        self._epoch.fill_(int(epoch))
+
+    def __len__(self) -> int:
+        return len(self.studies)
+
+
+class PretrainDataset(_EpochDataset):
     """Multi-modal random crops for pre-training (the sampler batch of ARCHITECTURE.md).
 
     Args:
@@ -96,7 +121,7 @@ class PretrainDataset(Dataset):
         self.crop_size = _size3(crop_size)
         self.k = int(k)
         self.seed = int(seed)
-        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        self._init_epoch()
         if studies is None:
             roles = self.store.manifest["role"] if "role" in self.store.manifest else None
             if roles is not None and roles.notna().any():
@@ -110,18 +135,6 @@ class PretrainDataset(Dataset):
         if not self.studies:
             raise ValueError(f"{self.store.root}: no studies selected for pre-training")
         self._rows = {s: self.store.row(s) for s in self.studies}
-
-    @property
-    def epoch(self) -> int:
-        """The current epoch (part of every sample's seed)."""
-        return int(self._epoch)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch; seen by every DataLoader worker, persistent ones included."""
-        self._epoch.fill_(int(epoch))
-
-    def __len__(self) -> int:
-        return len(self.studies)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         sid = self.studies[index]
@@ -169,7 +182,7 @@ def _collate(items: Sequence[dict[str, Any]], pad: bool = False) -> dict[str, An
     return out
 
 
-class LabelledDataset(Dataset):
+class LabelledDataset(_EpochDataset):
     """Downstream samples: the task's modalities as channels, and the label.
 
     Args:
@@ -202,7 +215,7 @@ class LabelledDataset(Dataset):
         self.crop_size = None if crop_size is None else _size3(crop_size)
         self.studies = sorted(studies) if studies is not None else self.store.studies()
         self.seed = int(seed)
-        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        self._init_epoch()
         self.label_key = label_key
         self.foreground_fraction = float(foreground_fraction)
         self._rows = {s: self.store.row(s) for s in self.studies}
@@ -220,18 +233,6 @@ class LabelledDataset(Dataset):
             self.classes = sorted({r["attrs"][label_key] for r in self._rows.values()}, key=str)
         if not self.studies:
             raise ValueError(f"{self.store.root}: no studies selected")
-
-    @property
-    def epoch(self) -> int:
-        """The current epoch (part of every crop's seed)."""
-        return int(self._epoch)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch; seen by every DataLoader worker, persistent ones included."""
-        self._epoch.fill_(int(epoch))
-
-    def __len__(self) -> int:
-        return len(self.studies)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         sid = self.studies[index]
