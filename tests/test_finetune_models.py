@@ -56,3 +56,12 @@ def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="n_classes"):
         ClassifierNet(bb, 1)
     assert default_decoder("unet") == "unet" and default_decoder("uniformer") == "unetr"
+
+
+def test_head_bias_sets_every_output_head() -> None:
+    bb = build_backbone("unet", **BACKBONE_PRESETS["smoke"]["unet"])
+    net = SegmentationNet(bb, 1, 3, "unet", deep_supervision=True, seed=0, head_bias=-3.0)
+    heads = [net.head, *net.aux_heads]
+    assert len(heads) > 1 and all(torch.all(h.conv.conv.bias == -3.0) for h in heads)
+    plain = SegmentationNet(build_backbone("unet", **BACKBONE_PRESETS["smoke"]["unet"]), 1, 3, "unet", seed=0)
+    assert not torch.all(plain.head.conv.conv.bias == -3.0)

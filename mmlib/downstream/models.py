@@ -9,7 +9,12 @@ The encoder is any mmlib backbone (``encode(x) -> list[Tensor]``, deepest last, 
   residual stem sees the raw input, and each up-step is a transposed convolution, a
   concatenation and a residual block; ``"unet"`` (U-Net decoder, for the U-Net encoder): raw
   encoder features are concatenated after each transposed convolution and refined by two
-  convolutions. Optional deep supervision adds a 1x1 head at each decoder level.
+  convolutions. Optional deep supervision adds a 1x1 head at each decoder level. For sigmoid
+  (multi-label) outputs the 1x1 heads' bias can start at a foreground prior ``head_bias``
+  (RetinaNet's prior initialisation, Lin et al., ICCV 2017): with a zero bias every voxel starts
+  at probability 0.5, and on a short schedule the network is still predicting several times the
+  true tumour volume when training stops (measured at demo scale: 7.5 % of the voxels predicted
+  positive for 1 % true whole tumour, Dice 0.2 at threshold 0.5 but 0.7 at a better one).
 * :class:`ClassifierNet` pools the deepest feature globally and applies a small MLP.
 
 Pairing by seed: both networks build their new layers (decoder, head) under a private RNG
@@ -59,6 +64,8 @@ class SegmentationNet(nn.Module):
             Defaults to False.
         norm: MONAI norm name of the decoder blocks. Defaults to "instance".
         seed: seed of the decoder's initialisation (None: the global RNG). Defaults to None.
+        head_bias: initial bias of the output heads (e.g. ``log(p / (1 - p))`` for a sigmoid
+            foreground prior p); None keeps the default initialisation. Defaults to None.
 
     Raises:
         ValueError: When the decoder is unknown or the feature strides are not increasing
@@ -80,6 +87,7 @@ class SegmentationNet(nn.Module):
         deep_supervision: bool = False,
         norm: str = "instance",
         seed: int | None = None,
+        head_bias: float | None = None,
     ) -> None:
         super().__init__()
         if decoder not in DECODERS:
@@ -124,6 +132,9 @@ class SegmentationNet(nn.Module):
                 if deep_supervision
                 else []
             )
+        if head_bias is not None:
+            for h in [self.head, *self.aux_heads]:
+                nn.init.constant_(h.conv.conv.bias, float(head_bias))
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         """Parameters of the (pre-trained) encoder, e.g. for a lower learning rate."""
