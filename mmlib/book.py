@@ -91,11 +91,12 @@ def _vendor_mathjax(stage_dir: Path) -> None:
             partial.parent.mkdir(parents=True, exist_ok=True)
             shutil.copytree(Path(tmp) / "package" / "es5", partial)
             partial.replace(cache)
-    shutil.copytree(cache, stage_dir / "_static" / "mathjax")
+    # An extra path, not _static: Jupyter Book adds every .js under _static to every page.
+    shutil.copytree(cache, stage_dir / "_vendor" / "mathjax")
     config = yaml.safe_load((stage_dir / "_config.yml").read_text())
     sphinx_config = config.setdefault("sphinx", {}).setdefault("config", {})
-    sphinx_config["mathjax_path"] = "mathjax/tex-mml-chtml.js"
-    sphinx_config["html_static_path"] = ["_static"]
+    sphinx_config["mathjax_path"] = "../mathjax/tex-mml-chtml.js"  # relative to _static
+    sphinx_config["html_extra_path"] = ["_vendor"]
     (stage_dir / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 

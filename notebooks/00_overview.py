@@ -11,7 +11,7 @@ scale = "demo"
 out_dir = "runs/book/00_overview"
 
 # %% [markdown]
-# # mmlib: multi-modal vision pre-training for brain MRI
+# # Overview: the book, the method, and this run
 #
 # This book reproduces and explores **BrainMVP** (Rui et al., "Multi-modal Vision Pre-training for
 # Medical Image Analysis", CVPR 2025) {cite}`rui2025brainmvp`: self-supervised pre-training that

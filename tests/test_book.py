@@ -85,7 +85,10 @@ def test_book_pages_render_in_chromium(built_book: Path, tmp_path: Path) -> None
                 if missing:
                     problems.append(f"{rel}: navigation lacks {missing}")
             # The start page links to something visible.
+            # index.html is Jupyter Book's redirect to the introduction: follow it.
             page.goto(f"{base}/index.html", wait_until="load")
+            page.wait_for_url("**/book/intro.html", timeout=15_000)
+            page.wait_for_load_state("load")
             assert "mmlib" in page.title()
             browser.close()
     finally:
