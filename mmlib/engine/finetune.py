@@ -109,19 +109,13 @@ def _set(cfg: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def _flat(overrides: Mapping[str, Any] | Sequence[str] | None) -> dict[str, Any]:
-    from mmlib.engine.config import parse_value
+    """Overrides as a dict; a mapping is taken as given (nested sections stay whole), a list of
+    ``key=value`` strings is parsed exactly as the pre-training engine parses its own."""
+    from mmlib.engine.config import parse_overrides
 
-    if overrides is None:
-        return {}
     if isinstance(overrides, Mapping):
         return dict(overrides)
-    out: dict[str, Any] = {}
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"override {item!r}: expected key=value, e.g. train.steps=50")
-        k, v = item.split("=", 1)
-        out[k.strip()] = parse_value(v)
-    return out
+    return parse_overrides(overrides)
 
 
 def load_config(
