@@ -68,6 +68,9 @@ def _worker(rank: int, world: int, za: torch.Tensor, zb: torch.Tensor, out_dir: 
         torch.save({"loss": loss.detach(), "ga": a.grad, "gb": b.grad},
                    os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
+        # gloo aborts a rank whose peer tears down its pairs while it still talks to it
+        # ("terminate called without an active exception"): leave together
+        dist.barrier()
         dist.destroy_process_group()
 
 
