@@ -66,10 +66,13 @@ def test_config_errors() -> None:
 
 
 def test_segmentation_run_pairing_and_reuse(store: Path, checkpoint: Path, tmp_path: Path) -> None:
-    over = {"data.store": str(store), "run.root": str(tmp_path), "train.steps": 3}
+    over = {"data.store": str(store), "run.root": str(tmp_path), "train.steps": 3, "optim.encoder_lr_scale": 0.3}
     scratch = finetune("smoke", {**over, "init": "scratch"}, progress=False)
     pre = finetune("smoke", {**over, "init": str(checkpoint)}, progress=False)
     assert scratch != pre
+    # the encoder lr scale is for pre-trained encoders; a scratch encoder trains at the full lr
+    r_s, r_p = (json.loads((r / "results.json").read_text()) for r in (scratch, pre))
+    assert r_s["encoder_lr"] == r_s["lr"] and r_p["encoder_lr"] == pytest.approx(0.3 * r_p["lr"])
     for run in (scratch, pre):
         res = json.loads((run / "results.json").read_text())
         assert res["n_test"] == 2 and res["steps"] == 3

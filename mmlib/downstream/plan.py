@@ -1,15 +1,16 @@
 """The experiment grid of the book's downstream notebooks (07-10, 12), per scale.
 
 The full grid (every initialisation × label fractions 10/20/40/100 % × seeds, on every task) is
-for ``paper`` scale. At ``demo`` scale the book runs the subset that fits about ten minutes of
-fine-tuning on a 2-core CPU: the BraTS-PED-like task over two label fractions and three seeds
-for scratch and BrainMVP (and single-modal masked modelling, MIM, at the main 20 % fraction),
-the proxy-task ablations at 20 %, three seeds each; the other tasks BrainMVP vs scratch at one
-fraction with one seed (a demonstration that the code runs there, not a comparison). Measured on the shared 2-core machine this is still more than ten
-minutes of fine-tuning (see the lead's note); cut ``other_seeds`` or ``train.steps`` first. ``smoke`` runs a token grid
-in seconds (tests). Notebooks read this table unless their parameters say otherwise, and every
-run folder is reused when nothing it depends on changed, so notebook 09 reuses the runs of 07
-and notebook 12 recomputes nothing.
+for ``paper`` scale. At ``demo`` scale the book runs the subset that fits a 2-core CPU: the
+BraTS-PED-like task at the main 20 % fraction for scratch, BrainMVP and single-modal masked
+modelling (MIM) over three seeds, at 100 % for scratch and BrainMVP over the same seeds; the
+proxy-task ablations at 20 % with one seed (``ablation_seeds``: each ablation costs a
+pre-training, ~2 min at demo, so their spread over seeds is left to ``paper``); the other tasks
+BrainMVP vs scratch at one fraction with one seed (a demonstration that the code runs there,
+not a comparison). That is 28 fine-tuning runs of ~31 s and six demo pre-trainings of 1-2.5 min
+on an uncontended 2-core CPU. ``smoke`` runs a token grid in seconds (tests). Notebooks read
+this table unless their parameters say otherwise, and every run folder is reused when nothing
+it depends on changed, so notebook 09 reuses the runs of 07 and notebook 12 recomputes nothing.
 """
 
 from __future__ import annotations
@@ -24,13 +25,13 @@ ABLATIONS: tuple[str, ...] = ("cmr_only", "md_only", "brainmvp_nocl")
 PLAN: dict[str, dict[str, Any]] = {
     "smoke": {
         "seg_task": "brats_ped", "inits": ["scratch", "brainmvp"], "main_fraction": 0.5,
-        "fractions": [0.5, 1.0], "seeds": [0, 1], "ablations": ["cmr_only"], "fraction_inits": ["scratch", "brainmvp"],
+        "fractions": [0.5, 1.0], "seeds": [0, 1], "ablations": ["cmr_only"], "ablation_seeds": [0, 1], "fraction_inits": ["scratch", "brainmvp"],
         "other_seg_tasks": ["isles", "mrbrains"], "cls_tasks": ["hgg_lgg", "atrophy"], "other_fraction": 1.0,
         "other_seeds": [0], "robustness_max_test": 2, "overrides": {},
     },
     "demo": {
         "seg_task": "brats_ped", "inits": ["scratch", "brainmvp", "mim"], "main_fraction": 0.2,
-        "fractions": [0.2, 1.0], "seeds": [0, 1, 2], "ablations": list(ABLATIONS),
+        "fractions": [0.2, 1.0], "seeds": [0, 1, 2], "ablations": list(ABLATIONS), "ablation_seeds": [0],
         "fraction_inits": ["scratch", "brainmvp"],
         "other_seg_tasks": ["isles", "mrbrains"], "cls_tasks": ["hgg_lgg", "atrophy"], "other_fraction": 1.0,
         "other_seeds": [0], "robustness_max_test": 3, "overrides": {},
@@ -38,7 +39,7 @@ PLAN: dict[str, dict[str, Any]] = {
     "paper": {
         "seg_task": "brats_ped", "inits": ["scratch", "brainmvp", "mim"], "main_fraction": 0.2,
         "fractions": [0.1, 0.2, 0.4, 1.0], "seeds": [0, 1, 2], "ablations": list(ABLATIONS),
-        "fraction_inits": ["scratch", "brainmvp", "mim"],
+        "ablation_seeds": [0, 1, 2], "fraction_inits": ["scratch", "brainmvp", "mim"],
         "other_seg_tasks": ["isles", "mrbrains"], "cls_tasks": ["hgg_lgg", "atrophy"], "other_fraction": 1.0,
         "other_seeds": [0, 1, 2], "robustness_max_test": None, "overrides": {},
     },

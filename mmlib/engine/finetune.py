@@ -11,7 +11,8 @@ obtained with :func:`mmlib.engine.pretrain.pretrain` and reused when finished; o
 pre-training run or checkpoint folder), ``data.*`` (store, label fraction, crop size, ...),
 ``model.*`` (backbone, decoder, channel adaptation, ``head_prior``: the foreground probability
 that sigmoid segmentation heads start at, bias ``log(p / (1 - p))``, None for a zero bias), ``fill`` (absent channels: ``template`` or
-``zero``), ``optim.*``, ``train.*`` (steps, batch size, seed), ``eval.*`` (sliding window).
+``zero``), ``optim.*`` (``encoder_lr_scale`` multiplies the encoder's learning rate of a
+pre-trained initialisation; a scratch encoder always trains at the full rate), ``train.*`` (steps, batch size, seed), ``eval.*`` (sliding window).
 
 Pairing: at a given ``train.seed`` every initialisation sees the same labelled studies, the
 same crops in the same order (a function of the seed and the sample index only) and starts with
@@ -542,7 +543,9 @@ def finetune(
                                          collate_fn=_collate, drop_last=True)
     enc = set(id(p) for p in net.encoder_parameters())
     lr = float(cfg["optim"]["lr"])
-    groups = [{"params": [p for p in net.parameters() if id(p) in enc], "lr": lr * float(cfg["optim"]["encoder_lr_scale"])},
+    # a smaller encoder lr keeps what pre-training learned; a scratch encoder has nothing to keep
+    enc_scale = float(cfg["optim"]["encoder_lr_scale"]) if ckpt is not None else 1.0
+    groups = [{"params": [p for p in net.parameters() if id(p) in enc], "lr": lr * enc_scale},
               {"params": [p for p in net.parameters() if id(p) not in enc], "lr": lr}]
     opt = torch.optim.AdamW(groups, lr=lr, weight_decay=float(cfg["optim"]["weight_decay"]))
     from mmlib.engine.schedule import WarmupCosine
@@ -589,7 +592,7 @@ def finetune(
     results: dict[str, Any] = {
         "task": spec.name, "kind": spec.kind, "init": init_label, "label_fraction": float(cfg["data"]["label_fraction"]),
         "seed": seed, "fill": fill, "n_labelled": len(labelled), "n_train_available": len(splits["train"]),
-        "n_test": len(test), "steps": steps, "batch_size": bs, "model": desc, "spec": spec.to_dict(),
+        "n_test": len(test), "steps": steps, "batch_size": bs, "lr": lr, "encoder_lr": lr * enc_scale, "model": desc, "spec": spec.to_dict(),
         "labelled_studies": labelled, "final_loss": float(np.mean([r["loss"] for r in log_rows[-10:]])) if log_rows else None,
     }
     if spec.kind == "segmentation":
