@@ -36,7 +36,8 @@ threads = 2
 # | Dice, Hausdorff distance | Helpful | the metrics of the BraTS challenges |
 # | U-Net / UNETR decoders | Helpful | skip connections from encoder to decoder |
 #
-# **Time to learn**: 20 minutes (about 5 minutes of fine-tuning at demo scale on 2 cores).
+# **Time to learn**: 20 minutes (about 8 minutes of computing at demo scale on 2 cores: 13
+# fine-tuning runs and the MIM pre-training).
 
 # %%
 import json
@@ -134,6 +135,10 @@ print(json.dumps(desc, indent=1, default=str))
 # nested subset), the same crops in the same order and the same decoder weights at a given seed:
 # only the encoder's starting point differs, so the per-seed difference measures the effect of
 # pre-training and the spread between seeds (which is large on a few labelled studies) cancels.
+# A pre-trained encoder trains at a fraction of the decoder's learning rate
+# (`optim.encoder_lr_scale`, 0.3 at demo), so that a few hundred steps on a handful of studies
+# adapt its features rather than overwrite them; a scratch encoder has nothing to keep and
+# trains at the full rate. (At demo, the full rate left BrainMVP no better than scratch.)
 # Finished run folders are reused; a pre-training objective that has not been run yet by
 # notebook 06 is pre-trained here first.
 

@@ -31,7 +31,7 @@ threads = 2
 # | Segmentation fine-tuning (notebook 07) | Helpful | the same engine and pairing |
 # | ROC AUC, balanced accuracy | Helpful | scikit-learn's metrics |
 #
-# **Time to learn**: 10 minutes (1-2 minutes of fine-tuning at demo scale).
+# **Time to learn**: 10 minutes (about 3 minutes of fine-tuning at demo scale).
 
 # %%
 import json

@@ -161,10 +161,12 @@ def plot_paired(diffs: pd.DataFrame, title: str = "", ax: Any = None) -> Any:
         ax.scatter([i] * len(vals), vals, color="k", s=14, zorder=3)
         ax.errorbar([i], [row["mean_diff"]], yerr=[0 if np.isnan(row["sd_diff"]) else row["sd_diff"]],
                     fmt="s", color="C1" if row["resolved"] else "C7", capsize=4, zorder=2)
-        extra = f"\n{100 * row['label_fraction']:.0f}%" if "label_fraction" in row else ""
-        labels.append(f"{row['init']}{extra}")
+        extra = f" {100 * row['label_fraction']:.0f}%" if "label_fraction" in row else ""
+        labels.append(f"{row['init']}{extra}\nn={int(row['n_seeds'])}")
     ax.axhline(0, color="grey", lw=0.8)
-    ax.set_xticks(range(len(labels)), labels, fontsize=8)
+    # long names (brainmvp_nocl) collide when level; tilted they stay readable
+    tilt = len(labels) > 3
+    ax.set_xticks(range(len(labels)), labels, fontsize=8, rotation=30 if tilt else 0, ha="right" if tilt else "center")
     ax.set_ylabel("difference to scratch (paired by seed)")
     ax.set_title(title)
     return ax
