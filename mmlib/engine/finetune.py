@@ -6,7 +6,7 @@ configuration is a nested dict built from ``mmlib/configs/finetune_<scale>.yaml`
 ``key=value`` overrides (the pre-training engine's syntax):
 
 ``task`` (:data:`mmlib.downstream.tasks.TASKS`), ``init`` (``scratch``; a pre-training objective
-name such as ``brainmvp``, ``mim``, ``cmr_only``, ``md_only``, ``brainmvp_nocl``, whose run is
+name of :data:`mmlib.proxy.brainmvp.OBJECTIVES` such as ``brainmvp``, ``mim``, ``cmr_only``, whose run is
 obtained with :func:`mmlib.engine.pretrain.pretrain` and reused when finished; or the path of a
 pre-training run or checkpoint folder), ``data.*`` (store, label fraction, crop size, ...),
 ``model.*`` (backbone, decoder, channel adaptation, ``head_prior``: the foreground probability
@@ -56,9 +56,9 @@ from mmlib.downstream.missing import FILLS, fill_missing
 from mmlib.downstream.models import ClassifierNet, SegmentationNet, default_decoder, seeded
 from mmlib.downstream.tasks import TaskSpec, get_task, label_subset, resolve_task, task_rows, task_splits
 from mmlib.paths import work_dir
+from mmlib.proxy.brainmvp import OBJECTIVES
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-OBJECTIVE_NAMES: tuple[str, ...] = ("brainmvp", "mim", "cmr_only", "md_only", "brainmvp_nocl")
 
 DEFAULTS: dict[str, Any] = {
     "scale": "demo",
@@ -201,7 +201,7 @@ def resolve_init(cfg: Mapping[str, Any], progress: bool = True) -> tuple[str, Pa
     init = str(cfg["init"])
     if init == "scratch":
         return "scratch", None
-    if init in OBJECTIVE_NAMES:
+    if init in OBJECTIVES:
         from mmlib.engine.pretrain import pretrain
 
         overrides = {"objective": init, **dict(cfg.get("pretrain_overrides") or {})}
