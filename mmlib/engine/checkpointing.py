@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -29,9 +28,16 @@ from typing import Any
 import numpy as np
 import torch
 
-TRAIN_STATE = "train_state.pt"
-LATEST = "latest"
-_STEP_RE = re.compile(r"^step_(\d{7,})$")
+from mmlib.runs.checkpoints import (  # noqa: F401  (re-exported: the engine writes through runs)
+    LATEST,
+    TRAIN_STATE,
+    find_latest,
+    fsync_dir,
+    is_complete,
+    list_checkpoints,
+    step_name,
+    write_text_atomic,
+)
 
 FAULT_HOOK: Callable[[str], None] | None = None
 """Called with the name of each phase of a checkpoint write (``weights``, ``state``,
@@ -39,38 +45,9 @@ FAULT_HOOK: Callable[[str], None] | None = None
 there. None in normal use."""
 
 
-def step_name(step: int) -> str:
-    """Folder name of the checkpoint taken after optimiser step ``step``: ``step_0000042``."""
-    return f"step_{int(step):07d}"
-
-
 def _phase(name: str) -> None:
     if FAULT_HOOK is not None:
         FAULT_HOOK(name)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def rng_state(device: torch.device | None = None) -> dict[str, Any]:
@@ -96,34 +73,6 @@ def set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> 
     random.setstate((version, tuple(internal), gauss))
     if device is not None and device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def is_complete(folder: Path) -> bool:
-    """True when ``folder`` holds a whole checkpoint (weights, metadata and training state)."""
-    return all((folder / f).is_file() for f in ("model.safetensors", "meta.json", TRAIN_STATE))
-
-
-def list_checkpoints(root: Path) -> list[Path]:
-    """Complete checkpoint folders under ``root``, oldest first."""
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if p.is_dir() and _STEP_RE.match(p.name) and is_complete(p)]
-    return sorted(found, key=lambda p: int(_STEP_RE.match(p.name).group(1)))  # type: ignore[union-attr]
-
-
-def find_latest(root: Path) -> Path | None:
-    """The newest complete checkpoint under ``root`` (``latest`` first, else by step), or None."""
-    root = Path(root)
-    pointer = root / LATEST
-    named: Path | None = None
-    if pointer.is_file():
-        cand = root / pointer.read_text().strip()
-        if cand.is_dir() and is_complete(cand):
-            named = cand
-    found = list_checkpoints(root)
-    if found and (named is None or int(found[-1].name[5:]) > int(named.name[5:])):
-        return found[-1]
-    return named
 
 
 def save(
@@ -162,7 +111,7 @@ def save(
         torch.save(train_state, fh)
         fh.flush()
         os.fsync(fh.fileno())
-    _fsync_dir(tmp)
+    fsync_dir(tmp)
     _phase("commit")
     if final.exists():
         old = root / f".{final.name}.old"
@@ -172,7 +121,7 @@ def save(
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, final)
-    _fsync_dir(root)
+    fsync_dir(root)
     _phase("latest")
     write_text_atomic(root / LATEST, final.name + "\n")
     _phase("prune")
