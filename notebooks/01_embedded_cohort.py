@@ -57,6 +57,7 @@ from mmlib.data.phantom import report as R
 from mmlib.data.phantom import writers as W
 from mmlib.data.phantom.anatomy import load_anatomy
 from mmlib.data.phantom.cohort import study_id
+from mmlib.viz.cohort import overlay_axial
 
 check_scale(scale)
 out = Path(out_dir)
@@ -201,29 +202,16 @@ plt.show()
 # one label on the DWI grid, the tissue set labels CSF/GM/WM (1/2/3).
 
 # %%
-def overlay(ax, img, label, title, z=None):
-    vol, lab = R.to_ras(img.get_fdata(), img.affine), R.to_ras(label, img.affine)
-    z = R.lesion_slice(lab) if z is None else z
-    sp = R.ras_spacing(img.affine)
-    ax.imshow(R.axial(vol, z), cmap="gray", vmax=np.percentile(vol[vol > 0], 99.5),
-              aspect=sp[1] / sp[0])
-    ax.imshow(np.ma.masked_equal(R.axial(lab, z), 0), cmap="Set1", alpha=0.45, vmin=1, vmax=9,
-              interpolation="nearest", aspect=sp[1] / sp[0])
-    ax.set_title(title)
-    ax.axis("off")
-
-
 def load(source, index, modality):
-    paths, label = R.study_files(root, sources[source], index)
-    return nib.load(paths[modality]), (np.asarray(nib.load(label).dataobj) if label else None)
+    return R.load_source_study(root, sources[source], index, modality)
 
 
 fig, axes = plt.subplots(1, 4, figsize=(14, 3.6))
-overlay(axes[0], *load("brats2023_ped", 1, "flair"), "PED-like: FLAIR + seg")
-overlay(axes[1], *load("brats2023_ped", 1, "t1c"), "PED-like: T1c + seg")
-overlay(axes[2], *load("isles2022", 1, "dwi"), "ISLES-like: DWI + mask")
+overlay_axial(axes[0], *load("brats2023_ped", 1, "flair"), "PED-like: FLAIR + seg")
+overlay_axial(axes[1], *load("brats2023_ped", 1, "t1c"), "PED-like: T1c + seg")
+overlay_axial(axes[2], *load("isles2022", 1, "dwi"), "ISLES-like: DWI + mask")
 img, lab = load("mrbrains13", 1, "t1")
-overlay(axes[3], img, lab, "MRBrainS-like: T1 + tissue", z=img.shape[2] // 2)
+overlay_axial(axes[3], img, lab, "MRBrainS-like: T1 + tissue", z=img.shape[2] // 2)
 fig.savefig(out / "overlays.png", dpi=100, bbox_inches="tight")
 plt.show()
 
@@ -239,7 +227,7 @@ fig, axes = plt.subplots(1, 4, figsize=(14, 3.6))
 for ax, grade in zip(axes[:2], ("HGG", "LGG")):
     pid = table18.loc[table18["grade"] == grade, "participant_id"].iloc[0]
     img, lab = load("brats2018", int(pid.split("_")[2]), "t1c")
-    overlay(ax, img, np.zeros(img.shape, np.uint8), f"{grade}: T1c",
+    overlay_axial(ax, img, None, f"{grade}: T1c",
             z=R.lesion_slice(R.to_ras(lab, img.affine)))
 for ax, group in zip(axes[2:], ("NC", "MCI")):
     pid = adni.loc[adni["group"] == group, "participant_id"].iloc[0]

@@ -323,3 +323,24 @@ def test_curation_layouts_read_the_cohort_unchanged(cohort: Path) -> None:
                 assert st.attrs[src.class_column] in src.classes
     assert {s.attrs["grade"] for s in by_source["brats2018"]} == {"HGG", "LGG"}
     assert all("age_hours" in s.attrs for s in by_source["isles2022"])
+
+
+def test_overlay_of_a_written_study_lands_on_its_lesion(cohort: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mmlib.data.phantom import report as R
+    from mmlib.viz.cohort import overlay_axial
+
+    img, lab = R.load_source_study(cohort, SRC["brats2023_ped"], 1, "flair")
+    assert lab is not None and lab.shape == img.shape and lab.max() > 0
+    fig, ax = plt.subplots()
+    z = overlay_axial(ax, img, lab, "PED")
+    ras = R.to_ras(lab, img.affine)
+    assert (ras[:, :, z] > 0).sum() == (ras > 0).sum(axis=(0, 1)).max()  # the largest lesion slice
+    assert len(ax.images) == 2 and ax.get_title() == "PED"
+    plt.close(fig)
+    with pytest.raises(KeyError, match="has no pd"):
+        R.load_source_study(cohort, SRC["brats2023_ped"], 1, "pd")

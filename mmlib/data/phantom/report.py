@@ -184,3 +184,23 @@ def ras_spacing(affine: np.ndarray) -> np.ndarray:
     for axis, (target, _) in enumerate(ornt):
         out[int(target)] = sizes[axis]
     return out
+
+
+def load_source_study(root: Path, src: Any, index: int,
+                      modality: str) -> tuple[nib.Nifti1Image, np.ndarray | None]:
+    """One modality of study ``index`` (1-based) of a source, and its label array (None if none).
+
+    Args:
+        root: the cohort folder.
+        src: a source spec of :func:`mmlib.data.phantom.cohort_spec`.
+        index: the study's 1-based index within the source.
+        modality: a canonical modality the source writes.
+
+    Raises:
+        KeyError: When the source does not write ``modality``.
+    """
+    paths, label = study_files(root, src, index)
+    if modality not in paths:
+        raise KeyError(f"{src.name} study {index} has no {modality}; it has {', '.join(paths)}")
+    image = nib.load(paths[modality])
+    return image, (np.asarray(nib.load(label).dataobj) if label else None)  # type: ignore[attr-defined]
