@@ -47,7 +47,7 @@ def _print_map(arch: str) -> int:
     table = released_key_map(arch)
     for key, shape in released_layout(arch):
         target = table.get(key) or f"(dropped: {dropped_reason(arch, key)})"
-        print(f"{key:<60} {str(list(shape)):<22} {target}")
+        print(f"{key:<60} {list(shape)!s:<22} {target}")
     return 0
 
 
@@ -55,7 +55,11 @@ def run_cli(args: argparse.Namespace) -> int:
     """Run ``mmlib weights import`` or ``mmlib weights map``; returns the exit status."""
     if args.action == "map":
         return _print_map(args.arch)
-    from mmlib.models.checkpoints import UnsafeCheckpointError, export_templates_nifti, save_pretrained
+    from mmlib.models.checkpoints import (
+        UnsafeCheckpointError,
+        export_templates_nifti,
+        save_pretrained,
+    )
     from mmlib.models.released import head_centred_affine, load_released, released_template_affine
 
     try:
