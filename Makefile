@@ -23,7 +23,7 @@ venv: $(STAMP)
 
 book: venv
 	$(BIN)/mmlib notebooks run --scale $(SCALE) --out $(EXECUTED)
-	$(BIN)/python -m mmlib.book --executed $(EXECUTED) --out .
+	$(BIN)/mmlib book --executed $(EXECUTED) --out .
 	@echo "The book is in _build/html/index.html (serve it: $(BIN)/python -m http.server -d _build/html)"
 
 test: venv

@@ -3,15 +3,15 @@
 The book never executes anything (``execute_notebooks: off``): :func:`build_book` stages the
 book's sources (``_config.yml``, ``_toc.yml``, ``book/``) beside the executed notebooks and runs
 ``jupyter-book build`` with warnings as errors. The HTML lands in ``OUT/_build/html``.
+The command line (``mmlib book``) is :mod:`mmlib.cli.book`.
 
 Example::
 
-    python -m mmlib.book --executed runs/notebooks-demo --out .
+    mmlib book --executed runs/notebooks-demo --out .
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import subprocess
@@ -167,20 +167,5 @@ def build_book(executed: Path, out: Path = REPO_ROOT, strict: bool = True) -> Pa
     return index
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mmlib.book", description=__doc__.splitlines()[0])
-    parser.add_argument("--executed", type=Path, required=True, help="folder of executed notebooks")
-    parser.add_argument("--out", type=Path, default=REPO_ROOT, help="build root (HTML in OUT/_build/html)")
-    parser.add_argument("--no-strict", action="store_true", help="do not treat warnings as errors")
-    args = parser.parse_args(argv)
-    try:
-        index = build_book(args.executed, args.out, strict=not args.no_strict)
-    except BookError as exc:
-        print(f"book: {exc}", file=sys.stderr)
-        return 1
-    print(f"book built: {index}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the command moved: say where, rather than exit 0 having built nothing
+    sys.exit("python -m mmlib.book is now `mmlib book` (same flags); see `mmlib book --help`")

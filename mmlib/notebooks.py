@@ -1,11 +1,12 @@
-"""Execute the book's notebooks with papermill: ``mmlib notebooks run`` and ``mmlib notebooks sweep``.
+"""Execute the book's notebooks with papermill (the library behind ``mmlib notebooks``).
 
 The jupytext percent-format ``notebooks/NN_name.py`` files are the source of truth. The runner
 converts each one in memory (no ``.ipynb`` is written into the source tree), injects the
 parameters (``scale``, ``out_dir`` and any ``-p KEY VALUE``), executes it with papermill and writes
 the executed notebook to ``OUT/NN_name.ipynb`` and the notebook's own outputs (``results.json``,
 figures) to ``OUT/NN_name/``. The book renders exactly these executed notebooks; the runner is
-its only executor.
+its only executor. The command line (``mmlib notebooks run``, ``sweep``, ``list``) is
+:mod:`mmlib.cli.notebooks`.
 
 Examples::
 
@@ -16,11 +17,9 @@ Examples::
 
 from __future__ import annotations
 
-import argparse
 import csv
 import itertools
 import json
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from mmlib.configs.scales import SCALES, check_scale
+from mmlib.configs.scales import check_scale
 from mmlib.paths import REPO_ROOT
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -270,59 +269,3 @@ def sweep(
         writer.writerows(rows)
     tmp.replace(table)
     return table, results
-
-
-# ---------------------------------------------------------------- command line
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """``mmlib notebooks {run,sweep,list}``."""
-    sub = parser.add_subparsers(dest="action", required=True)
-    run = sub.add_parser("run", help="execute notebooks in order (all when none named)")
-    run.add_argument("names", nargs="*", help="notebooks: 03, 03_cross_modal_reconstruction, or a path")
-    sweep_p = sub.add_parser("sweep", help="run one notebook over a grid of parameter values")
-    sweep_p.add_argument("name", help="the notebook")
-    for p in (run, sweep_p):
-        p.add_argument("--scale", default="demo", help=f"one of {', '.join(SCALES)} (default demo)")
-        p.add_argument("--out", type=Path, default=None, help="output folder (default runs/notebooks-SCALE)")
-        p.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
-    run.add_argument(
-        "-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
-        help="a papermill parameter for every notebook (repeatable)",
-    )
-    run.add_argument("--keep-going", action="store_true", help="run the rest after a failure")
-    sweep_p.add_argument(
-        "-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "V1,V2,..."),
-        help="a parameter and its comma-separated values (repeatable; the grid is their product)",
-    )
-    sub.add_parser("list", help="list the notebooks in reading order")
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    """Entry of ``mmlib notebooks``; 0 when every notebook ran, 1 when one failed, 2 on usage errors."""
-    if args.action == "list":
-        for p in list_notebooks():
-            print(p.stem)
-        return 0
-    try:
-        check_scale(args.scale)
-        out = (args.out or REPO_ROOT / "runs" / f"notebooks-{args.scale}").resolve()
-        if args.action == "run":
-            params = {k: parse_value(v) for k, v in args.parameter}
-            results = run_all(args.names, args.scale, out, params, args.keep_going, args.timeout)
-        else:
-            grid = {k: [parse_value(x) for x in v.split(",")] for k, v in args.parameter}
-            if not grid:
-                raise ValueError("sweep needs at least one -p KEY V1,V2,...")
-            table, results = sweep(args.name, grid, args.scale, out, args.timeout)
-            print(f"sweep table: {table}")
-    except (ValueError, NotebookError) as exc:
-        print(f"mmlib notebooks: {exc}", file=sys.stderr)
-        return 2
-    failed = [r for r in results if not r.ok]
-    for r in failed:
-        print(r.error, file=sys.stderr)
-    total = sum(r.seconds for r in results)
-    print(f"{len(results) - len(failed)}/{len(results)} notebooks ok in {total:.1f} s; executed notebooks in {out}")
-    return 1 if failed else 0
-

@@ -215,7 +215,7 @@ def test_qc_report_flags_a_swapped_series(tmp_path):
 
 
 def test_shared_store_is_reused_rebuilt_or_resumed(tmp_path, monkeypatch):
-    from mmlib.data import _make_store, _sha1, ensure_store
+    from mmlib.data.ensure import _make_store, _sha1, ensure_store
 
     monkeypatch.setenv("MMLIB_WORK", str(tmp_path / "work"))
     cohort = tmp_path / "work" / "smoke" / "cohort"

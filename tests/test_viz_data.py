@@ -236,7 +236,7 @@ def test_manifest_validates_and_imports() -> None:
 def test_plugin_core_imports_no_qt() -> None:
     code = (
         "import sys, mmlib.viz.napari, mmlib.viz.layers, mmlib.viz._reader, mmlib.viz._sample_data, "
-        "mmlib.viz.widgets, mmlib.viz.plots, mmlib.viz.cli\n"
+        "mmlib.viz.widgets, mmlib.viz.plots, mmlib.cli.view\n"
         "qt = [m for m in sys.modules if m.split('.')[0] in ('PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'qtpy')]\n"
         "assert not qt, qt"
     )

@@ -176,7 +176,7 @@ def test_plugin_reader_and_dock_widget(tmp_path: Path, make_napari_viewer) -> No
 def _view_args(*argv: str):
     import argparse
 
-    from mmlib.viz import cli
+    from mmlib.cli import view as cli
 
     parser = argparse.ArgumentParser()
     cli.configure_parser(parser)
@@ -184,7 +184,7 @@ def _view_args(*argv: str):
 
 
 def test_mmlib_view_opens_each_kind_of_path(tmp_path: Path, make_napari_viewer) -> None:
-    from mmlib.viz.cli import open_path
+    from mmlib.cli.view import open_path
 
     study = write_study(tmp_path / "BraTS2021_00001")
     run = write_run(tmp_path / "pretrain" / "r1")

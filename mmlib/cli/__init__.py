@@ -1,6 +1,7 @@
-"""The ``mmlib`` command: one sub-command per room, each imported only when used.
+"""The ``mmlib`` command: one module per sub-command, each imported only when used.
 
-Every sub-command lives in its room's module, which exposes two functions::
+Every sub-command is a module of this package (the only place that parses arguments; the
+library never imports it), which calls the library and exposes two functions::
 
     def configure_parser(parser: argparse.ArgumentParser) -> None: ...
     def run_cli(args: argparse.Namespace) -> int: ...   # the exit status
@@ -15,14 +16,15 @@ import importlib
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "notebooks": ("mmlib.notebooks", "execute the book's notebooks (run, sweep)"),
-    "cohort": ("mmlib.data.phantom.cli", "make the embedded simulated cohort"),
-    "curate": ("mmlib.data.curate", "pre-process datasets into a crop store"),
-    "weights": ("mmlib.models.cli", "import released BrainMVP weights"),
+    "notebooks": ("mmlib.cli.notebooks", "execute the book's notebooks (run, sweep)"),
+    "book": ("mmlib.cli.book", "build the HTML book from the executed notebooks"),
+    "cohort": ("mmlib.cli.cohort", "make the embedded simulated cohort"),
+    "curate": ("mmlib.cli.curate", "pre-process datasets into a crop store"),
+    "weights": ("mmlib.cli.weights", "import released BrainMVP weights"),
     "pretrain": ("mmlib.engine.pretrain", "self-supervised pre-training"),
     "finetune": ("mmlib.engine.finetune", "fine-tune on a downstream task"),
     "evaluate": ("mmlib.evaluate.cli", "evaluate fine-tuned models, gather reports"),
-    "view": ("mmlib.viz.cli", "open a study, store entry or run folder in napari"),
+    "view": ("mmlib.cli.view", "open a study, store entry or run folder in napari"),
 }
 
 

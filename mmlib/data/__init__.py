@@ -1,24 +1,18 @@
 """mmlib.data: find studies (layouts), curate them once (curate) into a crop store (store),
-sample multi-modal crops (sampler), check them (qc); the embedded cohort lives in ``phantom``.
+sample multi-modal crops (sampler), check them (qc); the embedded cohort lives in ``phantom``,
+the shared work stores of the scale presets in ``ensure``.
 
-Names are imported lazily so that ``import mmlib.data`` stays cheap (no torch until a dataset
-is used, no cohort until one is asked for).
+This module is the room's face: it only re-exports. Names are imported lazily so that
+``import mmlib.data`` stays cheap (no torch until a dataset is used, no cohort until one is
+asked for); :mod:`mmlib.data.ensure` imports only the standard library.
 """
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import importlib
-import json
-import shutil
-from pathlib import Path
 from typing import Any
 
-#: Target spacing (mm) of the shared store per scale preset.
-STORE_SPACING: dict[str, float] = {"smoke": 4.0, "demo": 2.0, "paper": 1.0}
-#: Curation processes per scale preset.
-STORE_WORKERS: dict[str, int] = {"smoke": 1, "demo": 2, "paper": 8}
+from mmlib.data.ensure import STORE_SPACING, STORE_WORKERS, ensure_store
 
 _LAZY = {
     "Study": "mmlib.data.layouts", "discover": "mmlib.data.layouts",
@@ -32,78 +26,10 @@ _LAZY = {
     "PretrainDataset": "mmlib.data.sampler", "LabelledDataset": "mmlib.data.sampler",
 }
 
-__all__ = [*_LAZY, "STORE_SPACING", "ensure_store"]
+__all__ = [*_LAZY, "STORE_SPACING", "STORE_WORKERS", "ensure_store"]
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'mmlib.data' has no attribute {name!r}")
-
-
-def ensure_store(scale: str, progress: bool = True) -> Path:
-    """Curate the embedded cohort of ``scale`` into ``work_dir(scale)/"store"`` (once).
-
-    The cohort is made by ``mmlib.data.phantom.ensure_cohort(scale)`` if needed; the store is
-    curated at :data:`STORE_SPACING` (smoke 4 mm, demo 2 mm, paper 1 mm). A finished store
-    (markers ``DONE`` and ``COHORT``, the SHA-1 of the cohort's ``cohort.json``) is reused as
-    is; one made from another cohort (e.g. after the simulator changed) is rebuilt, and an
-    interrupted one is resumed.
-
-    Args:
-        scale: ``smoke``, ``demo`` or ``paper``.
-        progress: show progress bars. Defaults to True.
-
-    Returns:
-        The store folder.
-    """
-    from mmlib.paths import work_dir
-
-    root = work_dir(scale) / "store"
-    spacing = STORE_SPACING[scale]
-    cohort = work_dir(scale) / "cohort"
-    if (cohort / "DONE").is_file() and (cohort / "cohort.json").is_file():
-        if _finished(root, spacing, _sha1(cohort / "cohort.json")):  # fast: no validation
-            return root
-    from mmlib.data.phantom import ensure_cohort
-
-    cohort = Path(ensure_cohort(scale))
-    digest = _sha1(cohort / "cohort.json")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    with open(root.parent / ".store.lock", "w") as lock:  # one maker at a time, others wait
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        return _make_store(root, cohort, digest, spacing, scale, progress)
-
-
-def _finished(root: Path, spacing: float, digest: str) -> bool:
-    """A complete store of this spacing made from the cohort whose cohort.json has ``digest``."""
-    done, origin = root / "DONE", root / "COHORT"
-    if not done.is_file() or not origin.is_file():
-        return False
-    meta = json.loads(done.read_text())
-    return abs(meta.get("spacing", -1) - spacing) < 1e-9 and origin.read_text() == digest
-
-
-def _make_store(root: Path, cohort: Path, digest: str, spacing: float, scale: str,
-                progress: bool) -> Path:
-    done, origin = root / "DONE", root / "COHORT"
-    if _finished(root, spacing, digest):
-        return root
-    if root.exists() and (not origin.is_file() or origin.read_text() != digest):
-        shutil.rmtree(root)  # made from another cohort (or of unknown origin): rebuild
-    from mmlib.data.curate import curate
-    from mmlib.data.layouts import discover
-    from mmlib.data.store import init_store
-
-    init_store(root, spacing)
-    origin.write_text(digest)  # an interrupted run resumes only into a store of this cohort
-    report = curate(discover(cohort), root, spacing=spacing, workers=STORE_WORKERS[scale],
-                    progress=progress)
-    done.write_text(json.dumps({"cohort": str(cohort), "cohort_sha1": digest, "spacing": spacing,
-                                "curated": len(report.curated) + len(report.skipped),
-                                "failed": report.failed}, indent=1))
-    return root
-
-
-def _sha1(path: Path) -> str:
-    return hashlib.sha1(path.read_bytes()).hexdigest()

@@ -14,5 +14,6 @@ Modules (only :mod:`mmlib.viz._widget` builds Qt widgets; the rest imports no Qt
 - :mod:`mmlib.viz.display`: a display for napari (the session's own or a private Xvfb).
 - ``napari.yaml`` + ``_reader``, ``_widget``, ``_sample_data``: the npe2 plugin (reader for
   study folders, samples and run folders; the *Run browser* dock widget; the MNI sample).
-- :mod:`mmlib.viz.cli`: ``mmlib view PATH``.
+
+The command ``mmlib view PATH`` is :mod:`mmlib.cli.view` (it calls this room; never the reverse).
 """

@@ -27,9 +27,12 @@ from mmlib.modalities import MODALITIES
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``import`` sub-command to ``parser``."""
     sub = parser.add_subparsers(dest="action", required=True)
-    imp = sub.add_parser("import", help="convert a released .pt checkpoint to an mmlib checkpoint folder")
-    imp.add_argument("ckpt", type=Path, help="released checkpoint (.pt/.pth), read with weights_only=True")
-    imp.add_argument("--arch", required=True, choices=["unet", "uniformer"], help="released architecture")
+    imp = sub.add_parser("import",
+                         help="convert a released .pt checkpoint to an mmlib checkpoint folder")
+    imp.add_argument("ckpt", type=Path,
+                     help="released checkpoint (.pt/.pth), read with weights_only=True")
+    imp.add_argument("--arch", required=True, choices=["unet", "uniformer"],
+                     help="released architecture")
     imp.add_argument("--out", required=True, type=Path, help="checkpoint folder to write")
     imp.add_argument(
         "--templates-nifti",
@@ -37,8 +40,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="also write each template as NIfTI (with its true affine) into this folder",
     )
-    show = sub.add_parser("map", help="print every released key, its shape and its mmlib name (or why it is dropped)")
-    show.add_argument("--arch", required=True, choices=["unet", "uniformer"], help="released architecture")
+    show = sub.add_parser(
+        "map", help="print every released key, its shape and its mmlib name (or why it is dropped)"
+    )
+    show.add_argument("--arch", required=True, choices=["unet", "uniformer"],
+                      help="released architecture")
 
 
 def _print_map(arch: str) -> int:
@@ -47,7 +53,7 @@ def _print_map(arch: str) -> int:
     table = released_key_map(arch)
     for key, shape in released_layout(arch):
         target = table.get(key) or f"(dropped: {dropped_reason(arch, key)})"
-        print(f"{key:<60} {str(list(shape)):<22} {target}")
+        print(f"{key:<60} {list(shape)!s:<22} {target}")
     return 0
 
 
@@ -55,7 +61,11 @@ def run_cli(args: argparse.Namespace) -> int:
     """Run ``mmlib weights import`` or ``mmlib weights map``; returns the exit status."""
     if args.action == "map":
         return _print_map(args.arch)
-    from mmlib.models.checkpoints import UnsafeCheckpointError, export_templates_nifti, save_pretrained
+    from mmlib.models.checkpoints import (
+        UnsafeCheckpointError,
+        export_templates_nifti,
+        save_pretrained,
+    )
     from mmlib.models.released import head_centred_affine, load_released, released_template_affine
 
     try:
@@ -64,7 +74,7 @@ def run_cli(args: argparse.Namespace) -> int:
         print(f"mmlib weights import: {err}", file=sys.stderr)
         return 1
     world = released_template_affine()
-    modalities = list(MODALITIES[: templates.shape[0]]) if templates is not None else list(MODALITIES)
+    modalities = list(MODALITIES[: templates.shape[0]] if templates is not None else MODALITIES)
     save_pretrained(
         args.out,
         model,
