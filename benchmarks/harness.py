@@ -119,14 +119,22 @@ def time_call(fn: Callable[[], object], sync: Callable[[], object] | None = None
     return time.perf_counter() - t
 
 
+def fmt(value: float, digits: int = 3) -> str:
+    """``value`` with ``digits`` significant digits, without exponent notation."""
+    if value == 0 or not np.isfinite(value):
+        return f"{value:g}"
+    decimals = max(0, digits - 1 - int(np.floor(np.log10(abs(value)))))
+    return f"{value:.{decimals}f}"
+
+
 def summarize(name: str, runs: Runs, unit: str, scale: float = 1.0, digits: int = 3) -> str:
-    """``name: median UNIT (min-max, ±x %, n runs, load a-b)``; ``scale`` multiplies values."""
+    """``name: median X UNIT (min, max, ±half-range %, n runs, load a-b)``; values × ``scale``."""
     lo, hi = (v * scale for v in runs.spread)
     med = runs.median * scale
     half = 100.0 * (hi - lo) / 2 / med if med else float("nan")
-    return (f"{name}: median {med:.{digits}g} {unit} (min {lo:.{digits}g}, max {hi:.{digits}g}, "
-            f"±{half:.0f} %, {len(runs.values)} runs, load {min(runs.loads):.1f}-"
-            f"{max(runs.loads):.1f})")
+    return (f"{name}: median {fmt(med, digits)} {unit} (min {fmt(lo, digits)}, max "
+            f"{fmt(hi, digits)}, ±{half:.0f} %, {len(runs.values)} runs, load "
+            f"{min(runs.loads):.1f}-{max(runs.loads):.1f})")
 
 
 def ratio(num: Runs, den: Runs) -> float:
