@@ -33,13 +33,16 @@ delivers per second over the bytes that copy moves per second. Loader memory is 
 memory: a leak would show there) of the main process and its workers. The last line is the
 ratio of medians mmlib / authors' chain; the line before it mmlib / nnU-Net.
 
-Where the time went before this version (cProfile of one worker, see the issue 17 note):
-per 4 × 96³ sample, ~4.5 ms converting float16 to float32 with numpy, ~1 ms opening memory
-maps, then ~19 ms moving the float32 sample into shared memory (``share_memory_`` allocates
-and faults in fresh pages) and another private copy to stack the batch. The sampler now
-``pread``s the crop's rows, converts with one vectorised torch copy straight into a batch
-allocated in shared memory in the worker; what is left per sample is mostly the kernel's cost
-of fresh shared-memory pages for the 14 MB float32 batch the contract asks for.
+Where the time went before issue 17 (cProfile, 2 shared cores under load 3-4): in one process
+a 4 × 96³ sample took 6.6 ms, 5.6 ms of it in ``read_crop`` (numpy's float16 → float32
+conversion through a memory map opened afresh per modality); in a DataLoader worker the sample
+was then stacked (a private copy) and moved to shared memory when sent (``share_memory_``:
+~19 ms for 14 MB, the kernel faulting in fresh 4 KiB shared pages), so two workers served ~40
+samples/s where one process read ~150/s. Now the sampler ``pread``s the crop's rows and
+converts them with one vectorised torch copy straight into the batch, which a worker allocates
+in shared memory (2.5 ms per sample in one process); what is left per sample in a worker is
+mostly the kernel's cost of fresh shared pages for the 14 MB float32 batch the contract asks
+for.
 
 Usage (about 4 minutes on 2 quiet cores; ``--quick`` about 1.5)::
 
