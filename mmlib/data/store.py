@@ -11,9 +11,10 @@ Format (one folder)::
         meta.json                the manifest row and the study's QC record
       reports/                   curation reports (one per shard) and the QC report
 
-Why uncompressed ``.npy`` read with ``np.load(mmap_mode="r")``: a random 96³ crop of a
-~160×200×170 volume touches only the pages of the crop (96² short runs), so the cost of a sample
-is proportional to the crop, not to the study; the OS page cache is shared by every DataLoader
+Why uncompressed ``.npy``, read as memory maps (:meth:`Store.image`) or, by the pre-training
+sampler, with one ``pread`` per x-plane of the crop's rows (:class:`CropReader`): a random 96³
+crop of a ~160×200×170 volume reads only the rows of the crop, so the cost of a sample is
+proportional to the crop, not to the study; the OS page cache is shared by every DataLoader
 worker and every training process on a node; there is nothing to decompress, and reading needs
 no locks, so many nodes can read one store on a shared file system at once. Chunked, compressed
 formats (zarr/HDF5) would save disk at the cost of decompressing whole chunks per crop and an
