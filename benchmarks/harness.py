@@ -60,12 +60,13 @@ def check_load(busy: str = "warn") -> float:
     cores = os.cpu_count() or 1
     print(f"machine: {cores} cores, load average {one:.2f} (1 min), {five:.2f} (5 min)")
     if one > cores:
-        msg = (f"the machine is busy (load {one:.2f} > {cores} cores): figures below are slowed "
-               "by other processes, and unevenly across sides; rerun on a quiet machine")
+        msg = f"the machine is busy (load {one:.2f} > {cores} cores)"
         if busy == "refuse":
-            print(f"refusing to measure: {msg} (or pass --busy warn)", file=sys.stderr)
+            print(f"refusing to measure: {msg}; rerun on a quiet machine or pass --busy warn",
+                  file=sys.stderr)
             sys.exit(BUSY_EXIT)
-        print(f"WARNING: {msg}")
+        print(f"WARNING: {msg}: figures below are slowed by other processes, and unevenly "
+              "across sides; rerun on a quiet machine")
     return one
 
 
