@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import add_arguments, check_load, fmt, interleave, summarize  # noqa: E402
+from harness import add_arguments, check_load, fmt, interleave, summarize
 
 MODES = ("eager", "channels_last", "compile")
 NAMES = ("unet", "uniformer", "swinunetr")

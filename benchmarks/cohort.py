@@ -27,10 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import add_arguments, check_load, interleave, ratio_line, summarize  # noqa: E402
+from harness import add_arguments, check_load, interleave, ratio_line, summarize
 
-from mmlib.data.phantom import cohort_spec, make_cohort, with_counts  # noqa: E402
-from mmlib.data.phantom.anatomy import load_anatomy  # noqa: E402
+from mmlib.data.phantom import cohort_spec, make_cohort, with_counts
+from mmlib.data.phantom.anatomy import load_anatomy
 
 
 def _same(a: Path, b: Path) -> bool:

@@ -40,7 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from mmlib.models import BACKBONE_PRESETS, build_backbone
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import add_arguments, check_load, interleave, summarize  # noqa: E402
+from harness import add_arguments, check_load, interleave, summarize
 
 DATASHEET_TFLOPS = {"H100": {"bf16": 989.0, "fp32": 67.0}, "H200": {"bf16": 989.0, "fp32": 67.0}}
 

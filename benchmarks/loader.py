@@ -72,7 +72,7 @@ from scipy import ndimage
 from torch.utils.data import DataLoader, RandomSampler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import add_arguments, check_load, interleave, ratio_line, summarize  # noqa: E402
+from harness import add_arguments, check_load, interleave, ratio_line, summarize
 
 SHAPE = (240, 240, 155)
 NAMES = {"flair": "flair", "t1": "t1", "t1c": "t1ce", "t2": "t2"}
@@ -246,7 +246,7 @@ def time_nnunet_loader(folder: Path, studies: list[str], samples: int, workers: 
             next(augmenter)
         return n_batches * batch / (time.perf_counter() - t0)
     finally:
-        augmenter._finish()  # noqa: SLF001
+        augmenter._finish()
 
 
 # --------------------------------------------------------------------------- memory limit

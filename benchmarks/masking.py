@@ -50,7 +50,7 @@ from mmlib.proxy.masking import (
 from mmlib.proxy.templates import Templates
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import (  # noqa: E402
+from harness import (
     Runs,
     add_arguments,
     check_load,
@@ -202,14 +202,14 @@ def main() -> None:
         vols = templates.volumes
         straight = setting == "train" and mmlib_settings(args.template_grad)
 
-        def baseline():
+        def baseline(vols=vols):
             return time_call(lambda: (
                 authors_style(image, present, slot_list, vols, mod_list, start, s, args.block,
                               args.rate, rng, use_template=True),
                 authors_style(image, present, slot_list, vols, mod_list, start, s, args.block,
                               args.rate, rng, use_template=False)), sync)
 
-        def ours():
+        def ours(straight=straight):
             return time_call(lambda: mmlib_batched(image, present, target_slot, templates,
                                                    modality, origin, args.block, args.rate, gen,
                                                    straight_through=straight), sync)

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import add_arguments, check_load, interleave, ratio_line, summarize  # noqa: E402
+from harness import add_arguments, check_load, interleave, ratio_line, summarize
 
 PAPER_EPOCHS = 1500
 PAPER_SCANS = 16022
