@@ -8,8 +8,11 @@ on the reconstruction, backward) is timed in three modes, side by side:
 - ``compile``: ``torch.compile(model)`` (inductor), compile time reported apart.
 
 Each mode runs in a fresh subprocess so that its peak resident memory (growth of ``ru_maxrss``
-over the steps) is its own. The last line printed is the ratio eager time / best-variant time
-(geometric mean over the backbones): above 1 means a variant helps.
+over the steps) is its own; every (backbone, mode) subprocess runs ``--repeats`` times (default
+3), interleaved round by round, each run giving its median step time. Medians of the runs,
+their spread and the load average are printed (``harness.py``). The last line printed is the
+ratio of medians eager time / best-variant time (geometric mean over the backbones): above 1
+means a variant helps.
 
 Run: ``OMP_NUM_THREADS=1 python benchmarks/backbones.py`` (the default is ``--quick``: smoke-size
 networks, batch 1, 2 timed steps, and ``torch.compile`` only for the UniFormer, the one backbone
@@ -23,12 +26,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import add_arguments, check_load, fmt, interleave, summarize
 
 MODES = ("eager", "channels_last", "compile")
 NAMES = ("unet", "uniformer", "swinunetr")
@@ -103,6 +111,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--names", nargs="+", default=list(NAMES), choices=NAMES)
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    add_arguments(parser)
     parser.add_argument("--worker", nargs=2, metavar=("NAME", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.scale is None:
@@ -114,37 +123,47 @@ def main() -> None:
         print(json.dumps(out))
         return
 
+    check_load(args.busy)
     print(f"forward+backward at {args.size}^3, batch {args.batch}, {args.scale} sizes, "
-          f"{args.threads} thread(s), median of {args.steps} steps, torch {torch.__version__}")
-    header = f"{'backbone':<10} {'params':>7} " + " ".join(f"{m + ' s':>16} {'MB':>6}" for m in args.modes)
-    print(header + f" {'compile s':>9}")
+          f"{args.threads} thread(s), median of {args.steps} steps per run, torch "
+          f"{torch.__version__}")
+    results: dict[tuple[str, str], list[dict]] = {}
+
+    def side(name: str, mode: str):
+        def run() -> float:
+            r = _run_worker(args, name, mode)
+            results.setdefault((name, mode), []).append(r)
+            return r.get("step_s", float("nan"))
+        return run
+
+    sides = {f"{name} {mode}": side(name, mode) for name in args.names for mode in args.modes
+             if mode != "compile" or args.full or name in QUICK_COMPILE}
+    runs = interleave(sides, args.repeats)
     ratios = []
     for name in args.names:
-        modes = [m for m in args.modes if m != "compile" or args.full or name in QUICK_COMPILE]
-        rows = {m: _run_worker(args, name, m) for m in modes}
-        params = next((r["params_m"] for r in rows.values() if "params_m" in r), float("nan"))
-        cells = []
-        for m in args.modes:
-            r = rows.get(m, {"skipped": True})
-            if "skipped" in r:
-                cells.append(f"{'(not in --quick)':>16} {'':>6}")
-            elif "error" in r:
-                cells.append(f"{'error':>16} {'':>6}")
-            else:
-                cells.append(f"{r['step_s']:>16.3f} {r['peak_mb']:>6.0f}")
-        comp = rows.get("compile", {})
-        comp_s = comp.get("first_step_s", float("nan")) - comp.get("step_s", 0.0) if "step_s" in comp else float("nan")
-        print(f"{name:<10} {params:>6.2f}M " + " ".join(cells) + f" {comp_s:>9.1f}")
-        for r in rows.values():
-            if "error" in r:
-                print(f"  {name} {r['mode']}: {r['error']}")
-        if "eager" in rows and "step_s" in rows["eager"]:
-            variants = [r["step_s"] for m, r in rows.items() if m != "eager" and "step_s" in r]
-            if variants:
-                ratios.append(rows["eager"]["step_s"] / min(variants))
+        rows = {m: results[(name, m)] for m in args.modes if (name, m) in results}
+        for mode, rs in rows.items():
+            errors = [r["error"] for r in rs if "error" in r]
+            if errors:
+                print(f"{name} {mode}: error {errors[0]}")
+                continue
+            peak = max(r["peak_mb"] for r in rs)
+            comp = [r["first_step_s"] - r["step_s"] for r in rs]
+            extra = f", compile {fmt(sorted(comp)[len(comp) // 2])} s" if mode == "compile" else ""
+            print(summarize(f"{name} {mode} ({rs[0]['params_m']:.2f}M params, peak +{peak:.0f} MB"
+                            f"{extra})", runs[f"{name} {mode}"], "s/step"))
+        if "eager" not in rows or any("error" in r for r in rows["eager"]):
+            continue
+        variants = [runs[f"{name} {m}"].median for m in rows if m != "eager"
+                    and not any("error" in r for r in rows[m])]
+        if variants:
+            ratios.append(runs[f"{name} eager"].median / min(variants))
     if ratios:
         geo = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
-        print(f"eager / best variant step time (geomean over {len(ratios)} backbones): {geo:.2f}x")
+        loads = [v for r in runs.values() for v in r.loads]
+        print(f"ratio of medians eager / best variant step time (geomean over {len(ratios)} "
+              f"backbones): {geo:.2f}x (load average {min(loads):.1f}-{max(loads):.1f} on "
+              f"{os.cpu_count()} cores)")
 
 
 if __name__ == "__main__":

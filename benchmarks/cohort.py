@@ -1,10 +1,13 @@
 """Subjects per second of the embedded cohort at the demo preset: 1 worker vs N workers.
 
-Both runs simulate the same studies (the demo preset, every source scaled by ``--fraction``)
-into fresh temporary folders in the same process tree, and check that both give identical
-bytes. The last line is the speed-up of N workers over the serial baseline.
+Both sides simulate the same studies (the demo preset, every source scaled by ``--fraction``)
+into fresh temporary folders in the same process tree, ``--repeats`` times each (default 3),
+interleaved, and the first round checks that both give identical bytes. Medians, spreads and
+the load average are printed (``harness.py``); the last line is the ratio of medians, the
+speed-up of N workers over the serial baseline.
 
     .venv/bin/python benchmarks/cohort.py                  # a quarter of the demo cohort
+    .venv/bin/python benchmarks/cohort.py --fraction 0.1   # quicker
     .venv/bin/python benchmarks/cohort.py --fraction 1     # the whole demo cohort
 """
 
@@ -22,8 +25,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("NILEARN_DATA", tempfile.mkdtemp(prefix="mmlib-nilearn-"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mmlib.data.phantom import cohort_spec, make_cohort, with_counts  # noqa: E402
-from mmlib.data.phantom.anatomy import load_anatomy  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import add_arguments, check_load, interleave, ratio_line, summarize
+
+from mmlib.data.phantom import cohort_spec, make_cohort, with_counts
+from mmlib.data.phantom.anatomy import load_anatomy
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -37,27 +44,37 @@ def main() -> None:
     parser.add_argument("--fraction", type=float, default=0.25,
                         help="share of each source's subjects (default 0.25)")
     parser.add_argument("--workers", type=int, default=2)
+    add_arguments(parser)
     args = parser.parse_args()
+    check_load(args.busy)
     spec = cohort_spec(args.preset)
     spec = with_counts(spec, **{s.name: max(1, round(s.n_subjects * args.fraction))
                                 for s in spec.sources})
     n = sum(s.n_subjects for s in spec.sources)
     load_anatomy(spec.factor)  # built once, before timing (also shared by forked workers)
-    rates = {}
+    same: list[bool] = []
     with tempfile.TemporaryDirectory(prefix="mmlib-bench-cohort-") as tmp:
-        for workers in (1, args.workers):
-            out = Path(tmp) / f"w{workers}"
-            start = time.perf_counter()
-            make_cohort(spec, out, seed=0, workers=workers)
-            sec = time.perf_counter() - start
-            rates[workers] = n / sec
-            full = sum(s.n_subjects for s in cohort_spec(args.preset).sources) / rates[workers]
-            print(f"{args.preset} x{args.fraction:g}: {n} studies, workers={workers}: "
-                  f"{sec:.1f} s, {rates[workers]:.2f} studies/s "
-                  f"(full {args.preset} cohort ~{full:.0f} s)")
-        same = _same(Path(tmp) / "w1", Path(tmp) / f"w{args.workers}")
-        print(f"identical bytes across worker counts: {same}")
-    print(f"speed-up workers={args.workers} vs workers=1: {rates[args.workers] / rates[1]:.2f}x")
+        counter = iter(range(10**6))
+
+        def side(workers: int):
+            def run() -> float:
+                out = Path(tmp) / f"w{workers}-{next(counter)}"
+                start = time.perf_counter()
+                make_cohort(spec, out, seed=0, workers=workers)
+                rate = n / (time.perf_counter() - start)
+                firsts = sorted(Path(tmp).glob("w*-*"))
+                if len(firsts) == 2 and not same:  # the first round: both sides written
+                    same.append(_same(firsts[0], firsts[1]))
+                return rate
+            return run
+
+        runs = interleave({"1": side(1), str(args.workers): side(args.workers)}, args.repeats)
+    total = sum(s.n_subjects for s in cohort_spec(args.preset).sources)
+    for workers, run in runs.items():
+        print(summarize(f"{args.preset} x{args.fraction:g}: {n} studies, workers={workers}", run,
+                        f"studies/s (full {args.preset} cohort ~{total / run.median:.0f} s)"))
+    print(f"identical bytes across worker counts: {same[0] if same else 'not checked'}")
+    print(ratio_line(f"workers={args.workers} / workers=1", runs[str(args.workers)], runs["1"]))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ study is two views), peak memory (``torch.cuda.max_memory_allocated``; on CPU th
 peak RSS), model FLOPs per step (``torch.utils.flop_counter`` on one forward+backward, optimizer
 excluded), achieved TFLOP/s and MFU against (a) the datasheet dense peak of the chip when known
 (H100/H200: bf16 989, fp32 67 TFLOP/s; ``--peak-tflops`` overrides) and (b) a bf16/fp32 matmul
-measured in the same run. Results also go to ``--out`` as JSON. The last line printed is the
+measured in the same run. Each precision is timed in ``--repeats`` runs (default 3) of ``--steps`` steps,
+interleaved; medians, spreads and the load average are printed (``harness.py``). Results also go to
+``--out`` as JSON. The last line printed is the
 ratio bf16-autocast samples/s over fp32 samples/s (geometric mean over the backbones).
 
 GPU run (paper scale): ``python benchmarks/gpu_step.py --out $OUT/gpu_step.json``.
@@ -25,7 +27,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
+import sys
 import time
 from pathlib import Path
 
@@ -34,6 +38,9 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from mmlib.models import BACKBONE_PRESETS, build_backbone
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import add_arguments, check_load, interleave, summarize
 
 DATASHEET_TFLOPS = {"H100": {"bf16": 989.0, "fp32": 67.0}, "H200": {"bf16": 989.0, "fp32": 67.0}}
 
@@ -100,6 +107,9 @@ def count_flops(net, batch: dict) -> int:
 
 
 def bench_one(name: str, args: argparse.Namespace, device: torch.device, peaks: dict) -> list[dict]:
+    """Both precisions of one backbone: built and warmed up in turn (peak memory of each is its
+    own allocations during its warm-up), then timed in ``--repeats`` interleaved runs of
+    ``--steps`` steps (a run's figure is its mean step time; the row holds their median)."""
     torch.manual_seed(0)
     size = BACKBONE_PRESETS[args.scale][name]
     shape = (args.batch, 1, args.size, args.size, args.size)
@@ -108,8 +118,8 @@ def bench_one(name: str, args: argparse.Namespace, device: torch.device, peaks: 
     if args.channels_last:
         views = views.contiguous(memory_format=torch.channels_last_3d)
     batch = {"views": views, "target": target}
-    rows = []
     flops = None
+    built: dict[str, dict] = {}
     for precision in args.precisions:
         net = build_backbone(name, **size).to(device)
         if args.channels_last:
@@ -122,40 +132,54 @@ def bench_one(name: str, args: argparse.Namespace, device: torch.device, peaks: 
         if device.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
+            before = torch.cuda.memory_allocated(device)
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         t0 = time.perf_counter()
         for _ in range(args.warmup):
             loss = step()
         _sync(device)
         warm_s = time.perf_counter() - t0
-        times = []
-        for _ in range(args.steps):
-            t = time.perf_counter()
-            loss = step()
-            _sync(device)
-            times.append(time.perf_counter() - t)
-        step_s = sorted(times)[len(times) // 2]
         if device.type == "cuda":
-            mem_gb = torch.cuda.max_memory_allocated(device) / 2**30
+            mem_gb = (torch.cuda.max_memory_allocated(device) - before) / 2**30
         else:
             mem_gb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss0) / 1024
+        built[precision] = {"net": net, "step": step, "warm_s": warm_s, "mem_gb": mem_gb, "loss": loss}
+
+    def timed(precision: str):
+        def run() -> float:
+            step = built[precision]["step"]
+            t = time.perf_counter()
+            for _ in range(args.steps):
+                built[precision]["loss"] = step()
+            _sync(device)
+            return (time.perf_counter() - t) / args.steps
+        return run
+
+    runs = interleave({p: timed(p) for p in args.precisions}, args.repeats)
+    rows = []
+    for precision in args.precisions:
+        b = built[precision]
+        step_s = runs[precision].median
         achieved = flops / step_s / 1e12
-        row = {
+        rows.append({
             "backbone": name,
             "precision": precision,
-            "params_m": net.num_parameters() / 1e6,
+            "params_m": b["net"].num_parameters() / 1e6,
             "step_s": step_s,
-            "warmup_s": warm_s,
+            "step_s_min": runs[precision].spread[0],
+            "step_s_max": runs[precision].spread[1],
+            "load": max(runs[precision].loads),
+            "warmup_s": b["warm_s"],
             "samples_per_s": args.batch / step_s,
-            "peak_mem_gb": mem_gb,
+            "peak_mem_gb": b["mem_gb"],
             "model_tflop_per_step": flops / 1e12,
             "achieved_tflops": achieved,
             "mfu_datasheet": achieved / peaks["datasheet"][precision] if peaks["datasheet"].get(precision) else None,
             "mfu_measured_matmul": achieved / peaks["measured"][precision],
-            "loss": float(loss),
-        }
-        rows.append(row)
-        del net, opt, compiled, step
+            "loss": float(b["loss"]),
+            "runs": runs[precision],
+        })
+    built.clear()
     return rows
 
 
@@ -174,7 +198,9 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, default=None, help="override the bf16 datasheet peak")
     parser.add_argument("--quick", action="store_true", help="32^3, batch 1, 2 steps: checks that it runs")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/gpu_step.json"))
+    add_arguments(parser)
     args = parser.parse_args()
+    check_load(args.busy)
     if args.quick:
         args.size, args.batch, args.steps, args.warmup = 32, 1, 2, 1
     device = torch.device(args.device)
@@ -209,13 +235,14 @@ def main() -> None:
             print(f"{name:<10} {r['precision']:<5} {r['params_m']:>6.1f}M {1e3 * r['step_s']:>9.1f} "
                   f"{r['samples_per_s']:>10.2f} {r['peak_mem_gb']:>7.2f} {r['model_tflop_per_step']:>10.3f} "
                   f"{r['achieved_tflops']:>8.2f} {sheet:>9} {100 * r['mfu_measured_matmul']:>6.1f}%")
+            print("  " + summarize(f"{name} {r['precision']} step", r["runs"], "ms", 1e3))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = {
         "device": chip,
         "torch": torch.__version__,
         "args": {k: str(v) for k, v in vars(args).items()},
         "peaks_tflops": peaks,
-        "rows": rows,
+        "rows": [{k: v for k, v in r.items() if k != "runs"} for r in rows],
     }
     args.out.write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out}")
@@ -226,7 +253,10 @@ def main() -> None:
             ratios.append(by["bf16"]["samples_per_s"] / by["fp32"]["samples_per_s"])
     if ratios:
         geo = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
-        print(f"bf16 autocast / fp32 samples/s (geomean over {len(ratios)} backbones): {geo:.2f}x")
+        loads = [v for r in rows for v in r["runs"].loads]
+        print(f"ratio of medians bf16 autocast / fp32 samples/s (geomean over {len(ratios)} "
+              f"backbones): {geo:.2f}x (load average {min(loads):.1f}-{max(loads):.1f} on "
+              f"{os.cpu_count()} cores)")
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@ For each scale (default ``smoke`` and ``demo`` on the CPU) the benchmark runs th
 few optimiser steps, end to end, and reads samples/s, step time and the data-wait fraction from
 the run's ``metrics.csv``. The baseline, in the same run, is the same trainer stepping on one
 batch already in memory (no loading at all): the ratio *end-to-end / compute-only throughput*
-says how much the data path costs (1.00× = nothing). The last line prints that ratio for the
-last scale.
+says how much the data path costs (1.00× = nothing). Both sides run ``--repeats`` times
+(default 3), interleaved; medians, spreads and the load average are printed (``harness.py``).
+The last line prints the ratio of medians for the last scale.
 
 Run on a CPU::
 
@@ -26,12 +27,16 @@ import argparse
 import itertools
 import json
 import math
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import add_arguments, check_load, interleave, ratio_line, summarize
 
 PAPER_EPOCHS = 1500
 PAPER_SCANS = 16022
@@ -56,7 +61,8 @@ def synthetic_store(root: Path, n: int, shape: tuple[int, int, int] = (160, 192,
     return root
 
 
-def measure(scale: str, steps: int, workers: int | None, device: str, store: str | None, tmp: Path) -> dict:
+def measure(scale: str, steps: int, workers: int | None, device: str, store: str | None, tmp: Path,
+            repeats: int) -> dict:
     """End-to-end and compute-only throughput of ``steps`` optimiser steps at ``scale``."""
     from mmlib.engine import distributed as D
     from mmlib.engine.config import load_config
@@ -71,30 +77,39 @@ def measure(scale: str, steps: int, workers: int | None, device: str, store: str
         over.append(f"data.store={store}")
     cfg = resolve(load_config(scale, over))
     info = D.setup(device)
-    run = tmp / f"{scale}-e2e"
-    run.mkdir(parents=True)
-    trainer = Trainer(cfg, run, info, progress=True)
-    trainer.train()
-    rows = read_metrics(run / "metrics.csv")[1:]  # the first step warms up (allocations, workers)
-    e2e = {k: float(np.mean([r[k] for r in rows])) for k in ("samples_per_s", "step_time_s", "data_wait_frac")}
+    gb = int(cfg["train"]["batch_size"]) * int(cfg["train"]["accum"])
+    e2e_rows: list[dict[str, float]] = []
+
+    def end_to_end() -> float:
+        run = tmp / f"{scale}-e2e-{len(e2e_rows)}"
+        run.mkdir(parents=True)
+        Trainer(cfg, run, info, progress=False).train()
+        rows = read_metrics(run / "metrics.csv")[1:]  # the first step warms up (workers)
+        e2e_rows.append({k: float(np.mean([r[k] for r in rows])) for k in
+                         ("samples_per_s", "step_time_s", "data_wait_frac")}
+                        | {"peak_mem_mb": max(r["mem_mb"] for r in rows)})
+        return e2e_rows[-1]["samples_per_s"]
 
     base = Trainer(cfg, tmp / f"{scale}-mem", info, progress=False)
     batch = next(iter(base._loader(0, 0)))
     params = [p for p in base.objective.parameters() if p.requires_grad]
-    gb = int(cfg["train"]["batch_size"]) * int(cfg["train"]["accum"])
-    base._t0 = time.perf_counter()
-    times = []
-    for _ in range(steps + 1):
-        row = base._one_step(itertools.repeat(batch), 0, params, cfg["train"]["clip"], gb)
-        times.append(row["step_time_s"])
-    mem_step = float(np.mean(times[1:]))
+
+    def in_memory() -> float:
+        base._t0 = time.perf_counter()
+        times = [base._one_step(itertools.repeat(batch), 0, params, cfg["train"]["clip"],
+                                gb)["step_time_s"] for _ in range(steps + 1)]
+        return gb / float(np.mean(times[1:]))
+
+    runs = interleave({"e2e": end_to_end, "memory": in_memory}, repeats)
+    med = {k: float(np.median([r[k] for r in e2e_rows])) for k in e2e_rows[0]}
     out = {
         "scale": scale, "device": info.device.type, "amp": cfg["train"]["amp"], "threads": torch.get_num_threads(),
         "workers": int(cfg["data"]["workers"]), "crop": cfg["data"]["crop_size"], "k": cfg["data"]["k"],
         "batch": gb, "model": cfg["model"]["name"], "objective": cfg["objective"]["name"], "steps": steps,
-        "e2e_samples_per_s": e2e["samples_per_s"], "e2e_step_time_s": e2e["step_time_s"],
-        "data_wait_frac": e2e["data_wait_frac"], "memory_step_time_s": mem_step,
-        "memory_samples_per_s": gb / mem_step, "peak_mem_mb": max(r["mem_mb"] for r in rows),
+        "e2e_samples_per_s": runs["e2e"].median, "e2e_step_time_s": med["step_time_s"],
+        "data_wait_frac": med["data_wait_frac"], "memory_step_time_s": gb / runs["memory"].median,
+        "memory_samples_per_s": runs["memory"].median, "peak_mem_mb": max(r["peak_mem_mb"] for r in e2e_rows),
+        "runs": runs,
     }
     out["ratio"] = out["e2e_samples_per_s"] / out["memory_samples_per_s"]
     if info.device.type == "cuda":
@@ -113,7 +128,9 @@ def main() -> None:
     ap.add_argument("--store", default=None, help="a store folder (default: the scale's embedded-cohort store)")
     ap.add_argument("--synthetic-studies", type=int, default=0, help="write a synthetic 1 mm store of N studies and use it")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    add_arguments(ap)
     args = ap.parse_args()
+    check_load(args.busy)
     default_steps = {"smoke": 20, "demo": 6, "paper": 20}
     results = []
     with tempfile.TemporaryDirectory(prefix="mmlib-bench-pretrain-") as tmp:
@@ -121,9 +138,13 @@ def main() -> None:
         if args.synthetic_studies:
             store = str(synthetic_store(Path(tmp) / "store", args.synthetic_studies))
         for scale in args.scales.split(","):
-            r = measure(scale, args.steps or default_steps.get(scale, 10), args.workers, args.device, store, Path(tmp))
+            r = measure(scale, args.steps or default_steps.get(scale, 10), args.workers, args.device, store, Path(tmp),
+                        args.repeats)
             results.append(r)
     print()
+    for r in results:
+        print(summarize(f"{r['scale']} end-to-end", r["runs"]["e2e"], "samples/s"))
+        print(summarize(f"{r['scale']} one batch in memory", r["runs"]["memory"], "samples/s"))
     print(f"{'scale':<6} {'device':<6} {'amp':<5} {'batch':>5} {'crop':>5} {'workers':>7} {'samples/s':>10} "
           f"{'step s':>8} {'data wait':>9} {'in-memory samples/s':>20} {'peak MB':>8}")
     for r in results:
@@ -136,11 +157,11 @@ def main() -> None:
                   f"samples/s: {h:,.0f} GPU-hours ({h / 8 / 24:,.1f} days on 8 GPUs at linear scaling); "
                   f"{r['paper_gpu_hours_per_gpu_studies']:,.0f} GPU-hours if an epoch is {PAPER_STUDIES} studies")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        args.json.write_text(json.dumps([{k: v for k, v in r.items() if k != "runs"} for r in results], indent=2))
     last = results[-1]
     assert math.isfinite(last["ratio"])
-    print(f"end-to-end / in-memory throughput ({last['scale']}, data wait {100 * last['data_wait_frac']:.1f}%): "
-          f"{last['ratio']:.2f}x")
+    print(ratio_line(f"end-to-end / in-memory throughput ({last['scale']}, data wait "
+                     f"{100 * last['data_wait_frac']:.1f}%)", last["runs"]["e2e"], last["runs"]["memory"]))
 
 
 if __name__ == "__main__":

@@ -165,3 +165,60 @@ def test_set_epoch_reaches_persistent_workers(store):
         want = PretrainDataset.collate([ds[i] for i in range(len(ds))])
         assert torch.equal(got["image"], want["image"]), epoch
         assert torch.equal(got["template_origin"], want["template_origin"])
+
+
+def _reference_item(ds, index):
+    """The sample of ``index`` as the original per-sample code computed it (memory maps,
+    read_crop), from the same (seed, epoch, index) draws."""
+    from mmlib.data.sampler import crop_box, read_crop
+
+    row = ds.store.row(ds.studies[index])
+    rng = np.random.default_rng([ds.seed, ds.epoch, index])
+    mods = list(row["modalities"])
+    if len(mods) > ds.k:
+        mods = [mods[i] for i in np.sort(rng.choice(len(mods), size=ds.k, replace=False))]
+    start = crop_box(row["shape"], ds.crop_size, rng)
+    image = np.zeros((ds.k, *ds.crop_size), np.float32)
+    for c, mod in enumerate(mods):
+        read_crop(ds.store.image(ds.studies[index], mod), start, ds.crop_size, out=image[c])
+    aff = np.asarray(row["affine"])
+    origin = aff[:3, :3] @ start + aff[:3, 3] - np.asarray(row["center_world"])
+    return image, torch.tensor(origin, dtype=torch.float32)
+
+
+def test_batched_read_equals_per_sample_reference(store):
+    ds = PretrainDataset(store, crop_size=(9, 7, 12), k=3, seed=11)  # pads "small", picks of six
+    ds.set_epoch(4)
+    order = [2, 0, 3, 1, 2]
+    items = ds.__getitems__(order)
+    batch = PretrainDataset.collate(items)
+    stacked = PretrainDataset.collate(list(items))  # a plain list: stacked copies
+    for key in ("image", "present", "modality", "template_origin", "spacing"):
+        assert torch.equal(batch[key], stacked[key]) and batch[key].dtype == stacked[key].dtype
+    assert batch["study"] == [ds.studies[i] for i in order]
+    for b, index in enumerate(order):
+        image, origin = _reference_item(ds, index)
+        assert np.array_equal(batch["image"][b].numpy(), image)
+        assert torch.equal(batch["template_origin"][b], origin)
+        one = ds[index]
+        assert torch.equal(one["image"], batch["image"][b]) and one["study"] == ds.studies[index]
+    # the items are views of the batch, not copies
+    assert items[1]["image"].data_ptr() == batch["image"][1].data_ptr()
+
+
+def _collate_and_report(items):
+    batch = PretrainDataset.collate(items)
+    batch["shared_in_worker"] = batch["image"].is_shared()
+    batch["no_copy"] = items[0]["image"].data_ptr() == batch["image"].data_ptr()
+    return batch
+
+
+def test_worker_batches_are_built_in_shared_memory(store):
+    ds = PretrainDataset(store, crop_size=8, k=4, seed=2)
+    loader = DataLoader(ds, batch_size=2, num_workers=1, collate_fn=_collate_and_report)
+    batches = list(loader)
+    assert all(b["shared_in_worker"] and b["no_copy"] for b in batches)
+    want = PretrainDataset.collate([ds[i] for i in range(len(ds))])
+    assert torch.equal(torch.cat([b["image"] for b in batches]), want["image"])
+    in_process = list(DataLoader(ds, batch_size=2, num_workers=0, collate_fn=_collate_and_report))
+    assert not any(b["shared_in_worker"] for b in in_process)

@@ -136,3 +136,56 @@ def test_split_file_formats(tmp_path):
     bad.write_text(json.dumps({"s1": "holdout"}))
     with pytest.raises(ValueError, match="unknown split"):
         read_split_file(bad)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.uint8, np.float32])
+def test_crop_reader_matches_read_crop_inside_across_and_outside(tmp_path, dtype):
+    import torch
+
+    from mmlib.data.sampler import read_crop
+    from mmlib.data.store import CropReader
+
+    rng = np.random.default_rng(3)
+    vol = (rng.random((13, 11, 9)) * 200).astype(dtype)
+    path = tmp_path / "v.npy"
+    np.save(path, vol)
+    reader = CropReader()
+    boxes = [((2, 3, 1), (5, 4, 6)), ((0, 0, 0), (13, 11, 9)), ((-3, 2, -1), (8, 5, 12)),
+             ((10, 9, 7), (6, 6, 6)), ((-4, -4, -4), (30, 30, 30)), ((13, 0, 0), (4, 4, 4)),
+             ((-5, 0, 0), (5, 4, 4)), ((4, -2, 8), (1, 20, 1))]
+    for start, size in boxes:
+        want = read_crop(np.load(path, mmap_mode="r"), start, size)
+        out = torch.full(size, 7.0)  # stale values must be overwritten or zeroed
+        got = reader.read(path, start, out)
+        assert got is out
+        assert np.array_equal(out.numpy(), want), (start, size)
+    # into a strided view of a larger tensor: nothing outside the view is touched
+    big = torch.full((2, 6, 6, 6), -1.0)
+    reader.read(path, (1, 1, 1), big[1])
+    assert (big[0] == -1).all()
+    assert np.array_equal(big[1].numpy(), vol[1:7, 1:7, 1:7].astype(np.float32))
+
+
+def test_crop_reader_refuses_fortran_order_and_truncated_files(tmp_path):
+    import torch
+
+    from mmlib.data.store import CropReader
+
+    path = tmp_path / "f.npy"
+    np.save(path, np.asfortranarray(np.ones((4, 5, 6), np.float16)))
+    with pytest.raises(ValueError, match="C-order"):
+        CropReader().read(path, (0, 0, 0), torch.zeros(2, 2, 2))
+    short = tmp_path / "t.npy"
+    np.save(short, np.ones((4, 5, 6), np.float16))
+    short.write_bytes(short.read_bytes()[:-40])
+    with pytest.raises(OSError, match="truncated"):
+        CropReader().read(short, (2, 3, 0), torch.zeros(2, 2, 6))
+
+
+def test_image_path_names_the_missing_modality(tmp_path):
+    root = init_store(tmp_path / "s", spacing=2.0)
+    write_study(root, row("a"), arrays())
+    st = Store(root)
+    assert st.image_path("a", "t1") == root / "studies" / "a" / "t1.npy"
+    with pytest.raises(KeyError, match="no modality 'flair'"):
+        st.image_path("a", "flair")

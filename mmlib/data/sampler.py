@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
-from mmlib.data.store import Store
+from mmlib.data.store import CropReader, Store
 from mmlib.modalities import MODALITIES, MODALITY_INDEX, canonical
 
 
@@ -135,8 +135,16 @@ class PretrainDataset(_EpochDataset):
         if not self.studies:
             raise ValueError(f"{self.store.root}: no studies selected for pre-training")
         self._rows = {s: self.store.row(s) for s in self.studies}
+        self._reader: CropReader | None = None
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getstate__(self) -> dict[str, Any]:
+        # a spawned worker builds its own reader (header cache and scratch buffer)
+        state = self.__dict__.copy()
+        state["_reader"] = None
+        return state
+
+    def _draw(self, index: int) -> tuple[str, list[str], np.ndarray]:
+        """The study, its chosen modalities and the crop start of ``index`` (the seed's draws)."""
         sid = self.studies[index]
         row = self._rows[sid]
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
@@ -144,26 +152,93 @@ class PretrainDataset(_EpochDataset):
         if len(mods) > self.k:
             pick = np.sort(rng.choice(len(mods), size=self.k, replace=False))
             mods = [mods[i] for i in pick]
-        start = crop_box(row["shape"], self.crop_size, rng)
-        image = np.zeros((self.k, *self.crop_size), dtype=np.float32)
-        present = np.zeros(self.k, dtype=bool)
-        modality = np.full(self.k, -1, dtype=np.int64)
+        return sid, mods, crop_box(row["shape"], self.crop_size, rng)
+
+    def _fill(self, index: int, image: torch.Tensor, present: np.ndarray, modality: np.ndarray,
+              origin: np.ndarray, spacing: np.ndarray) -> str:
+        """Write sample ``index`` into preallocated outputs (one row of a batch); its study.
+
+        ``image (K, X, Y, Z)`` is written everywhere (crops, zeros where absent or outside the
+        volume), so it may start uninitialised.
+        """
+        if self._reader is None:
+            self._reader = CropReader()
+        sid, mods, start = self._draw(index)
+        row = self._rows[sid]
+        present[:] = False
+        modality[:] = -1
         for c, mod in enumerate(mods):
-            read_crop(self.store.image(sid, mod), start, self.crop_size, out=image[c])
+            self._reader.read(self.store.image_path(sid, mod), start, image[c])
             present[c] = True
             modality[c] = MODALITY_INDEX[mod]
+        if len(mods) < self.k:
+            image[len(mods):].zero_()
         affine = np.asarray(row["affine"], dtype=np.float64)
-        origin = affine[:3, :3] @ start + affine[:3, 3] - np.asarray(row["center_world"])
-        return {"image": torch.from_numpy(image), "present": torch.from_numpy(present),
-                "modality": torch.from_numpy(modality),
-                "template_origin": torch.tensor(origin, dtype=torch.float32),
-                "spacing": torch.tensor(np.abs(np.diag(affine)[:3]), dtype=torch.float32),
-                "study": sid}
+        origin[:] = affine[:3, :3] @ start + affine[:3, 3] - np.asarray(row["center_world"])
+        spacing[:] = np.abs(np.diag(affine)[:3])
+        return sid
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self._batch([index])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        """Samples ``indices`` read straight into one collated batch (used by DataLoader).
+
+        Returns the per-sample items (views into the batch); :meth:`collate` of this list
+        returns the batch itself without copying. In a DataLoader worker the batch's image is
+        allocated in shared memory, so sending it to the main process copies nothing.
+        """
+        return self._batch(indices)
+
+    def _batch(self, indices: Sequence[int]) -> _Items:
+        n = len(indices)
+        image = _empty((n, self.k, *self.crop_size), torch.float32)
+        present = np.zeros((n, self.k), dtype=bool)
+        modality = np.full((n, self.k), -1, dtype=np.int64)
+        origin = np.zeros((n, 3), dtype=np.float64)
+        spacing = np.zeros((n, 3), dtype=np.float64)
+        study = [self._fill(int(i), image[b], present[b], modality[b], origin[b], spacing[b])
+                 for b, i in enumerate(indices)]
+        batch = {"image": image, "present": torch.from_numpy(present),
+                 "modality": torch.from_numpy(modality),
+                 "template_origin": torch.from_numpy(origin.astype(np.float32)),
+                 "spacing": torch.from_numpy(spacing.astype(np.float32)), "study": study}
+        items = _Items({key: value[b] for key, value in batch.items()} for b in range(n))
+        items.batch = batch
+        return items
 
     @staticmethod
     def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        """Stack samples into the batch of ARCHITECTURE.md (``study`` stays a list)."""
+        """Stack samples into the batch of ARCHITECTURE.md (``study`` stays a list).
+
+        The list returned by :meth:`__getitems__` already holds its batch, returned as is.
+        """
+        if isinstance(items, _Items) and items.batch is not None:
+            return items.batch
         return _collate(items)
+
+
+class _Items(list):
+    """Samples read into one batch by :meth:`PretrainDataset.__getitems__`, with that batch.
+
+    A slice or a copy is a plain list (collated by stacking), so the shortcut only applies
+    to the list exactly as it was returned.
+    """
+
+    batch: dict[str, Any] | None = None
+
+
+def _empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised tensor; in shared memory inside a DataLoader worker.
+
+    As :func:`torch.utils.data.default_collate` does: a worker's result is moved to shared
+    memory when it is sent to the main process, so allocating it there saves a copy.
+    """
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    numel = int(np.prod(shape))
+    storage = torch.UntypedStorage._new_shared(numel * dtype.itemsize)
+    return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
 
 
 def _collate(items: Sequence[dict[str, Any]], pad: bool = False) -> dict[str, Any]:

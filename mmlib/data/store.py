@@ -11,9 +11,10 @@ Format (one folder)::
         meta.json                the manifest row and the study's QC record
       reports/                   curation reports (one per shard) and the QC report
 
-Why uncompressed ``.npy`` read with ``np.load(mmap_mode="r")``: a random 96³ crop of a
-~160×200×170 volume touches only the pages of the crop (96² short runs), so the cost of a sample
-is proportional to the crop, not to the study; the OS page cache is shared by every DataLoader
+Why uncompressed ``.npy``, read as memory maps (:meth:`Store.image`) or, by the pre-training
+sampler, with one ``pread`` per x-plane of the crop's rows (:class:`CropReader`): a random 96³
+crop of a ~160×200×170 volume reads only the rows of the crop, so the cost of a sample is
+proportional to the crop, not to the study; the OS page cache is shared by every DataLoader
 worker and every training process on a node; there is nothing to decompress, and reading needs
 no locks, so many nodes can read one store on a shared file system at once. Chunked, compressed
 formats (zarr/HDF5) would save disk at the cost of decompressing whole chunks per crop and an
@@ -41,10 +42,13 @@ import shutil
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    import torch
 
 FORMAT = "mmlib-store"
 VERSION = 1
@@ -317,8 +321,8 @@ class Store:
         self._dir(study)
         return self.manifest.loc[study].to_dict()
 
-    def image(self, study: str, modality: str) -> np.ndarray:
-        """One modality as a read-only memory map, (X, Y, Z) float16 in [0, 1].
+    def image_path(self, study: str, modality: str) -> Path:
+        """The ``.npy`` file of one modality.
 
         Raises:
             KeyError: When the study or the modality is not in the store.
@@ -327,7 +331,15 @@ class Store:
         if not path.is_file():
             have = self.row(study)["modalities"]
             raise KeyError(f"{study}: no modality {modality!r} (has {', '.join(have)})")
-        return np.load(path, mmap_mode="r")
+        return path
+
+    def image(self, study: str, modality: str) -> np.ndarray:
+        """One modality as a read-only memory map, (X, Y, Z) float16 in [0, 1].
+
+        Raises:
+            KeyError: When the study or the modality is not in the store.
+        """
+        return np.load(self.image_path(study, modality), mmap_mode="r")
 
     def label(self, study: str) -> np.ndarray | None:
         """The segmentation (X, Y, Z) uint8 as a memory map, or None when the study has none."""
@@ -344,3 +356,102 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({str(self.root)!r}, studies={len(self)}, spacing={self.spacing})"
+
+
+class CropReader:
+    """Reads crops of C-order ``.npy`` volumes with ``os.pread``, straight into a tensor.
+
+    Per crop and volume: one ``pread`` per x-plane of the crop's rows (``Y_crop`` rows of the
+    full ``Z`` extent, contiguous in the file) into a reused scratch buffer, then one
+    vectorised ``torch`` copy of the crop's ``Z`` range that also converts float16 to the
+    output's dtype. No memory map stays open, so a worker's private memory does not grow
+    with the pages it has read (a map would count every page it touched), no file handle is
+    kept, and nothing is allocated per crop once the scratch buffer has grown. The kernel
+    copies only the crop's rows from the page cache (about ``Z / Z_crop`` times the crop's
+    bytes). One reader per process; not thread-safe (one scratch buffer).
+
+    Examples::
+
+        >>> out = torch.zeros(96, 96, 96)                                # doctest: +SKIP
+        >>> CropReader().read(store.image_path(sid, "t1"), (10, 20, 30), out)  # doctest: +SKIP
+    """
+
+    def __init__(self) -> None:
+        self._headers: dict[Path, tuple[int, tuple[int, ...], np.dtype]] = {}
+        self._scratch = np.empty(0, dtype=np.uint8)
+
+    def header(self, path: Path) -> tuple[int, tuple[int, ...], np.dtype]:
+        """``(data offset, shape, dtype)`` of a C-order ``.npy`` file (cached per path).
+
+        Raises:
+            ValueError: When the file is Fortran-ordered or holds objects.
+        """
+        hit = self._headers.get(path)
+        if hit is not None:
+            return hit
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                           (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if read_header is None:
+                raise ValueError(f"{path}: .npy format {version} is not read by CropReader; "
+                                 "rewrite the file with np.save")
+            shape, fortran, dtype = read_header(f)
+            offset = f.tell()
+        if fortran or dtype.hasobject:
+            raise ValueError(f"{path}: CropReader reads C-order numeric .npy files; rewrite it "
+                             "with np.save(path, np.ascontiguousarray(array))")
+        self._headers[path] = hit = (offset, tuple(int(n) for n in shape), dtype)
+        return hit
+
+    def read(self, path: Path, start: Any, out: torch.Tensor) -> torch.Tensor:
+        """Fill ``out`` (X, Y, Z) with ``volume[start : start + out.shape]``, zero outside.
+
+        The same values as :func:`mmlib.data.sampler.read_crop` (which reads through a memory
+        map), converted to ``out.dtype``; ``start`` may be negative or reach past the volume.
+
+        Args:
+            path: a 3-D C-order ``.npy`` file.
+            start: crop start (3,) in voxels.
+            out: ``(X, Y, Z)`` tensor written in place (a view into a batch is fine).
+
+        Returns:
+            ``out``.
+        """
+        import torch
+
+        offset, shape, dtype = self.header(path)
+        if len(shape) != 3 or out.dim() != 3:
+            raise ValueError(f"{path}: CropReader reads 3-D crops, got volume {shape} and "
+                             f"output {tuple(out.shape)}")
+        src, dst = [], []
+        for s, c, n in zip(start, out.shape, shape):
+            a, b = max(0, int(s)), min(n, int(s) + int(c))
+            src.append((a, b))
+            dst.append(slice(a - int(s), b - int(s)))
+        inside = all(b > a for a, b in src)
+        covered = inside and all(d.start == 0 and d.stop == c for d, c in zip(dst, out.shape))
+        if not covered:  # the box leaves the volume: zeros around what is read
+            out.zero_()
+        if not inside:
+            return out
+        (x0, x1), (y0, y1), (z0, z1) = src
+        ny, nz = shape[1], shape[2]
+        row = (y1 - y0) * nz * dtype.itemsize
+        need = (x1 - x0) * row
+        if self._scratch.nbytes < need:
+            self._scratch = np.empty(need, dtype=np.uint8)
+        buf = self._scratch[:need]
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            for i, x in enumerate(range(x0, x1)):
+                pos = offset + ((x * ny + y0) * nz) * dtype.itemsize
+                got = os.preadv(fd, [memoryview(buf[i * row:(i + 1) * row])], pos)
+                if got != row:
+                    raise OSError(f"{path}: short read ({got} of {row} bytes at {pos}); the "
+                                  "file is truncated, curate the study again")
+        finally:
+            os.close(fd)
+        planes = buf.view(dtype).reshape(x1 - x0, y1 - y0, nz)[:, :, z0:z1]
+        out[tuple(dst)].copy_(torch.from_numpy(planes))
+        return out
