@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from mmlib.engine.pretrain import latest_checkpoint, pretrain
+from mmlib.engine.pretrain import pretrain
+from mmlib.runs import latest_checkpoint
 from test_engine_pretrain import ENV, make_store
 
 

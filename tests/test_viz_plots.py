@@ -13,7 +13,8 @@ from matplotlib.figure import Figure
 
 from mmlib.viz import plots as P
 from mmlib.viz import widgets as W
-from mmlib.viz.data import RunFolder, load_study_folder
+from mmlib.runs import RunFolder
+from mmlib.viz.data import load_study_folder, load_templates
 from mmlib.viz.labels import SCHEMES
 from test_viz_data import SHAPE, write_run, write_study
 
@@ -105,7 +106,7 @@ def test_sample_and_template_viewers(tmp_path: Path) -> None:
     sv = W.sample_viewer(run.samples(), study="s1")
     assert sv.volume.value == W.SIDE_BY_SIDE and sv.opacity.disabled and "s1 / t2, step 20" in sv.title
     assert len([a for a in sv.figure().axes if a.images]) == 6
-    tv = W.template_viewer(run.templates(), modalities=["t1", "t2"])
+    tv = W.template_viewer(load_templates(run.checkpoint()), modalities=["t1", "t2"])
     assert list(tv.volumes) == ["t1", "t2"] and tv.spacing == (3.0, 3.0, 3.0)
     with pytest.raises(ValueError, match="one shape"):
         W.SliceViewer({"a": np.zeros((4, 4, 4)), "b": np.zeros((5, 4, 4))})

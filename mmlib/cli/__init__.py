@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cohort": ("mmlib.data.phantom.cli", "make the embedded simulated cohort"),
     "curate": ("mmlib.data.curate", "pre-process datasets into a crop store"),
     "weights": ("mmlib.models.cli", "import released BrainMVP weights"),
-    "pretrain": ("mmlib.engine.pretrain", "self-supervised pre-training"),
+    "pretrain": ("mmlib.cli.pretrain", "self-supervised pre-training"),
     "finetune": ("mmlib.engine.finetune", "fine-tune on a downstream task"),
     "evaluate": ("mmlib.evaluate.cli", "evaluate fine-tuned models, gather reports"),
     "view": ("mmlib.viz.cli", "open a study, store entry or run folder in napari"),

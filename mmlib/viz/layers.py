@@ -16,14 +16,12 @@ from typing import Any
 import numpy as np
 
 from mmlib.modalities import MODALITIES
+from mmlib.runs import SAMPLE_KEYS, Samples, load_samples
 from mmlib.viz.data import (
-    SAMPLE_KEYS,
-    Samples,
     Study,
     Templates,
     Volume,
     as_volume_array,
-    load_samples,
     load_store_study,
     load_study_folder,
     load_templates,

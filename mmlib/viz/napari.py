@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mmlib.viz.data import SAMPLE_KEYS, RunFolder, Samples, Study, Volume
+from mmlib.runs import SAMPLE_KEYS, RunFolder, Samples
+from mmlib.viz.data import Study, Volume
 from mmlib.viz.labels import LabelScheme
 from mmlib.viz.layers import (
     LayerData,
