@@ -209,13 +209,15 @@ def free_port() -> int:
 
 
 def _worker(local_rank: int, fn: Callable[..., Any], args: tuple[Any, ...], nproc: int, port: int,
-            result_file: str) -> None:
+            threads: int, result_file: str) -> None:
     """One process of :func:`launch`: the variables ``torchrun`` sets, then ``fn(*args)``."""
     os.environ.update({
         "RANK": str(local_rank), "LOCAL_RANK": str(local_rank), "WORLD_SIZE": str(nproc),
         "LOCAL_WORLD_SIZE": str(nproc), "GROUP_RANK": "0", "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(port),
+        "MASTER_PORT": str(port), "OMP_NUM_THREADS": str(threads),
     })
+    # torch is already imported (unpickling fn did it), so the variable alone would be too late
+    torch.set_num_threads(threads)
     result = fn(*args)
     if dist.is_available() and dist.is_initialized():
         # fn left the group open: every rank reaches this barrier before any destroys the
@@ -227,7 +229,8 @@ def _worker(local_rank: int, fn: Callable[..., Any], args: tuple[Any, ...], npro
             pickle.dump(result, fh)
 
 
-def launch(fn: Callable[..., Any], nproc: int, *args: Any, timeout: float | None = None) -> Any:
+def launch(fn: Callable[..., Any], nproc: int, *args: Any, threads: int | None = None,
+           timeout: float | None = None) -> Any:
     """Run ``fn(*args)`` in ``nproc`` processes on this machine as one job; return rank 0's result.
 
     Each process gets ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and
@@ -241,6 +244,8 @@ def launch(fn: Callable[..., Any], nproc: int, *args: Any, timeout: float | None
         fn: the function each rank calls, e.g. :func:`mmlib.engine.pretrain.pretrain`.
         nproc: number of processes (one per GPU, or CPU processes on gloo).
         *args: the arguments of ``fn`` (picklable).
+        threads: CPU threads per process. Defaults to None (``OMP_NUM_THREADS`` when set,
+            else 1 as under ``torchrun``: the same job then computes the same numbers).
         timeout: seconds before the job is stopped. Defaults to None (no limit).
 
     Returns:
@@ -255,10 +260,12 @@ def launch(fn: Callable[..., Any], nproc: int, *args: Any, timeout: float | None
 
     if int(nproc) < 1:
         raise ValueError(f"launch: nproc must be at least 1, got {nproc}")
+    n_threads = int(threads if threads is not None else os.environ.get("OMP_NUM_THREADS", "1"))
     with tempfile.TemporaryDirectory(prefix="mmlib-launch-") as tmp:
         result_file = str(Path(tmp) / "result.pkl")
-        ctx = mp.start_processes(_worker, args=(fn, tuple(args), int(nproc), free_port(), result_file),
-                                 nprocs=int(nproc), join=False, start_method="spawn")
+        args_ = (fn, tuple(args), int(nproc), free_port(), n_threads, result_file)
+        ctx = mp.start_processes(_worker, args=args_, nprocs=int(nproc), join=False,
+                                 start_method="spawn")
         start = time.monotonic()
         try:
             while not ctx.join(timeout=1.0):

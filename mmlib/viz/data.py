@@ -38,15 +38,6 @@ from mmlib.runs import (  # noqa: F401
     samples_from_views,
     save_samples,
 )
-    SAMPLE_KEYS,
-    RunFolder,
-    Samples,
-    find_runs,
-    is_run_folder,
-    load_samples,
-    samples_from_views,
-    save_samples,
-)
 
 SAMPLE_TITLES: dict[str, str] = {
     "target": "target",
