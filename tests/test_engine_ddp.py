@@ -58,8 +58,8 @@ def test_two_gloo_ranks_agree_with_each_other_and_with_one_process(tmp_path: Pat
     moved = max(float((b[k] - mid[k]).abs().max()) for k in a)
     assert gap < 1e-3 * moved, (gap, moved)
     # the library launcher: the same two ranks, no command line
-    via = launch(2, "smoke", ["train.batch_size=2", "train.accum=1", *common], run_dir=tmp_path / "via",
-                 timeout=600)
+    via = launch(2, "smoke", ["train.batch_size=2", "train.accum=1", *common],
+                 run_dir=tmp_path / "via", timeout=600)
     assert via == tmp_path / "via" and (via / "DONE").is_file()
     c = load_file(str(latest_checkpoint(via) / "model.safetensors"))
     assert all(torch.equal(a[k], c[k]) for k in a)

@@ -119,8 +119,8 @@ def test_metrics_csv_round_trips_every_bit_and_resumes(tmp_path: Path) -> None:
     assert math.isnan(rows[0]["cl"]) and rows[-1]["cl"] == 0.25 and len(rows) == 4
     # a resumed run keeps the rows up to its checkpoint and drops what the killed process wrote
     MetricsCSV(tmp_path, resume_step=2).append({"step": 3, "loss": 7.0, "lr": 1e-3})
-    assert [(r["step"], r["loss"]) for r in read_metrics(tmp_path)] == [(1, values[0]), (2, values[1]),
-                                                                          (3, 7.0)]
+    kept = [(r["step"], r["loss"]) for r in read_metrics(tmp_path)]
+    assert kept == [(1, values[0]), (2, values[1]), (3, 7.0)]
     MetricsCSV(tmp_path)  # a new run starts a new log
     assert read_metrics(tmp_path) == []
 
@@ -175,7 +175,8 @@ def _run(root: Path) -> Path:
     views = _views(np.random.default_rng(2))
     for step in (0, 3, 6):
         write_samples(run, step, {**{k: v[:, 0] for k, v in views.items()},
-                                  "study": np.asarray(["a", "b"]), "modality": np.asarray(["t1", "t1"])})
+                                  "study": np.asarray(["a", "b"]),
+                                  "modality": np.asarray(["t1", "t1"])})
     MetricsCSV(run).append({"step": 1, "loss": 0.5})
     return run
 
@@ -205,7 +206,8 @@ def test_find_runs_and_what_is_not_a_run(tmp_path: Path) -> None:
     run = _run(tmp_path)
     (tmp_path / "pretrain" / "bare" / "checkpoints").mkdir(parents=True)
     assert [r.path for r in find_runs(tmp_path)] == [run]  # two levels deep, with samples
-    assert {r.path.name for r in find_runs(tmp_path / "pretrain", need_samples=False)} == {"r1", "bare"}
+    every = find_runs(tmp_path / "pretrain", need_samples=False)
+    assert {r.path.name for r in every} == {"r1", "bare"}
     assert find_runs(tmp_path / "nothing") == []
     assert is_run_folder(run) and not is_run_folder(tmp_path)
     with pytest.raises(NotADirectoryError, match="not a run folder"):
@@ -220,5 +222,6 @@ def test_runs_imports_no_other_room() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env=env)
     mods = json.loads(out.stdout)
-    others = [m for m in mods if not m.startswith(("mmlib.runs", "mmlib.modalities", "mmlib.configs"))]
+    allowed = ("mmlib.runs", "mmlib.modalities", "mmlib.configs")
+    others = [m for m in mods if not m.startswith(allowed)]
     assert others == []

@@ -99,7 +99,8 @@ def default_run_dir(cfg: Mapping[str, Any]) -> Path:
 
     run = cfg["run"]
     root = Path(run["root"]) if run.get("root") else work_dir(cfg["scale"]) / "runs" / "pretrain"
-    name = run.get("name") or f"{cfg['objective']['name']}-{cfg['model']['name']}-{config_hash(cfg)}"
+    name = (run.get("name")
+            or f"{cfg['objective']['name']}-{cfg['model']['name']}-{config_hash(cfg)}")
     return root / name
 
 

@@ -65,10 +65,13 @@ def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     """
     name = str(name or "auto").lower()
     if name == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+        if torch.cuda.is_available():
+            return torch.device(f"cuda:{local_rank}")
+        return torch.device("cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ValueError(f"config key device={name!r}: CUDA is not available here; use device=cpu or auto")
+            raise ValueError(f"config key device={name!r}: CUDA is not available here; use "
+                             "device=cpu or auto")
         return torch.device(f"cuda:{local_rank}") if name == "cuda" else torch.device(name)
     return torch.device(name)
 
@@ -84,7 +87,6 @@ def setup(device: str = "auto", timeout_s: float = 1800.0) -> DistInfo:
         The :class:`DistInfo` of this process.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     dev = pick_device(device, local)
     if world <= 1:
@@ -163,7 +165,8 @@ def check_replicas(module: torch.nn.Module, info: DistInfo) -> list[str]:
     """
     digests = gather_objects(weights_digest(module), info)
     if len(set(digests)) > 1:
-        raise RuntimeError(f"DDP replicas diverged: weight digests per rank {[d[:12] for d in digests]}")
+        raise RuntimeError("DDP replicas diverged: weight digests per rank "
+                           f"{[d[:12] for d in digests]}")
     return digests
 
 
@@ -171,7 +174,8 @@ def seed_for(*parts: int) -> int:
     """A 63-bit seed mixed from integers (seed, step, chunk, ...), stable across runs."""
     h = 0x9E3779B97F4A7C15
     for p in parts:
-        h ^= (int(p) + 0x9E3779B97F4A7C15 + ((h << 6) & 0xFFFFFFFFFFFFFFFF) + (h >> 2)) & 0xFFFFFFFFFFFFFFFF
+        mask = 0xFFFFFFFFFFFFFFFF
+        h ^= (int(p) + 0x9E3779B97F4A7C15 + ((h << 6) & mask) + (h >> 2)) & mask
         h = (h * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
     return h & 0x7FFFFFFFFFFFFFFF
 
@@ -260,6 +264,7 @@ def launch(fn: Callable[..., Any], nproc: int, *args: Any, threads: int | None =
 
     if int(nproc) < 1:
         raise ValueError(f"launch: nproc must be at least 1, got {nproc}")
+    name = getattr(fn, "__name__", repr(fn))
     n_threads = int(threads if threads is not None else os.environ.get("OMP_NUM_THREADS", "1"))
     with tempfile.TemporaryDirectory(prefix="mmlib-launch-") as tmp:
         result_file = str(Path(tmp) / "result.pkl")
@@ -273,9 +278,9 @@ def launch(fn: Callable[..., Any], nproc: int, *args: Any, threads: int | None =
                     raise TimeoutError(f"launch: {nproc} processes ran longer than {timeout} s; "
                                        "raise the timeout or make the job smaller")
         except mp.ProcessRaisedException as err:
-            raise RuntimeError(f"launch: a rank of {getattr(fn, '__name__', fn)} failed:\n{err}") from None
+            raise RuntimeError(f"launch: a rank of {name} failed:\n{err}") from None
         except mp.ProcessExitedException as err:
-            raise RuntimeError(f"launch: a rank of {getattr(fn, '__name__', fn)} died: {err}") from None
+            raise RuntimeError(f"launch: a rank of {name} died: {err}") from None
         finally:
             for p in ctx.processes:
                 if p.is_alive():

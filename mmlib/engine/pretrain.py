@@ -80,7 +80,8 @@ process there). None in normal use."""
 # --------------------------------------------------------------------------------- the loop
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     nb = device.type == "cuda"
-    return {k: (v.to(device, non_blocking=nb) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+    return {k: (v.to(device, non_blocking=nb) if isinstance(v, torch.Tensor) else v)
+            for k, v in batch.items()}
 
 
 def _scalars(out: Mapping[str, Any]) -> dict[str, float]:
@@ -108,7 +109,8 @@ class Trainer:
         progress: show a progress bar on rank 0. Defaults to True.
     """
 
-    def __init__(self, cfg: dict[str, Any], run_dir: Path, info: D.DistInfo, progress: bool = True) -> None:
+    def __init__(self, cfg: dict[str, Any], run_dir: Path, info: D.DistInfo,
+                 progress: bool = True) -> None:
         from mmlib.data.sampler import PretrainDataset
         from mmlib.data.store import Store
         from mmlib.models import build_backbone
@@ -131,15 +133,17 @@ class Trainer:
         self.sampler = StepBatchSampler(len(self.dataset), t["batch_size"], self.accum, info.rank,
                                         info.world_size, self.seed)
         self.steps_per_epoch = self.sampler.steps
-        total = int(math.ceil(float(cfg["schedule"]["epochs"]) * self.steps_per_epoch))
+        total = math.ceil(float(cfg["schedule"]["epochs"]) * self.steps_per_epoch)
         if t["max_steps"] is not None:
             total = min(total, int(t["max_steps"]))
         self.total = max(total, 1)
 
         torch.manual_seed(self.seed)
-        backbone = build_backbone(cfg["model"]["name"], **{**cfg["model"]["size"], "in_channels": 1})
+        size = {**cfg["model"]["size"], "in_channels": 1}
+        backbone = build_backbone(cfg["model"]["name"], **size)
         self.templates = Templates(spacing=self.store.spacing)
-        objective_cfg = ObjectiveConfig.from_dict({k: v for k, v in cfg["objective"].items() if k != "name"})
+        objective_cfg = ObjectiveConfig.from_dict(
+            {k: v for k, v in cfg["objective"].items() if k != "name"})
         self.objective = BrainMVPObjective(backbone, self.templates, objective_cfg)
         if t.get("sync_bn") and info.distributed:
             self.objective = nn.SyncBatchNorm.convert_sync_batchnorm(self.objective)
@@ -152,8 +156,10 @@ class Trainer:
             )
         o = cfg["optim"]
         self.optimizer = torch.optim.AdamW(self.objective.parameters(), lr=float(o["lr"]),
-                                           betas=tuple(o["betas"]), weight_decay=float(o["weight_decay"]))
-        self.scheduler = build_scheduler(self.optimizer, self.total, int(o["warmup_steps"]), float(o["min_lr"]))
+                                           betas=tuple(o["betas"]),
+                                           weight_decay=float(o["weight_decay"]))
+        self.scheduler = build_scheduler(self.optimizer, self.total, int(o["warmup_steps"]),
+                                         float(o["min_lr"]))
         self.amp_dtype, use_scaler = amp_mode(t["amp"], info.device)
         self.scaler = torch.amp.GradScaler(info.device.type, enabled=use_scaler)
         self.generator = torch.Generator(device=info.device)
@@ -161,6 +167,10 @@ class Trainer:
         self.elapsed_before = 0.0
 
     # ------------------------------------------------------------------ state
+    def _cuda_device(self) -> torch.device | None:
+        """This rank's device when it is a GPU (its RNG is saved too), else None."""
+        return self.info.device if self.info.device.type == "cuda" else None
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Weights: ``backbone.*``, ``templates.volumes`` (and the projection head, if any)."""
         return {k: v for k, v in self.objective.state_dict().items()}
@@ -173,7 +183,8 @@ class Trainer:
         bb = self.objective.backbone
         return {
             "kind": "pretrain",
-            "model": {"name": self.cfg["model"]["name"], "size": dict(getattr(bb, "size", self.cfg["model"]["size"]))},
+            "model": {"name": self.cfg["model"]["name"],
+                      "size": dict(getattr(bb, "size", self.cfg["model"]["size"]))},
             "modalities": list(MODALITIES),
             "template_affine": np.asarray(self.templates.affine).tolist(),
             "step": self.step,
@@ -185,7 +196,7 @@ class Trainer:
 
     def train_state(self) -> dict[str, Any]:
         """Optimiser, scheduler, scaler, per-rank RNG, sampler position, step (collective)."""
-        rngs = D.gather_objects(ckpt.rng_state(self.info.device if self.info.device.type == "cuda" else None), self.info)
+        rngs = D.gather_objects(ckpt.rng_state(self._cuda_device()), self.info)
         epoch, position = divmod(self.step, self.steps_per_epoch)
         return {
             "step": self.step,
@@ -193,10 +204,11 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": rngs,
-            "sampler": {"epoch": epoch, "position": position, "steps_per_epoch": self.steps_per_epoch,
-                        "n": self.sampler.n},
+            "sampler": {"epoch": epoch, "position": position,
+                        "steps_per_epoch": self.steps_per_epoch, "n": self.sampler.n},
             "world_size": self.info.world_size,
-            "elapsed_s": self.elapsed_before + (time.perf_counter() - self._t0 if hasattr(self, "_t0") else 0.0),
+            "elapsed_s": self.elapsed_before
+            + (time.perf_counter() - self._t0 if hasattr(self, "_t0") else 0.0),
         }
 
     def resume(self, folder: Path) -> None:
@@ -207,23 +219,27 @@ class Trainer:
                              f"{self.info.world_size}; exact resume needs the same world size "
                              "(or start a new run.name)")
         if ts["sampler"]["n"] != self.sampler.n:
-            raise ValueError(f"{folder}: the run had {ts['sampler']['n']} studies, the store now has "
+            raise ValueError(f"{folder}: the run had {ts['sampler']['n']} studies, the store now "
+                             "has "
                              f"{self.sampler.n}; start a new run.name")
-        self.objective.load_state_dict({k: v.to(self.info.device) for k, v in state.items()}, strict=True)
+        self.objective.load_state_dict({k: v.to(self.info.device) for k, v in state.items()},
+                                       strict=True)
         self.optimizer.load_state_dict(ts["optimizer"])
         self.scheduler.load_state_dict(ts["scheduler"])
         self.scaler.load_state_dict(ts["scaler"])
-        ckpt.set_rng_state(ts["rng"][self.info.rank], self.info.device if self.info.device.type == "cuda" else None)
+        ckpt.set_rng_state(ts["rng"][self.info.rank], self._cuda_device())
         self.step = int(ts["step"])
         self.elapsed_before = float(ts.get("elapsed_s", 0.0))
 
     # ------------------------------------------------------------------ samples
     def fixed_batch(self) -> dict[str, Any]:
-        """The first ``samples.n`` studies at epoch 0 with a fixed seed (the same at every checkpoint)."""
+        """The first ``samples.n`` studies at epoch 0 with a fixed seed (the same at every
+        checkpoint)."""
         from mmlib.data.sampler import PretrainDataset
 
         d = self.cfg["data"]
-        ds = PretrainDataset(self.store, d["crop_size"], d["k"], _select_studies(self.store, d.get("studies")),
+        ds = PretrainDataset(self.store, d["crop_size"], d["k"],
+                             _select_studies(self.store, d.get("studies")),
                              self.seed + 7919)
         ds.set_epoch(0)
         n = min(int(self.cfg["samples"]["n"]), len(ds))
@@ -289,7 +305,8 @@ class Trainer:
         state = self.train_state()
         folder = None
         if self.info.is_main:
-            folder = ckpt.save(self.run_dir / "checkpoints", self.step, self.state_dict(), self.meta(), state,
+            folder = ckpt.save(self.run_dir / "checkpoints", self.step, self.state_dict(),
+                               self.meta(), state,
                                keep=int(self.cfg["checkpoint"]["keep"]))
         D.barrier(self.info)
         return folder
@@ -303,9 +320,11 @@ class Trainer:
         global_batch = int(cfg["train"]["batch_size"]) * self.accum * info.world_size
         params = [p for p in self.objective.parameters() if p.requires_grad]
         clip = cfg["train"]["clip"]
-        log = MetricsLogger(self.run_dir, enabled=info.is_main, tensorboard=cfg.get("log", {}).get("tensorboard", "auto"),
+        log = MetricsLogger(self.run_dir, enabled=info.is_main,
+                            tensorboard=cfg.get("log", {}).get("tensorboard", "auto"),
                             resume_step=self.step if self.step > 0 else None)
-        bar = tqdm(total=self.total, initial=self.step, disable=not (self.progress and info.is_main),
+        bar = tqdm(total=self.total, initial=self.step,
+                   disable=not (self.progress and info.is_main),
                    desc=f"pretrain {cfg['objective']['name']}", unit="step", dynamic_ncols=True)
         self._t0 = time.perf_counter()
         if self.step == 0:
@@ -332,7 +351,8 @@ class Trainer:
         self.replica_digests = D.check_replicas(self.objective, info)
         return self.summary()
 
-    def _one_step(self, it: Any, epoch: int, params: list[nn.Parameter], clip: Any, global_batch: int) -> dict[str, Any]:
+    def _one_step(self, it: Any, epoch: int, params: list[nn.Parameter], clip: Any,
+                  global_batch: int) -> dict[str, Any]:
         info = self.info
         t0 = time.perf_counter()
         wait = 0.0
@@ -376,17 +396,22 @@ class Trainer:
         """Final numbers of the run, from ``metrics.csv``."""
         rows = read_metrics(self.run_dir / "metrics.csv")
         terms = [k for k in (rows[0] if rows else {}) if k not in
-                 ("step", "epoch", "lr", "samples_per_s", "step_time_s", "data_wait_frac", "mem_mb", "elapsed_s")]
+                 ("step", "epoch", "lr", "samples_per_s", "step_time_s", "data_wait_frac",
+                  "mem_mb", "elapsed_s")]
         tail = rows[-max(1, min(10, len(rows) // 5 or 1)):]
         head = rows[: len(tail)]
-        mean = lambda rs, k: float(np.nanmean([r[k] for r in rs])) if rs else math.nan  # noqa: E731
+
+        def mean(rs: list[dict[str, float]], k: str) -> float:
+            return float(np.nanmean([r[k] for r in rs])) if rs else math.nan
+
         timed = rows[1:] if len(rows) > 1 else rows
         return {
             "steps": self.step,
             "epochs": self.step / self.steps_per_epoch,
             "steps_per_epoch": self.steps_per_epoch,
             "studies": self.sampler.n,
-            "global_batch": int(self.cfg["train"]["batch_size"]) * self.accum * self.info.world_size,
+            "global_batch": int(self.cfg["train"]["batch_size"]) * self.accum
+            * self.info.world_size,
             "world_size": self.info.world_size,
             "device": self.info.device.type,
             "amp": amp_name(self.amp_dtype),

@@ -72,7 +72,8 @@ def mark_done(run_dir: str | Path) -> Path:
 
 
 def is_run_folder(path: str | Path) -> bool:
-    """Whether ``path`` looks like a run folder (config.json, metrics.csv, checkpoints/ or samples/)."""
+    """Whether ``path`` looks like a run folder (config.json, metrics.csv, checkpoints/ or
+    samples/)."""
     p = Path(path)
     return p.is_dir() and any((p / n).exists() for n in _MARKERS)
 

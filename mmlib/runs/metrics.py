@@ -78,7 +78,7 @@ class MetricsCSV:
                 w.writerow({k: _fmt(r.get(k, "")) for k in self.header})
 
     def append(self, row: dict[str, Any]) -> None:
-        """Write one row; a column not seen before is added to the header (the file is rewritten)."""
+        """Write one row; a column not seen before joins the header (the file is rewritten)."""
         keys = list(row)
         if not self.header:
             terms = [k for k in keys if k not in FIRST and k not in LAST]

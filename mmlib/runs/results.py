@@ -56,7 +56,7 @@ def read_json(path: str | Path) -> Any:
 
 
 def write_json(path: str | Path, value: Any, indent: int = 2, sort_keys: bool = False) -> Path:
-    """Write ``value`` as JSON (and a final newline) atomically; written as given (no :func:`json_safe`).
+    """Write ``value`` as JSON and a final newline, atomically, as given (no :func:`json_safe`).
 
     Args:
         path: the file.

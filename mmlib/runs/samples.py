@@ -99,7 +99,7 @@ def list_samples(run_dir: str | Path) -> list[Path]:
     return sorted((Path(run_dir) / SAMPLES).glob("step_*.npz"), key=step_of)
 
 
-def write_samples(run_dir: str | Path, step: int, arrays: Mapping[str, np.ndarray]) -> Path:
+def write_samples(run_dir: str | Path, step: int, arrays: Mapping[str, Any]) -> Path:
     """Write ``samples/step_XXXXXXX.npz`` of a run atomically (a temporary file, then a rename).
 
     Args:
@@ -114,7 +114,8 @@ def write_samples(run_dir: str | Path, step: int, arrays: Mapping[str, np.ndarra
     path = samples_file(run_dir, step)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp.npz"
-    np.savez(tmp, **arrays)
+    payload: dict[str, Any] = dict(arrays)
+    np.savez(tmp, **payload)
     tmp.replace(path)
     return path
 
@@ -151,15 +152,13 @@ def save_samples(path: str | Path, samples: Samples) -> Path:
     """Write :class:`Samples` in the ``samples/step_XXXXXXX.npz`` format (compressed float32)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    extra = ({} if samples.spacing is None
-             else {"spacing": np.asarray(samples.spacing, dtype=np.float32)})
-    np.savez_compressed(
-        path,
-        **{k: np.asarray(v, dtype=np.float32) for k, v in samples.arrays.items()},
-        study=np.asarray(samples.study, dtype=str),
-        modality=np.asarray(samples.modality, dtype=str),
-        **extra,
-    )
+    payload: dict[str, Any] = {k: np.asarray(v, dtype=np.float32)
+                               for k, v in samples.arrays.items()}
+    payload["study"] = np.asarray(samples.study, dtype=str)
+    payload["modality"] = np.asarray(samples.modality, dtype=str)
+    if samples.spacing is not None:
+        payload["spacing"] = np.asarray(samples.spacing, dtype=np.float32)
+    np.savez_compressed(path, **payload)
     return path
 
 

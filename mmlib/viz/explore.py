@@ -236,7 +236,8 @@ def retrieval(za: Tensor, zb: Tensor, temperature: float = 1.0) -> dict[str, flo
     n = sim.shape[0]
     eye = torch.eye(n, dtype=torch.bool)
     labels = torch.arange(n)
-    top1 = 0.5 * ((sim.argmax(1) == labels).float().mean() + (sim.argmax(0) == labels).float().mean())
+    top1 = 0.5 * ((sim.argmax(1) == labels).float().mean()
+                  + (sim.argmax(0) == labels).float().mean())
     pos = sim[eye].mean()
     neg = sim[~eye].mean() if n > 1 else torch.tensor(0.0)
     return {"top1": float(top1), "pos_cos": float(pos), "neg_cos": float(neg),
@@ -340,7 +341,8 @@ def run_model(run_dir: str | Path, initial: bool = False) -> tuple[torch.nn.Modu
     templates = Templates(spacing=Store(cfg["data"]["store"]).spacing)
     if initial:
         torch.manual_seed(int(cfg["train"]["seed"]))
-        backbone = build_backbone(cfg["model"]["name"], **{**cfg["model"]["size"], "in_channels": 1})
+        size = {**cfg["model"]["size"], "in_channels": 1}
+        backbone = build_backbone(cfg["model"]["name"], **size)
     else:
         from mmlib.models.checkpoints import load_pretrained
 
