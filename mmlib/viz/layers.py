@@ -213,7 +213,7 @@ def sample_layers(
 ) -> list[LayerData]:
     """Layer data of a proxy-task sample (target, mask, views, reconstructions), in ``keys`` order.
 
-    ``sample`` is :class:`~mmlib.viz.data.Samples`, a ``samples/step_*.npz`` path, or a mapping
+    ``sample`` is :class:`~mmlib.runs.Samples`, a ``samples/step_*.npz`` path, or a mapping
     of arrays ``(X, Y, Z)``, ``(N, X, Y, Z)`` or ``(B, 1, X, Y, Z)`` (the views dict of
     :class:`mmlib.proxy.brainmvp.BrainMVPObjective`). Layers are named
     ``<study>/<modality>: <key>`` (just ``<key>`` for a plain mapping). ``spacing`` (mm per voxel)

@@ -254,11 +254,11 @@ def sample_figure(
     """Proxy-task samples: one row per entry, columns target, mask, views, reconstructions.
 
     Args:
-        samples: :class:`~mmlib.viz.data.Samples` or a mapping of ``(N, X, Y, Z)`` arrays.
+        samples: :class:`~mmlib.runs.Samples` or a mapping of ``(N, X, Y, Z)`` arrays.
         entries: which entries (rows). Defaults to None (all, at most 4).
         axis: the slice plane. Defaults to ``"axial"``.
         index: the slice. Defaults to None (the middle).
-        keys: the columns. Defaults to :data:`~mmlib.viz.data.SAMPLE_KEYS`.
+        keys: the columns. Defaults to :data:`~mmlib.runs.SAMPLE_KEYS`.
         size: inches per panel. Defaults to 2.0.
         title: figure title. Defaults to None.
     """
