@@ -66,8 +66,9 @@ def measure(scale: str, steps: int, workers: int | None, device: str, store: str
     """End-to-end and compute-only throughput of ``steps`` optimiser steps at ``scale``."""
     from mmlib.engine import distributed as D
     from mmlib.engine.config import load_config
-    from mmlib.engine.metrics import read_metrics
-    from mmlib.engine.pretrain import Trainer, resolve
+    from mmlib.engine.binding import resolve
+    from mmlib.engine.pretrain import Trainer
+    from mmlib.runs import read_metrics
 
     over = [f"train.max_steps={steps + 1}", "log.tensorboard=false", f"checkpoint.every={10**9}",
             "samples.n=0", f"device={device}", f"schedule.epochs={10**6}"]

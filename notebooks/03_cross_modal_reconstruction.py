@@ -47,10 +47,10 @@ from IPython.display import display
 from mmlib.data import ensure_store
 from mmlib.data.store import Store
 from mmlib.engine.config import load_config
-from mmlib.engine.pretrain import load_run, pretrain
-from mmlib.proxy import explore
+from mmlib.engine.pretrain import pretrain
 from mmlib.proxy.masking import block_mask, n_blocks, n_kept
-from mmlib.viz.data import load_samples
+from mmlib.runs import load_run, load_samples
+from mmlib.viz import explore
 from mmlib.viz.plots import loss_curves, modality_grid, sample_figure
 
 torch.set_num_threads(threads)

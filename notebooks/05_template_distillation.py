@@ -47,10 +47,11 @@ from IPython.display import display
 from mmlib.data import ensure_store
 from mmlib.data.store import Store
 from mmlib.engine.config import load_config
-from mmlib.engine.pretrain import load_run, pretrain
+from mmlib.engine.pretrain import pretrain
 from mmlib.modalities import MODALITIES
-from mmlib.proxy import Templates, explore
-from mmlib.viz.data import load_samples
+from mmlib.proxy import Templates
+from mmlib.runs import load_run, load_samples
+from mmlib.viz import explore
 from mmlib.viz.plots import loss_curves, sample_figure
 
 torch.set_num_threads(threads)

@@ -58,9 +58,11 @@ import pandas as pd
 
 from mmlib.configs.scales import check_scale
 from mmlib.engine.config import load_config
-from mmlib.engine.pretrain import default_run_dir, latest_checkpoint, launch, load_run, pretrain, resolve, sample_errors
+from mmlib.engine.binding import default_run_dir, resolve
+from mmlib.engine.pretrain import launch, pretrain
 from mmlib.modalities import MODALITIES
-from mmlib.viz.data import load_samples, load_templates
+from mmlib.runs import latest_checkpoint, load_run, load_samples, sample_errors
+from mmlib.viz.data import load_templates
 from mmlib.viz.plots import loss_curves, modality_grid, sample_figure
 
 check_scale(scale)

@@ -55,7 +55,8 @@ from mmlib.modalities import MODALITIES
 from mmlib.paths import work_dir
 from mmlib.viz import napari as mv
 from mmlib.viz import plots, widgets
-from mmlib.viz.data import RunFolder, find_runs, load_store_study, mni_study, pick_store_study
+from mmlib.runs import RunFolder, find_runs, sample_errors
+from mmlib.viz.data import load_store_study, load_templates, mni_study, pick_store_study
 from mmlib.viz.labels import SCHEMES
 
 check_scale(scale)
@@ -173,10 +174,9 @@ if run is not None:
     fig = plots.sample_figure(samples, title=f"{run.name}, step {samples.step}")
     plots.save(fig, out / "figures" / "samples.png")
     display(fig)
-    err = {k: float(np.mean((samples.arrays[k] - samples.arrays["target"]) ** 2))
-           for k in ("view_a", "view_b", "recon_a", "recon_b") if k in samples.arrays}
+    err = sample_errors(samples)
     results["sample_mse"] = err
-    print("mean squared error to the target:", {k: round(v, 4) for k, v in err.items()})
+    print("mean squared error over the masked voxels:", {k: round(v, 4) for k, v in err.items()})
 
 # %% [markdown]
 # ## 4. The learned templates
@@ -189,7 +189,7 @@ if run is not None:
 templates = None
 if run is not None and run.checkpoint_steps():
     try:
-        templates = run.templates()
+        templates = load_templates(run.checkpoint())
     except KeyError as err:  # an objective without templates (e.g. masked image modelling)
         print(err)
 if templates is not None:

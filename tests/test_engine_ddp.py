@@ -1,5 +1,7 @@
 """DDP with torchrun: 2 gloo processes on the CPU end with identical weights on both ranks, equal
-(within float tolerance) to one process with the same global batch (batch 2 × accumulation 2)."""
+(within float tolerance) to one process with the same global batch (batch 2 × accumulation 2).
+The same job started from Python (:func:`mmlib.engine.pretrain.launch`, what notebook 06 uses,
+through :func:`mmlib.engine.distributed.launch`) ends with the same weights, bit for bit."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from mmlib.engine.pretrain import latest_checkpoint, pretrain
+from mmlib.engine.pretrain import launch, pretrain
+from mmlib.runs import latest_checkpoint
 from test_engine_pretrain import ENV, make_store
 
 
@@ -54,6 +57,14 @@ def test_two_gloo_ranks_agree_with_each_other_and_with_one_process(tmp_path: Pat
     gap = max(float((a[k] - b[k]).abs().max()) for k in a)
     moved = max(float((b[k] - mid[k]).abs().max()) for k in a)
     assert gap < 1e-3 * moved, (gap, moved)
+    # the library launcher: the same two ranks, no command line
+    via = launch(2, "smoke", ["train.batch_size=2", "train.accum=1", *common],
+                 run_dir=tmp_path / "via", timeout=600)
+    assert via == tmp_path / "via" and (via / "DONE").is_file()
+    c = load_file(str(latest_checkpoint(via) / "model.safetensors"))
+    assert all(torch.equal(a[k], c[k]) for k in a)
+    launched = json.loads((via / "results.json").read_text())
+    assert launched["world_size"] == 2 and launched["weights_digest_per_rank"] == digests
     ra = json.loads((one / "results.json").read_text())
     assert abs(ra["final"]["loss"] - results["final"]["loss"]) < 1e-4 * max(1.0, abs(ra["final"]["loss"]))
     assert results["final"]["cl"] > 0  # the contrastive term (in-chunk negatives) was on

@@ -22,8 +22,8 @@ from safetensors.torch import load_file
 from scipy.ndimage import gaussian_filter
 
 from mmlib.engine import checkpointing as ckpt
-from mmlib.engine.metrics import read_metrics
-from mmlib.engine.pretrain import latest_checkpoint, load_run, pretrain
+from mmlib.engine.pretrain import pretrain
+from mmlib.runs import latest_checkpoint, load_run, read_metrics
 from mmlib.engine.schedule import lr_at
 
 REPO = Path(__file__).resolve().parent.parent
@@ -178,7 +178,7 @@ def test_run_folder_contract_and_reuse(store, reference) -> None:
     assert list(first["study"]) == list(last["study"]) and last["modality"][0] in ("flair", "t1", "t1c", "t2")
     assert np.array_equal(first["target"], last["target"])  # a fixed crop, followed through training
     assert not np.array_equal(first["recon_a"], last["recon_a"])
-    from mmlib.engine.pretrain import sample_errors
+    from mmlib.runs import sample_errors
 
     before, after = sample_errors(info["samples"][0]), sample_errors(info["samples"][-1])
     assert after["recon_a"] < before["recon_a"]  # training reconstructs the masked blocks better
@@ -214,7 +214,7 @@ def test_loader_workers_do_not_change_the_weights(store, reference, tmp_path, on
 
 
 def test_mixed_precision_modes(store, tmp_path) -> None:
-    from mmlib.engine.pretrain import amp_mode
+    from mmlib.engine.binding import amp_mode
 
     cpu = torch.device("cpu")
     assert amp_mode("auto", cpu) == (None, False) and amp_mode(False, cpu) == (None, False)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from mmlib.evaluate.reports import collect_runs, paired_differences, summary_table, to_markdown
+from mmlib.evaluate.reports import paired_differences, summary_table, to_markdown
+from mmlib.runs import collect_runs
 
 torch.set_num_threads(1)
 

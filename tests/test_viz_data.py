@@ -14,16 +14,8 @@ from safetensors.numpy import save_file
 
 from mmlib.viz import layers as L
 from mmlib.viz._reader import get_reader, read_nifti, read_run, read_samples, read_study
-from mmlib.viz.data import (
-    SAMPLE_KEYS,
-    RunFolder,
-    Samples,
-    load_samples,
-    load_study_folder,
-    load_templates,
-    parse_store_entry,
-    save_samples,
-)
+from mmlib.runs import SAMPLE_KEYS, RunFolder, Samples, load_samples, save_samples
+from mmlib.viz.data import load_study_folder, load_templates, parse_store_entry
 from mmlib.viz.labels import SCHEMES, get_scheme, scheme_for_source
 
 SHAPE = (20, 24, 18)
@@ -68,6 +60,7 @@ def write_run(root: Path, steps=(10, 20), n=3, size=16, seed=0) -> Path:
         aff = np.diag([3.0, 3.0, 3.0, 1.0])
         aff[:3, 3] = [-18, -21, -15]
         (ck / "meta.json").write_text(json.dumps({"step": step, "template_affine": aff.tolist()}))
+        (ck / "train_state.pt").write_bytes(b"")  # a training checkpoint is complete with it
     (root / "checkpoints" / "latest").write_text(f"step_{steps[-1]:07d}")
     (root / "config.json").write_text("{}")
     (root / "metrics.csv").write_text("step,loss,md,cmr,lr\n" + "".join(f"{s},{1 / (s + 1)},{0.6 / (s + 1)},{0.4 / (s + 1)},0.1\n" for s in range(25)))
@@ -141,7 +134,7 @@ def test_run_folder_steps_samples_templates(tmp_path: Path) -> None:
     assert run.steps() == [10, 20] == run.sample_steps() == run.checkpoint_steps()
     s = run.samples()
     assert s.step == 20 and s.arrays["target"].dtype == np.float32 and s.arrays["target"].shape == (3, 16, 16, 16)
-    t = run.templates(10)
+    t = load_templates(run.checkpoint(10))
     assert t.volumes.shape == (8, 12, 14, 10) and t.affine[0, 0] == 3.0
     assert run.checkpoint().name == "step_0000020"
     assert list(run.metrics().columns) == ["step", "loss", "md", "cmr", "lr"]
@@ -196,7 +189,7 @@ def test_sample_and_template_layer_data(tmp_path: Path) -> None:
     views = {k: np.zeros((2, 1, 8, 9, 10), np.float32) for k in ("target", "recon_a")}
     plain = L.sample_layers(views, index=1)
     assert [kw["name"] for _, kw, _ in plain] == ["target", "recon_a"] and plain[0][0].shape == (8, 9, 10)
-    tpl = L.template_layers(run.templates())
+    tpl = L.template_layers(load_templates(run.checkpoint()))
     assert len(tpl) == 8 and tpl[0][1]["name"] == "template/flair" and tpl[0][1]["scale"] == (3.0, 3.0, 3.0)
     assert tpl[0][0].min() == 0.0 and tpl[0][0].max() == 1.0, "templates are min-max scaled as they are used"
     with pytest.raises(ValueError, match=r"expected volumes \(M, X, Y, Z\)"):

@@ -29,7 +29,8 @@ if CAN_DISPLAY:
 
 from mmlib.modalities import MODALITIES  # noqa: E402
 from mmlib.viz import napari as mv  # noqa: E402
-from mmlib.viz.data import SAMPLE_KEYS, RunFolder, load_study_folder  # noqa: E402
+from mmlib.runs import SAMPLE_KEYS, RunFolder  # noqa: E402
+from mmlib.viz.data import load_study_folder  # noqa: E402
 from test_viz_data import SHAPE, write_run, write_study  # noqa: E402
 
 BLANK = 5.0  # RGB std of a screenshot below which it counts as blank (black canvas: 0)

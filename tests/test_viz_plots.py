@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
+from mmlib.runs import RunFolder, write_json
 from mmlib.viz import plots as P
 from mmlib.viz import widgets as W
-from mmlib.viz.data import RunFolder, load_study_folder
+from mmlib.viz.data import load_study_folder, load_templates
 from mmlib.viz.labels import SCHEMES
 from test_viz_data import SHAPE, write_run, write_study
 
@@ -81,6 +82,36 @@ def test_sample_figure_and_loss_curves(tmp_path: Path) -> None:
         P.loss_curves(run, keys=["nope"])
 
 
+def _finetuned(root: Path, init: str, seed: int) -> Path:
+    run = write_run(root / f"{init}-{seed}", steps=(10,))
+    write_json(run / "results.json", {"init": init, "seed": seed})
+    return run
+
+
+def test_loss_curves_of_runs_grouped_by_initialisation(tmp_path: Path) -> None:
+    runs = [_finetuned(tmp_path, init, seed) for init in ("scratch", "brainmvp") for seed in (0, 1)]
+    fig = P.loss_curves(runs, keys=["loss"], group="init", log=False, smooth=5)
+    ax = fig.axes[0]
+    assert len(ax.lines) == 4 and ax.get_yscale() == "linear"
+    # one colour and one legend entry per initialisation, however many seeds
+    assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["brainmvp", "scratch"]
+    colours = {line.get_color() for line in ax.lines}
+    assert len(colours) == 2
+    y = ax.lines[0].get_ydata()
+    assert y[0] == pytest.approx(1.0) and y[4] == pytest.approx(np.mean([1 / (s + 1) for s in range(5)]))
+    with pytest.raises(ValueError, match="group= needs a list of run folders"):
+        P.loss_curves(RunFolder(runs[0]), group="init")
+    # the fine-tuning chapters' pyplot name draws the same lines
+    import matplotlib.pyplot as plt
+
+    from mmlib.evaluate.reports import plot_loss_curves
+
+    axes = plot_loss_curves(runs)
+    assert [tuple(line.get_ydata()) for line in axes.lines] == [tuple(line.get_ydata()) for line in ax.lines]
+    assert axes.get_ylabel() == "training loss" and len(axes.get_legend().get_texts()) == 2
+    plt.close("all")
+
+
 def test_slice_viewer_controls_change_the_image(tmp_path: Path) -> None:
     st = load_study_folder(write_study(tmp_path / "BraTS2021_00001"))
     v = W.study_viewer(st)
@@ -105,7 +136,7 @@ def test_sample_and_template_viewers(tmp_path: Path) -> None:
     sv = W.sample_viewer(run.samples(), study="s1")
     assert sv.volume.value == W.SIDE_BY_SIDE and sv.opacity.disabled and "s1 / t2, step 20" in sv.title
     assert len([a for a in sv.figure().axes if a.images]) == 6
-    tv = W.template_viewer(run.templates(), modalities=["t1", "t2"])
+    tv = W.template_viewer(load_templates(run.checkpoint()), modalities=["t1", "t2"])
     assert list(tv.volumes) == ["t1", "t2"] and tv.spacing == (3.0, 3.0, 3.0)
     with pytest.raises(ValueError, match="one shape"):
         W.SliceViewer({"a": np.zeros((4, 4, 4)), "b": np.zeros((5, 4, 4))})

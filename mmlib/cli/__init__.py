@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cohort": ("mmlib.cli.cohort", "make the embedded simulated cohort"),
     "curate": ("mmlib.cli.curate", "pre-process datasets into a crop store"),
     "weights": ("mmlib.cli.weights", "import released BrainMVP weights"),
-    "pretrain": ("mmlib.engine.pretrain", "self-supervised pre-training"),
+    "pretrain": ("mmlib.cli.pretrain", "self-supervised pre-training"),
     "finetune": ("mmlib.engine.finetune", "fine-tune on a downstream task"),
     "evaluate": ("mmlib.evaluate.cli", "evaluate fine-tuned models, gather reports"),
     "view": ("mmlib.cli.view", "open a study, store entry or run folder in napari"),

@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mmlib.viz.data import is_run_folder, parse_store_entry
+from mmlib.runs import is_run_folder
+from mmlib.viz.data import parse_store_entry
 from mmlib.viz.labels import SCHEMES
 
 

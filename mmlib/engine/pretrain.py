@@ -34,16 +34,15 @@ The run folder (``run.root/run.name``, default ``work_dir(scale)/runs/pretrain/<
     DONE                 written last
 
 A finished run with the same resolved configuration is returned at once; an unfinished one
-resumes from its latest checkpoint.
+resumes from its latest checkpoint. The run folder's format is :mod:`mmlib.runs`'s; the
+configuration is bound to the machine by :mod:`mmlib.engine.binding`; :func:`launch` runs the
+same job in several processes from Python (:func:`mmlib.engine.distributed.launch`).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import math
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -55,173 +54,34 @@ from torch import nn
 
 from mmlib.engine import checkpointing as ckpt
 from mmlib.engine import distributed as D
-from mmlib.engine.config import config_hash, diff, identity, load_config, resolve_objective
-from mmlib.engine.metrics import MetricsLogger, peak_memory_mb, read_metrics
+from mmlib.engine.binding import amp_mode, amp_name, default_run_dir, resolve
+from mmlib.engine.config import config_hash, diff, identity, load_config
+from mmlib.engine.metrics import MetricsLogger, peak_memory_mb
 from mmlib.engine.sampling import StepBatchSampler
 from mmlib.engine.schedule import build_scheduler
+from mmlib.runs import (
+    SAMPLE_KEYS,
+    find_latest,
+    is_done,
+    latest_checkpoint,
+    mark_done,
+    read_config,
+    read_metrics,
+    write_config,
+    write_json,
+    write_samples,
+)
 
 STEP_HOOK: Any = None
 """Called as ``STEP_HOOK(step)`` after each optimiser step (fault-injection tests kill the
 process there). None in normal use."""
 
-SAMPLE_KEYS: tuple[str, ...] = ("target", "mask", "view_a", "view_b", "recon_a", "recon_b")
-
-
-# --------------------------------------------------------------------------------- resolution
-def amp_mode(setting: Any, device: torch.device) -> tuple[torch.dtype | None, bool]:
-    """``(autocast dtype or None, use a GradScaler)`` for ``train.amp`` on ``device``.
-
-    ``auto``: bf16 on a CUDA device that supports it, fp16 with a scaler on other CUDA devices,
-    off elsewhere. ``bf16``/``fp16`` force it (a scaler only for fp16 on CUDA); ``off`` (or
-    false) disables it.
-    """
-    s = {True: "auto", False: "off", None: "off"}.get(setting, str(setting).lower())
-    if s == "off":
-        return None, False
-    if s == "auto":
-        if device.type != "cuda":
-            return None, False
-        return (torch.bfloat16, False) if torch.cuda.is_bf16_supported() else (torch.float16, True)
-    if s == "bf16":
-        return torch.bfloat16, False
-    if s == "fp16":
-        return torch.float16, device.type == "cuda"
-    raise ValueError(f"config key train.amp: unknown mode {setting!r}; use auto, bf16, fp16 or off")
-
-
-def amp_name(dtype: torch.dtype | None) -> str:
-    """``off``, ``bf16`` or ``fp16``."""
-    return {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
-
-
-def resolve(cfg: Mapping[str, Any], device: torch.device | None = None, build_store: bool = True) -> dict[str, Any]:
-    """Bind a configuration to this machine: the store path, the backbone size, every objective
-    field, the device kind and the mixed-precision mode (what ``config.json`` holds).
-
-    Args:
-        cfg: from :func:`mmlib.engine.config.load_config`.
-        device: the device trained on. Defaults to None (``cfg["device"]``).
-        build_store: make the scale's store when ``data.store`` is null (rank 0 only under
-            DDP). Defaults to True.
-    """
-    from mmlib.models import BACKBONE_PRESETS
-
-    out = json.loads(json.dumps(cfg))
-    scale = out["scale"]
-    if out["data"]["store"] is None:
-        from mmlib.data import ensure_store
-
-        out["data"]["store"] = str(Path(ensure_store(scale) if build_store else _default_store(scale)).resolve())
-    else:
-        out["data"]["store"] = str(Path(out["data"]["store"]).expanduser().resolve())
-    name = out["model"]["name"]
-    if name not in BACKBONE_PRESETS[scale]:
-        raise ValueError(f"config key model.name: unknown backbone {name!r}; choose one of "
-                         f"{', '.join(BACKBONE_PRESETS[scale])}")
-    out["model"]["size"] = {**BACKBONE_PRESETS[scale][name], **(out["model"]["size"] or {})}
-    out["objective"] = resolve_objective(out)
-    dev = device or D.pick_device(out["device"])
-    out["device"] = dev.type
-    out["train"]["amp"] = amp_name(amp_mode(out["train"]["amp"], dev)[0])
-    return out
-
-
-def _default_store(scale: str) -> Path:
-    from mmlib.paths import work_dir
-
-    return work_dir(scale) / "store"
-
-
-def default_run_dir(cfg: Mapping[str, Any]) -> Path:
-    """``run.root/run.name`` of a resolved configuration (see the module docstring)."""
-    from mmlib.paths import work_dir
-
-    root = Path(cfg["run"]["root"]) if cfg["run"].get("root") else work_dir(cfg["scale"]) / "runs" / "pretrain"
-    name = cfg["run"].get("name") or f"{cfg['objective']['name']}-{cfg['model']['name']}-{config_hash(cfg)}"
-    return root / name
-
-
-def run_dir_for(config: str | Path | Mapping[str, Any] = "demo",
-                overrides: Mapping[str, Any] | Sequence[str] | None = None) -> Path:
-    """The run folder :func:`pretrain` would use for this configuration (nothing is trained)."""
-    cfg = resolve(load_config(config, overrides), build_store=True)
-    return default_run_dir(cfg)
-
-
-# --------------------------------------------------------------------------------- reading runs
-def latest_checkpoint(run_dir: str | Path) -> Path:
-    """The newest complete checkpoint folder of a run (what downstream fine-tuning loads).
-
-    Raises:
-        FileNotFoundError: When the run has no complete checkpoint.
-    """
-    found = ckpt.find_latest(Path(run_dir) / "checkpoints")
-    if found is None:
-        raise FileNotFoundError(f"{run_dir}: no complete checkpoint under checkpoints/; run "
-                                "mmlib pretrain first")
-    return found
-
-
-def load_run(run_dir: str | Path) -> dict[str, Any]:
-    """Config, metrics rows, results and sample files of a run folder, for notebooks and tests."""
-    run_dir = Path(run_dir)
-    read = lambda p: json.loads(p.read_text()) if p.is_file() else None  # noqa: E731
-    return {
-        "run_dir": run_dir,
-        "config": read(run_dir / "config.json"),
-        "results": read(run_dir / "results.json"),
-        "metrics": read_metrics(run_dir / "metrics.csv"),
-        "samples": sorted((run_dir / "samples").glob("step_*.npz")),
-        "done": (run_dir / "DONE").is_file(),
-    }
-
-
-def sample_errors(path: str | Path) -> dict[str, float]:
-    """Mean squared errors over the *masked* voxels of one ``samples/step_XXXXXXX.npz``.
-
-    Returns ``recon_a``/``recon_b`` (reconstruction vs target) and ``view_a``/``view_b`` (the
-    filled input vs target: what copying the input would score), for the views present.
-    """
-    with np.load(path) as z:
-        target = z["target"].astype(np.float32)
-        mask = z["mask"].astype(bool)
-        out = {}
-        for key in ("view_a", "recon_a", "view_b", "recon_b"):
-            if key in z.files:
-                err = (z[key].astype(np.float32) - target) ** 2
-                out[key] = float(err[mask].mean()) if mask.any() else float(err.mean())
-    return out
-
-
-def launch(nproc: int, config: str | Path = "demo", overrides: Sequence[str] = (), run_dir: Path | None = None,
-           nnodes: int = 1, timeout: float | None = None) -> Path:
-    """Run :func:`pretrain` under ``torchrun --standalone --nproc-per-node nproc`` (one node) from a
-    notebook or script, and return the run folder; the progress of rank 0 is streamed.
-
-    Raises:
-        RuntimeError: When the job fails (its exit status and the tail of its output).
-    """
-    import shutil
-    import subprocess
-
-    if nnodes != 1:
-        raise ValueError("launch: one node only; for several nodes start torchrun on each (see the module docstring)")
-    exe = Path(sys.executable).with_name("torchrun")
-    cmd = [str(exe) if exe.exists() else (shutil.which("torchrun") or "torchrun"), "--standalone",
-           f"--nproc-per-node={int(nproc)}", "-m", "mmlib", "pretrain", "--config", str(config), *map(str, overrides)]
-    if run_dir is not None:
-        cmd += ["--run-dir", str(run_dir)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    sys.stderr.write(proc.stderr[-4000:])
-    if proc.returncode != 0:
-        raise RuntimeError(f"torchrun pretrain failed with exit status {proc.returncode}: {proc.stderr[-1500:]}")
-    return Path(proc.stdout.strip().splitlines()[-1])
-
 
 # --------------------------------------------------------------------------------- the loop
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     nb = device.type == "cuda"
-    return {k: (v.to(device, non_blocking=nb) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+    return {k: (v.to(device, non_blocking=nb) if isinstance(v, torch.Tensor) else v)
+            for k, v in batch.items()}
 
 
 def _scalars(out: Mapping[str, Any]) -> dict[str, float]:
@@ -249,7 +109,8 @@ class Trainer:
         progress: show a progress bar on rank 0. Defaults to True.
     """
 
-    def __init__(self, cfg: dict[str, Any], run_dir: Path, info: D.DistInfo, progress: bool = True) -> None:
+    def __init__(self, cfg: dict[str, Any], run_dir: Path, info: D.DistInfo,
+                 progress: bool = True) -> None:
         from mmlib.data.sampler import PretrainDataset
         from mmlib.data.store import Store
         from mmlib.models import build_backbone
@@ -272,15 +133,17 @@ class Trainer:
         self.sampler = StepBatchSampler(len(self.dataset), t["batch_size"], self.accum, info.rank,
                                         info.world_size, self.seed)
         self.steps_per_epoch = self.sampler.steps
-        total = int(math.ceil(float(cfg["schedule"]["epochs"]) * self.steps_per_epoch))
+        total = math.ceil(float(cfg["schedule"]["epochs"]) * self.steps_per_epoch)
         if t["max_steps"] is not None:
             total = min(total, int(t["max_steps"]))
         self.total = max(total, 1)
 
         torch.manual_seed(self.seed)
-        backbone = build_backbone(cfg["model"]["name"], **{**cfg["model"]["size"], "in_channels": 1})
+        size = {**cfg["model"]["size"], "in_channels": 1}
+        backbone = build_backbone(cfg["model"]["name"], **size)
         self.templates = Templates(spacing=self.store.spacing)
-        objective_cfg = ObjectiveConfig.from_dict({k: v for k, v in cfg["objective"].items() if k != "name"})
+        objective_cfg = ObjectiveConfig.from_dict(
+            {k: v for k, v in cfg["objective"].items() if k != "name"})
         self.objective = BrainMVPObjective(backbone, self.templates, objective_cfg)
         if t.get("sync_bn") and info.distributed:
             self.objective = nn.SyncBatchNorm.convert_sync_batchnorm(self.objective)
@@ -293,8 +156,10 @@ class Trainer:
             )
         o = cfg["optim"]
         self.optimizer = torch.optim.AdamW(self.objective.parameters(), lr=float(o["lr"]),
-                                           betas=tuple(o["betas"]), weight_decay=float(o["weight_decay"]))
-        self.scheduler = build_scheduler(self.optimizer, self.total, int(o["warmup_steps"]), float(o["min_lr"]))
+                                           betas=tuple(o["betas"]),
+                                           weight_decay=float(o["weight_decay"]))
+        self.scheduler = build_scheduler(self.optimizer, self.total, int(o["warmup_steps"]),
+                                         float(o["min_lr"]))
         self.amp_dtype, use_scaler = amp_mode(t["amp"], info.device)
         self.scaler = torch.amp.GradScaler(info.device.type, enabled=use_scaler)
         self.generator = torch.Generator(device=info.device)
@@ -302,6 +167,10 @@ class Trainer:
         self.elapsed_before = 0.0
 
     # ------------------------------------------------------------------ state
+    def _cuda_device(self) -> torch.device | None:
+        """This rank's device when it is a GPU (its RNG is saved too), else None."""
+        return self.info.device if self.info.device.type == "cuda" else None
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Weights: ``backbone.*``, ``templates.volumes`` (and the projection head, if any)."""
         return {k: v for k, v in self.objective.state_dict().items()}
@@ -314,7 +183,8 @@ class Trainer:
         bb = self.objective.backbone
         return {
             "kind": "pretrain",
-            "model": {"name": self.cfg["model"]["name"], "size": dict(getattr(bb, "size", self.cfg["model"]["size"]))},
+            "model": {"name": self.cfg["model"]["name"],
+                      "size": dict(getattr(bb, "size", self.cfg["model"]["size"]))},
             "modalities": list(MODALITIES),
             "template_affine": np.asarray(self.templates.affine).tolist(),
             "step": self.step,
@@ -326,7 +196,7 @@ class Trainer:
 
     def train_state(self) -> dict[str, Any]:
         """Optimiser, scheduler, scaler, per-rank RNG, sampler position, step (collective)."""
-        rngs = D.gather_objects(ckpt.rng_state(self.info.device if self.info.device.type == "cuda" else None), self.info)
+        rngs = D.gather_objects(ckpt.rng_state(self._cuda_device()), self.info)
         epoch, position = divmod(self.step, self.steps_per_epoch)
         return {
             "step": self.step,
@@ -334,10 +204,11 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": rngs,
-            "sampler": {"epoch": epoch, "position": position, "steps_per_epoch": self.steps_per_epoch,
-                        "n": self.sampler.n},
+            "sampler": {"epoch": epoch, "position": position,
+                        "steps_per_epoch": self.steps_per_epoch, "n": self.sampler.n},
             "world_size": self.info.world_size,
-            "elapsed_s": self.elapsed_before + (time.perf_counter() - self._t0 if hasattr(self, "_t0") else 0.0),
+            "elapsed_s": self.elapsed_before
+            + (time.perf_counter() - self._t0 if hasattr(self, "_t0") else 0.0),
         }
 
     def resume(self, folder: Path) -> None:
@@ -348,23 +219,27 @@ class Trainer:
                              f"{self.info.world_size}; exact resume needs the same world size "
                              "(or start a new run.name)")
         if ts["sampler"]["n"] != self.sampler.n:
-            raise ValueError(f"{folder}: the run had {ts['sampler']['n']} studies, the store now has "
+            raise ValueError(f"{folder}: the run had {ts['sampler']['n']} studies, the store now "
+                             "has "
                              f"{self.sampler.n}; start a new run.name")
-        self.objective.load_state_dict({k: v.to(self.info.device) for k, v in state.items()}, strict=True)
+        self.objective.load_state_dict({k: v.to(self.info.device) for k, v in state.items()},
+                                       strict=True)
         self.optimizer.load_state_dict(ts["optimizer"])
         self.scheduler.load_state_dict(ts["scheduler"])
         self.scaler.load_state_dict(ts["scaler"])
-        ckpt.set_rng_state(ts["rng"][self.info.rank], self.info.device if self.info.device.type == "cuda" else None)
+        ckpt.set_rng_state(ts["rng"][self.info.rank], self._cuda_device())
         self.step = int(ts["step"])
         self.elapsed_before = float(ts.get("elapsed_s", 0.0))
 
     # ------------------------------------------------------------------ samples
     def fixed_batch(self) -> dict[str, Any]:
-        """The first ``samples.n`` studies at epoch 0 with a fixed seed (the same at every checkpoint)."""
+        """The first ``samples.n`` studies at epoch 0 with a fixed seed (the same at every
+        checkpoint)."""
         from mmlib.data.sampler import PretrainDataset
 
         d = self.cfg["data"]
-        ds = PretrainDataset(self.store, d["crop_size"], d["k"], _select_studies(self.store, d.get("studies")),
+        ds = PretrainDataset(self.store, d["crop_size"], d["k"],
+                             _select_studies(self.store, d.get("studies")),
                              self.seed + 7919)
         ds.set_epoch(0)
         n = min(int(self.cfg["samples"]["n"]), len(ds))
@@ -403,13 +278,7 @@ class Trainer:
         arrays["modality"] = np.asarray([MODALITIES[int(i)] for i in out["target_modality"].cpu()])
         arrays["step"] = np.asarray(self.step)
         arrays["epoch"] = np.asarray(self.step // self.steps_per_epoch)
-        folder = self.run_dir / "samples"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{ckpt.step_name(self.step)}.npz"
-        tmp = folder / f".{path.name}.tmp.npz"
-        np.savez(tmp, **arrays)
-        tmp.replace(path)
-        return path
+        return write_samples(self.run_dir, self.step, arrays)
 
     # ------------------------------------------------------------------ loop
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -436,7 +305,8 @@ class Trainer:
         state = self.train_state()
         folder = None
         if self.info.is_main:
-            folder = ckpt.save(self.run_dir / "checkpoints", self.step, self.state_dict(), self.meta(), state,
+            folder = ckpt.save(self.run_dir / "checkpoints", self.step, self.state_dict(),
+                               self.meta(), state,
                                keep=int(self.cfg["checkpoint"]["keep"]))
         D.barrier(self.info)
         return folder
@@ -450,9 +320,11 @@ class Trainer:
         global_batch = int(cfg["train"]["batch_size"]) * self.accum * info.world_size
         params = [p for p in self.objective.parameters() if p.requires_grad]
         clip = cfg["train"]["clip"]
-        log = MetricsLogger(self.run_dir, enabled=info.is_main, tensorboard=cfg.get("log", {}).get("tensorboard", "auto"),
+        log = MetricsLogger(self.run_dir, enabled=info.is_main,
+                            tensorboard=cfg.get("log", {}).get("tensorboard", "auto"),
                             resume_step=self.step if self.step > 0 else None)
-        bar = tqdm(total=self.total, initial=self.step, disable=not (self.progress and info.is_main),
+        bar = tqdm(total=self.total, initial=self.step,
+                   disable=not (self.progress and info.is_main),
                    desc=f"pretrain {cfg['objective']['name']}", unit="step", dynamic_ncols=True)
         self._t0 = time.perf_counter()
         if self.step == 0:
@@ -479,7 +351,8 @@ class Trainer:
         self.replica_digests = D.check_replicas(self.objective, info)
         return self.summary()
 
-    def _one_step(self, it: Any, epoch: int, params: list[nn.Parameter], clip: Any, global_batch: int) -> dict[str, Any]:
+    def _one_step(self, it: Any, epoch: int, params: list[nn.Parameter], clip: Any,
+                  global_batch: int) -> dict[str, Any]:
         info = self.info
         t0 = time.perf_counter()
         wait = 0.0
@@ -523,17 +396,22 @@ class Trainer:
         """Final numbers of the run, from ``metrics.csv``."""
         rows = read_metrics(self.run_dir / "metrics.csv")
         terms = [k for k in (rows[0] if rows else {}) if k not in
-                 ("step", "epoch", "lr", "samples_per_s", "step_time_s", "data_wait_frac", "mem_mb", "elapsed_s")]
+                 ("step", "epoch", "lr", "samples_per_s", "step_time_s", "data_wait_frac",
+                  "mem_mb", "elapsed_s")]
         tail = rows[-max(1, min(10, len(rows) // 5 or 1)):]
         head = rows[: len(tail)]
-        mean = lambda rs, k: float(np.nanmean([r[k] for r in rs])) if rs else math.nan  # noqa: E731
+
+        def mean(rs: list[dict[str, float]], k: str) -> float:
+            return float(np.nanmean([r[k] for r in rs])) if rs else math.nan
+
         timed = rows[1:] if len(rows) > 1 else rows
         return {
             "steps": self.step,
             "epochs": self.step / self.steps_per_epoch,
             "steps_per_epoch": self.steps_per_epoch,
             "studies": self.sampler.n,
-            "global_batch": int(self.cfg["train"]["batch_size"]) * self.accum * self.info.world_size,
+            "global_batch": int(self.cfg["train"]["batch_size"]) * self.accum
+            * self.info.world_size,
             "world_size": self.info.world_size,
             "device": self.info.device.type,
             "amp": amp_name(self.amp_dtype),
@@ -582,25 +460,24 @@ def pretrain(
     try:
         # rank 0 makes the store (if needed) and decides about the folder; the others follow,
         # and an error on rank 0 is raised on every rank instead of leaving them waiting
-        resolved = _on_main(info, lambda: resolve(cfg, info.device, build_store=True))
+        resolved = D.on_main(info, lambda: resolve(cfg, info.device, build_store=True))
         folder = Path(run_dir) if run_dir is not None else default_run_dir(resolved)
-        action = _on_main(info, lambda: _decide(folder, resolved))
+        action = D.on_main(info, lambda: _decide(folder, resolved))
         if action == "done":
             ok = True
             return folder
         if info.is_main:
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / "config.json").write_text(json.dumps(resolved, indent=2, sort_keys=True) + "\n")
+            write_config(folder, resolved)
         D.barrier(info)
         trainer = Trainer(resolved, folder, info, progress)
-        latest = ckpt.find_latest(folder / "checkpoints") if action == "resume" else None
+        latest = find_latest(folder / "checkpoints") if action == "resume" else None
         if latest is not None:
             trainer.resume(latest)
         results = trainer.train()
         if info.is_main:
             results["run_dir"] = str(folder)
-            ckpt.write_text_atomic(folder / "results.json", json.dumps(results, indent=2) + "\n")
-            ckpt.write_text_atomic(folder / "DONE", time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
+            write_json(folder / "results.json", results, indent=2)
+            mark_done(folder)
         D.barrier(info)
         ok = True
         return folder
@@ -609,62 +486,44 @@ def pretrain(
             D.teardown(info, wait=ok)
 
 
-def _on_main(info: D.DistInfo, fn: Any) -> Any:
-    """``fn()`` on rank 0, its result broadcast; an exception there is re-raised on every rank."""
-    result, error = None, None
-    if info.is_main:
-        try:
-            result = fn()
-        except (ValueError, FileNotFoundError, RuntimeError) as err:
-            error = err
-    if info.distributed:
-        box = D.broadcast_object((None if error else result, None if error is None else (type(error).__name__, str(error))), info)
-        result, err_info = box
-        if err_info is not None and error is None:
-            kind = {"ValueError": ValueError, "FileNotFoundError": FileNotFoundError}.get(err_info[0], RuntimeError)
-            raise kind(err_info[1])
-    if error is not None:
-        raise error
-    return result
+def launch(nproc: int, config: str | Path | Mapping[str, Any] = "demo",
+           overrides: Mapping[str, Any] | Sequence[str] = (), run_dir: Path | None = None,
+           nnodes: int = 1, timeout: float | None = None) -> Path:
+    """Run :func:`pretrain` in ``nproc`` processes on this machine (one per GPU, or gloo processes
+    on the CPU) from a notebook or script, and return the run folder.
+
+    A thin wrapper over :func:`mmlib.engine.distributed.launch`: the same job as ``torchrun
+    --standalone --nproc-per-node nproc -m mmlib pretrain ...``, without a command line.
+
+    Args:
+        nproc: processes on this node.
+        config: as for :func:`pretrain`. Defaults to ``"demo"``.
+        overrides: as for :func:`pretrain`. Defaults to none.
+        run_dir: as for :func:`pretrain`. Defaults to None.
+        nnodes: must be 1 (for several nodes start ``torchrun`` on each, see the module
+            docstring). Defaults to 1.
+        timeout: seconds before the job is stopped. Defaults to None (no limit).
+
+    Raises:
+        ValueError: When ``nnodes`` is not 1.
+        RuntimeError: When a rank fails (its traceback is in the message).
+    """
+    if nnodes != 1:
+        raise ValueError("launch: one node only; for several nodes start torchrun on each (see "
+                         "the module docstring of mmlib.engine.pretrain)")
+    ovr = dict(overrides) if isinstance(overrides, Mapping) else [str(o) for o in overrides]
+    folder = D.launch(pretrain, int(nproc), config, ovr, run_dir, False, timeout=timeout)
+    return Path(folder)
 
 
 def _decide(folder: Path, resolved: Mapping[str, Any]) -> str:
     """``new``, ``resume`` or ``done`` for a run folder, or an error when its config differs."""
-    saved_path = folder / "config.json"
-    if not saved_path.is_file():
+    saved = read_config(folder)
+    if saved is None:
         return "new"
-    saved = json.loads(saved_path.read_text())
     changed = diff(identity(saved), identity(resolved))
     if changed:
-        state = "a finished" if (folder / "DONE").is_file() else "an unfinished"
+        state = "a finished" if is_done(folder) else "an unfinished"
         raise ValueError(f"{folder}: holds {state} run with a different config (differs in "
                          f"{', '.join(changed[:6])}); choose another run.name or remove the folder")
-    return "done" if (folder / "DONE").is_file() else "resume"
-
-
-# --------------------------------------------------------------------------------- CLI
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``mmlib pretrain``."""
-    parser.add_argument("--config", default="demo",
-                        help="a preset (smoke, demo, paper) or a YAML/JSON file. Default: demo")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="config overrides, e.g. objective=mim train.batch_size=3 schedule.epochs=10")
-    parser.add_argument("--run-dir", type=Path, default=None,
-                        help="run folder (default: run.root/run.name, see the docs)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.epilog = ("Multi-GPU: torchrun --nproc-per-node N -m mmlib pretrain --config paper ...; "
-                     "multi-node: add --nnodes M --rdzv-backend c10d --rdzv-endpoint HOST:PORT.")
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    """Run ``mmlib pretrain``; print the run folder. Exit 0 on success, 2 on a config error."""
-    try:
-        folder = pretrain(args.config, list(args.overrides), run_dir=args.run_dir, progress=not args.no_progress)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"mmlib pretrain: {err}", file=sys.stderr)
-        return 2
-    import os
-
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(folder)
-    return 0
+    return "done" if is_done(folder) else "resume"

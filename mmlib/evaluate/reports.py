@@ -13,62 +13,14 @@ is reported as such, not as significance).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-KEYS: tuple[str, ...] = ("task", "kind", "init", "label_fraction", "seed", "fill", "n_labelled", "n_test", "steps")
-
-
-def _flatten(prefix: str, d: dict[str, Any], out: dict[str, Any]) -> None:
-    for k, v in d.items():
-        if isinstance(v, dict):
-            _flatten(f"{prefix}{k}.", v, out)
-        elif not isinstance(v, list):
-            out[f"{prefix}{k}"] = v
-
-
-def collect_runs(roots: str | Path | Iterable[str | Path], latest_only: bool = True) -> pd.DataFrame:
-    """One row per finished run folder found under ``roots`` (folders with ``DONE``).
-
-    Args:
-        roots: a folder (searched recursively for ``results.json``), or several, or run folders.
-        latest_only: keep only the newest run (by ``DONE`` time) of each (task, init, label
-            fraction, seed, fill) cell, e.g. when a pre-training checkpoint changed and the
-            cell was fine-tuned again into a new folder. Defaults to True.
-
-    Returns:
-        Columns :data:`KEYS`, the test metrics (``dice_mean``, ``dice_TC``, ..., ``accuracy``,
-        ``auc``, ...), ``seconds_train``, ``seconds_per_step`` and ``run`` (the folder). Empty
-        DataFrame when nothing is found.
-    """
-    if isinstance(roots, (str, Path)):
-        roots = [roots]
-    rows = []
-    for root in roots:
-        root = Path(root)
-        found = [root / "results.json"] if (root / "results.json").is_file() else sorted(root.rglob("results.json"))
-        for path in found:
-            if not (path.parent / "DONE").is_file():
-                continue
-            res = json.loads(path.read_text())
-            if "init" not in res or "test" not in res:
-                continue
-            row: dict[str, Any] = {k: res.get(k) for k in KEYS}
-            row.update({k: v for k, v in res["test"].items() if not isinstance(v, (dict, list))})
-            row["seconds_train"] = res.get("seconds", {}).get("train")
-            row["seconds_per_step"] = res.get("seconds", {}).get("per_step")
-            row["run"] = str(path.parent)
-            row["finished"] = (path.parent / "DONE").stat().st_mtime
-            rows.append(row)
-    df = pd.DataFrame(rows)
-    if latest_only and len(df):
-        cell = ["task", "init", "label_fraction", "seed", "fill"]
-        df = df.sort_values("finished").drop_duplicates(cell, keep="last").sort_values(cell).reset_index(drop=True)
-    return df
+from mmlib.runs import KEYS, collect_runs, json_safe, write_results  # noqa: F401  (their home is mmlib.runs)
 
 
 def summary_table(
@@ -206,20 +158,19 @@ def to_markdown(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
 
 
 def plot_loss_curves(run_dirs: Sequence[str | Path], ax: Any = None, smooth: int = 5) -> Any:
-    """Training loss (``metrics.csv``) of run folders, one line each, coloured by initialisation."""
+    """Training loss of fine-tuning run folders into pyplot axes, one line each, coloured by
+    initialisation (drawn by :func:`mmlib.viz.plots.draw_loss_curves`, the one loss-curve plot).
+    """
     import matplotlib.pyplot as plt
+
+    from mmlib.runs import RunFolder
+    from mmlib.viz.plots import draw_loss_curves
 
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3.2))
-    runs = [(Path(r), json.loads((Path(r) / "results.json").read_text())) for r in run_dirs]
-    inits = sorted({res["init"] for _, res in runs})
-    labelled: set[str] = set()
-    for run, res in runs:
-        log = pd.read_csv(run / "metrics.csv")
-        y = log["loss"].rolling(smooth, min_periods=1).mean()
-        label = None if res["init"] in labelled else res["init"]
-        labelled.add(res["init"])
-        ax.plot(log["step"], y, color=f"C{inits.index(res['init']) % 10}", alpha=0.7, lw=1, label=label)
+    runs = {str(r): RunFolder(r) for r in run_dirs}
+    draw_loss_curves(ax, {k: r.metrics() for k, r in runs.items()}, "loss", smooth=smooth,
+                     groups={k: str(r.results["init"]) for k, r in runs.items()})
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
     ax.legend(fontsize=8)
@@ -267,31 +218,3 @@ def plot_segmentation(run_dir: str | Path, study: str | None = None, channel: in
         ax.axis("off")
     axes[0].figure.suptitle(f"{res['task']} · {res['init']} · seed {res['seed']} · {path.stem}", fontsize=9)
     return axes
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with numpy scalars made Python numbers and undefined numbers made ``None``.
-
-    A spread over one seed, or an AUC on a test set with one class, is undefined (NaN); JSON has
-    no NaN, so results files record it as ``null`` rather than writing invalid JSON.
-    """
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [json_safe(v) for v in value.tolist()]
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, (np.integer, int)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        return float(value) if np.isfinite(value) else None
-    return value
-
-
-def write_results(path: str | Path, results: dict[str, Any]) -> Path:
-    """Write a notebook's ``results.json`` (undefined numbers as ``null``, see :func:`json_safe`)."""
-    path = Path(path)
-    path.write_text(json.dumps(json_safe(results), indent=1, default=str))
-    return path

@@ -82,7 +82,8 @@ def list_checkpoints(root: Path) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and _FOLDER_RE.match(p.name) and is_complete(p)]
+    found = [p for p in root.iterdir()
+             if p.is_dir() and _FOLDER_RE.match(p.name) and is_complete(p)]
     return sorted(found, key=step_of)
 
 
@@ -114,7 +115,8 @@ def latest_checkpoint(run_dir: str | Path) -> Path:
     found = find_latest(Path(run_dir) / "checkpoints")
     if found is None:
         raise FileNotFoundError(f"{run_dir}: no complete checkpoint under checkpoints/; run "
-                                "mmlib pretrain first (or wait until it writes its first checkpoint)")
+                                "mmlib pretrain first (or wait until it writes its first "
+                                "checkpoint)")
     return found
 
 
@@ -134,7 +136,7 @@ def checkpoint_at(run_dir: str | Path, step: int | None = None) -> Path:
 
 
 def checkpoint_folder(path: str | Path) -> Path:
-    """The checkpoint folder meant by ``path``: a checkpoint folder itself, or a run folder's latest.
+    """The checkpoint folder meant by ``path``: a checkpoint folder, or a run folder's latest.
 
     Args:
         path: a checkpoint folder (``model.safetensors`` + ``meta.json``) or a run folder.
@@ -147,5 +149,6 @@ def checkpoint_folder(path: str | Path) -> Path:
         return p
     if (p / "checkpoints").is_dir():
         return latest_checkpoint(p)
-    raise FileNotFoundError(f"{p}: neither a checkpoint folder (model.safetensors + meta.json) nor a "
-                            "run folder (checkpoints/); give a pre-training run or checkpoint folder")
+    raise FileNotFoundError(f"{p}: neither a checkpoint folder (model.safetensors + meta.json) "
+                            "nor a run folder (checkpoints/); give a pre-training run or "
+                            "checkpoint folder")

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mmlib.viz.data import RunFolder, Volume, _role, _stem, is_run_folder
+from mmlib.runs import RunFolder, is_run_folder
+from mmlib.viz.data import Volume, _role, _stem, load_templates
 from mmlib.viz.layers import LayerData, image_layer, labels_layer, sample_layers, study_layers, template_layers
 
 _NIFTI = (".nii", ".nii.gz")
@@ -60,7 +61,7 @@ def read_run(path: str | list[str]) -> list[LayerData]:
     run = RunFolder(_first(path))
     if run.sample_steps():
         return sample_layers(run.samples(), index=0)
-    return template_layers(run.templates())
+    return template_layers(load_templates(run.checkpoint()))
 
 
 def read_nifti(path: str | list[str]) -> list[LayerData]:

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label
 
-from mmlib.viz.data import RunFolder, Samples
+from mmlib.runs import RunFolder, Samples
+from mmlib.viz.data import load_templates
 from mmlib.viz.napari import add_layers, remove_layers, set_grid, set_plane
 from mmlib.viz.layers import sample_layers, template_layers
 
@@ -158,7 +159,7 @@ class RunBrowser(Container):
             self._info.value = f"step {step}: {self._study.value} / {self._modality.value}"
         else:
             try:
-                data = template_layers(self.run.templates(step))
+                data = template_layers(load_templates(self.run.checkpoint(step)))
             except (FileNotFoundError, KeyError) as err:
                 self._info.value = str(err)
                 return

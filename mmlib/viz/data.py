@@ -6,11 +6,10 @@ Four sources feed the viewers:
   read with nibabel and turned to the closest RAS orientation;
 - a **store entry** ``STORE::STUDY`` (:class:`mmlib.data.store.Store`), already RAS, isotropic,
   in [0, 1];
-- a **samples file** ``samples/step_XXXXXXX.npz`` written by the pre-training engine: arrays
-  ``target, mask, view_a, view_b, recon_a, recon_b`` of shape ``(N, X, Y, Z)`` plus ``study``
-  and ``modality`` string arrays ``(N,)``;
-- a **run folder** ``runs/<kind>/<name>/`` with ``config.json``, ``metrics.csv``,
-  ``checkpoints/step_XXXXXXX/`` (``model.safetensors`` + ``meta.json``) and ``samples/``.
+- a **samples file** ``samples/step_XXXXXXX.npz`` written by the pre-training engine
+  (:class:`mmlib.runs.Samples`, read with :func:`mmlib.runs.load_samples`);
+- a **run folder** ``runs/<kind>/<name>/`` (:class:`mmlib.runs.RunFolder`): its samples, and
+  the templates of its checkpoints (:func:`load_templates` of ``run.checkpoint(step)``).
 """
 
 from __future__ import annotations
@@ -27,8 +26,18 @@ import numpy as np
 
 from mmlib.modalities import MODALITIES, canonical
 
-SAMPLE_KEYS: tuple[str, ...] = ("target", "mask", "view_a", "view_b", "recon_a", "recon_b")
-"""Arrays of a proxy-task sample, in display order."""
+# the run-folder readers moved to mmlib.runs (their one home); re-exported here for code written
+# against this module (the `mmlib view` command reads is_run_folder from here)
+from mmlib.runs import (  # noqa: F401
+    SAMPLE_KEYS,
+    RunFolder,
+    Samples,
+    find_runs,
+    is_run_folder,
+    load_samples,
+    samples_from_views,
+    save_samples,
+)
 
 SAMPLE_TITLES: dict[str, str] = {
     "target": "target",
@@ -41,7 +50,6 @@ SAMPLE_TITLES: dict[str, str] = {
 
 _NIFTI = (".nii.gz", ".nii")
 _LABEL_TOKENS = {"seg", "label", "labels", "mask", "msk", "segmentation", "dseg"}
-_STEP = re.compile(r"step_(\d+)")
 
 
 @dataclass
@@ -191,45 +199,6 @@ def _as_list(value: Any) -> list[str]:
     return [str(v) for v in value]
 
 
-@dataclass
-class Samples:
-    """The proxy-task samples of one checkpoint step.
-
-    Args:
-        arrays: key (see :data:`SAMPLE_KEYS`) -> ``(N, X, Y, Z)``.
-        study: study id of each entry ``(N,)``.
-        modality: target modality of each entry ``(N,)``.
-        step: the training step. Defaults to None.
-        spacing: mm per voxel of each entry's crop ``(N, 3)``, when the file records it
-            (optional ``spacing`` array). Defaults to None.
-    """
-
-    arrays: dict[str, np.ndarray]
-    study: list[str]
-    modality: list[str]
-    step: int | None = None
-    spacing: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.study)
-
-    def index(self, study: str | None = None, modality: str | None = None) -> int:
-        """The first entry matching ``study`` and ``modality`` (either may be None).
-
-        Raises:
-            KeyError: When no entry matches; the message lists the entries.
-        """
-        for i, (s, m) in enumerate(zip(self.study, self.modality)):
-            if (study is None or s == study) and (modality is None or m == modality):
-                return i
-        have = ", ".join(f"{s}/{m}" for s, m in zip(self.study, self.modality))
-        raise KeyError(f"samples: no entry for study={study!r} modality={modality!r}; entries: {have}")
-
-    def entry(self, i: int) -> dict[str, np.ndarray]:
-        """The arrays ``(X, Y, Z)`` of entry ``i``."""
-        return {k: v[i] for k, v in self.arrays.items()}
-
-
 def as_volume_array(x: Any, index: int = 0) -> np.ndarray:
     """A 3-D numpy array from ``(X, Y, Z)``, ``(N, X, Y, Z)`` or ``(B, 1, X, Y, Z)`` data.
 
@@ -250,65 +219,6 @@ def as_volume_array(x: Any, index: int = 0) -> np.ndarray:
     elif a.ndim != 3:
         raise ValueError(f"expected a 3-D volume, (N, X, Y, Z) or (B, 1, X, Y, Z); got shape {a.shape}")
     return a
-
-
-def samples_from_views(views: Mapping[str, Any], study: list[str], modality: list[str], step: int | None = None) -> Samples:
-    """Samples from the views dict of :class:`mmlib.proxy.brainmvp.BrainMVPObjective`.
-
-    Args:
-        views: ``target, mask, view_a, view_b, recon_a, recon_b`` as ``(B, 1, X, Y, Z)``.
-        study: study id of each batch item.
-        modality: target modality of each batch item.
-        step: the training step. Defaults to None.
-    """
-    arrays = {}
-    for key in SAMPLE_KEYS:
-        if key in views:
-            x = views[key]
-            if hasattr(x, "detach"):
-                x = x.detach().float().cpu().numpy()
-            x = np.asarray(x)
-            arrays[key] = x[:, 0] if x.ndim == 5 else x
-    return Samples(arrays, list(study), list(modality), step)
-
-
-def load_samples(path: str | Path) -> Samples:
-    """Read a ``samples/step_XXXXXXX.npz`` file (views as float32, whatever they were saved as).
-
-    Raises:
-        ValueError: When the file lacks the ``study``/``modality`` arrays or every view array.
-    """
-    path = Path(path)
-    with np.load(path, allow_pickle=False) as z:
-        files = set(z.files)
-        if not {"study", "modality"} <= files:
-            raise ValueError(f"{path}: a samples file needs 'study' and 'modality' arrays; it has {sorted(files)}")
-        arrays = {k: np.asarray(z[k], dtype=np.float32) for k in SAMPLE_KEYS if k in files}
-        if not arrays:
-            raise ValueError(f"{path}: no view arrays; expected some of {', '.join(SAMPLE_KEYS)}")
-        study = [str(s) for s in z["study"]]
-        modality = [str(m) for m in z["modality"]]
-        step = int(z["step"]) if "step" in files else None
-        spacing = np.asarray(z["spacing"], dtype=np.float64).reshape(len(study), 3) if "spacing" in files else None
-    m = _STEP.search(path.name)
-    if step is None and m:
-        step = int(m.group(1))
-    return Samples(arrays, study, modality, step, spacing)
-
-
-def save_samples(path: str | Path, samples: Samples) -> Path:
-    """Write samples in the engine's ``samples/step_XXXXXXX.npz`` format (compressed)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    extra = {} if samples.spacing is None else {"spacing": np.asarray(samples.spacing, dtype=np.float32)}
-    np.savez_compressed(
-        path,
-        **{k: np.asarray(v, dtype=np.float32) for k, v in samples.arrays.items()},
-        study=np.asarray(samples.study, dtype=str),
-        modality=np.asarray(samples.modality, dtype=str),
-        **extra,
-    )
-    return path
 
 
 @dataclass
@@ -353,121 +263,6 @@ def load_templates(checkpoint: str | Path) -> Templates:
     return Templates(np.asarray(tensors[keys[0]], dtype=np.float32), np.asarray(affine if affine is not None else np.eye(4), dtype=np.float64).reshape(4, 4))
 
 
-def step_of(path: str | Path) -> int:
-    """The step number in a ``step_XXXXXXX`` file or folder name.
-
-    Raises:
-        ValueError: When the name has no ``step_<digits>``.
-    """
-    m = _STEP.search(Path(path).name)
-    if not m:
-        raise ValueError(f"{path}: not a step_XXXXXXX name")
-    return int(m.group(1))
-
-
-class RunFolder:
-    """A run folder ``runs/<kind>/<name>/`` as written by :mod:`mmlib.engine`.
-
-    Args:
-        path: the folder.
-
-    Raises:
-        NotADirectoryError: When ``path`` is not a run folder (no config.json, metrics.csv,
-            checkpoints/ or samples/).
-    """
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        if not is_run_folder(self.path):
-            raise NotADirectoryError(
-                f"{self.path}: not a run folder (expected config.json, metrics.csv, checkpoints/ or samples/)"
-            )
-
-    def __repr__(self) -> str:
-        return f"RunFolder({str(self.path)!r}, steps={self.steps()})"
-
-    @property
-    def name(self) -> str:
-        """``<kind>/<name>``."""
-        return f"{self.path.parent.name}/{self.path.name}"
-
-    @property
-    def config(self) -> dict[str, Any]:
-        """The resolved config (empty when there is no config.json)."""
-        f = self.path / "config.json"
-        return json.loads(f.read_text()) if f.is_file() else {}
-
-    def metrics(self) -> Any:
-        """``metrics.csv`` as a pandas DataFrame (empty when missing)."""
-        import pandas as pd
-
-        f = self.path / "metrics.csv"
-        return pd.read_csv(f) if f.is_file() and f.stat().st_size else pd.DataFrame()
-
-    def sample_steps(self) -> list[int]:
-        """Steps that have a ``samples/step_XXXXXXX.npz`` file."""
-        return sorted(step_of(p) for p in (self.path / "samples").glob("step_*.npz"))
-
-    def checkpoint_steps(self) -> list[int]:
-        """Steps that have a ``checkpoints/step_XXXXXXX/`` folder."""
-        return sorted(step_of(p) for p in (self.path / "checkpoints").glob("step_*") if p.is_dir())
-
-    def steps(self) -> list[int]:
-        """Every step with samples or a checkpoint, ascending."""
-        return sorted(set(self.sample_steps()) | set(self.checkpoint_steps()))
-
-    def samples_path(self, step: int | None = None) -> Path:
-        """The samples file of ``step`` (the newest when None).
-
-        Raises:
-            FileNotFoundError: When the run has no samples for that step.
-        """
-        steps = self.sample_steps()
-        if not steps:
-            raise FileNotFoundError(f"{self.path}: no samples/step_*.npz yet (the engine writes them at each checkpoint)")
-        step = steps[-1] if step is None else step
-        path = self.path / "samples" / f"step_{step:07d}.npz"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no samples for step {step}; steps with samples: {steps}")
-        return path
-
-    def samples(self, step: int | None = None) -> Samples:
-        """The samples of ``step`` (the newest when None)."""
-        return load_samples(self.samples_path(step))
-
-    def checkpoint(self, step: int | None = None) -> Path:
-        """The checkpoint folder of ``step`` (``checkpoints/latest`` or the newest when None).
-
-        Raises:
-            FileNotFoundError: When there is no such checkpoint.
-        """
-        ckpts = self.path / "checkpoints"
-        if step is None:
-            latest = ckpts / "latest"
-            if latest.is_file():
-                cand = ckpts / latest.read_text().strip()
-                if cand.is_dir():
-                    return cand
-            steps = self.checkpoint_steps()
-            if not steps:
-                raise FileNotFoundError(f"{self.path}: no checkpoints/step_* folders")
-            step = steps[-1]
-        path = ckpts / f"step_{step:07d}"
-        if not path.is_dir():
-            raise FileNotFoundError(f"{path}: no checkpoint for step {step}; checkpoints: {self.checkpoint_steps()}")
-        return path
-
-    def templates(self, step: int | None = None) -> Templates:
-        """The learned templates saved in the checkpoint of ``step``."""
-        return load_templates(self.checkpoint(step))
-
-
-def is_run_folder(path: str | Path) -> bool:
-    """Whether ``path`` looks like a run folder (config.json, metrics.csv, checkpoints/ or samples/)."""
-    p = Path(path)
-    return p.is_dir() and any((p / n).exists() for n in ("config.json", "metrics.csv", "checkpoints", "samples"))
-
-
 def parse_store_entry(spec: str) -> tuple[Path, str] | None:
     """Split ``STORE::STUDY`` into ``(store root, study)``; None when ``spec`` has no ``::``."""
     if "::" not in spec:
@@ -508,23 +303,6 @@ def mni_study(step: int = 1) -> Study:
         Volume("segmentation", np.ascontiguousarray(label[sl]), affine, "labels"),
         "tissue",
     )
-
-
-def find_runs(root: str | Path, need_samples: bool = True) -> list[RunFolder]:
-    """Run folders under ``root`` (e.g. ``work_dir(scale) / "runs" / "pretrain"``), newest first.
-
-    Args:
-        root: a folder of run folders (searched two levels deep: ``<kind>/<name>`` or ``<name>``).
-        need_samples: keep only runs with a samples file. Defaults to True.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    folders = [p for p in list(root.glob("*")) + list(root.glob("*/*")) if p.is_dir() and (p / "checkpoints").is_dir()]
-    runs = [RunFolder(p) for p in folders]
-    if need_samples:
-        runs = [r for r in runs if r.sample_steps()]
-    return sorted(runs, key=lambda r: max((p.stat().st_mtime for p in r.path.glob("samples/*.npz")), default=r.path.stat().st_mtime), reverse=True)
 
 
 def pick_store_study(store: Any, source: str | None = None, min_modalities: int = 3, need_label: bool = True) -> str:

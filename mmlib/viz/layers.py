@@ -16,14 +16,12 @@ from typing import Any
 import numpy as np
 
 from mmlib.modalities import MODALITIES
+from mmlib.runs import SAMPLE_KEYS, Samples, load_samples
 from mmlib.viz.data import (
-    SAMPLE_KEYS,
-    Samples,
     Study,
     Templates,
     Volume,
     as_volume_array,
-    load_samples,
     load_store_study,
     load_study_folder,
     load_templates,
@@ -215,7 +213,7 @@ def sample_layers(
 ) -> list[LayerData]:
     """Layer data of a proxy-task sample (target, mask, views, reconstructions), in ``keys`` order.
 
-    ``sample`` is :class:`~mmlib.viz.data.Samples`, a ``samples/step_*.npz`` path, or a mapping
+    ``sample`` is :class:`~mmlib.runs.Samples`, a ``samples/step_*.npz`` path, or a mapping
     of arrays ``(X, Y, Z)``, ``(N, X, Y, Z)`` or ``(B, 1, X, Y, Z)`` (the views dict of
     :class:`mmlib.proxy.brainmvp.BrainMVPObjective`). Layers are named
     ``<study>/<modality>: <key>`` (just ``<key>`` for a plain mapping). ``spacing`` (mm per voxel)

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mmlib.viz.data import SAMPLE_KEYS, RunFolder, Samples, Study, Volume
+from mmlib.runs import SAMPLE_KEYS, RunFolder, Samples
+from mmlib.viz.data import Study, Volume
 from mmlib.viz.labels import LabelScheme
 from mmlib.viz.layers import (
     LayerData,
@@ -196,14 +197,14 @@ def open_sample(
     """Add a proxy-task sample: target, mask, view A, view B and both reconstructions.
 
     Args:
-        sample: :class:`~mmlib.viz.data.Samples`, a ``samples/step_*.npz`` path, or a mapping
+        sample: :class:`~mmlib.runs.Samples`, a ``samples/step_*.npz`` path, or a mapping
             of arrays ``(X, Y, Z)``, ``(N, X, Y, Z)`` or ``(B, 1, X, Y, Z)`` (the views dict of
             :class:`mmlib.proxy.brainmvp.BrainMVPObjective`).
         viewer: where to add the layers. Defaults to None (a new viewer).
         index: which entry. Defaults to None (the one matching ``study``/``modality``, else 0).
         study: pick the entry of this study. Defaults to None.
         modality: pick the entry of this target modality. Defaults to None.
-        keys: which arrays, in order. Defaults to :data:`~mmlib.viz.data.SAMPLE_KEYS`.
+        keys: which arrays, in order. Defaults to :data:`~mmlib.runs.SAMPLE_KEYS`.
         spacing: voxel size in mm of the crop. Defaults to None (the samples file's own
             ``spacing`` when recorded, else 1 mm).
         grid: one cell per array. Defaults to True.

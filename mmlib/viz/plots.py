@@ -1,4 +1,5 @@
-"""Static figures for the book: slices, montages, label overlays, proxy-task samples, loss curves.
+"""Static figures for the book: slices, montages, label overlays, proxy-task samples, loss curves
+(the one loss-curve plot: pre-training terms and fine-tuning runs alike).
 
 Every function returns a :class:`BookFigure` (a :class:`matplotlib.figure.Figure` built without
 pyplot that IPython displays as PNG: a notebook cell shows it once, nothing leaks between
@@ -18,7 +19,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from mmlib.viz.data import SAMPLE_KEYS, SAMPLE_TITLES, RunFolder, Samples
+from mmlib.runs import SAMPLE_KEYS, RunFolder, Samples
+from mmlib.viz.data import SAMPLE_TITLES
 from mmlib.viz.labels import LabelScheme, get_scheme
 
 class BookFigure(Figure):
@@ -252,11 +254,11 @@ def sample_figure(
     """Proxy-task samples: one row per entry, columns target, mask, views, reconstructions.
 
     Args:
-        samples: :class:`~mmlib.viz.data.Samples` or a mapping of ``(N, X, Y, Z)`` arrays.
+        samples: :class:`~mmlib.runs.Samples` or a mapping of ``(N, X, Y, Z)`` arrays.
         entries: which entries (rows). Defaults to None (all, at most 4).
         axis: the slice plane. Defaults to ``"axial"``.
         index: the slice. Defaults to None (the middle).
-        keys: the columns. Defaults to :data:`~mmlib.viz.data.SAMPLE_KEYS`.
+        keys: the columns. Defaults to :data:`~mmlib.runs.SAMPLE_KEYS`.
         size: inches per panel. Defaults to 2.0.
         title: figure title. Defaults to None.
     """
@@ -280,6 +282,74 @@ def sample_figure(
     return fig
 
 
+def _metrics_frame(m: Any) -> Any:
+    """``metrics.csv`` of a run as a DataFrame, from a DataFrame, a RunFolder, a run folder or a
+    ``metrics.csv`` path."""
+    import pandas as pd
+
+    if isinstance(m, pd.DataFrame):
+        return m
+    if isinstance(m, RunFolder):
+        return m.metrics()
+    p = Path(m)
+    return RunFolder(p).metrics() if p.is_dir() else pd.read_csv(p)
+
+
+def _runs_of(metrics: Any) -> dict[str, Any]:
+    """Run name -> metrics DataFrame for :func:`loss_curves`'s ``metrics`` argument."""
+    if isinstance(metrics, Mapping):
+        return {str(k): _metrics_frame(v) for k, v in metrics.items()}
+    if isinstance(metrics, list | tuple):
+        return {name: r.metrics() for name, r in _named_folders(metrics).items()}
+    return {"": _metrics_frame(metrics)}
+
+
+def _named_folders(folders: Sequence[Any]) -> dict[str, RunFolder]:
+    """Run folders by folder name (by path when two share a name)."""
+    runs = [m if isinstance(m, RunFolder) else RunFolder(m) for m in folders]
+    names = [r.path.name for r in runs]
+    if len(set(names)) < len(names):
+        names = [str(r.path) for r in runs]
+    return dict(zip(names, runs, strict=True))
+
+
+def draw_loss_curves(
+    ax: Axes,
+    runs: Mapping[str, Any],
+    key: str,
+    *,
+    x: str = "step",
+    smooth: int = 1,
+    groups: Mapping[str, str] | None = None,
+) -> None:
+    """Draw column ``key`` of each run's metrics as one line into ``ax``.
+
+    Args:
+        ax: the axes.
+        runs: run name -> metrics DataFrame.
+        key: the column.
+        x: the x column. Defaults to ``"step"`` (the row number when absent).
+        smooth: rolling-mean window in rows. Defaults to 1 (raw).
+        groups: run name -> group (e.g. its initialisation): the lines of a group share a
+            colour and one legend entry. Defaults to None (a colour and an entry per run).
+    """
+    order = sorted(set(groups.values())) if groups else []
+    seen: set[str] = set()
+    for name, df in runs.items():
+        if key not in df:
+            continue
+        d = df[[c for c in (x, key) if c in df]].dropna(subset=[key])
+        xs = d[x] if x in d else np.arange(len(d))
+        ys = d[key].rolling(max(smooth, 1), min_periods=1).mean()
+        if groups:
+            g = groups[name]
+            ax.plot(xs, ys, color=f"C{order.index(g) % 10}", alpha=0.7, lw=1,
+                    label=None if g in seen else g)
+            seen.add(g)
+        else:
+            ax.plot(xs, ys, label=name or None, lw=1.2)
+
+
 def loss_curves(
     metrics: Any,
     keys: Sequence[str] | None = None,
@@ -287,52 +357,47 @@ def loss_curves(
     x: str = "step",
     log: bool = True,
     smooth: int = 1,
+    group: str | None = None,
     size: tuple[float, float] = (4.0, 3.0),
     title: str | None = None,
 ) -> Figure:
-    """Loss curves, one panel per metric, one line per run.
+    """Loss curves, one panel per metric, one line per run (the book's one loss-curve plot).
 
     Args:
-        metrics: a DataFrame, a ``metrics.csv`` path, a :class:`~mmlib.viz.data.RunFolder`, or
-            a mapping of run name -> any of those.
+        metrics: a DataFrame, a ``metrics.csv`` path, a :class:`~mmlib.runs.RunFolder`, a
+            mapping of run name -> any of those, or a list of run folders (named by folder).
         keys: the columns to plot. Defaults to None (every numeric column but ``x`` and the
             bookkeeping ones: epoch, lr, time).
         x: the x column. Defaults to ``"step"`` (the row number when absent).
         log: logarithmic y axis. Defaults to True.
         smooth: rolling-mean window in rows. Defaults to 1 (raw).
+        group: a ``results.json`` key of run folders (e.g. ``"init"``): runs with the same
+            value share a colour and a legend entry. Defaults to None.
         size: inches per panel. Defaults to (4, 3).
         title: figure title. Defaults to None.
 
     Raises:
-        ValueError: When there is nothing to plot.
+        ValueError: When there is nothing to plot, or ``group`` is given without run folders.
     """
-    import pandas as pd
-
-    def frame(m: Any) -> pd.DataFrame:
-        if isinstance(m, pd.DataFrame):
-            return m
-        if isinstance(m, RunFolder):
-            return m.metrics()
-        p = Path(m)
-        return RunFolder(p).metrics() if p.is_dir() else pd.read_csv(p)
-
-    runs = {str(k): frame(v) for k, v in metrics.items()} if isinstance(metrics, Mapping) else {"": frame(metrics)}
+    runs = _runs_of(metrics)
+    groups = None
+    if group is not None:
+        if not isinstance(metrics, list | tuple):
+            raise ValueError("loss_curves: group= needs a list of run folders (their "
+                             "results.json holds the group)")
+        groups = {name: str(r.results.get(group)) for name, r in _named_folders(metrics).items()}
     skip = {x, "epoch", "lr", "time", "seconds", "wall", "split"}
     if keys is None:
-        keys = list(dict.fromkeys(c for df in runs.values() for c in df.select_dtypes("number").columns if c not in skip))
+        keys = list(dict.fromkeys(c for df in runs.values()
+                                  for c in df.select_dtypes("number").columns if c not in skip))
     keys = [k for k in keys if any(k in df for df in runs.values())]
     if not keys:
-        raise ValueError("metrics: no numeric columns to plot; pass keys=[...] naming columns of metrics.csv")
+        raise ValueError("metrics: no numeric columns to plot; pass keys=[...] naming columns of "
+                         "metrics.csv")
     fig = BookFigure(figsize=(size[0] * len(keys), size[1]), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(keys), squeeze=False)).ravel()
-    for ax, k in zip(axes, keys):
-        for name, df in runs.items():
-            if k not in df:
-                continue
-            d = df[[c for c in (x, k) if c in df]].dropna(subset=[k])
-            xs = d[x] if x in d else np.arange(len(d))
-            ys = d[k].rolling(max(smooth, 1), min_periods=1).mean()
-            ax.plot(xs, ys, label=name or None, lw=1.2)
+    for ax, k in zip(axes, keys, strict=False):
+        draw_loss_curves(ax, runs, k, x=x, smooth=smooth, groups=groups)
         if log and all((df[k].dropna() > 0).all() for df in runs.values() if k in df):
             ax.set_yscale("log")
         ax.set_title(k, fontsize=9)

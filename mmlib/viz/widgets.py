@@ -26,7 +26,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from mmlib.modalities import MODALITIES
-from mmlib.viz.data import SAMPLE_KEYS, SAMPLE_TITLES, Samples, Study
+from mmlib.runs import SAMPLE_KEYS, Samples
+from mmlib.viz.data import SAMPLE_TITLES, Study
 from mmlib.viz.labels import LabelScheme, get_scheme
 from mmlib.viz.layers import as_study, as_templates, minmax, pick_entry
 from mmlib.viz.plots import AXES, axis_index, best_slice, modality_grid, plane_name

@@ -1,4 +1,4 @@
-"""Helpers behind notebooks 03-05: look at the proxy tasks on real sampler batches.
+"""Helpers behind notebooks 03-05: look at the proxy tasks on real sampler batches and runs.
 
 The notebooks tell, this module does: draw a batch from the scale's store, build the two
 BrainMVP views of one study for any modality, mask rate and block size (with a static figure
@@ -7,7 +7,8 @@ after training, measure how well the contrastive embeddings of the two views fin
 and compare learned templates with the mean image of their modality in template space.
 
 Training itself is the pre-training engine's (:func:`mmlib.engine.pretrain.pretrain`); nothing
-here trains.
+here trains, and runs are read through :mod:`mmlib.runs`. It lives in the viewers' room because
+it draws and reads runs; the proxy room it looks at imports neither the engine nor the viewers.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from mmlib.modalities import MODALITIES
 from mmlib.proxy.brainmvp import BrainMVPObjective, ObjectiveConfig
 from mmlib.proxy.masking import block_mask, cross_modal_fill, select_slot, template_fill
 from mmlib.proxy.templates import Templates, minmax_scale
+from mmlib.runs import latest_checkpoint, list_samples, read_config, sample_errors, step_of
+from mmlib.viz.plots import draw_slice
 
 PREVIEW_KEYS: tuple[str, ...] = ("target", "mask", "view_a", "mask_b", "view_b")
 PREVIEW_TITLES: dict[str, str] = {
@@ -132,8 +135,6 @@ def preview(batch: Mapping[str, Any], index: int = 0, modality: str | None = Non
 def preview_figure(p: Mapping[str, Any], axis: str | int = "axial", index: int | None = None,
                    keys: Sequence[str] = PREVIEW_KEYS, size: float = 2.6) -> Figure:
     """One row of panels of a :func:`preview` (target, mask, view A, view B) at one slice."""
-    from mmlib.viz.plots import draw_slice
-
     fig = Figure(figsize=(size * len(keys), size + 0.5), layout="constrained")
     axes = fig.subplots(1, len(keys), squeeze=False)[0]
     for ax, key in zip(axes, keys):
@@ -187,22 +188,19 @@ def run_errors(run_dir: str | Path) -> dict[str, dict[str, float]]:
 
     Returns:
         ``{"before": {...}, "after": {...}}`` with the keys of
-        :func:`mmlib.engine.pretrain.sample_errors` (``recon_a``, ``recon_b``: reconstruction
+        :func:`mmlib.runs.sample_errors` (``recon_a``, ``recon_b``: reconstruction
         vs target; ``view_a``, ``view_b``: the filled input vs target), read from the first and
         the last ``samples/step_*.npz`` of the run.
 
     Raises:
         FileNotFoundError: When the run wrote fewer than two sample files.
     """
-    from mmlib.engine.pretrain import sample_errors
-
-    files = sorted(Path(run_dir, "samples").glob("step_*.npz"))
+    files = list_samples(run_dir)
     if len(files) < 2:
         raise FileNotFoundError(f"{run_dir}: needs samples/step_*.npz at two steps; run "
                                 "mmlib pretrain with samples.n > 0")
     return {"before": sample_errors(files[0]), "after": sample_errors(files[-1]),
-            "steps": {"before": int(files[0].stem.split("_")[1]),
-                      "after": int(files[-1].stem.split("_")[1])}}
+            "steps": {"before": step_of(files[0]), "after": step_of(files[-1])}}
 
 
 @torch.no_grad()
@@ -238,7 +236,8 @@ def retrieval(za: Tensor, zb: Tensor, temperature: float = 1.0) -> dict[str, flo
     n = sim.shape[0]
     eye = torch.eye(n, dtype=torch.bool)
     labels = torch.arange(n)
-    top1 = 0.5 * ((sim.argmax(1) == labels).float().mean() + (sim.argmax(0) == labels).float().mean())
+    top1 = 0.5 * ((sim.argmax(1) == labels).float().mean()
+                  + (sim.argmax(0) == labels).float().mean())
     pos = sim[eye].mean()
     neg = sim[~eye].mean() if n > 1 else torch.tensor(0.0)
     return {"top1": float(top1), "pos_cos": float(pos), "neg_cos": float(neg),
@@ -305,8 +304,6 @@ def template_agreement(template: np.ndarray | Tensor, mean: np.ndarray, count: n
 def template_figure(templates: Templates, means: Mapping[str, tuple[np.ndarray, np.ndarray]],
                     axis: str | int = "axial", size: float = 2.4) -> Figure:
     """Learned templates (top row, min-max scaled) against their modality's mean image (bottom)."""
-    from mmlib.viz.plots import draw_slice
-
     names = list(means)
     fig = Figure(figsize=(size * len(names), 2 * size + 0.4), layout="constrained")
     axes = fig.subplots(2, len(names), squeeze=False)
@@ -335,18 +332,18 @@ def run_model(run_dir: str | Path, initial: bool = False) -> tuple[torch.nn.Modu
     Returns:
         ``(backbone, templates)``, both in ``eval()`` mode on the CPU.
     """
-    import json
-
     from mmlib.data.store import Store
     from mmlib.models import build_backbone
 
-    cfg = json.loads(Path(run_dir, "config.json").read_text())
+    cfg = read_config(run_dir)
+    if cfg is None:
+        raise FileNotFoundError(f"{run_dir}: no config.json; pass a run folder of mmlib pretrain")
     templates = Templates(spacing=Store(cfg["data"]["store"]).spacing)
     if initial:
         torch.manual_seed(int(cfg["train"]["seed"]))
-        backbone = build_backbone(cfg["model"]["name"], **{**cfg["model"]["size"], "in_channels": 1})
+        size = {**cfg["model"]["size"], "in_channels": 1}
+        backbone = build_backbone(cfg["model"]["name"], **size)
     else:
-        from mmlib.engine.pretrain import latest_checkpoint
         from mmlib.models.checkpoints import load_pretrained
 
         backbone, volumes, _, _ = load_pretrained(latest_checkpoint(run_dir))

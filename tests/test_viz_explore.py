@@ -1,4 +1,4 @@
-"""Tests of mmlib.proxy.explore: geometry of template space end to end, retrieval, figures."""
+"""Tests of mmlib.viz.explore: geometry of template space end to end, retrieval, figures."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from mmlib.data.store import Store, init_store, write_study
 from mmlib.models import build_backbone, preset
 from mmlib.modalities import MODALITIES
-from mmlib.proxy import explore
+from mmlib.viz import explore
 from mmlib.proxy.templates import Templates
 
 SPACING = 4.0

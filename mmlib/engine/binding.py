@@ -1,0 +1,111 @@
+"""Bind a pre-training configuration to this machine and name its run folder.
+
+:func:`resolve` turns what :func:`mmlib.engine.config.load_config` returns into what a run's
+``config.json`` holds: the store path made absolute (and the store made when it is null), the
+backbone size of the scale's preset, every objective field, the device kind and the
+mixed-precision mode. :func:`default_run_dir` names the run folder from the resolved
+configuration: ``run.root/run.name``, by default ``work_dir(scale)/runs/pretrain/<objective>-
+<backbone>-<hash of the config>``, so that the same resolved configuration finds its run again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mmlib.engine import distributed as D
+from mmlib.engine.config import config_hash, load_config, resolve_objective
+
+
+def amp_mode(setting: Any, device: torch.device) -> tuple[torch.dtype | None, bool]:
+    """``(autocast dtype or None, use a GradScaler)`` for ``train.amp`` on ``device``.
+
+    ``auto``: bf16 on a CUDA device that supports it, fp16 with a scaler on other CUDA devices,
+    off elsewhere. ``bf16``/``fp16`` force it (a scaler only for fp16 on CUDA); ``off`` (or
+    false) disables it.
+
+    Raises:
+        ValueError: When the setting is none of these.
+    """
+    s = {True: "auto", False: "off", None: "off"}.get(setting, str(setting).lower())
+    if s == "off":
+        return None, False
+    if s == "auto":
+        if device.type != "cuda":
+            return None, False
+        return (torch.bfloat16, False) if torch.cuda.is_bf16_supported() else (torch.float16, True)
+    if s == "bf16":
+        return torch.bfloat16, False
+    if s == "fp16":
+        return torch.float16, device.type == "cuda"
+    raise ValueError(f"config key train.amp: unknown mode {setting!r}; use auto, bf16, fp16 or off")
+
+
+def amp_name(dtype: torch.dtype | None) -> str:
+    """``off``, ``bf16`` or ``fp16``."""
+    return {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+
+def resolve(cfg: Mapping[str, Any], device: torch.device | None = None,
+            build_store: bool = True) -> dict[str, Any]:
+    """Bind a configuration to this machine: the store path, the backbone size, every objective
+    field, the device kind and the mixed-precision mode (what ``config.json`` holds).
+
+    Args:
+        cfg: from :func:`mmlib.engine.config.load_config`.
+        device: the device trained on. Defaults to None (``cfg["device"]``).
+        build_store: make the scale's store when ``data.store`` is null (rank 0 only under
+            DDP). Defaults to True.
+
+    Raises:
+        ValueError: When ``model.name`` is not a backbone of the scale.
+    """
+    from mmlib.models import BACKBONE_PRESETS
+
+    out = json.loads(json.dumps(cfg))
+    scale = out["scale"]
+    if out["data"]["store"] is None:
+        from mmlib.data import ensure_store
+
+        store = ensure_store(scale) if build_store else _default_store(scale)
+        out["data"]["store"] = str(Path(store).resolve())
+    else:
+        out["data"]["store"] = str(Path(out["data"]["store"]).expanduser().resolve())
+    name = out["model"]["name"]
+    if name not in BACKBONE_PRESETS[scale]:
+        raise ValueError(f"config key model.name: unknown backbone {name!r}; choose one of "
+                         f"{', '.join(BACKBONE_PRESETS[scale])}")
+    out["model"]["size"] = {**BACKBONE_PRESETS[scale][name], **(out["model"]["size"] or {})}
+    out["objective"] = resolve_objective(out)
+    dev = device or D.pick_device(out["device"])
+    out["device"] = dev.type
+    out["train"]["amp"] = amp_name(amp_mode(out["train"]["amp"], dev)[0])
+    return out
+
+
+def _default_store(scale: str) -> Path:
+    from mmlib.paths import work_dir
+
+    return work_dir(scale) / "store"
+
+
+def default_run_dir(cfg: Mapping[str, Any]) -> Path:
+    """``run.root/run.name`` of a resolved configuration (see the module docstring)."""
+    from mmlib.paths import work_dir
+
+    run = cfg["run"]
+    root = Path(run["root"]) if run.get("root") else work_dir(cfg["scale"]) / "runs" / "pretrain"
+    name = (run.get("name")
+            or f"{cfg['objective']['name']}-{cfg['model']['name']}-{config_hash(cfg)}")
+    return root / name
+
+
+def run_dir_for(config: str | Path | Mapping[str, Any] = "demo",
+                overrides: Mapping[str, Any] | Sequence[str] | None = None) -> Path:
+    """The run folder :func:`mmlib.engine.pretrain.pretrain` would use (nothing is trained)."""
+    cfg = resolve(load_config(config, overrides), build_store=True)
+    return default_run_dir(cfg)
