@@ -197,7 +197,7 @@ fig
 # %%
 ckpt = latest_checkpoint(run)
 templates = load_templates(ckpt)
-vols = templates.volumes
+vols = templates.volumes.detach().numpy()
 learned = [m for i, m in enumerate(MODALITIES) if np.abs(vols[i]).max() > 0]
 if learned:
     scaled = {m: (vols[MODALITIES.index(m)] - vols[MODALITIES.index(m)].min()) / (np.ptp(vols[MODALITIES.index(m)]) or 1.0)

@@ -29,7 +29,7 @@ _LAZY = {
     "CurationError": "mmlib.data.curate",
     "Store": "mmlib.data.store", "assign_split": "mmlib.data.store",
     "read_split_file": "mmlib.data.store",
-    "PretrainDataset": "mmlib.data.sampler", "LabelledDataset": "mmlib.data.sampler",
+    "PretrainDataset": "mmlib.data.sampler", "LabelledDataset": "mmlib.data.labelled",
 }
 
 __all__ = [*_LAZY, "STORE_SPACING", "ensure_store"]

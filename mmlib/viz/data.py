@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from mmlib.modalities import MODALITIES, canonical
+from mmlib.proxy.templates import Templates, load_templates
 
 SAMPLE_KEYS: tuple[str, ...] = ("target", "mask", "view_a", "view_b", "recon_a", "recon_b")
 """Arrays of a proxy-task sample, in display order."""
@@ -309,48 +310,6 @@ def save_samples(path: str | Path, samples: Samples) -> Path:
         **extra,
     )
     return path
-
-
-@dataclass
-class Templates:
-    """Learned modality templates read from a checkpoint.
-
-    Args:
-        volumes: ``(8, X, Y, Z)`` in :data:`mmlib.modalities.MODALITIES` order.
-        affine: template voxel -> head-centred mm ``(4, 4)``.
-    """
-
-    volumes: np.ndarray
-    affine: np.ndarray
-
-
-def load_templates(checkpoint: str | Path) -> Templates:
-    """Read ``templates.volumes`` from a checkpoint folder (``model.safetensors`` + ``meta.json``).
-
-    The affine is ``meta.json``'s ``template_affine`` (or ``templates.affine``); identity when the
-    checkpoint records none.
-
-    Raises:
-        FileNotFoundError: When the folder has no ``model.safetensors``.
-        KeyError: When the weights hold no ``*templates.volumes`` tensor.
-    """
-    from safetensors.numpy import load_file
-
-    folder = Path(checkpoint)
-    weights = folder / "model.safetensors"
-    if not weights.is_file():
-        raise FileNotFoundError(f"{folder}: no model.safetensors; pass a checkpoint folder checkpoints/step_XXXXXXX")
-    tensors = load_file(str(weights))
-    keys = [k for k in tensors if k.endswith("templates.volumes")]
-    if not keys:
-        raise KeyError(f"{weights}: no 'templates.volumes' tensor; this checkpoint has no templates")
-    meta: dict[str, Any] = {}
-    if (folder / "meta.json").is_file():
-        meta = json.loads((folder / "meta.json").read_text())
-    affine = meta.get("template_affine")
-    if affine is None and isinstance(meta.get("templates"), Mapping):
-        affine = meta["templates"].get("affine")
-    return Templates(np.asarray(tensors[keys[0]], dtype=np.float32), np.asarray(affine if affine is not None else np.eye(4), dtype=np.float64).reshape(4, 4))
 
 
 def step_of(path: str | Path) -> int:
