@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from mmlib.data.sampler import LabelledDataset, PretrainDataset
+from mmlib.data.labelled import LabelledDataset
+from mmlib.data.sampler import PretrainDataset
 from mmlib.data.store import Store, init_store, write_study
 from mmlib.modalities import MODALITIES
 

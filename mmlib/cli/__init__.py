@@ -20,8 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "curate": ("mmlib.data.curate", "pre-process datasets into a crop store"),
     "weights": ("mmlib.models.cli", "import released BrainMVP weights"),
     "pretrain": ("mmlib.engine.pretrain", "self-supervised pre-training"),
-    "finetune": ("mmlib.engine.finetune", "fine-tune on a downstream task"),
-    "evaluate": ("mmlib.evaluate.cli", "evaluate fine-tuned models, gather reports"),
+    "finetune": ("mmlib.cli.finetune", "fine-tune on a downstream task"),
+    "evaluate": ("mmlib.cli.evaluate", "evaluate fine-tuned models, gather reports"),
     "view": ("mmlib.viz.cli", "open a study, store entry or run folder in napari"),
 }
 

@@ -85,6 +85,11 @@ def study_class(row: Any, attr: str, classes: Sequence[str]) -> int:
     return list(classes).index(value)
 
 
+def collate_samples(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Stack fine-tuning samples of one shape into a batch (``study`` stays a list)."""
+    return _collate(items)
+
+
 def apply_flips(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
     """Flip each sample of a batch along the axes its ``flip`` row marks.
 
