@@ -48,9 +48,9 @@ def test_labelled_classification(store):  # noqa: F811
         LabelledDataset(store, ["t1"], studies=["held_out"], label_key="grade")
 
 
-def _start(store, item):  # noqa: ANN001, ANN202
+def _start(st, item):
     """The crop's start voxel, from its head-centred origin (diagonal store affine)."""
-    row = store.row(item["study"])
+    row = st.row(item["study"])
     aff = np.asarray(row["affine"], dtype=np.float64)
     world = item["template_origin"].double().numpy() + np.asarray(row["center_world"])
     return np.rint((world - aff[:3, 3]) / np.diag(aff)[:3]).astype(int)

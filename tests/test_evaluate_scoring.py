@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-
 from downstream_fixtures import tiny_store
+
 from mmlib.engine.finetune import DONE, TRAINED, finetune
 from mmlib.evaluate.grid import finetune_grid
 from mmlib.evaluate.scoring import load_network, score_run

@@ -55,7 +55,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from mmlib.data.labelled import ClassificationInputs, SegmentationCrops, apply_flips, collate_samples
+from mmlib.data.labelled import (
+    ClassificationInputs,
+    SegmentationCrops,
+    apply_flips,
+    collate_samples,
+)
 from mmlib.engine.config import config_hash, load_config
 from mmlib.engine.initialise import build_network, checkpoint_identity, resolve_init
 from mmlib.engine.losses import segmentation_loss
@@ -130,7 +135,7 @@ def crop_size(cfg: Mapping[str, Any]) -> list[int]:
 def run_name(cfg: Mapping[str, Any], init_label: str, ident: Mapping[str, Any]) -> str:
     """``<init>-f<percent>-s<seed>-<hash>``: the default folder name of a run."""
     h = config_hash(cfg, extra={"checkpoint": ident})
-    frac = int(round(100 * float(cfg["data"]["label_fraction"])))
+    frac = round(100 * float(cfg["data"]["label_fraction"]))
     return f"{init_label}-f{frac:03d}-s{int(cfg['train']['seed'])}-{h}"
 
 
@@ -171,7 +176,7 @@ class FinetuneTrainer:
         # a smaller encoder lr keeps what pre-training learned; a scratch encoder has nothing to keep
         scale = float(cfg["optim"]["encoder_lr_scale"]) if ckpt is not None else 1.0
         self.encoder_lr = self.lr * scale
-        enc = {id(p) for p in self.net.encoder_parameters()}
+        enc = {id(p) for p in self.net.encoder_parameters()}  # type: ignore[operator]
         groups = [
             {"params": [p for p in self.net.parameters() if id(p) in enc], "lr": self.encoder_lr},
             {"params": [p for p in self.net.parameters() if id(p) not in enc], "lr": self.lr},

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn as nn
+from torch import nn
 
 from mmlib.models import (
     BACKBONE_PRESETS,

@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 
 def _multiple(net: nn.Module) -> int:
@@ -56,16 +56,19 @@ def predict_volume(
     # pad each axis to a multiple of the deepest stride so that every window fits the network
     m = _multiple(net)
     size = image.shape[2:]
-    if roi == "full":  # one window covering the whole (padded) volume
-        roi = [int(math.ceil(s / m) * m) for s in size]
-    target = [max(int(math.ceil(s / m) * m), r) for s, r in zip(size, roi)]
+    if isinstance(roi, str):  # "full": one window covering the whole (padded) volume
+        window = [int(math.ceil(s / m) * m) for s in size]
+    else:
+        window = [int(r) for r in roi]
+    target = [max(int(math.ceil(s / m) * m), r) for s, r in zip(size, window)]
     pad = [0, 0] * 3
     for ax in range(3):
         pad[2 * (2 - ax) + 1] = target[ax] - size[ax]
     padded = F.pad(image, pad)
     with torch.no_grad():
-        out = sliding_window_inference(padded, tuple(int(r) for r in roi), sw_batch_size, net,
+        out = sliding_window_inference(padded, tuple(window), sw_batch_size, net,
                                        overlap=overlap, mode="gaussian")
+    assert isinstance(out, torch.Tensor)  # one tensor for a network with one output
     return out[:, :, : size[0], : size[1], : size[2]]
 
 

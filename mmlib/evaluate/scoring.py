@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn as nn
+from torch import nn
 from tqdm.auto import tqdm
 
 from mmlib.data.labelled import ClassificationInputs, Volumes
@@ -213,7 +213,7 @@ def score_run(run_dir: str | Path, progress: bool = False) -> dict[str, Any]:
             keep_predictions=int(cfg["eval"]["n_predictions"]), progress=progress)
         (run_dir / "predictions").mkdir(exist_ok=True)
         for study, arrays in kept.items():
-            np.savez_compressed(run_dir / "predictions" / f"{study}.npz", **arrays)
+            np.savez_compressed(run_dir / "predictions" / f"{study}.npz", **arrays)  # type: ignore[arg-type]
         metrics = {c: float(scores[c].mean()) for c in scores.columns if c != "study"}
         metrics.update({f"{c}_sd": float(scores[c].std(ddof=0)) for c in scores.columns
                         if c.startswith("dice_")})

@@ -8,8 +8,8 @@ so that every initialisation of the encoder starts with the same head at a given
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from mmlib.models.base import seeded
 

@@ -25,7 +25,6 @@ given seed.
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 from monai.networks.blocks import (
     UnetOutBlock,
     UnetrBasicBlock,
@@ -33,6 +32,7 @@ from monai.networks.blocks import (
     UnetrUpBlock,
     UnetUpBlock,
 )
+from torch import nn
 
 from mmlib.models.base import seeded
 

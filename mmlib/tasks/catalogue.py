@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mmlib.tasks.regions import RegionSpec, detect_convention
 from mmlib.modalities import canonical
+from mmlib.tasks.regions import RegionSpec, detect_convention
 
 
 @dataclass(frozen=True)
@@ -109,8 +109,7 @@ def _norm(name: str) -> str:
     """Task names compared case-, dash- and suffix-insensitively (``BraTS-PED_seg`` = ``brats_ped``)."""
     key = str(name).strip().lower().replace("-", "_").replace(" ", "_")
     for suffix in ("_segmentation", "_classification", "_seg", "_cls"):
-        if key.endswith(suffix):
-            key = key[: -len(suffix)]
+        key = key.removesuffix(suffix)
     return key
 
 
