@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mmlib.data.store import Store
-from mmlib.modalities import MODALITIES, MODALITY_INDEX, canonical
+from mmlib.modalities import MODALITY_INDEX
 
 
 def _size3(crop_size: int | Sequence[int]) -> tuple[int, int, int]:
