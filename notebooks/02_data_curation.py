@@ -62,7 +62,8 @@ from mmlib.data import qc
 from mmlib.data.curate import curate
 from mmlib.data.layouts import detect_layout, discover, find_studies, read_cohort, source_counts
 from mmlib.data.phantom import ensure_cohort
-from mmlib.data.sampler import LabelledDataset, PretrainDataset
+from mmlib.data.labelled import LabelledDataset
+from mmlib.data.sampler import PretrainDataset
 from mmlib.data.store import Store
 
 check_scale(scale)

@@ -62,7 +62,7 @@ from mmlib.engine.binding import default_run_dir, resolve
 from mmlib.engine.pretrain import launch, pretrain
 from mmlib.modalities import MODALITIES
 from mmlib.runs import latest_checkpoint, load_run, load_samples, sample_errors
-from mmlib.viz.data import load_templates
+from mmlib.proxy.templates import load_templates
 from mmlib.viz.plots import loss_curves, modality_grid, sample_figure
 
 check_scale(scale)
@@ -199,7 +199,7 @@ fig
 # %%
 ckpt = latest_checkpoint(run)
 templates = load_templates(ckpt)
-vols = templates.volumes
+vols = templates.volumes.detach().numpy()
 learned = [m for i, m in enumerate(MODALITIES) if np.abs(vols[i]).max() > 0]
 if learned:
     scaled = {m: (vols[MODALITIES.index(m)] - vols[MODALITIES.index(m)].min()) / (np.ptp(vols[MODALITIES.index(m)]) or 1.0)

@@ -50,10 +50,9 @@ import torch
 from mmlib.evaluate.reports import write_results
 from mmlib.data import ensure_store
 from mmlib.data.store import Store
-from mmlib.downstream.plan import plan
-from mmlib.downstream.regions import brats_regions, detect_convention
-from mmlib.downstream.tasks import resolve_task, task_rows
-from mmlib.engine.finetune import finetune_grid, load_config
+from mmlib.engine.config import load_config
+from mmlib.evaluate.grid import finetune_grid
+from mmlib.tasks import brats_regions, detect_convention, plan, resolve_task, task_rows
 from mmlib.evaluate.reports import (collect_runs, paired_differences, plot_loss_curves, plot_paired,
                                     plot_segmentation, summary_table, to_markdown)
 
@@ -67,7 +66,7 @@ other_tasks = P["other_seg_tasks"] if other_tasks is None else other_tasks
 out = Path(out_dir)
 (out / "figures").mkdir(parents=True, exist_ok=True)
 store = Store(ensure_store(scale))
-cfg = load_config(scale, {"task": task})
+cfg = load_config(scale, {"task": task}, kind="finetune")
 print(store, "| fine-tuning preset:", {k: cfg[k] for k in ("data", "train")})
 
 # %% [markdown]
@@ -123,7 +122,7 @@ fig.savefig(out / "figures" / "regions.png", dpi=80, bbox_inches="tight")
 # training crop size.
 
 # %%
-from mmlib.engine.finetune import build_network
+from mmlib.engine.initialise import build_network
 
 net, _, desc = build_network(cfg, spec, None)
 print(json.dumps(desc, indent=1, default=str))

@@ -44,9 +44,8 @@ import torch
 from mmlib.evaluate.reports import write_results
 from mmlib.data import ensure_store
 from mmlib.data.store import Store
-from mmlib.downstream.plan import plan
-from mmlib.downstream.tasks import resolve_task, task_rows
-from mmlib.engine.finetune import finetune_grid
+from mmlib.evaluate.grid import finetune_grid
+from mmlib.tasks import plan, resolve_task, task_rows
 from mmlib.evaluate.reports import collect_runs, paired_differences, plot_paired, summary_table, to_markdown
 
 torch.set_num_threads(threads)

@@ -45,8 +45,8 @@ import numpy as np
 import torch
 
 from mmlib.evaluate.reports import write_results
-from mmlib.downstream.plan import plan
-from mmlib.engine.finetune import finetune_grid
+from mmlib.evaluate.grid import finetune_grid
+from mmlib.tasks import plan
 from mmlib.evaluate.reports import (collect_runs, paired_differences, plot_label_efficiency, plot_paired,
                                     summary_table, to_markdown)
 

@@ -45,11 +45,11 @@ import torch
 from mmlib.evaluate.reports import write_results
 from mmlib.data import ensure_store
 from mmlib.data.store import Store
-from mmlib.downstream.data import Volumes
-from mmlib.downstream.missing import fill_missing, modality_subsets
-from mmlib.downstream.plan import plan
-from mmlib.downstream.tasks import task_rows, task_splits
-from mmlib.engine.finetune import finetune_grid, load_network
+from mmlib.data.labelled import Volumes
+from mmlib.evaluate.grid import finetune_grid
+from mmlib.evaluate.scoring import load_network
+from mmlib.proxy.missing import fill_missing, modality_subsets
+from mmlib.tasks import plan, task_rows, task_splits
 from mmlib.evaluate.reports import plot_subsets, to_markdown
 from mmlib.evaluate.robustness import subset_robustness
 

@@ -56,7 +56,8 @@ from mmlib.paths import work_dir
 from mmlib.viz import napari as mv
 from mmlib.viz import plots, widgets
 from mmlib.runs import RunFolder, find_runs, sample_errors
-from mmlib.viz.data import load_store_study, load_templates, mni_study, pick_store_study
+from mmlib.viz.data import load_store_study, mni_study, pick_store_study
+from mmlib.proxy.templates import load_templates
 from mmlib.viz.labels import SCHEMES
 
 check_scale(scale)

@@ -94,3 +94,44 @@ def test_identity_hash_ignores_run_and_workers_only() -> None:
     assert config_hash(load_config("smoke", ["run.name=x", "data.workers=3"])) == h
     assert config_hash(load_config("smoke", ["train.seed=1"])) != h
     assert diff(base, load_config("smoke", ["train.seed=1", "optim.lr=1"])) == ["optim.lr", "train.seed"]
+
+
+def test_one_loader_for_finetuning_with_its_own_defaults_and_free_sections() -> None:
+    from mmlib.engine.config import FINETUNE_DEFAULTS
+
+    for scale in SCALES:
+        cfg = load_config(scale, kind="finetune")
+        assert cfg["scale"] == scale and set(cfg) == set(FINETUNE_DEFAULTS)
+    smoke = load_config("smoke", ["train.steps=7", "task=hgg_lgg"], kind="finetune")
+    assert smoke["train"]["steps"] == 7 and smoke["data"]["crop_size"] == 16 and smoke["task"] == "hgg_lgg"
+    # free sections stay whole: pretrain_overrides (checked by the pre-training loader), model.size
+    cfg = load_config("smoke", {"pretrain_overrides": {"train.max_steps": 3}, "model.size": {"width": 4}},
+                      kind="finetune")
+    assert cfg["pretrain_overrides"] == {"train.max_steps": 3} and cfg["model"]["size"] == {"width": 4}
+    with pytest.raises(ValueError, match="unknown config key 'train.stepz'"):
+        load_config("smoke", ["train.stepz=3"], kind="finetune")
+    with pytest.raises(ValueError, match="unknown config key 'objective'"):  # a pre-training key
+        load_config("smoke", ["objective=mim"], kind="finetune")
+    with pytest.raises(ValueError, match="unknown config key 'task'"):  # a fine-tuning key
+        load_config("smoke", ["task=isles"])
+    with pytest.raises(ValueError, match="fill should be"):
+        load_config("smoke", ["fill=mean"], kind="finetune")
+    with pytest.raises(ValueError, match="config kind should be"):
+        load_config("smoke", kind="eval")
+    with pytest.raises(FileNotFoundError, match="finetune config .* no such file"):
+        load_config("nope.yaml", kind="finetune")
+
+
+def test_one_identity_hash_names_finetuning_runs_too() -> None:
+    import hashlib
+
+    from mmlib.engine.config import identity
+
+    cfg = load_config("smoke", kind="finetune")
+    ident = {"path": "/x/step_0000010", "step": 10, "weights": "abc"}
+    h = config_hash(cfg, extra={"checkpoint": ident})
+    text = json.dumps({"config": identity(cfg), "checkpoint": ident}, sort_keys=True, default=str)
+    assert h == hashlib.sha256(text.encode()).hexdigest()[:8]  # the fine-tuning run names kept
+    assert config_hash(load_config("smoke", ["run.name=x"], kind="finetune"), extra={"checkpoint": ident}) == h
+    assert config_hash(cfg, extra={"checkpoint": {**ident, "step": 11}}) != h
+    assert config_hash(load_config("smoke", ["train.seed=1"], kind="finetune"), extra={"checkpoint": ident}) != h

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmlib.downstream.regions import RegionSpec, brats_regions, detect_convention
+from mmlib.tasks.regions import RegionSpec, brats_regions, detect_convention
 
 
 def _label(et: int) -> np.ndarray:

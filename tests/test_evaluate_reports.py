@@ -59,10 +59,12 @@ def test_robustness_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     from mmlib.cli import main
     from mmlib.engine.finetune import finetune
     from mmlib.evaluate.robustness import subset_robustness
+    from mmlib.evaluate.scoring import score_run
 
     store = tiny_store(tmp_path / "store", n_seg=5, n_cls=0)
     run = finetune("smoke", {"data.store": str(store), "run.root": str(tmp_path / "runs"), "train.steps": 2,
                              "eval.hd95": False}, progress=False)
+    score_run(run)
     table = subset_robustness(run, progress=False)
     assert len(table) == 15 and set(table["fill"]) == {"zero"}  # scratch has no templates
     assert table["n_modalities"].tolist()[0] == 4 and np.isfinite(table["dice_mean"]).all()

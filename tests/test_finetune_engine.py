@@ -12,8 +12,11 @@ import torch
 
 from downstream_fixtures import tiny_store
 from mmlib.data.store import Store
-from mmlib.downstream.tasks import TASKS, label_subset, resolve_task, split_studies, task_rows
-from mmlib.engine.finetune import finetune, load_config, load_network
+from mmlib.engine.config import load_config
+from mmlib.engine.finetune import TRAINED, finetune
+from mmlib.evaluate.grid import finetune_grid
+from mmlib.evaluate.scoring import load_network, score_run
+from mmlib.tasks import TASKS, label_subset, resolve_task, split_studies, task_rows
 
 torch.set_num_threads(1)
 
@@ -57,18 +60,21 @@ def test_task_resolution(store: Path) -> None:
 
 def test_config_errors() -> None:
     with pytest.raises(ValueError, match="unknown key"):
-        load_config("smoke", ["train.stepz=3"])
+        load_config("smoke", ["train.stepz=3"], kind="finetune")
     with pytest.raises(ValueError, match="label_fraction"):
-        load_config("smoke", ["data.label_fraction=0"])
+        load_config("smoke", ["data.label_fraction=0"], kind="finetune")
     with pytest.raises(ValueError, match="unknown task"):
-        load_config("smoke", ["task=nope"])
-    assert load_config("smoke", {"train": {"steps": 3}})["train"]["steps"] == 3
+        load_config("smoke", ["task=nope"], kind="finetune")
+    assert load_config("smoke", {"train": {"steps": 3}}, kind="finetune")["train"]["steps"] == 3
 
 
 def test_segmentation_run_pairing_and_reuse(store: Path, checkpoint: Path, tmp_path: Path) -> None:
     over = {"data.store": str(store), "run.root": str(tmp_path), "train.steps": 3, "optim.encoder_lr_scale": 0.3}
     scratch = finetune("smoke", {**over, "init": "scratch"}, progress=False)
     pre = finetune("smoke", {**over, "init": str(checkpoint)}, progress=False)
+    assert (pre / TRAINED).is_file() and not (pre / "DONE").is_file()  # trained, not yet scored
+    score_run(scratch)
+    score_run(pre)
     assert scratch != pre
     # the encoder lr scale is for pre-trained encoders; a scratch encoder trains at the full lr
     r_s, r_p = (json.loads((r / "results.json").read_text()) for r in (scratch, pre))
@@ -88,13 +94,13 @@ def test_segmentation_run_pairing_and_reuse(store: Path, checkpoint: Path, tmp_p
     assert (pre / "DONE").stat().st_mtime == mtime
     # pairing: identical decoder at build time for both inits (same seed)
     net_s, *_ = load_network(scratch)
-    from mmlib.engine.finetune import build_network
+    from mmlib.engine.initialise import build_network
 
     cfg = json.loads((scratch / "config.json").read_text())
     spec = net_s and resolve_task("brats_ped", Store(store).manifest, Store(store))
     a, _, _ = build_network(cfg, spec, None)
     b, tpl, _ = build_network(cfg, spec, checkpoint)
-    assert tpl is not None and tpl[0].shape == (8, 30, 30, 30)
+    assert tpl is not None and tpl.volumes.shape == (8, 30, 30, 30)
     dec_a = {k: v for k, v in a.state_dict().items() if not k.startswith("backbone.")}
     dec_b = {k: v for k, v in b.state_dict().items() if not k.startswith("backbone.")}
     assert dec_a.keys() == dec_b.keys() and all(torch.equal(dec_a[k], dec_b[k]) for k in dec_a)
@@ -105,8 +111,8 @@ def test_segmentation_run_pairing_and_reuse(store: Path, checkpoint: Path, tmp_p
 
 
 def test_classification_run(store: Path, tmp_path: Path) -> None:
-    run = finetune("smoke", {"data.store": str(store), "run.root": str(tmp_path), "task": "hgg_lgg",
-                             "train.steps": 3}, progress=False)
+    [run] = finetune_grid("smoke", ["scratch"], [1.0], [0], {"data.store": str(store), "run.root": str(tmp_path),
+                                                            "task": "hgg_lgg", "train.steps": 3}, progress=False)
     res = json.loads((run / "results.json").read_text())
     assert res["kind"] == "classification" and res["n_test"] == 2
     assert 0 <= res["test"]["accuracy"] <= 1 and res["test"]["n"] == 2

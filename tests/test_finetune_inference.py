@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmlib.downstream.models import SegmentationNet
-from mmlib.downstream.regions import RegionSpec
-from mmlib.downstream.tasks import TaskSpec
-from mmlib.engine.finetune import predict_volume, segmentation_loss
-from mmlib.models import BACKBONE_PRESETS, build_backbone
+from mmlib.engine.losses import segmentation_loss
+from mmlib.evaluate.inference import predict_volume
+from mmlib.models import BACKBONE_PRESETS, SegmentationNet, build_backbone
+from mmlib.tasks import RegionSpec, TaskSpec
 
 torch.set_num_threads(1)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmlib.downstream.models import ClassifierNet, SegmentationNet, default_decoder
+from mmlib.models import ClassifierNet, SegmentationNet, default_decoder
 from mmlib.models import BACKBONE_PRESETS, adapt_in_channels, build_backbone
 
 torch.set_num_threads(1)

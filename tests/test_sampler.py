@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from mmlib.data.sampler import LabelledDataset, PretrainDataset
+from mmlib.data.sampler import PretrainDataset
 from mmlib.data.store import Store, init_store, write_study
 from mmlib.modalities import MODALITIES
 
@@ -125,34 +125,6 @@ def test_bad_arguments(store):
         PretrainDataset(store, crop_size=(8, 8))
     with pytest.raises(ValueError, match="not in the store"):
         PretrainDataset(store, crop_size=8, studies=["nope"])
-
-
-def test_labelled_segmentation(store):
-    ds = LabelledDataset(store, ["T1", "t1ce", "t2", "FLAIR"], crop_size=8,
-                         studies=["four", "two"], foreground_fraction=1.0)
-    item = ds[1]  # "two": t1 and t2 only
-    assert item["image"].shape == (4, 8, 8, 8) and item["present"].tolist() == [True, False, True, False]
-    assert (item["image"][1] == 0).all() and item["label"].shape == (8, 8, 8)
-    assert item["label"].dtype == torch.int64 and item["label"].sum() > 0
-    assert item["modality"].tolist() == [1, 2, 3, 0]
-    whole = LabelledDataset(store, ["t1"], crop_size=None, studies=["four", "two"])
-    batch = LabelledDataset.collate([whole[0], whole[1]])
-    assert batch["image"].shape == (2, 1, 18, 20, 16) and batch["label"].shape == (2, 18, 20, 16)
-    seg = np.asarray(store.label("two"))
-    assert np.array_equal(batch["label"][1, :16, :18, :14].numpy(), seg)
-    with pytest.raises(ValueError, match="without a segmentation"):
-        LabelledDataset(store, ["t1"], studies=["held_out"])
-
-
-def test_labelled_classification(store):
-    ds = LabelledDataset(store, ["t1", "t2"], crop_size=8, studies=["four", "six", "two"],
-                         label_key="grade")
-    assert ds.classes == ["HGG", "LGG"]
-    labels = [int(ds[i]["label"]) for i in range(3)]
-    grades = [store.row(s)["attrs"]["grade"] for s in ds.studies]
-    assert [ds.classes[i] for i in labels] == grades
-    with pytest.raises(ValueError, match="attrs"):
-        LabelledDataset(store, ["t1"], studies=["held_out"], label_key="grade")
 
 
 def test_set_epoch_reaches_persistent_workers(store):

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+from mmlib.proxy.templates import load_templates
+from mmlib.runs import SAMPLE_KEYS, RunFolder, Samples, load_samples, save_samples
 from mmlib.viz import layers as L
 from mmlib.viz._reader import get_reader, read_nifti, read_run, read_samples, read_study
-from mmlib.runs import SAMPLE_KEYS, RunFolder, Samples, load_samples, save_samples
-from mmlib.viz.data import load_study_folder, load_templates, parse_store_entry
+from mmlib.viz.data import load_study_folder, parse_store_entry
 from mmlib.viz.labels import SCHEMES, get_scheme, scheme_for_source
 
 SHAPE = (20, 24, 18)

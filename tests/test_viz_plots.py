@@ -10,13 +10,14 @@ import matplotlib.image
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
+from test_viz_data import SHAPE, write_run, write_study
 
+from mmlib.proxy.templates import load_templates
 from mmlib.runs import RunFolder, write_json
 from mmlib.viz import plots as P
 from mmlib.viz import widgets as W
-from mmlib.viz.data import load_study_folder, load_templates
+from mmlib.viz.data import load_study_folder
 from mmlib.viz.labels import SCHEMES
-from test_viz_data import SHAPE, write_run, write_study
 
 
 def _pixels(png: bytes) -> np.ndarray:

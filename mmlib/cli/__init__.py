@@ -22,8 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "curate": ("mmlib.cli.curate", "pre-process datasets into a crop store"),
     "weights": ("mmlib.cli.weights", "import released BrainMVP weights"),
     "pretrain": ("mmlib.cli.pretrain", "self-supervised pre-training"),
-    "finetune": ("mmlib.engine.finetune", "fine-tune on a downstream task"),
-    "evaluate": ("mmlib.evaluate.cli", "evaluate fine-tuned models, gather reports"),
+    "finetune": ("mmlib.cli.finetune", "fine-tune on a downstream task"),
+    "evaluate": ("mmlib.cli.evaluate", "evaluate fine-tuned models, gather reports"),
     "view": ("mmlib.cli.view", "open a study, store entry or run folder in napari"),
 }
 

@@ -23,7 +23,7 @@ _LAZY = {
     "CurationError": "mmlib.data.curate",
     "Store": "mmlib.data.store", "assign_split": "mmlib.data.store",
     "read_split_file": "mmlib.data.store",
-    "PretrainDataset": "mmlib.data.sampler", "LabelledDataset": "mmlib.data.sampler",
+    "PretrainDataset": "mmlib.data.sampler", "LabelledDataset": "mmlib.data.labelled",
 }
 
 __all__ = [*_LAZY, "STORE_SPACING", "STORE_WORKERS", "ensure_store"]

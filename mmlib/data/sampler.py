@@ -1,4 +1,4 @@
-"""Datasets over a curated store: multi-modal crops for pre-training, labelled crops downstream.
+"""Datasets over a curated store: multi-modal crops for pre-training, and how crops are read.
 
 :class:`PretrainDataset` yields per study up to ``k`` modalities (paper: 4) with a presence
 mask rather than duplicated channels, one random crop box shared by all of them, the crop's
@@ -9,9 +9,8 @@ resumed run all produce the same sample for the same index. Call :meth:`set_epoc
 epoch; the epoch lives in a shared-memory tensor, so DataLoader workers see it even with
 ``persistent_workers=True``.
 
-:class:`LabelledDataset` is the downstream counterpart: the task's modalities in a fixed
-channel order (zeros and ``present=False`` where missing) and the label, either the
-segmentation crop or a class from an ``attrs`` column.
+The downstream datasets (labelled crops, whole volumes, classification inputs) are in
+:mod:`mmlib.data.labelled`; they read through :func:`read_crop`.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from mmlib.data.store import CropReader, Store
-from mmlib.modalities import MODALITIES, MODALITY_INDEX, canonical
+from mmlib.modalities import MODALITY_INDEX
 
 
 def _size3(crop_size: int | Sequence[int]) -> tuple[int, int, int]:
@@ -255,94 +254,3 @@ def _collate(items: Sequence[dict[str, Any]], pad: bool = False) -> dict[str, An
         else:
             out[key] = list(values)
     return out
-
-
-class LabelledDataset(_EpochDataset):
-    """Downstream samples: the task's modalities as channels, and the label.
-
-    Args:
-        store: a :class:`~mmlib.data.store.Store` or its folder.
-        modalities: channel order (any aliases), e.g. ``["t1", "t1c", "t2", "flair"]``.
-        crop_size: crop edge(s) in voxels, or None for the whole (cropped-to-head) volume.
-            Defaults to None.
-        studies: study ids. Defaults to None (every study of the store; pass the task's ids).
-        seed: the base seed of the crop positions. Defaults to 0.
-        label_key: ``"label"`` for the segmentation, or an ``attrs`` column (e.g. ``"grade"``)
-            for classification. Defaults to ``"label"``.
-        foreground_fraction: for segmentation crops, the probability that a crop is centred on
-            a random labelled voxel instead of placed uniformly. Defaults to 0.0.
-
-    Each item holds ``image float32 (C, X, Y, Z)``, ``present bool (C,)``, ``modality int64
-    (C,)`` (template index of each channel, present or not), ``label`` (int64 ``(X, Y, Z)`` or a
-    scalar class index into :attr:`classes`), ``template_origin float32 (3,)``, ``spacing
-    float32 (3,)`` and ``study``.
-
-    Raises:
-        ValueError: When a study lacks the label (segmentation) or the attrs column.
-    """
-
-    def __init__(self, store: Store | str | Path, modalities: Sequence[str],
-                 crop_size: int | Sequence[int] | None = None, studies: Sequence[str] | None
-                 = None, seed: int = 0, label_key: str = "label",
-                 foreground_fraction: float = 0.0) -> None:
-        self.store = _open(store)
-        self.modalities = [canonical(m) for m in modalities]
-        self.crop_size = None if crop_size is None else _size3(crop_size)
-        self.studies = sorted(studies) if studies is not None else self.store.studies()
-        self.seed = int(seed)
-        self._init_epoch()
-        self.label_key = label_key
-        self.foreground_fraction = float(foreground_fraction)
-        self._rows = {s: self.store.row(s) for s in self.studies}
-        self.classes: list[Any] = []
-        if label_key == "label":
-            lacking = [s for s, r in self._rows.items() if not r["label"]]
-            if lacking:
-                raise ValueError(f"{self.store.root}: studies without a segmentation: "
-                                 f"{lacking[:5]}; pass label_key=<attrs column> or other studies")
-        else:
-            lacking = [s for s, r in self._rows.items() if label_key not in (r["attrs"] or {})]
-            if lacking:
-                raise ValueError(f"{self.store.root}: studies without attrs[{label_key!r}]: "
-                                 f"{lacking[:5]}")
-            self.classes = sorted({r["attrs"][label_key] for r in self._rows.values()}, key=str)
-        if not self.studies:
-            raise ValueError(f"{self.store.root}: no studies selected")
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        sid = self.studies[index]
-        row = self._rows[sid]
-        shape = tuple(row["shape"])
-        size = self.crop_size or shape
-        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
-        seg = self.store.label(sid) if self.label_key == "label" else None
-        if self.crop_size is None:
-            start = np.zeros(3, dtype=np.int64)
-        elif seg is not None and rng.random() < self.foreground_fraction:
-            fg = np.argwhere(np.asarray(seg) > 0)
-            centre = fg[rng.integers(len(fg))] if len(fg) else np.array(shape) // 2
-            start = np.asarray(centre) - np.asarray(size) // 2
-        else:
-            start = crop_box(shape, size, rng)
-        image = np.zeros((len(self.modalities), *size), dtype=np.float32)
-        present = np.zeros(len(self.modalities), dtype=bool)
-        for c, mod in enumerate(self.modalities):
-            if mod in row["modalities"]:
-                read_crop(self.store.image(sid, mod), start, size, out=image[c])
-                present[c] = True
-        if seg is not None:
-            label = torch.from_numpy(read_crop(seg, start, size).astype(np.int64))
-        else:
-            label = torch.tensor(self.classes.index(row["attrs"][self.label_key]))
-        affine = np.asarray(row["affine"], dtype=np.float64)
-        origin = affine[:3, :3] @ start + affine[:3, 3] - np.asarray(row["center_world"])
-        return {"image": torch.from_numpy(image), "present": torch.from_numpy(present),
-                "modality": torch.tensor([MODALITIES.index(m) for m in self.modalities]),
-                "label": label, "template_origin": torch.tensor(origin, dtype=torch.float32),
-                "spacing": torch.tensor(np.abs(np.diag(affine)[:3]), dtype=torch.float32),
-                "study": sid}
-
-    @staticmethod
-    def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        """Stack samples; whole volumes of different shapes are zero-padded to the largest."""
-        return _collate(items, pad=True)

@@ -1,9 +1,12 @@
-"""Pre-training configuration: a preset or file, plus ``key=value`` overrides, resolved once.
+"""The engine's one configuration system, for pre-training and fine-tuning: a preset or file,
+plus ``key=value`` overrides, resolved once.
 
-A configuration is a nested dict. It is built in layers, later layers winning:
+A configuration is a nested dict of one ``kind`` (``pretrain`` or ``finetune``). It is built in
+layers, later layers winning:
 
-1. :data:`DEFAULTS` (every key the engine knows, with its default),
-2. the scale preset ``mmlib/configs/pretrain_<scale>.yaml`` (``smoke``, ``demo``, ``paper``),
+1. the kind's defaults table (:data:`DEFAULTS` for pre-training, :data:`FINETUNE_DEFAULTS` for
+   fine-tuning: every key the engine knows, with its default),
+2. the scale preset ``mmlib/configs/<kind>_<scale>.yaml`` (``smoke``, ``demo``, ``paper``),
 3. a user file (YAML or JSON) or dict, when one is given instead of a preset name,
 4. overrides, written ``section.key=value`` (values parsed as YAML: ``null``, ``true``, ``1e-3``,
    ``[1, 2]``) or given as a dict (nested, or flat with dotted keys).
@@ -23,12 +26,20 @@ an error naming the key and the known ones, except below ``objective`` (fields o
 :class:`mmlib.proxy.brainmvp.ObjectiveConfig`, checked there) and ``model.size`` (arguments of
 :func:`mmlib.models.build_backbone`). ``objective`` may be a preset name (``brainmvp``, ``mim``,
 ``cmr_only``, ``md_only``, ``brainmvp_nocl``) or a dict ``{name: preset, field: value, ...}``.
+Fine-tuning's free sections are ``model.size`` and ``pretrain_overrides`` (overrides of the
+pre-training run an objective ``init`` starts, checked by the pre-training loader).
+
+One identity (:func:`identity`: everything but ``run``, ``log`` and the loader's worker count)
+and one hash (:func:`config_hash`, optionally of extra identity such as a fine-tuning run's
+pre-training checkpoint) name the run folders of both kinds.
 
 Examples::
 
     >>> cfg = load_config("smoke", ["train.batch_size=4", "objective=mim"])
     >>> cfg["train"]["batch_size"], cfg["objective"]["name"]
     (4, 'mim')
+    >>> load_config("smoke", {"task": "hgg_lgg"}, kind="finetune")["task"]
+    'hgg_lgg'
 """
 
 from __future__ import annotations
@@ -63,20 +74,58 @@ DEFAULTS: dict[str, Any] = {
     "log": {"tensorboard": "auto"},
     "run": {"name": None, "root": None},
 }
-"""Every configuration key with its default (presets and files override these)."""
+"""Every pre-training configuration key with its default (presets and files override these)."""
+
+FINETUNE_DEFAULTS: dict[str, Any] = {
+    "scale": "demo",
+    "device": "auto",
+    "task": "brats_ped",
+    "init": "scratch",
+    "pretrain_overrides": {},
+    "data": {"store": None, "label_fraction": 1.0, "subset_seed": 0, "crop_size": 32,
+             "pos_fraction": 0.67, "input_size": [48, 56, 48], "flip": True, "max_test": None},
+    "model": {"name": "unet", "size": {}, "decoder": "auto", "adapt": "inflate",
+              "deep_supervision": False, "head_prior": 0.05, "hidden": 64, "dropout": 0.2},
+    "fill": "auto",
+    "optim": {"lr": 1e-3, "encoder_lr_scale": 1.0, "weight_decay": 1e-5, "warmup_steps": 10,
+              "min_lr": 0.0},
+    "train": {"steps": 100, "batch_size": 2, "seed": 0, "clip": 1.0, "modality_dropout": 0.0,
+              "batch_dice": True},
+    "eval": {"roi": None, "overlap": 0.25, "sw_batch_size": 4, "hd95": True, "n_predictions": 2},
+    "run": {"name": None, "root": None},
+}
+"""Every fine-tuning configuration key with its default (the scale presets override these)."""
 
 FREE_SECTIONS: frozenset[str] = frozenset({"objective", "objective_defaults", "model.size"})
-"""Dotted paths whose keys are checked by another room, not against :data:`DEFAULTS`."""
+"""Dotted paths of pre-training whose keys are checked by another room, not against
+:data:`DEFAULTS`."""
+
+FINETUNE_FREE_SECTIONS: frozenset[str] = frozenset({"model.size", "pretrain_overrides"})
+"""Dotted paths of fine-tuning whose keys are checked elsewhere (backbone arguments, the
+pre-training run's own configuration)."""
+
+KINDS: dict[str, tuple[dict[str, Any], frozenset[str]]] = {
+    "pretrain": (DEFAULTS, FREE_SECTIONS),
+    "finetune": (FINETUNE_DEFAULTS, FINETUNE_FREE_SECTIONS),
+}
+"""Each configuration kind's defaults table and free sections."""
 
 AMP_MODES: tuple[str, ...] = ("auto", "off", "bf16", "fp16")
 
 
-def preset_path(scale: str) -> Path:
+def _kind(kind: str) -> tuple[dict[str, Any], frozenset[str]]:
+    if kind not in KINDS:
+        raise ValueError(f"config kind should be one of {', '.join(KINDS)}, got {kind!r}")
+    return KINDS[kind]
+
+
+def preset_path(scale: str, kind: str = "pretrain") -> Path:
     """The YAML file of one scale preset, e.g. ``mmlib/configs/pretrain_demo.yaml``."""
-    return CONFIG_DIR / f"pretrain_{check_scale(scale)}.yaml"
+    _kind(kind)
+    return CONFIG_DIR / f"{kind}_{check_scale(scale)}.yaml"
 
 
-def read_file(path: str | Path) -> dict[str, Any]:
+def read_file(path: str | Path, kind: str = "pretrain") -> dict[str, Any]:
     """Read a YAML or JSON configuration file into a dict.
 
     Raises:
@@ -86,14 +135,15 @@ def read_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"pretrain config {path}: no such file; give a preset ({', '.join(SCALES)}) or a "
+            f"{kind} config {path}: no such file; give a preset ({', '.join(SCALES)}) or a "
             "YAML/JSON file"
         )
     data = yaml.safe_load(path.read_text())
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ValueError(f"pretrain config {path}: expected a mapping at the top, got {type(data).__name__}")
+        raise ValueError(f"{kind} config {path}: expected a mapping at the top, got "
+                         f"{type(data).__name__}")
     return data
 
 
@@ -108,8 +158,14 @@ def parse_value(text: str) -> Any:
     return value
 
 
-def parse_overrides(overrides: Mapping[str, Any] | Sequence[str] | None) -> dict[str, Any]:
+def parse_overrides(overrides: Mapping[str, Any] | Sequence[str] | None,
+                    free: frozenset[str] = FREE_SECTIONS) -> dict[str, Any]:
     """Turn ``["a.b=1", ...]`` or a (nested or dotted) dict into a flat ``{"a.b": value}`` dict.
+
+    Args:
+        overrides: ``key=value`` strings, or a dict (nested, or flat with dotted keys).
+        free: sections kept whole (their values stay dicts). Defaults to
+            :data:`FREE_SECTIONS` (pre-training's).
 
     Raises:
         ValueError: When an item of a list has no ``=``.
@@ -119,8 +175,8 @@ def parse_overrides(overrides: Mapping[str, Any] | Sequence[str] | None) -> dict
         return flat
     if isinstance(overrides, Mapping):
         for key, value in overrides.items():
-            if isinstance(value, Mapping) and str(key) not in FREE_SECTIONS and key != "objective":
-                for sub, v in parse_overrides(value).items():
+            if isinstance(value, Mapping) and str(key) not in free and key != "objective":
+                for sub, v in parse_overrides(value, free).items():
                     flat[f"{key}.{sub}"] = v
             else:
                 flat[str(key)] = value
@@ -146,25 +202,27 @@ def _normalise_objective(value: Any) -> dict[str, Any]:
     raise ValueError(f"config key objective: expected a preset name or a mapping, got {value!r}")
 
 
-def _set(cfg: dict[str, Any], dotted: str, value: Any, where: str) -> None:
+def _set(cfg: dict[str, Any], dotted: str, value: Any, where: str, kind: str = "pretrain") -> None:
+    defaults, sections = _kind(kind)
     parts = dotted.split(".")
     node: Any = cfg
-    ref: Any = DEFAULTS
+    ref: Any = defaults
     for i, part in enumerate(parts):
         path = ".".join(parts[: i + 1])
         parent = ".".join(parts[:i])
-        free = any(parent == f or parent.startswith(f + ".") for f in FREE_SECTIONS)
+        free = any(parent == f or parent.startswith(f + ".") for f in sections)
         last = i == len(parts) - 1
         if not free and (not isinstance(ref, Mapping) or part not in ref):
             known = ", ".join(sorted(ref)) if isinstance(ref, Mapping) else "(none: not a section)"
-            raise ValueError(f"{where}: unknown config key {path!r}; known keys here: {known}")
+            raise ValueError(f"{where}: unknown config key {path!r}; known keys here: {known} "
+                             "(fix or drop the unknown key)")
         if last:
-            if path == "objective":
+            if kind == "pretrain" and path == "objective":
                 node.setdefault("objective", {"name": "brainmvp"}).update(_normalise_objective(value))
                 return
-            if isinstance(value, Mapping) and not free and path not in FREE_SECTIONS:
+            if isinstance(value, Mapping) and not free and path not in sections:
                 for sub, v in value.items():
-                    _set(cfg, f"{path}.{sub}", v, where)
+                    _set(cfg, f"{path}.{sub}", v, where, kind)
                 return
             node[part] = copy.deepcopy(value)
             return
@@ -174,53 +232,83 @@ def _set(cfg: dict[str, Any], dotted: str, value: Any, where: str) -> None:
         ref = ref[part] if isinstance(ref, Mapping) and part in ref else {}
 
 
-def merge(cfg: dict[str, Any], layer: Mapping[str, Any], where: str) -> dict[str, Any]:
+def merge(cfg: dict[str, Any], layer: Mapping[str, Any], where: str,
+          kind: str = "pretrain") -> dict[str, Any]:
     """Lay ``layer`` (nested or dotted keys) over ``cfg`` in place, checking every key."""
-    for key, value in parse_overrides(layer).items():
-        _set(cfg, key, value, where)
+    for key, value in parse_overrides(layer, _kind(kind)[1]).items():
+        _set(cfg, key, value, where, kind)
     return cfg
 
 
 def load_config(
     config: str | Path | Mapping[str, Any] = "demo",
     overrides: Mapping[str, Any] | Sequence[str] | None = None,
+    kind: str = "pretrain",
 ) -> dict[str, Any]:
-    """Build a full pre-training configuration (see the module docstring for the layers).
+    """Build a full configuration of one kind (see the module docstring for the layers).
 
     Args:
         config: a scale preset name (``smoke``, ``demo``, ``paper``), a YAML/JSON file, or a
             dict. Defaults to ``"demo"``.
         overrides: ``key=value`` strings or a dict, applied last. Defaults to None.
+        kind: ``"pretrain"`` or ``"finetune"`` (defaults table, presets, checks). Defaults to
+            ``"pretrain"``.
 
     Returns:
         The configuration as a nested dict of plain values (checked, not yet bound to a store).
 
     Raises:
-        ValueError: When a key is unknown or a value is out of range.
+        ValueError: When a key is unknown, a value is out of range, or ``kind`` is unknown.
         FileNotFoundError: When ``config`` names neither a preset nor an existing file.
     """
-    flat = parse_overrides(overrides)
+    defaults, sections = _kind(kind)
+    flat = parse_overrides(overrides, sections)
     if isinstance(config, Mapping):
-        user: dict[str, Any] = dict(config)
-        where = "pretrain config (dict)"
+        user: dict[str, Any] = copy.deepcopy(dict(config))
+        where = f"{kind} config (dict)"
     elif isinstance(config, str) and config in SCALES:
-        user, where = {}, f"pretrain preset {config}"
+        user, where = {}, f"{kind} preset {config}"
         user["scale"] = config
     else:
-        user, where = read_file(config), f"pretrain config {config}"
+        user, where = read_file(config, kind), f"{kind} config {config}"
     scale = flat.get("scale", user.get("scale", "demo"))
     check_scale(str(scale))
-    cfg = copy.deepcopy(DEFAULTS)
-    merge(cfg, read_file(preset_path(scale)), f"pretrain preset {preset_path(scale)}")
-    merge(cfg, user, where)
-    merge(cfg, flat, "pretrain overrides")
+    cfg = copy.deepcopy(defaults)
+    preset = preset_path(scale, kind)
+    merge(cfg, read_file(preset, kind), f"{kind} preset {preset}", kind)
+    merge(cfg, user, where, kind)
+    merge(cfg, flat, f"{kind} overrides", kind)
     cfg["scale"] = scale
-    validate(cfg)
+    if kind == "pretrain":
+        validate(cfg)
+    else:
+        validate_finetune(cfg)
     return cfg
 
 
+def validate_finetune(cfg: Mapping[str, Any]) -> None:
+    """Check the fine-tuning keys that have a closed set of values, and the task name.
+
+    Raises:
+        ValueError: When a value is invalid or the task is unknown, with the key and the
+            choices.
+    """
+    from mmlib.proxy.missing import FILLS
+    from mmlib.tasks import get_task
+
+    if cfg["fill"] not in (*FILLS, "auto"):
+        raise ValueError(f"finetune config: fill should be template, zero or auto, got {cfg['fill']!r}")
+    if cfg["model"]["adapt"] not in ("inflate", "reinit"):
+        raise ValueError("finetune config: model.adapt should be inflate or reinit, got "
+                         f"{cfg['model']['adapt']!r}")
+    frac = float(cfg["data"]["label_fraction"])
+    if not 0 < frac <= 1:
+        raise ValueError(f"finetune config: data.label_fraction should be in (0, 1], got {frac}")
+    get_task(cfg["task"])
+
+
 def validate(cfg: Mapping[str, Any]) -> None:
-    """Check ranges and types of the engine's own keys.
+    """Check ranges and types of the pre-training engine's own keys.
 
     Raises:
         ValueError: When a value is out of range, with the key and how to fix it.
@@ -295,9 +383,18 @@ def identity(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def config_hash(cfg: Mapping[str, Any], n: int = 8) -> str:
-    """A short stable hash of :func:`identity` (names default run folders)."""
-    text = json.dumps(identity(cfg), sort_keys=True, default=str)
+def config_hash(cfg: Mapping[str, Any], n: int = 8,
+                extra: Mapping[str, Any] | None = None) -> str:
+    """A short stable hash of :func:`identity` (names default run folders).
+
+    Args:
+        cfg: a resolved configuration.
+        n: hex digits. Defaults to 8.
+        extra: more identity hashed with it, e.g. ``{"checkpoint": ...}`` of a fine-tuning
+            run (the hash is then of ``{"config": identity(cfg), **extra}``). Defaults to None.
+    """
+    obj: Any = identity(cfg) if extra is None else {"config": identity(cfg), **extra}
+    text = json.dumps(obj, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:n]
 
 

@@ -1,5 +1,14 @@
-"""mmlib.evaluate: metrics (segmentation, classification), robustness to missing modalities, reports.
+"""mmlib.evaluate: inference, scores of fine-tuned runs, experiment grids, robustness, reports.
 
+It reads the engine through its public functions and run folders only.
+
+- :mod:`mmlib.evaluate.inference`: sliding-window prediction of whole volumes, test-time
+  dropping of modalities (filled by :func:`mmlib.proxy.missing.fill_missing`).
+- :mod:`mmlib.evaluate.scoring`: per-study test scores of a network, :func:`load_network` and
+  :func:`score_run` (a trained run scored once: ``test_scores.csv``, ``predictions/``,
+  ``results.json``'s ``test``, ``DONE``).
+- :mod:`mmlib.evaluate.grid`: :func:`finetune_grid`, train and score every (init, fraction,
+  seed) cell, reusing finished runs.
 - :mod:`mmlib.evaluate.segmentation`: Dice and HD95 per region with stated empty-case rules.
 - :mod:`mmlib.evaluate.classification`: accuracy, balanced accuracy, AUC, F1.
 - :mod:`mmlib.evaluate.robustness`: scores over every modality subset, template vs zero fill.

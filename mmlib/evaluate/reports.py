@@ -191,7 +191,7 @@ def plot_segmentation(run_dir: str | Path, study: str | None = None, channel: in
     image, label, pred = data["image"].astype(np.float32), data["label"], data["pred"]
     res = json.loads((run_dir / "results.json").read_text())
     names = res["spec"].get("regions", {}).get("names", [])
-    from mmlib.downstream.regions import RegionSpec
+    from mmlib.tasks.regions import RegionSpec
 
     spec = RegionSpec(tuple(names), res["spec"]["regions"]["kind"], res["spec"]["regions"]["convention"])
     import torch

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from mmlib.downstream.missing import modality_subsets
+from mmlib.proxy.missing import modality_subsets
 
 
 def subset_robustness(
@@ -28,7 +28,7 @@ def subset_robustness(
     """Test scores of a finished fine-tuning run for every modality subset and fill.
 
     Args:
-        run_dir: a finished run of :func:`mmlib.engine.finetune.finetune`.
+        run_dir: a trained run of :func:`mmlib.engine.finetune.finetune`.
         fills: fills to compare; ``template`` is skipped for a run without templates
             (scratch). Defaults to ("template", "zero").
         min_size: smallest subset. Defaults to 1.
@@ -43,9 +43,14 @@ def subset_robustness(
     """
     import json
 
-    from mmlib.downstream.data import ClassificationInputs
-    from mmlib.downstream.tasks import task_rows, task_splits
-    from mmlib.engine.finetune import _roi, _store, evaluate_classification, evaluate_segmentation, load_network
+    from mmlib.engine.finetune import finetune_split, open_store
+    from mmlib.evaluate.inference import window_size
+    from mmlib.evaluate.scoring import (
+        classification_inputs,
+        evaluate_classification,
+        evaluate_segmentation,
+        load_network,
+    )
 
     run_dir = Path(run_dir)
     cache = run_dir / "robustness.csv"
@@ -54,14 +59,14 @@ def subset_robustness(
         return pd.read_csv(cache)
     net, spec, templates, cfg = load_network(run_dir)
     res = json.loads((run_dir / "results.json").read_text())
-    store = _store(cfg)
-    test = task_splits(spec, task_rows(store.manifest, spec), seed=int(cfg["data"]["subset_seed"]))["test"]
+    store = open_store(cfg)
+    full = {**cfg, "data": {**cfg["data"], "max_test": None}}  # every test study, then max_test
+    test = finetune_split(full, store).test
     test = test[:max_test] if max_test else test
     use = [f for f in fills if f != "template" or templates is not None]
     cells = [(s, f) for s in modality_subsets(spec.modalities, min_size) for f in use]
-    crop = cfg["data"]["crop_size"]
-    roi = _roi(cfg, [int(crop)] * 3 if isinstance(crop, (int, float)) else crop)
-    cls_data = ClassificationInputs(store, test, spec, cfg["data"]["input_size"]) if spec.kind == "classification" else None
+    roi = window_size(cfg)
+    cls_data = classification_inputs(cfg, store, test, spec) if spec.kind == "classification" else None
     rows = []
     for subset, fill in tqdm(cells, desc=f"subsets {res['init']}", disable=not progress):
         keep = [m in subset for m in spec.modalities]

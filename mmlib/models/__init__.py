@@ -9,12 +9,15 @@
 - :func:`adapt_in_channels`: 1 -> C input channels (inflate or re-initialise).
 - :mod:`mmlib.models.checkpoints`: safetensors + JSON checkpoint folders, ``safe_torch_load``,
   ``load_pretrained``, ``export_encoder``, ``export_templates_nifti``.
+- :class:`SegmentationNet` (:mod:`mmlib.models.segmentation`, encoder + skip decoder) and
+  :class:`ClassifierNet` (:mod:`mmlib.models.classification`, pooled feature + MLP): the
+  downstream networks; :func:`seeded` builds new layers under a private RNG.
 """
 
 from __future__ import annotations
 
 from mmlib.models.adapt import ADAPT_MODES, adapt_in_channels
-from mmlib.models.base import Backbone
+from mmlib.models.base import Backbone, seeded
 from mmlib.models.checkpoints import (
     UnsafeCheckpointError,
     export_encoder,
@@ -26,6 +29,7 @@ from mmlib.models.checkpoints import (
     save_checkpoint,
     save_pretrained,
 )
+from mmlib.models.classification import ClassifierNet
 from mmlib.models.registry import BACKBONE_PRESETS, BACKBONES, build_backbone, preset
 from mmlib.models.released import (
     LoadReport,
@@ -34,16 +38,21 @@ from mmlib.models.released import (
     released_layout,
     released_template_affine,
 )
+from mmlib.models.segmentation import DECODERS, SegmentationNet, default_decoder
 
 __all__ = [
     "ADAPT_MODES",
     "BACKBONES",
     "BACKBONE_PRESETS",
     "Backbone",
+    "ClassifierNet",
+    "DECODERS",
     "LoadReport",
+    "SegmentationNet",
     "UnsafeCheckpointError",
     "adapt_in_channels",
     "build_backbone",
+    "default_decoder",
     "export_encoder",
     "export_templates_nifti",
     "load_checkpoint",
@@ -57,4 +66,5 @@ __all__ = [
     "safe_torch_load",
     "save_checkpoint",
     "save_pretrained",
+    "seeded",
 ]

@@ -9,8 +9,11 @@ both and returns ``(reconstruction, features)``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 
@@ -108,4 +111,15 @@ def as_int_tuple(value: Any, n: int, what: str) -> tuple[int, ...]:
     return out
 
 
-__all__ = ["Backbone", "as_int_tuple"]
+__all__ = ["Backbone", "as_int_tuple", "seeded"]
+
+
+@contextmanager
+def seeded(seed: int | None) -> Iterator[None]:
+    """Run a block under a private torch RNG seeded with ``seed`` (no-op for None)."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        yield

@@ -250,11 +250,13 @@ class Templates(nn.Module):
         modality: Tensor,
         template_origin: Tensor,
         size: Sequence[int],
-        spacing: Tensor | None = None,
+        spacing: Tensor | Sequence[float] | None = None,
         scale: bool = True,
         scale_where: Tensor | None = None,
         scale_block: int | None = None,
         straight_through: bool = False,
+        resample: str = "auto",
+        scale_over: str = "inside",
     ) -> Tensor:
         """The anatomically matching template crop of each study, in one batched gather.
 
@@ -276,13 +278,30 @@ class Templates(nn.Module):
                 statistics, see :func:`minmax_scale`). Defaults to None.
             straight_through: identity gradient through the scaling (see
                 :func:`minmax_scale`). Defaults to False (exact).
+            resample: ``"auto"`` (a voxel gather when the spacings match, trilinear
+                otherwise) or ``"trilinear"`` (always :func:`~torch.nn.functional.grid_sample`,
+                also between grid points: the missing-modality fill of fine-tuning, whose crop
+                origins need not fall on the template grid). Defaults to "auto".
+            scale_over: which voxels define the min-max range: ``"inside"`` (the crop's voxels
+                inside the grid, or ``scale_where``; voxels outside stay zero: view A) or
+                ``"crop"`` (every voxel of the crop, zeros outside the grid included, scaled as
+                ``(x - min) / range``, a range below 1e-8 giving zeros: the rule the
+                missing-modality fill has always used, kept so that fine-tuning numbers do not
+                change). Defaults to "inside".
 
         Returns:
             ``(B, 1, X, Y, Z)``.
 
         Raises:
-            ValueError: When ``modality`` is out of range or shapes disagree.
+            ValueError: When ``modality`` is out of range, shapes disagree, or ``resample`` or
+                ``scale_over`` is unknown.
         """
+        if resample not in ("auto", "trilinear"):
+            raise ValueError(f"Templates.crop: resample should be auto or trilinear, got {resample!r}.")
+        if scale_over not in ("inside", "crop"):
+            raise ValueError(f"Templates.crop: scale_over should be inside or crop, got {scale_over!r}.")
+        if spacing is not None:
+            spacing = torch.as_tensor(spacing, dtype=torch.float32)
         modality = modality.to(self.volumes.device).long().view(-1)
         bsz = modality.shape[0]
         if (modality < 0).any() or (modality >= self.n_modalities).any():
@@ -294,10 +313,13 @@ class Templates(nn.Module):
         sx, sy, sz = (int(v) for v in size)
         dev = self.volumes.device
         t_sp = self.spacing.to(dev)
-        same = spacing is None or bool(
-            torch.allclose(spacing.to(dev, torch.float32).view(bsz, 3), t_sp.expand(bsz, 3),
-                           rtol=1e-4, atol=1e-5)
-        )
+        if resample == "trilinear":
+            same = False
+        else:
+            same = spacing is None or bool(
+                torch.allclose(spacing.to(dev, torch.float32).view(bsz, 3), t_sp.expand(bsz, 3),
+                               rtol=1e-4, atol=1e-5)
+            )
         grid_n = torch.tensor(self.shape, device=dev)
         fully_inside = True
         if same:
@@ -321,7 +343,8 @@ class Templates(nn.Module):
             out = (out * inside).unsqueeze(1)
             inside = inside.unsqueeze(1)
         else:
-            sp = spacing.to(dev, torch.float32).view(bsz, 3)
+            sp = (t_sp.expand(bsz, 3) if spacing is None
+                  else spacing.to(dev, torch.float32).reshape(-1, 3).expand(bsz, 3))
             coords = [org[:, i].view(bsz, 1) + sp[:, i].view(bsz, 1) * torch.arange(n, device=dev)
                       for i, n in enumerate((sx, sy, sz))]  # world mm per axis, (B, n)
             idx = [(c - self.origin[i].to(dev)) / t_sp[i] for i, c in enumerate(coords)]
@@ -335,7 +358,12 @@ class Templates(nn.Module):
             out = F.grid_sample(vols, grid, mode="bilinear", padding_mode="zeros",
                                 align_corners=True)
             inside = ((grid.abs() <= 1 + 1e-6).all(dim=-1)).unsqueeze(1)
-        if scale:
+        if scale and scale_over == "crop":
+            lo, hi = torch.aminmax(out.flatten(1), dim=1)
+            rng = (hi - lo).view(bsz, 1, 1, 1, 1)
+            lo = lo.view(bsz, 1, 1, 1, 1)
+            out = torch.where(rng > 1e-8, (out - lo) / rng.clamp(min=1e-8), torch.zeros_like(out))
+        elif scale:
             if inside is None:
                 where = None if scale_where is None else scale_where.to(dev).bool()
                 out = minmax_scale(out, where, block=scale_block,
@@ -376,6 +404,39 @@ class Templates(nn.Module):
         img.header.set_xyzt_units("mm")
         nib.save(img, str(path))
         return path
+
+    @classmethod
+    def from_volumes(cls, volumes: Tensor | np.ndarray, affine: np.ndarray | Sequence) -> Templates:
+        """Templates holding given volumes on the grid of a diagonal ``affine``.
+
+        Args:
+            volumes: ``(M, X, Y, Z)`` in :data:`MODALITIES` order.
+            affine: ``(4, 4)`` voxel -> head-centred mm (diagonal); its translation is kept as
+                the grid's origin, so a checkpoint's templates keep their exact position.
+
+        Returns:
+            :class:`Templates` (a copy of ``volumes``, float32).
+
+        Raises:
+            ValueError: When ``volumes`` is not 4-D or ``affine`` is not a diagonal ``(4, 4)``.
+        """
+        vol = torch.as_tensor(np.asarray(volumes) if not isinstance(volumes, Tensor) else volumes)
+        vol = vol.detach().float()
+        aff = np.asarray(affine, dtype=np.float64).reshape(4, 4)
+        if vol.dim() != 4:
+            raise ValueError(f"Templates.from_volumes: volumes should be (M, X, Y, Z), got "
+                             f"{tuple(vol.shape)}.")
+        step = np.diag(aff[:3, :3]).copy()
+        if not np.allclose(aff[:3, :3], np.diag(step)) or np.any(step == 0):
+            raise ValueError("Templates.from_volumes: the affine should be diagonal with a "
+                             f"non-zero spacing, got {aff[:3, :3].tolist()}.")
+        out = cls(spacing=np.abs(step).tolist(), shape=tuple(vol.shape[1:]),
+                  n_modalities=int(vol.shape[0]))
+        out.volumes.data.copy_(vol)
+        # the exact grid of the affine, signs included (float32 like the constructor's buffers)
+        out.spacing = torch.as_tensor(step, dtype=torch.float64).float()
+        out.origin = torch.as_tensor(aff[:3, 3], dtype=torch.float64).float()
+        return out
 
     @classmethod
     def from_released(cls, rep_template: Tensor, spacing: float | Sequence[float] = 1.0,
@@ -419,3 +480,44 @@ class Templates(nn.Module):
                            spacing=out.spacing.view(1, 3).expand(len(MODALITIES), 3), scale=False)
         out.volumes.data.copy_(res[:, 0])
         return out
+
+
+def load_templates(checkpoint: str | Path) -> Templates:
+    """The learned templates of a checkpoint folder (``model.safetensors`` + ``meta.json``).
+
+    The volumes are the ``*templates.volumes`` tensor; the affine is ``meta.json``'s
+    ``template_affine`` (or ``templates.affine``), the identity when the checkpoint records none.
+
+    Args:
+        checkpoint: a checkpoint folder, e.g. ``runs/pretrain/<run>/checkpoints/step_0000100``.
+
+    Returns:
+        :class:`Templates` on the checkpoint's grid.
+
+    Raises:
+        FileNotFoundError: When the folder has no ``model.safetensors``.
+        KeyError: When the weights hold no ``*templates.volumes`` tensor.
+    """
+    import json
+
+    from safetensors.numpy import load_file
+
+    folder = Path(checkpoint)
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"{folder}: no model.safetensors; pass a checkpoint folder "
+                                "checkpoints/step_XXXXXXX")
+    tensors = load_file(str(weights))
+    keys = [k for k in tensors if k.endswith("templates.volumes")]
+    if not keys:
+        raise KeyError(f"{weights}: no 'templates.volumes' tensor; this checkpoint has no templates")
+    meta: dict = {}
+    if (folder / "meta.json").is_file():
+        meta = json.loads((folder / "meta.json").read_text())
+    affine = meta.get("template_affine")
+    if affine is None and isinstance(meta.get("templates"), dict):
+        affine = meta["templates"].get("affine")
+    out = Templates.from_volumes(np.asarray(tensors[keys[0]], dtype=np.float32),
+                                 np.eye(4) if affine is None else affine)
+    out.volumes.requires_grad_(False)  # read to view or to fill, not to train
+    return out

@@ -12,9 +12,17 @@ from pathlib import Path
 
 import numpy as np
 
+from mmlib.proxy.templates import load_templates
 from mmlib.runs import RunFolder, is_run_folder
-from mmlib.viz.data import Volume, _role, _stem, load_templates
-from mmlib.viz.layers import LayerData, image_layer, labels_layer, sample_layers, study_layers, template_layers
+from mmlib.viz.data import Volume, _role, _stem
+from mmlib.viz.layers import (
+    LayerData,
+    image_layer,
+    labels_layer,
+    sample_layers,
+    study_layers,
+    template_layers,
+)
 
 _NIFTI = (".nii", ".nii.gz")
 

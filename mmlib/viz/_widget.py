@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label
 
+from mmlib.proxy.templates import load_templates
 from mmlib.runs import RunFolder, Samples
-from mmlib.viz.data import load_templates
-from mmlib.viz.napari import add_layers, remove_layers, set_grid, set_plane
 from mmlib.viz.layers import sample_layers, template_layers
+from mmlib.viz.napari import add_layers, remove_layers, set_grid, set_plane
 
 if TYPE_CHECKING:
     import napari

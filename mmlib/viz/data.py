@@ -15,9 +15,7 @@ Four sources feed the viewers:
 from __future__ import annotations
 
 import functools
-import json
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,19 +23,6 @@ from typing import Any
 import numpy as np
 
 from mmlib.modalities import MODALITIES, canonical
-
-# the run-folder readers moved to mmlib.runs (their one home); re-exported here for code written
-# against this module (the `mmlib view` command reads is_run_folder from here)
-from mmlib.runs import (  # noqa: F401
-    SAMPLE_KEYS,
-    RunFolder,
-    Samples,
-    find_runs,
-    is_run_folder,
-    load_samples,
-    samples_from_views,
-    save_samples,
-)
 
 SAMPLE_TITLES: dict[str, str] = {
     "target": "target",
@@ -161,8 +146,9 @@ def load_store_study(store_root: str | Path, study: str, scheme: str | None = No
     Raises:
         KeyError: When the store has no such study (the message lists a few that exist).
     """
-    from mmlib.data.store import Store  # the data room's reader; imported only when used
-
+    from mmlib.data.store import (
+        Store,  # the data room's reader; imported only when used
+    )
     from mmlib.viz.labels import scheme_for_source
 
     store = Store(Path(store_root))
@@ -221,46 +207,6 @@ def as_volume_array(x: Any, index: int = 0) -> np.ndarray:
     return a
 
 
-@dataclass
-class Templates:
-    """Learned modality templates read from a checkpoint.
-
-    Args:
-        volumes: ``(8, X, Y, Z)`` in :data:`mmlib.modalities.MODALITIES` order.
-        affine: template voxel -> head-centred mm ``(4, 4)``.
-    """
-
-    volumes: np.ndarray
-    affine: np.ndarray
-
-
-def load_templates(checkpoint: str | Path) -> Templates:
-    """Read ``templates.volumes`` from a checkpoint folder (``model.safetensors`` + ``meta.json``).
-
-    The affine is ``meta.json``'s ``template_affine`` (or ``templates.affine``); identity when the
-    checkpoint records none.
-
-    Raises:
-        FileNotFoundError: When the folder has no ``model.safetensors``.
-        KeyError: When the weights hold no ``*templates.volumes`` tensor.
-    """
-    from safetensors.numpy import load_file
-
-    folder = Path(checkpoint)
-    weights = folder / "model.safetensors"
-    if not weights.is_file():
-        raise FileNotFoundError(f"{folder}: no model.safetensors; pass a checkpoint folder checkpoints/step_XXXXXXX")
-    tensors = load_file(str(weights))
-    keys = [k for k in tensors if k.endswith("templates.volumes")]
-    if not keys:
-        raise KeyError(f"{weights}: no 'templates.volumes' tensor; this checkpoint has no templates")
-    meta: dict[str, Any] = {}
-    if (folder / "meta.json").is_file():
-        meta = json.loads((folder / "meta.json").read_text())
-    affine = meta.get("template_affine")
-    if affine is None and isinstance(meta.get("templates"), Mapping):
-        affine = meta["templates"].get("affine")
-    return Templates(np.asarray(tensors[keys[0]], dtype=np.float32), np.asarray(affine if affine is not None else np.eye(4), dtype=np.float64).reshape(4, 4))
 
 
 def parse_store_entry(spec: str) -> tuple[Path, str] | None:

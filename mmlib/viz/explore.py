@@ -26,7 +26,13 @@ from mmlib.modalities import MODALITIES
 from mmlib.proxy.brainmvp import BrainMVPObjective, ObjectiveConfig
 from mmlib.proxy.masking import block_mask, cross_modal_fill, select_slot, template_fill
 from mmlib.proxy.templates import Templates, minmax_scale
-from mmlib.runs import latest_checkpoint, list_samples, read_config, sample_errors, step_of
+from mmlib.runs import (
+    latest_checkpoint,
+    list_samples,
+    read_config,
+    sample_errors,
+    step_of,
+)
 from mmlib.viz.plots import draw_slice
 
 PREVIEW_KEYS: tuple[str, ...] = ("target", "mask", "view_a", "mask_b", "view_b")

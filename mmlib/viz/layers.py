@@ -16,15 +16,14 @@ from typing import Any
 import numpy as np
 
 from mmlib.modalities import MODALITIES
+from mmlib.proxy.templates import Templates, load_templates
 from mmlib.runs import SAMPLE_KEYS, Samples, load_samples
 from mmlib.viz.data import (
     Study,
-    Templates,
     Volume,
     as_volume_array,
     load_store_study,
     load_study_folder,
-    load_templates,
     parse_store_entry,
 )
 from mmlib.viz.labels import LabelScheme, get_scheme
@@ -249,8 +248,8 @@ def sample_layers(
 
 
 def as_templates(templates: Any, affine: np.ndarray | None = None) -> Templates:
-    """:class:`~mmlib.viz.data.Templates` from a checkpoint folder, an object with ``volumes``
-    (and ``affine``) such as :class:`mmlib.proxy.templates.Templates`, or an array ``(8, X, Y, Z)``.
+    """:class:`mmlib.proxy.templates.Templates` from a checkpoint folder, a ``Templates``, an
+    object with ``volumes`` (and ``affine``), or an array ``(8, X, Y, Z)``.
 
     Raises:
         ValueError: When the volumes are not 4-D.
@@ -268,7 +267,7 @@ def as_templates(templates: Any, affine: np.ndarray | None = None) -> Templates:
     vol = np.asarray(vol, dtype=np.float32)
     if vol.ndim != 4:
         raise ValueError(f"templates: expected volumes (M, X, Y, Z), got shape {vol.shape}")
-    return Templates(vol, np.asarray(aff if aff is not None else np.eye(4), dtype=np.float64).reshape(4, 4))
+    return Templates.from_volumes(vol, np.eye(4) if aff is None else aff)
 
 
 def template_layers(templates: Any, *, affine: np.ndarray | None = None, modalities: Sequence[str] | None = None) -> list[LayerData]:
@@ -280,7 +279,7 @@ def template_layers(templates: Any, *, affine: np.ndarray | None = None, modalit
     names = list(modalities) if modalities is not None else list(MODALITIES[: t.volumes.shape[0]])
     return [
         image_layer(
-            Volume(m, minmax(t.volumes[MODALITIES.index(m)]), t.affine), name=f"template/{m}",
+            Volume(m, minmax(t.volumes[MODALITIES.index(m)].detach().cpu().numpy()), t.affine), name=f"template/{m}",
             contrast_limits=(0.0, 1.0), metadata={"template": m},
         )
         for m in names

@@ -23,6 +23,7 @@ from mmlib.runs import SAMPLE_KEYS, RunFolder, Samples
 from mmlib.viz.data import SAMPLE_TITLES
 from mmlib.viz.labels import LabelScheme, get_scheme
 
+
 class BookFigure(Figure):
     """A matplotlib figure that IPython shows as PNG without pyplot or an inline backend."""
 

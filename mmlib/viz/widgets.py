@@ -183,4 +183,4 @@ def template_viewer(templates: Any, modalities: Sequence[str] | None = None, **k
     spacing = tuple(float(s) for s in np.linalg.norm(t.affine[:3, :3], axis=0))
     kwargs.setdefault("title", "templates")
     kwargs.setdefault("volume", SIDE_BY_SIDE)
-    return SliceViewer({m: minmax(t.volumes[MODALITIES.index(m)]) for m in names}, spacing=spacing, **kwargs)
+    return SliceViewer({m: minmax(t.volumes[MODALITIES.index(m)].detach().cpu().numpy()) for m in names}, spacing=spacing, **kwargs)

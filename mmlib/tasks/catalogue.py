@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mmlib.downstream.regions import RegionSpec, detect_convention
 from mmlib.modalities import canonical
+from mmlib.tasks.regions import RegionSpec, detect_convention
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,16 @@ class TaskSpec:
                             "convention": self.regions.convention}
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TaskSpec:
+        """The spec written by :meth:`to_dict` (e.g. ``results.json``'s ``spec`` of a run)."""
+        regions = None
+        if d.get("regions"):
+            r = d["regions"]
+            regions = RegionSpec(tuple(r["names"]), r["kind"], r["convention"])
+        return cls(d["name"], d["kind"], tuple(d["modalities"]), regions, d.get("attr"),
+                   tuple(d.get("classes") or ()))
+
 
 TASKS: dict[str, TaskSpec] = {
     "brats_ped": TaskSpec(
@@ -99,8 +109,7 @@ def _norm(name: str) -> str:
     """Task names compared case-, dash- and suffix-insensitively (``BraTS-PED_seg`` = ``brats_ped``)."""
     key = str(name).strip().lower().replace("-", "_").replace(" ", "_")
     for suffix in ("_segmentation", "_classification", "_seg", "_cls"):
-        if key.endswith(suffix):
-            key = key[: -len(suffix)]
+        key = key.removesuffix(suffix)
     return key
 
 
@@ -197,18 +206,16 @@ def resolve_task(spec: TaskSpec | str, manifest: pd.DataFrame, store: Any = None
 
 
 def class_index(spec: TaskSpec, row: pd.Series) -> int:
-    """The class index of a study for a classification task.
+    """The class index of a study for a classification task
+    (:func:`mmlib.data.labelled.study_class` with the task's attribute and classes).
 
     Raises:
         ValueError: When the study lacks the attribute or has an unknown class.
     """
-    attrs = _attrs_of(row)
-    value = str(attrs.get(spec.attr, ""))
-    if value not in spec.classes:
-        raise ValueError(
-            f"study {row['study']}: {spec.attr}={value!r} is not one of the classes {list(spec.classes)} of {spec.name!r}"
-        )
-    return spec.classes.index(value)
+    from mmlib.data.labelled import study_class
+
+    assert spec.attr is not None
+    return study_class(row, spec.attr, spec.classes)
 
 
 def split_studies(

@@ -1,49 +1,42 @@
-"""Downstream networks around a pre-trained encoder: segmentation with skips, and a classifier.
+"""Segmentation network around a pre-trained encoder: a skip-connected decoder.
 
 The encoder is any mmlib backbone (``encode(x) -> list[Tensor]``, deepest last, with
 ``feature_channels`` and ``feature_strides``); its pre-training decoder (no skips) is not used.
 
-* :class:`SegmentationNet` adds a decoder with skip connections, built from MONAI's blocks:
-  ``"unetr"`` (UNETR-style, Hatamizadeh et al., WACV 2022, the decoder BrainMVP uses for
-  UniFormer): every encoder feature is first projected by a residual block, a full-resolution
-  residual stem sees the raw input, and each up-step is a transposed convolution, a
-  concatenation and a residual block; ``"unet"`` (U-Net decoder, for the U-Net encoder): raw
-  encoder features are concatenated after each transposed convolution and refined by two
-  convolutions. Optional deep supervision adds a 1x1 head at each decoder level. For sigmoid
-  (multi-label) outputs the 1x1 heads' bias can start at a foreground prior ``head_bias``
-  (RetinaNet's prior initialisation, Lin et al., ICCV 2017): with a zero bias every voxel starts
-  at probability 0.5, and on a short schedule the network is still predicting several times the
-  true tumour volume when training stops (measured at demo scale: 7.5 % of the voxels predicted
-  positive for 1 % true whole tumour, Dice 0.2 at threshold 0.5 but 0.7 at a better one).
-* :class:`ClassifierNet` pools the deepest feature globally and applies a small MLP.
+:class:`SegmentationNet` adds a decoder with skip connections, built from MONAI's blocks:
+``"unetr"`` (UNETR-style, Hatamizadeh et al., WACV 2022, the decoder BrainMVP uses for
+UniFormer): every encoder feature is first projected by a residual block, a full-resolution
+residual stem sees the raw input, and each up-step is a transposed convolution, a
+concatenation and a residual block; ``"unet"`` (U-Net decoder, for the U-Net encoder): raw
+encoder features are concatenated after each transposed convolution and refined by two
+convolutions. Optional deep supervision adds a 1x1 head at each decoder level. For sigmoid
+(multi-label) outputs the 1x1 heads' bias can start at a foreground prior ``head_bias``
+(RetinaNet's prior initialisation, Lin et al., ICCV 2017): with a zero bias every voxel starts
+at probability 0.5, and on a short schedule the network is still predicting several times the
+true tumour volume when training stops (measured at demo scale: 7.5 % of the voxels predicted
+positive for 1 % true whole tumour, Dice 0.2 at threshold 0.5 but 0.7 at a better one).
 
-Pairing by seed: both networks build their new layers (decoder, head) under a private RNG
-seeded with ``seed``, so that every initialisation of the encoder (scratch, BrainMVP, ablations)
-starts fine-tuning with the very same decoder weights at a given seed.
+Pairing by seed: the new layers (decoder, heads) are built under a private RNG seeded with
+``seed`` (:func:`mmlib.models.base.seeded`), so that every initialisation of the encoder
+(scratch, BrainMVP, ablations) starts fine-tuning with the very same decoder weights at a
+given seed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
-from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock, UnetrUpBlock, UnetResBlock, UnetUpBlock
+from monai.networks.blocks import (
+    UnetOutBlock,
+    UnetrBasicBlock,
+    UnetResBlock,
+    UnetrUpBlock,
+    UnetUpBlock,
+)
+from torch import nn
+
+from mmlib.models.base import seeded
 
 DECODERS: tuple[str, ...] = ("unetr", "unet")
-
-
-@contextmanager
-def seeded(seed: int | None) -> Iterator[None]:
-    """Run a block under a private torch RNG seeded with ``seed`` (no-op for None)."""
-    if seed is None:
-        yield
-        return
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
-        yield
 
 
 def default_decoder(backbone_name: str) -> str:
@@ -172,38 +165,3 @@ class SegmentationNet(nn.Module):
         if aux:
             return [out] + aux[::-1]
         return out
-
-
-class ClassifierNet(nn.Module):
-    """Encoder, global average pooling of the deepest feature, and a small MLP.
-
-    Args:
-        backbone: an mmlib backbone taking ``in_channels`` channels.
-        n_classes: number of classes.
-        hidden: width of the MLP's hidden layer. Defaults to 64.
-        dropout: dropout before the last layer. Defaults to 0.2.
-        seed: seed of the head's initialisation (None: the global RNG). Defaults to None.
-    """
-
-    def __init__(
-        self, backbone: nn.Module, n_classes: int, hidden: int = 64, dropout: float = 0.2, seed: int | None = None
-    ) -> None:
-        super().__init__()
-        if n_classes < 2:
-            raise ValueError(f"n_classes should be at least 2, got {n_classes}")
-        self.backbone = backbone
-        c = int(backbone.feature_channels[-1])
-        with seeded(seed):
-            self.head = nn.Sequential(
-                nn.Linear(c, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, n_classes)
-            )
-
-    def encoder_parameters(self) -> list[nn.Parameter]:
-        """Parameters of the (pre-trained) encoder."""
-        return list(self.backbone.parameters())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class logits ``(B, n_classes)`` of a batch ``(B, C, X, Y, Z)``."""
-        deep = self.backbone.encode(x)[-1]  # pooled: its axis order does not matter
-        pooled = F.adaptive_avg_pool3d(deep, 1).flatten(1)
-        return self.head(pooled)

@@ -1,4 +1,4 @@
-"""Modality subsets and missing-channel fill (template vs zeros)."""
+"""Modality subsets and missing-channel fill (template vs zeros), through ``Templates.crop``."""
 
 from __future__ import annotations
 
@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from mmlib.downstream.missing import fill_missing, modality_subsets, template_crop
 from mmlib.modalities import MODALITY_INDEX
+from mmlib.proxy.missing import fill_missing, modality_subsets
+from mmlib.proxy.templates import Templates
+
+
+def template_crop(volumes, affine, modality, origin, size, spacing, scale=True):  # type: ignore[no-untyped-def]
+    """The fill's crop: ``Templates.crop`` with trilinear resampling and whole-crop scaling."""
+    idx = torch.tensor([m if isinstance(m, int) else MODALITY_INDEX[m] for m in modality])
+    t = Templates.from_volumes(volumes, affine)
+    return t.crop(idx, origin, size, spacing, scale=scale, resample="trilinear", scale_over="crop")
 
 
 def test_subsets() -> None:
@@ -61,7 +69,8 @@ def test_fill_missing() -> None:
     assert torch.equal(zero[0, 1], torch.zeros(4, 3, 2)) and torch.equal(zero[1], image[1])
     assert torch.equal(zero[0, 0], image[0, 0])
     origin = torch.tensor([[-9.0, -9.0, -9.0], [-9.0, -9.0, -9.0]])
-    tpl = fill_missing(image, present, mods, "template", (vol, aff), origin, [2.0, 2.0, 2.0])
+    tpl = fill_missing(image, present, mods, "template", Templates.from_volumes(vol, aff), origin,
+                       [2.0, 2.0, 2.0])
     expect = template_crop(vol, aff, ["t1c"], origin[:1], (4, 3, 2), [2.0, 2.0, 2.0])[0, 0]
     assert torch.allclose(tpl[0, 1], expect) and expect.max() == 1
     assert torch.equal(tpl[0, 0], image[0, 0]) and torch.equal(tpl[1], image[1])
@@ -69,3 +78,30 @@ def test_fill_missing() -> None:
         fill_missing(image, present, mods, "template")
     with pytest.raises(ValueError, match="fill should be"):
         fill_missing(image, present, mods, "mean")
+
+
+def test_fill_crop_rules_differ_from_view_a_only_in_scaling() -> None:
+    """The fill's whole-crop scaling and view A's inside-grid scaling agree inside the grid
+    when the crop lies inside it, and the two resampling modes agree on grid points."""
+    vol, aff = _templates()
+    t = Templates.from_volumes(vol, aff)
+    assert np.allclose(t.affine, aff)
+    origin = torch.tensor([[-19.0 + 10, -21.0 + 12, -23.0 + 14]])
+    sp = torch.tensor([[2.0, 2.0, 2.0]])
+    idx = torch.tensor([MODALITY_INDEX["t2"]])
+    gather = t.crop(idx, origin, (4, 3, 2), sp, scale=False)
+    tri = t.crop(idx, origin, (4, 3, 2), sp, scale=False, resample="trilinear")
+    assert torch.allclose(gather, tri, atol=1e-4)
+    inside = t.crop(idx, origin, (4, 3, 2), sp)
+    whole = t.crop(idx, origin, (4, 3, 2), sp, resample="trilinear", scale_over="crop")
+    assert torch.allclose(inside, whole, atol=1e-5)
+    # half outside the grid: view A scales over the voxels inside, the fill over the whole crop
+    edge = origin - torch.tensor([[12.0, 0.0, 0.0]])
+    a = t.crop(idx, edge, (12, 1, 1), sp, resample="trilinear")
+    b = t.crop(idx, edge, (12, 1, 1), sp, resample="trilinear", scale_over="crop")
+    assert a[0, 0, 0, 0, 0] == 0 and b.min() == 0 and b.max() == 1
+    assert not torch.allclose(a, b)
+    with pytest.raises(ValueError, match="scale_over should be"):
+        t.crop(idx, origin, (2, 2, 2), sp, scale_over="all")
+    with pytest.raises(ValueError, match="resample should be"):
+        t.crop(idx, origin, (2, 2, 2), sp, resample="nearest")

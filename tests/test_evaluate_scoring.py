@@ -1,0 +1,70 @@
+"""Scoring a trained fine-tuning run (score_run), the TRAINED/DONE markers, grids that resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from downstream_fixtures import tiny_store
+
+from mmlib.engine.finetune import DONE, TRAINED, finetune
+from mmlib.evaluate.grid import finetune_grid
+from mmlib.evaluate.scoring import load_network, score_run
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_store(tmp_path_factory.mktemp("store"), n_seg=5, n_cls=0)
+
+
+def test_score_run_writes_scores_once_and_a_trained_run_is_not_retrained(store: Path, tmp_path: Path) -> None:
+    over = {"data.store": str(store), "run.root": str(tmp_path), "train.steps": 2, "eval.hd95": False}
+    run = finetune("smoke", over, progress=False)
+    # trained, not scored: the summary is there, test scores are not
+    assert (run / TRAINED).is_file() and not (run / DONE).is_file()
+    trained = json.loads((run / "results.json").read_text())
+    assert "test" not in trained and trained["steps"] == 2 and trained["n_test"] == 2
+    assert not (run / "test_scores.csv").exists()
+    # a run killed between training and scoring is scored, not retrained
+    weights = (run / "model.safetensors").stat().st_mtime_ns
+    assert finetune("smoke", over, progress=False) == run
+    assert (run / "model.safetensors").stat().st_mtime_ns == weights
+    res = score_run(run)
+    assert (run / DONE).is_file()
+    assert list(res)[:3] == ["task", "kind", "init"] and list(res)[-2:] == ["test", "seconds"]
+    assert set(res["seconds"]) == {"train", "eval", "total", "per_step"}
+    scores = pd.read_csv(run / "test_scores.csv")
+    assert len(scores) == res["n_test"] == 2
+    assert res["test"]["dice_mean"] == pytest.approx(float(scores["dice_mean"].mean()))
+    assert res["test"]["dice_WT_sd"] == pytest.approx(float(scores["dice_WT"].std(ddof=0)))
+    assert len(list((run / "predictions").glob("*.npz"))) == 1  # eval.n_predictions at smoke
+    assert json.loads((run / "results.json").read_text()) == json.loads(json.dumps(res, default=str))
+    # scored once: a second call reads the folder back
+    done = (run / DONE).stat().st_mtime_ns
+    assert score_run(run)["test"] == res["test"] and (run / DONE).stat().st_mtime_ns == done
+    # the network rebuilt from the folder scores the same
+    net, spec, templates, cfg = load_network(run)
+    assert spec.name == "brats_ped" and templates is None and not net.training
+    assert cfg["train"]["steps"] == 2
+
+
+def test_grid_trains_and_scores_each_cell_and_reuses_them(store: Path, tmp_path: Path) -> None:
+    over = {"data.store": str(store), "run.root": str(tmp_path), "train.steps": 2, "eval.hd95": False}
+    runs = finetune_grid("smoke", ["scratch"], [0.5, 1.0], [0, 1], over, progress=False)
+    assert len(runs) == len(set(runs)) == 4 and all((r / DONE).is_file() for r in runs)
+    assert [json.loads((r / "results.json").read_text())["seed"] for r in runs] == [0, 1, 0, 1]
+    stamps = [(r / DONE).stat().st_mtime_ns for r in runs]
+    assert finetune_grid("smoke", ["scratch"], [0.5, 1.0], [0, 1], over, progress=False) == runs
+    assert [(r / DONE).stat().st_mtime_ns for r in runs] == stamps
+
+
+def test_score_run_and_load_network_need_a_trained_run(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="not trained"):
+        score_run(tmp_path)
+    with pytest.raises(FileNotFoundError, match="not a trained fine-tuning run"):
+        load_network(tmp_path)
