@@ -14,6 +14,7 @@ Screenshots are saved in the test's temporary folder (the path is printed).
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -99,8 +100,9 @@ def _open_in_file_browser(page, *names: str) -> None:  # type: ignore[no-untyped
     """Double-click through the file browser from the root: folders, then the file."""
     page.locator(".jp-FileBrowser .jp-BreadCrumbs-home").click()
     for name in names:
-        item = page.locator(".jp-DirListing-item", has=page.locator(".jp-DirListing-itemText", has_text=name))
-        item.first.dblclick()
+        # the exact name: "notebooks" must not match mmlib/notebooks.py while the listing changes
+        text = page.locator(".jp-DirListing-itemText", has_text=re.compile(f"^{re.escape(name)}$"))
+        page.locator(".jp-DirListing-item", has=text).dblclick()
 
 
 @pytest.mark.slow
