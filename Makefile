@@ -1,5 +1,6 @@
 # mmlib: `make book` executes every notebook at demo scale and builds the HTML book;
-# `make test` runs the test suite. Both create or refresh the virtual environment .venv/.
+# `make test` runs the test suite; `make lab` starts JupyterLab on the repository. All three
+# create or refresh the virtual environment .venv/.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -8,6 +9,7 @@ STAMP := $(VENV)/.mmlib-installed
 SCALE ?= demo
 EXECUTED ?= _build/executed-$(SCALE)
 PYTEST_ARGS ?=
+LAB_PORT ?= 8888
 
 .PHONY: venv book test lab publish clean sync
 
@@ -17,9 +19,13 @@ $(STAMP): pyproject.toml constraints.txt
 	# torch first, pinned: the CPU wheel here, the CUDA build of the same release on GPU machines
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,log]'
+	$(BIN)/python tools/jupyterlab_setup.py
 	@touch $(STAMP)
 
+# (re)installed on every run too, so that a venv made before the script existed gets it; it only
+# writes what is out of date
 venv: $(STAMP)
+	@$(BIN)/python tools/jupyterlab_setup.py
 
 book: venv
 	$(BIN)/mmlib notebooks run --scale $(SCALE) --out $(EXECUTED)
@@ -30,8 +36,11 @@ test: venv
 	@tools/sysdeps.sh check
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# JupyterLab on the repository, loopback only; it prints the URL (with its token) to open.
+# A click on notebooks/NN_name.py opens the chapter as a notebook; the kernel is .venv's Python.
 lab: venv
-	$(BIN)/jupyter lab notebooks
+	@echo "JupyterLab: open the http://127.0.0.1:...lab?token=... URL printed below, then click a chapter in notebooks/"
+	$(BIN)/jupyter lab --ip=127.0.0.1 --port=$(LAB_PORT) --ServerApp.root_dir="$(CURDIR)"
 
 sync: venv
 	$(BIN)/jupytext --sync notebooks/*.py

@@ -140,6 +140,33 @@ def labels_layer(
     return data, kwargs, "labels"
 
 
+def label_focus(label: np.ndarray | Volume) -> tuple[int, int, int] | None:
+    """The labelled voxel nearest the label map's centre of mass, or None when nothing is labelled.
+
+    Where a viewer should open on a labelled study: every plane through this voxel (axial,
+    coronal, sagittal) cuts the label, which is not true of the centre of mass itself (it can fall
+    outside a ring-enhancing or crescent-shaped lesion). All non-zero values count as the label.
+
+    Args:
+        label: integer label map ``(X, Y, Z)``, or a :class:`~mmlib.viz.data.Volume`.
+
+    Returns:
+        The voxel index ``(i, j, k)``, or None for an empty (all-zero) map.
+
+    Raises:
+        ValueError: When the map is not 3-D.
+    """
+    data = np.asarray(label.data if isinstance(label, Volume) else label)
+    if data.ndim != 3:
+        raise ValueError(f"label: expected a 3-D label map (X, Y, Z), got shape {data.shape}")
+    voxels = np.argwhere(data != 0)
+    if voxels.size == 0:
+        return None
+    centre = voxels.mean(axis=0)
+    nearest = voxels[int(np.argmin(((voxels - centre) ** 2).sum(axis=1)))]
+    return (int(nearest[0]), int(nearest[1]), int(nearest[2]))
+
+
 def as_study(study: Study | str | Path, scheme: str | None = None) -> Study:
     """A :class:`~mmlib.viz.data.Study` from a study, a NIfTI folder or ``STORE::STUDY``."""
     if isinstance(study, Study):

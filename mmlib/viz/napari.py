@@ -28,6 +28,7 @@ from mmlib.viz.labels import LabelScheme
 from mmlib.viz.layers import (
     LayerData,
     image_layer,
+    label_focus,
     labels_layer,
     sample_layers,
     study_layers,
@@ -156,7 +157,8 @@ def open_study(
 
     Layers are named ``<study>/<modality>`` and ``<study>/segmentation``. In grid mode each
     modality gets its own cell with its own copy of the segmentation on top (the copies share
-    one array).
+    one array). A labelled study opens at the slices through the label's centre, the
+    segmentation visible (:func:`focus_on_label`); one without a label at the middle slices.
 
     Args:
         study: a :class:`~mmlib.viz.data.Study`, a folder of NIfTI files or ``STORE::STUDY``.
@@ -179,7 +181,41 @@ def open_study(
     set_plane(viewer, plane)
     if grid:
         set_grid(viewer, stride=2 if any(kind == "labels" for _, _, kind in data) else 1)
+    from napari.layers import Labels
+
+    labels = [layer for layer in layers if isinstance(layer, Labels)]
+    if labels:
+        focus_on_label(viewer, labels)
     return layers
+
+
+def focus_on_label(viewer: napari.Viewer, layers: Labels | Sequence[Labels]) -> tuple[float, ...] | None:
+    """Show the slices through a label's centre, with its labels layer(s) visible.
+
+    The viewer's position moves to the labelled voxel nearest the label's centre of mass
+    (:func:`~mmlib.viz.layers.label_focus`), so the axial, coronal and sagittal planes all cut the
+    label; :func:`open_study` does this for a labelled study instead of opening at the middle slice.
+
+    Args:
+        viewer: the viewer.
+        layers: a labels layer, or several that show one label map (the copies of grid mode);
+            the first gives the position, all are made visible.
+
+    Returns:
+        The world position (mm) moved to, or None when the label map is empty (nothing moves).
+    """
+    group = [layers] if not isinstance(layers, Sequence) else list(layers)
+    if not group:
+        raise ValueError("focus_on_label: give at least one labels layer")
+    voxel = label_focus(np.asarray(group[0].data))
+    for layer in group:
+        layer.visible = True
+    if voxel is None:
+        return None
+    world = tuple(float(v) for v in group[0].data_to_world(voxel))
+    for axis, value in enumerate(world):
+        viewer.dims.set_point(axis, value)
+    return world
 
 
 def open_sample(
