@@ -46,15 +46,17 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from IPython.display import display
 
 from mmlib.evaluate.reports import write_results
 from mmlib.data import ensure_store
 from mmlib.data.store import Store
 from mmlib.engine.config import load_config
+from mmlib.evaluate.figures import qualitative_figure, regions_figure, study_with_labels
 from mmlib.evaluate.grid import finetune_grid
-from mmlib.tasks import brats_regions, detect_convention, plan, resolve_task, task_rows
+from mmlib.tasks import detect_convention, plan, resolve_task, task_rows
 from mmlib.evaluate.reports import (collect_runs, paired_differences, plot_loss_curves, plot_paired,
-                                    plot_segmentation, summary_table, to_markdown)
+                                    summary_table, to_markdown)
 
 torch.set_num_threads(threads)
 P = plan(scale)
@@ -84,25 +86,13 @@ print(store, "| fine-tuning preset:", {k: cfg[k] for k in ("data", "train")})
 spec = resolve_task(task, store.manifest, store)
 rows = task_rows(store.manifest, spec)
 # show a study that has enhancing tumour (small or low-grade tumours may have none)
-with_et = [s for s in rows["study"] if {3, 4} & set(np.unique(store.label(s)).tolist())]
-study = with_et[0] if with_et else rows["study"].iloc[0]
-label = np.asarray(store.label(study))
-values = sorted(np.unique(label).tolist())
-print(f"{len(rows)} studies ({len(with_et)} with enhancing tumour); input modalities {spec.modalities}; label values of {study}: {values}")
+study = study_with_labels(store, rows["study"], {3, 4})
+values = sorted(np.unique(store.label(study)).tolist())
+print(f"{len(rows)} studies; input modalities {spec.modalities}; label values of {study}: {values}")
 print("this study's convention:", detect_convention(values) if {3, 4} & set(values) else "no ET voxel",
       "| task convention (over all its labels):", spec.regions.convention)
-regions = brats_regions(label, spec.regions.convention)
-z = int(np.argmax(regions[1].sum((0, 1))))
-fig, axes = plt.subplots(1, 5, figsize=(13, 2.8))
-axes[0].imshow(np.asarray(store.image(study, "flair"))[:, :, z].T, cmap="gray", origin="lower")
-axes[0].set_title("FLAIR")
-axes[1].imshow(label[:, :, z].T, origin="lower", cmap="viridis", vmin=0, vmax=4)
-axes[1].set_title("labels")
-for ax, name, r in zip(axes[2:], spec.regions.names, regions):
-    ax.imshow(r[:, :, z].T, origin="lower", cmap="gray")
-    ax.set_title(f"{name}: {int(r.sum())} voxels")
-for ax in axes:
-    ax.axis("off")
+fig = regions_figure(store, spec, study)
+display(fig)
 fig.savefig(out / "figures" / "regions.png", dpi=80, bbox_inches="tight")
 
 # %% [markdown]
@@ -196,12 +186,8 @@ if other is not None:
 # of scratch and BrainMVP at the same seed.
 
 # %%
-by_init = {json.loads((r / "results.json").read_text())["init"]: r for r in runs
-           if json.loads((r / "results.json").read_text())["seed"] == seeds[0]}
-fig, axes = plt.subplots(len(by_init), 3, figsize=(9, 3 * len(by_init)), squeeze=False)
-for row, (init, run) in zip(axes, by_init.items()):
-    plot_segmentation(run, axes=row)
-    row[2].set_title(f"prediction: {init}", fontsize=9)
+fig = qualitative_figure(runs, seeds[0])
+display(fig)
 fig.savefig(out / "figures" / "qualitative.png", dpi=80, bbox_inches="tight")
 
 # %%

@@ -34,24 +34,23 @@ threads = 2
 # **Time to learn**: 10 minutes (1-2 minutes of inference at demo scale).
 
 # %%
-import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import torch
+from IPython.display import display
 
 from mmlib.evaluate.reports import write_results
 from mmlib.data import ensure_store
 from mmlib.data.store import Store
-from mmlib.data.labelled import Volumes
+from mmlib.evaluate.figures import template_fill_figure
 from mmlib.evaluate.grid import finetune_grid
 from mmlib.evaluate.scoring import load_network
-from mmlib.proxy.missing import fill_missing, modality_subsets
-from mmlib.tasks import plan, task_rows, task_splits
+from mmlib.proxy.missing import modality_subsets
+from mmlib.tasks import plan
 from mmlib.evaluate.reports import plot_subsets, to_markdown
-from mmlib.evaluate.robustness import subset_robustness
+from mmlib.evaluate.robustness import drop_one_table, subset_robustness, subset_summary
 
 torch.set_num_threads(threads)
 P = plan(scale)
@@ -72,21 +71,9 @@ store = Store(ensure_store(scale))
 
 # %%
 runs = dict(zip(inits, finetune_grid(scale, inits, [P["main_fraction"]], [seed], {"task": task})))
-net, spec, templates, cfg = load_network(runs["brainmvp"])
-test = task_splits(spec, task_rows(store.manifest, spec))["test"]
-s = Volumes(store, test[:1], spec.modalities)[0]
-present = torch.ones(1, len(spec.modalities), dtype=torch.bool)
-present[0, :] = False
-filled = fill_missing(s["image"][None], present, spec.modalities, "template", templates, s["template_origin"][None], s["spacing"])
-z = s["image"].shape[-1] // 2
-fig, axes = plt.subplots(2, len(spec.modalities), figsize=(3 * len(spec.modalities), 5.6))
-for j, m in enumerate(spec.modalities):
-    axes[0, j].imshow(s["image"][j, :, :, z].T, cmap="gray", origin="lower")
-    axes[0, j].set_title(f"{m}: the scan")
-    axes[1, j].imshow(filled[0, j, :, :, z].T, cmap="gray", origin="lower")
-    axes[1, j].set_title(f"{m}: template fill")
-for ax in axes.flat:
-    ax.axis("off")
+spec = load_network(runs["brainmvp"])[1]
+fig = template_fill_figure(runs["brainmvp"], store)
+display(fig)
 fig.savefig(out / "figures" / "template_fill.png", dpi=80, bbox_inches="tight")
 
 # %% [markdown]
@@ -111,26 +98,14 @@ plt.savefig(out / "figures" / "subsets.png", dpi=80, bbox_inches="tight")
 # Dice with all four modalities against Dice with one of them missing, per fill.
 
 # %%
-full = "+".join(spec.modalities)
-rows = []
-for (init, fill), g in table.groupby(["init", "fill"]):
-    g = g.set_index("subset")
-    for m in spec.modalities:
-        rest = "+".join(x for x in spec.modalities if x != m)
-        rows.append({"init": init, "fill": fill, "missing": m, "dice_full": g.loc[full, "dice_mean"],
-                     "dice_without": g.loc[rest, "dice_mean"], "drop": g.loc[full, "dice_mean"] - g.loc[rest, "dice_mean"]})
-drops = pd.DataFrame(rows)
+drops = drop_one_table(table, spec.modalities)
 print(to_markdown(drops))
 
 # %%
-bm = table[table["init"] == "brainmvp"]
+summary = subset_summary(table, spec.modalities)
 results = {
-    "scale": scale, "task": task, "seed": seed, "n_subsets": int(table["subset"].nunique()),
-    "n_test": int(table["n_test"].iloc[0]),
-    "dice_full": {f"{i}/{f}": float(g.set_index("subset").loc[full, "dice_mean"]) for (i, f), g in table.groupby(["init", "fill"])},
-    "dice_mean_over_subsets": {f"{i}/{f}": float(g["dice_mean"].mean()) for (i, f), g in table.groupby(["init", "fill"])},
-    "template_minus_zero_brainmvp": float(bm[bm["fill"] == "template"]["dice_mean"].mean() - bm[bm["fill"] == "zero"]["dice_mean"].mean())
-    if set(bm["fill"]) == {"template", "zero"} else None,
+    "scale": scale, "task": task, "seed": seed, **{k: summary[k] for k in ("n_subsets", "n_test", "dice_full", "dice_mean_over_subsets")},
+    "template_minus_zero_brainmvp": summary["template_minus_zero"],
     "runs": [str(r) for r in runs.values()],
 }
 write_results(out / "results.json", results)

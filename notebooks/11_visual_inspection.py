@@ -52,11 +52,10 @@ from IPython.display import display
 
 from mmlib.configs.scales import check_scale
 from mmlib.modalities import MODALITIES
-from mmlib.paths import work_dir
 from mmlib.viz import napari as mv
 from mmlib.viz import plots, widgets
-from mmlib.runs import RunFolder, find_runs, sample_errors
-from mmlib.viz.data import load_store_study, mni_study, pick_store_study
+from mmlib.runs import sample_errors
+from mmlib.viz.data import load_store_study, mni_study, pick_store_study, pretrain_run_for
 from mmlib.proxy.templates import load_templates
 from mmlib.viz.labels import SCHEMES
 
@@ -146,20 +145,7 @@ if study.label is not None:
 # whether reconstructions are sharp or merely the mean.
 
 # %%
-run = None
-if run_dir is not None:
-    run = RunFolder(run_dir)
-else:
-    runs = find_runs(work_dir(scale) / "runs" / "pretrain")
-    if runs:
-        run = runs[0]
-    elif train_if_missing:
-        try:
-            from mmlib.engine.pretrain import pretrain
-
-            run = RunFolder(pretrain(scale, progress=False))
-        except Exception as err:
-            print(f"Could not pre-train at scale {scale!r} ({type(err).__name__}: {err})")
+run = pretrain_run_for(scale, run_dir, train_if_missing)
 if run is None:
     print("No pre-training run with samples: sections 3 and 4 have nothing to show.")
 else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -84,3 +85,51 @@ def subset_robustness(
     table.to_csv(cache, index=False)
     (run_dir / "robustness.key").write_text(key)
     return table
+
+
+def drop_one_table(table: pd.DataFrame, modalities: Sequence[str]) -> pd.DataFrame:
+    """Dice with every modality against Dice with one of them missing, per initialisation and fill.
+
+    Args:
+        table: :func:`subset_robustness` rows (one run or several, column ``init`` optional).
+        modalities: the task's modalities, in input order.
+
+    Returns:
+        One row per (init, fill, missing modality): ``dice_full``, ``dice_without`` and
+        ``drop`` (full minus without; positive when losing the modality hurts).
+    """
+    full = "+".join(modalities)
+    keys = [k for k in ("init", "fill") if k in table.columns]
+    rows = []
+    for key, group in table.groupby(keys):
+        g = group.set_index("subset")
+        labels = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
+        for m in modalities:
+            rest = "+".join(x for x in modalities if x != m)
+            rows.append({**labels, "missing": m, "dice_full": float(g.loc[full, "dice_mean"]),
+                         "dice_without": float(g.loc[rest, "dice_mean"]),
+                         "drop": float(g.loc[full, "dice_mean"] - g.loc[rest, "dice_mean"])})
+    return pd.DataFrame(rows)
+
+
+def subset_summary(table: pd.DataFrame, modalities: Sequence[str],
+                   init: str = "brainmvp") -> dict[str, Any]:
+    """The key numbers of a subsets table for a chapter's ``results.json``.
+
+    Returns:
+        ``dice_full`` and ``dice_mean_over_subsets`` per ``init/fill``, and
+        ``template_minus_zero`` (mean over subsets, for ``init``; None unless both fills ran).
+    """
+    full = "+".join(modalities)
+    groups = list(table.groupby(["init", "fill"]))
+    mine = table[table["init"] == init]
+    both = set(mine["fill"]) >= {"template", "zero"}
+    return {
+        "n_subsets": int(table["subset"].nunique()),
+        "n_test": int(table["n_test"].iloc[0]),
+        "dice_full": {f"{i}/{f}": float(g.set_index("subset").loc[full, "dice_mean"])
+                      for (i, f), g in groups},
+        "dice_mean_over_subsets": {f"{i}/{f}": float(g["dice_mean"].mean()) for (i, f), g in groups},
+        "template_minus_zero": float(mine[mine["fill"] == "template"]["dice_mean"].mean()
+                                     - mine[mine["fill"] == "zero"]["dice_mean"].mean()) if both else None,
+    }

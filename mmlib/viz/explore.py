@@ -33,7 +33,7 @@ from mmlib.runs import (
     sample_errors,
     step_of,
 )
-from mmlib.viz.plots import draw_slice
+from mmlib.viz.plots import BookFigure, draw_slice
 
 PREVIEW_KEYS: tuple[str, ...] = ("target", "mask", "view_a", "mask_b", "view_b")
 PREVIEW_TITLES: dict[str, str] = {
@@ -141,7 +141,7 @@ def preview(batch: Mapping[str, Any], index: int = 0, modality: str | None = Non
 def preview_figure(p: Mapping[str, Any], axis: str | int = "axial", index: int | None = None,
                    keys: Sequence[str] = PREVIEW_KEYS, size: float = 2.6) -> Figure:
     """One row of panels of a :func:`preview` (target, mask, view A, view B) at one slice."""
-    fig = Figure(figsize=(size * len(keys), size + 0.5), layout="constrained")
+    fig = BookFigure(figsize=(size * len(keys), size + 0.5), layout="constrained")
     axes = fig.subplots(1, len(keys), squeeze=False)[0]
     for ax, key in zip(axes, keys):
         title = PREVIEW_TITLES.get(key, key)
@@ -311,7 +311,7 @@ def template_figure(templates: Templates, means: Mapping[str, tuple[np.ndarray, 
                     axis: str | int = "axial", size: float = 2.4) -> Figure:
     """Learned templates (top row, min-max scaled) against their modality's mean image (bottom)."""
     names = list(means)
-    fig = Figure(figsize=(size * len(names), 2 * size + 0.4), layout="constrained")
+    fig = BookFigure(figsize=(size * len(names), 2 * size + 0.4), layout="constrained")
     axes = fig.subplots(2, len(names), squeeze=False)
     vols = templates.volumes.detach().float().cpu()
     for c, name in enumerate(names):
@@ -365,7 +365,7 @@ def similarity_figure(pairs: Mapping[str, tuple[Tensor, Tensor]], size: float = 
     it stand out. Each panel has its own colour range (the similarities of an encoder can all
     lie close together).
     """
-    fig = Figure(figsize=(size * len(pairs), size + 0.4), layout="constrained")
+    fig = BookFigure(figsize=(size * len(pairs), size + 0.4), layout="constrained")
     axes = fig.subplots(1, len(pairs), squeeze=False)[0]
     for ax, (name, (za, zb)) in zip(axes, pairs.items()):
         sim = (za @ zb.T).numpy()
@@ -393,7 +393,7 @@ def crop_boxes_figure(image: np.ndarray, templates: Templates, batch: Mapping[st
 
     sp = templates.spacing.numpy().astype(float)
     org = templates.origin.numpy().astype(float)
-    fig = Figure(figsize=(size * image.shape[0] / image.shape[1] + 0.5, size), layout="constrained")
+    fig = BookFigure(figsize=(size * image.shape[0] / image.shape[1] + 0.5, size), layout="constrained")
     ax = fig.subplots()
     z = image.shape[2] // 2
     ax.imshow(image[:, :, z].T, cmap="gray", origin="lower", vmin=0.0, vmax=1.0)
