@@ -54,8 +54,9 @@ from mmlib.configs.scales import check_scale
 from mmlib.modalities import MODALITIES
 from mmlib.viz import napari as mv
 from mmlib.viz import plots, widgets
+from mmlib.evaluate.grid import pretrain_run_for
 from mmlib.runs import sample_errors
-from mmlib.viz.data import load_store_study, mni_study, pick_store_study, pretrain_run_for
+from mmlib.viz.data import load_store_study, mni_study, pick_store_study
 from mmlib.proxy.templates import load_templates
 from mmlib.viz.labels import SCHEMES
 

@@ -84,7 +84,7 @@ def test_drop_one_table_and_summary() -> None:
 def test_pretrain_run_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from test_viz_data import write_run
 
-    from mmlib.viz.data import pretrain_run_for
+    from mmlib.evaluate.grid import pretrain_run_for
 
     monkeypatch.setenv("MMLIB_WORK", str(tmp_path / "work"))
     assert pretrain_run_for("smoke", train_if_missing=False) is None

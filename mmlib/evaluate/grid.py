@@ -1,4 +1,5 @@
-"""Experiment grids: fine-tune every (initialisation, label fraction, seed) cell and score it.
+"""Experiments: fine-tune and score every (initialisation, label fraction, seed) cell; find or make
+the pre-training run a chapter shows.
 
 Each cell is trained by :func:`mmlib.engine.finetune.finetune` (a trained or finished run is
 reused) and scored by :func:`mmlib.evaluate.scoring.score_run` (a scored run is read back), so a
@@ -48,3 +49,36 @@ def finetune_grid(
         score_run(run)
         runs.append(run)
     return runs
+
+
+def pretrain_run_for(scale: str, run_dir: str | Path | None = None,
+                     train_if_missing: bool = True) -> Any:
+    """The pre-training run a chapter shows: the given one, else the newest with samples.
+
+    Args:
+        scale: the scale whose work folder is searched (``work_dir(scale)/runs/pretrain``).
+        run_dir: a run folder to use as it is. Defaults to None.
+        train_if_missing: pre-train at ``scale`` (reused when finished) when the work folder
+            holds no run with samples. Defaults to True.
+
+    Returns:
+        A :class:`mmlib.runs.RunFolder`, or None when there is none and training is off or
+        fails (the reason is printed: a chapter shows what it can).
+    """
+    from mmlib.paths import work_dir
+    from mmlib.runs import RunFolder, find_runs
+
+    if run_dir is not None:
+        return RunFolder(run_dir)
+    runs = find_runs(work_dir(scale) / "runs" / "pretrain")
+    if runs:
+        return runs[0]
+    if not train_if_missing:
+        return None
+    from mmlib.engine.pretrain import pretrain  # the experiment that makes the run
+
+    try:
+        return RunFolder(pretrain(scale, progress=False))
+    except (OSError, RuntimeError, ValueError) as err:
+        print(f"Could not pre-train at scale {scale!r} ({type(err).__name__}: {err})")
+        return None

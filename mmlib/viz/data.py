@@ -272,35 +272,3 @@ def pick_store_study(store: Any, source: str | None = None, min_modalities: int 
         raise LookupError(f"{store.root}: no study with a label and >= {min_modalities} modalities")
     return best[1]
 
-
-def pretrain_run_for(scale: str, run_dir: str | Path | None = None,
-                     train_if_missing: bool = True) -> Any:
-    """The pre-training run a chapter shows: the given one, else the newest with samples.
-
-    Args:
-        scale: the scale whose work folder is searched (``work_dir(scale)/runs/pretrain``).
-        run_dir: a run folder to use as it is. Defaults to None.
-        train_if_missing: pre-train at ``scale`` (reused when finished) when the work folder
-            holds no run with samples. Defaults to True.
-
-    Returns:
-        A :class:`mmlib.runs.RunFolder`, or None when there is none and training is off or
-        fails (the reason is printed: a chapter shows what it can).
-    """
-    from mmlib.paths import work_dir
-    from mmlib.runs import RunFolder, find_runs
-
-    if run_dir is not None:
-        return RunFolder(run_dir)
-    runs = find_runs(work_dir(scale) / "runs" / "pretrain")
-    if runs:
-        return runs[0]
-    if not train_if_missing:
-        return None
-    from mmlib.engine.pretrain import pretrain
-
-    try:
-        return RunFolder(pretrain(scale, progress=False))
-    except (OSError, RuntimeError, ValueError) as err:
-        print(f"Could not pre-train at scale {scale!r} ({type(err).__name__}: {err})")
-        return None
