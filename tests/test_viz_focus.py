@@ -58,7 +58,9 @@ def test_open_study_lands_on_the_label(tmp_path: Path, make_napari_viewer, grid:
     seg = np.zeros(SHAPE, np.uint8)
     seg[2:5, 3:6, 13:16] = 2  # a lesion far from the middle: the middle slices miss it
     seg[3, 4, 14] = 4
-    nib.save(nib.Nifti1Image(seg, np.diag([2.0, 2.0, 2.0, 1.0])), folder / "BraTS2021_00001_seg.nii.gz")
+    nib.save(
+        nib.Nifti1Image(seg, np.diag([2.0, 2.0, 2.0, 1.0])), folder / "BraTS2021_00001_seg.nii.gz"
+    )
     viewer = make_napari_viewer()
     mv.open_study(folder, viewer, grid=grid)
     labels = [layer for layer in viewer.layers if isinstance(layer, Labels)]

@@ -34,7 +34,9 @@ def classification_scores(y_true: Sequence[int], prob: np.ndarray) -> dict[str, 
     labels = list(range(k))
     out = {
         "accuracy": float(accuracy_score(y, pred)),
-        "balanced_accuracy": float(balanced_accuracy_score(y, pred)) if len(set(y)) > 1 else float("nan"),
+        "balanced_accuracy": float(balanced_accuracy_score(y, pred))
+        if len(set(y)) > 1
+        else float("nan"),
         "f1": float(f1_score(y, pred, average="macro", labels=labels, zero_division=0)),
         "n": int(y.shape[0]),
     }

@@ -25,7 +25,10 @@ ADAPT_MODES: tuple[str, ...] = ("inflate", "reinit")
 
 
 def adapt_in_channels(
-    backbone: Backbone, channels: int, mode: str = "inflate", generator: torch.Generator | None = None
+    backbone: Backbone,
+    channels: int,
+    mode: str = "inflate",
+    generator: torch.Generator | None = None,
 ) -> Backbone:
     """Give ``backbone`` ``channels`` input channels, in place, and return it.
 
@@ -44,12 +47,16 @@ def adapt_in_channels(
         ValueError: When ``mode`` is unknown or ``channels`` < 1.
     """
     if mode not in ADAPT_MODES:
-        raise ValueError(f"adapt_in_channels: mode should be one of {', '.join(ADAPT_MODES)}, got {mode!r}.")
+        raise ValueError(
+            f"adapt_in_channels: mode should be one of {', '.join(ADAPT_MODES)}, got {mode!r}."
+        )
     if channels < 1:
         raise ValueError(f"adapt_in_channels: channels should be >= 1, got {channels}.")
     old = backbone.first_conv()
     if not isinstance(old, nn.Conv3d):
-        raise ValueError(f"adapt_in_channels: {backbone.name}'s first layer is a {type(old).__name__}, not a Conv3d")
+        raise ValueError(
+            f"adapt_in_channels: {backbone.name}'s first layer is a {type(old).__name__}, not a Conv3d"
+        )
     new = nn.Conv3d(
         channels,
         old.out_channels,

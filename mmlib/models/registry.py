@@ -95,7 +95,9 @@ def build_backbone(name: str, in_channels: int = 1, out_channels: int = 1, **siz
     try:
         return cls(in_channels=in_channels, out_channels=out_channels, **size)
     except TypeError as err:
-        raise ValueError(f"build_backbone({name!r}): {err}; see BACKBONE_PRESETS for valid sizes") from err
+        raise ValueError(
+            f"build_backbone({name!r}): {err}; see BACKBONE_PRESETS for valid sizes"
+        ) from err
 
 
 def preset(scale: str, name: str) -> dict[str, Any]:

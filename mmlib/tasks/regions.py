@@ -54,9 +54,13 @@ def detect_convention(values: Iterable[int], where: str = "labels") -> str:
     present = {int(v) for v in values}
     unknown = present - {0, 1, 2, 3, 4}
     if unknown:
-        raise ValueError(f"{where}: label values {sorted(unknown)} are not BraTS labels (0, 1, 2, 3 or 4)")
+        raise ValueError(
+            f"{where}: label values {sorted(unknown)} are not BraTS labels (0, 1, 2, 3 or 4)"
+        )
     if 3 in present and 4 in present:
-        raise ValueError(f"{where}: both 3 and 4 occur; BraTS labels use one of them for enhancing tumour, not both")
+        raise ValueError(
+            f"{where}: both 3 and 4 occur; BraTS labels use one of them for enhancing tumour, not both"
+        )
     if 4 in present:
         return "brats2021"
     if 3 in present:
@@ -73,7 +77,9 @@ def _values(label: np.ndarray | torch.Tensor) -> set[int]:
     return {int(v) for v in np.unique(np.asarray(label))}
 
 
-def brats_regions(label: np.ndarray | torch.Tensor, convention: str = "auto") -> np.ndarray | torch.Tensor:
+def brats_regions(
+    label: np.ndarray | torch.Tensor, convention: str = "auto"
+) -> np.ndarray | torch.Tensor:
     """Nested BraTS regions TC, WT, ET of a label map.
 
     Args:
@@ -95,7 +101,9 @@ def brats_regions(label: np.ndarray | torch.Tensor, convention: str = "auto") ->
     if convention == "auto":
         convention = detect_convention(values)
     if convention not in CONVENTIONS:
-        raise ValueError(f"unknown BraTS convention {convention!r}; choose brats2021, brats2023 or auto")
+        raise ValueError(
+            f"unknown BraTS convention {convention!r}; choose brats2021, brats2023 or auto"
+        )
     et = CONVENTIONS[convention]
     allowed = {0, 1, 2, et}
     if values - allowed:
@@ -106,10 +114,14 @@ def brats_regions(label: np.ndarray | torch.Tensor, convention: str = "auto") ->
             if other in values
             else ""
         )
-        raise ValueError(f"labels hold {sorted(values - allowed)}, not defined under {convention}{hint}")
+        raise ValueError(
+            f"labels hold {sorted(values - allowed)}, not defined under {convention}{hint}"
+        )
     if label.ndim == 5:
         if label.shape[1] != 1:
-            raise ValueError(f"label of shape {tuple(label.shape)}: expected one channel, (B, 1, X, Y, Z)")
+            raise ValueError(
+                f"label of shape {tuple(label.shape)}: expected one channel, (B, 1, X, Y, Z)"
+            )
         label = label[:, 0]
     axis = 0 if label.ndim == 3 else 1
     tc = (label == 1) | (label == et)
@@ -139,7 +151,9 @@ class RegionSpec:
 
     def __post_init__(self) -> None:
         if self.kind not in {"brats", "binary", "classes"}:
-            raise ValueError(f"RegionSpec.kind should be brats, binary or classes, got {self.kind!r}")
+            raise ValueError(
+                f"RegionSpec.kind should be brats, binary or classes, got {self.kind!r}"
+            )
         if self.kind == "brats" and len(self.names) != 3:
             raise ValueError("RegionSpec(kind='brats') has exactly three regions TC, WT, ET")
         if self.kind == "binary" and len(self.names) != 1:

@@ -44,10 +44,21 @@ def start_xvfb(size: tuple[int, int] = (1600, 1200)) -> str:
     global _XVFB
     binary = shutil.which("Xvfb")
     if binary is None:
-        raise RuntimeError("Xvfb is not installed; install it (apt-get install -y xvfb xauth) or run with a display")
+        raise RuntimeError(
+            "Xvfb is not installed; install it (apt-get install -y xvfb xauth) or run with a display"
+        )
     read, write = os.pipe()
     proc = subprocess.Popen(
-        [binary, "-displayfd", str(write), "-screen", "0", f"{size[0]}x{size[1]}x24", "-nolisten", "tcp"],
+        [
+            binary,
+            "-displayfd",
+            str(write),
+            "-screen",
+            "0",
+            f"{size[0]}x{size[1]}x24",
+            "-nolisten",
+            "tcp",
+        ],
         pass_fds=(write,),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -107,7 +118,10 @@ def ensure_display(start: bool = True) -> bool:
             start_xvfb()
         except RuntimeError:
             return False
-    if sys.platform.startswith("linux") and os.environ.get("QT_QPA_PLATFORM", "offscreen") == "offscreen":
+    if (
+        sys.platform.startswith("linux")
+        and os.environ.get("QT_QPA_PLATFORM", "offscreen") == "offscreen"
+    ):
         if os.environ.get("DISPLAY"):
             os.environ["QT_QPA_PLATFORM"] = "xcb"
     return True
@@ -118,5 +132,7 @@ def no_display_reason() -> str:
     if has_display():
         return ""
     if not xvfb_available():
-        return "no display: DISPLAY is unset and Xvfb is not installed (apt-get install -y xvfb xauth)"
+        return (
+            "no display: DISPLAY is unset and Xvfb is not installed (apt-get install -y xvfb xauth)"
+        )
     return "no display: DISPLAY is unset and Xvfb did not start"

@@ -174,5 +174,6 @@ def load_anatomy(factor: int) -> Anatomy:
 
     maps = np.stack([csf, gmf, wmf, skull, scalp, choroid, sinus]).astype(np.float32)
     maps = np.clip(maps, 0.0, 1.0)
-    return Anatomy(f, affine, maps, brain_dist, ventricle_grad, cortex.astype(np.float32),
-                   ventricles)
+    return Anatomy(
+        f, affine, maps, brain_dist, ventricle_grad, cortex.astype(np.float32), ventricles
+    )
