@@ -166,7 +166,8 @@ def build_book(executed: Path, out: Path = REPO_ROOT, strict: bool = True) -> Pa
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise BookError(
-            f"jupyter-book build failed ({proc.returncode}):\n{proc.stdout[-6000:]}\n{proc.stderr[-4000:]}"
+            f"jupyter-book build failed ({proc.returncode}):\n"
+            f"{proc.stdout[-6000:]}\n{proc.stderr[-4000:]}"
         )
     index = Path(out) / "_build" / "html" / "index.html"
     if not index.exists():

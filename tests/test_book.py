@@ -14,12 +14,10 @@ import threading
 from pathlib import Path
 
 import pytest
+from conftest import need_system
 
 from mmlib.book import build_book, toc_files
 from mmlib.notebooks import list_notebooks
-from mmlib.paths import REPO_ROOT
-
-from conftest import need_system
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -80,7 +78,8 @@ def test_book_pages_render_in_chromium(built_book: Path, tmp_path: Path) -> None
                 page.wait_for_timeout(150)
                 page.screenshot(path=str(shots / (rel.replace("/", "_") + ".png")), full_page=True)
                 images = page.evaluate(
-                    "Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])"
+                    "Array.from(document.images)"
+                    ".map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])"
                 )
                 problems += [
                     f"{rel}: image {src} did not load"
@@ -88,7 +87,8 @@ def test_book_pages_render_in_chromium(built_book: Path, tmp_path: Path) -> None
                     if not done or width == 0
                 ]
                 errors = page.evaluate(
-                    "Array.from(document.querySelectorAll('.output.error, .output.traceback, .cell_output .traceback')).length"
+                    "Array.from(document.querySelectorAll("
+                    "'.output.error, .output.traceback, .cell_output .traceback')).length"
                 )
                 text = (
                     page.inner_text("main")
@@ -98,7 +98,8 @@ def test_book_pages_render_in_chromium(built_book: Path, tmp_path: Path) -> None
                 if errors or "Traceback (most recent call last)" in text:
                     problems.append(f"{rel}: a cell output shows an error or traceback")
                 nav = page.evaluate(
-                    "Array.from(document.querySelectorAll('nav.bd-docs-nav a')).map(a => a.getAttribute('href'))"
+                    "Array.from(document.querySelectorAll('nav.bd-docs-nav a'))"
+                    ".map(a => a.getAttribute('href'))"
                 )
                 # the current page links to itself as "#", so it counts as listed
                 missing = [

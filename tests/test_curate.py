@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -58,7 +57,8 @@ def test_percentile_scaling_saturates_five_percent_each_side(brats):
 
 
 def test_orientation_is_resolved_to_ras(tmp_path):
-    """One series saved twice, once RAS and once x-flipped (LAS affine): identical after curation."""
+    """One series saved twice, once RAS and once x-flipped (LAS affine): identical after
+    curation."""
     t = head()
     ras = np.diag([3.0, 3.0, 3.0, 1.0])
     ras[:3, 3] = -np.array(t.shape) * 1.5

@@ -25,7 +25,8 @@ CHILD = textwrap.dedent(
     def state(step):
         return {"w": torch.full((64, 64), float(step))}
     for step in (1, 2):
-        ckpt.save(root, step, state(step), {"step": step}, {"step": step, "opt": {"m": torch.ones(3) * step}}, keep=2)
+        train = {"step": step, "opt": {"m": torch.ones(3) * step}}
+        ckpt.save(root, step, state(step), {"step": step}, train, keep=2)
     def die(name):
         if name == phase:
             os.kill(os.getpid(), signal.SIGKILL)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
+from test_engine_pretrain import ENV, make_store
 
 from mmlib.engine.pretrain import launch, pretrain
 from mmlib.runs import latest_checkpoint
-from test_engine_pretrain import ENV, make_store
 
 
 def torchrun() -> list[str]:

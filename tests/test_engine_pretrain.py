@@ -23,8 +23,8 @@ from scipy.ndimage import gaussian_filter
 
 from mmlib.engine import checkpointing as ckpt
 from mmlib.engine.pretrain import pretrain
-from mmlib.runs import latest_checkpoint, load_run, read_metrics
 from mmlib.engine.schedule import lr_at
+from mmlib.runs import latest_checkpoint, load_run, read_metrics
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from downstream_fixtures import tiny_store
+
 from mmlib.data.store import Store
 from mmlib.engine.config import load_config
 from mmlib.engine.finetune import TRAINED, finetune

@@ -5,8 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmlib.models import ClassifierNet, SegmentationNet, default_decoder
-from mmlib.models import BACKBONE_PRESETS, adapt_in_channels, build_backbone
+from mmlib.models import (
+    BACKBONE_PRESETS,
+    ClassifierNet,
+    SegmentationNet,
+    adapt_in_channels,
+    build_backbone,
+    default_decoder,
+)
 
 torch.set_num_threads(1)
 

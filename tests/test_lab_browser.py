@@ -24,11 +24,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from mmlib.paths import REPO_ROOT
-
 from conftest import need_system
 from test_book import CHROMIUM_ARGS
+
+from mmlib.paths import REPO_ROOT
 
 CHAPTER = "03_cross_modal_reconstruction.py"
 SAVED = "00_overview.py"  # opened and saved untouched: git diff must stay empty
@@ -43,7 +42,8 @@ def _free_port() -> int:
 
 
 def _write_settings(folder: Path) -> None:
-    """Test-local user settings: no autosave (the test edits a chapter it must not save), no news."""
+    """Test-local user settings: no autosave (the test edits a chapter it must not save),
+    no news."""
     for plugin, text in {
         "docmanager-extension/plugin": '{"autosave": false}',
         "apputils-extension/notification": '{"fetchNews": "false", "checkForUpdates": false}',

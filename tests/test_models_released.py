@@ -21,7 +21,8 @@ from mmlib.models.released import dropped_reason, reference_state_dict
 from mmlib.paths import REPO_ROOT
 
 torch.set_num_threads(1)
-# A copy of ../shared/reference/brainmvp_reference.json ships in tests/data so CI needs no sibling folder.
+# A copy of ../shared/reference/brainmvp_reference.json ships in tests/data so CI needs no
+# sibling folder.
 REFERENCE = REPO_ROOT / "tests" / "data" / "brainmvp_reference.json"
 ARCHS = ["unet", "uniformer"]
 

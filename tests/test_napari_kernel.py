@@ -37,7 +37,9 @@ PAUSE = 1.0  # seconds between cells once the Qt loop runs, as a person leaves t
 
 
 def _run(client: Any, code: str, timeout: float = 120.0, pause: float = 0.0) -> str:
-    """Execute one cell, then wait ``pause`` s; its stdout (and results) as text. Fails on an error."""
+    """Execute one cell, then wait ``pause`` s; its stdout (and results) as text.
+
+    Fails on an error."""
     import queue
 
     msg_id = client.execute(code)
@@ -112,7 +114,7 @@ def test_napari_opens_a_study_from_a_notebook_kernel(tmp_path: Path) -> None:
     finally:
         client.stop_channels()
         manager.shutdown_kernel(now=True)
-    shape, rest = out.rsplit(")", 1)[0] + ")", out.rsplit(")", 1)[1].split()
+    _shape, rest = out.rsplit(")", 1)[0] + ")", out.rsplit(")", 1)[1].split()
     std, kind, visible, on_slice = float(rest[0]), rest[1], rest[2], int(rest[3])
     assert kind == "Labels" and visible == "True"
     assert on_slice > 0, (

@@ -51,9 +51,9 @@ def test_notebook_runs_and_writes_results(smoke_book, name: str) -> None:
     bad = [p for p, v in _numbers(data) if not math.isfinite(v)]
     assert not bad, f"{name}: non-finite numbers at {bad}"
     check_file = CHECKS / f"check_{name}.py"
-    assert check_file.exists(), (
-        f"add {check_file.relative_to(Path.cwd()) if check_file.is_relative_to(Path.cwd()) else check_file} with check(results, out_dir)"
-    )
+    cwd = Path.cwd()
+    shown = check_file.relative_to(cwd) if check_file.is_relative_to(cwd) else check_file
+    assert check_file.exists(), f"add {shown} with check(results, out_dir)"
     spec = importlib.util.spec_from_file_location(f"nbcheck_{name}", check_file)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -12,7 +12,6 @@ import pytest
 
 from mmlib.data.phantom import (
     CohortSpec,
-    SourceSpec,
     cohort_spec,
     make_cohort,
     only,

@@ -47,7 +47,8 @@ def write_study(
 
 
 def write_run(root: Path, steps=(10, 20), n=3, size=16, seed=0) -> Path:
-    """A run folder in the engine's format: samples/step_*.npz (float16 views), checkpoints with templates."""
+    """A run folder in the engine's format: samples/step_*.npz (float16 views), checkpoints
+    with templates."""
     rng = np.random.default_rng(seed)
     (root / "checkpoints").mkdir(parents=True, exist_ok=True)
     for step in steps:
@@ -286,9 +287,11 @@ def test_manifest_validates_and_imports() -> None:
 
 def test_plugin_core_imports_no_qt() -> None:
     code = (
-        "import sys, mmlib.viz.napari, mmlib.viz.layers, mmlib.viz._reader, mmlib.viz._sample_data, "
+        "import sys, mmlib.viz.napari, mmlib.viz.layers, mmlib.viz._reader, "
+        "mmlib.viz._sample_data, "
         "mmlib.viz.widgets, mmlib.viz.plots, mmlib.cli.view\n"
-        "qt = [m for m in sys.modules if m.split('.')[0] in ('PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'qtpy')]\n"
+        "qt = [m for m in sys.modules if m.split('.')[0] in "
+        "('PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'qtpy')]\n"
         "assert not qt, qt"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from mmlib.data.store import Store, init_store, write_study
-from mmlib.models import build_backbone, preset
 from mmlib.modalities import MODALITIES
-from mmlib.viz import explore
+from mmlib.models import build_backbone, preset
 from mmlib.proxy.templates import Templates
+from mmlib.viz import explore
 
 SPACING = 4.0
 
@@ -80,7 +80,7 @@ def test_sampler_crops_and_template_crops_agree(store):
         r = np.corrcoef(p["view_a"][sel], p["target"][sel])[0, 1]
         assert r > 0.999, (b, r)
         assert p["modality"] == "t1"
-    single = explore.preview(batch, [s for s in batch["study"]].index("S2"), "t1", 0.75, 4, t)
+    single = explore.preview(batch, list(batch["study"]).index("S2"), "t1", 0.75, 4, t)
     assert single["source"] == "template"
     with pytest.raises(ValueError, match="not in the crop"):
         explore.preview(batch, 0, "dwi")

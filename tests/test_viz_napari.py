@@ -1,4 +1,5 @@
-"""mmlib.viz in a real napari viewer (Xvfb): layers, labels, grid, screenshots, the dock widget, mmlib view.
+"""mmlib.viz in a real napari viewer (Xvfb): layers, labels, grid, screenshots, the dock
+widget, mmlib view.
 
 These tests need an X display: pytest-xvfb provides one for the session when Xvfb is installed;
 without pytest-xvfb, :func:`mmlib.viz.display.ensure_display` starts one. They are skipped,
@@ -27,11 +28,12 @@ pytestmark = [
 if CAN_DISPLAY:
     ensure_display()  # a private Xvfb when pytest-xvfb has not set DISPLAY; selects Qt's xcb
 
-from mmlib.modalities import MODALITIES  # noqa: E402
-from mmlib.viz import napari as mv  # noqa: E402
-from mmlib.runs import SAMPLE_KEYS, RunFolder  # noqa: E402
-from mmlib.viz.data import load_study_folder  # noqa: E402
 from test_viz_data import SHAPE, write_run, write_study  # noqa: E402
+
+from mmlib.modalities import MODALITIES  # noqa: E402
+from mmlib.runs import SAMPLE_KEYS, RunFolder  # noqa: E402
+from mmlib.viz import napari as mv  # noqa: E402
+from mmlib.viz.data import load_study_folder  # noqa: E402
 
 BLANK = 5.0  # RGB std of a screenshot below which it counts as blank (black canvas: 0)
 

@@ -1,4 +1,5 @@
-"""mmlib.viz.plots and mmlib.viz.widgets: static figures and ipywidgets viewers (no display needed)."""
+"""mmlib.viz.plots and mmlib.viz.widgets: static figures and ipywidgets viewers
+(no display needed)."""
 
 from __future__ import annotations
 

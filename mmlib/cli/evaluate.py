@@ -40,7 +40,8 @@ def run_cli(args: argparse.Namespace) -> int:
             runs = collect_runs(args.roots)
             if runs.empty:
                 print(
-                    f"mmlib evaluate: no finished run (results.json + DONE) under {', '.join(args.roots)}"
+                    "mmlib evaluate: no finished run (results.json + DONE) under "
+                    f"{', '.join(args.roots)}"
                 )
                 return 1
             out = Path(args.out) if args.out else None

@@ -34,7 +34,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    """Run ``mmlib finetune``; prints each run folder and its test score. Exit 0, or 1 on an error."""
+    """Run ``mmlib finetune``; prints each run folder and its test score.
+
+    Exit 0, or 1 on an error."""
     from mmlib.engine.config import FINETUNE_FREE_SECTIONS, load_config, parse_overrides
     from mmlib.engine.finetune import finetune
     from mmlib.evaluate.scoring import score_run
@@ -49,7 +51,8 @@ def run_cli(args: argparse.Namespace) -> int:
         seeds = args.seeds or [cfg["train"]["seed"]]
         if args.run_dir and len(inits) * len(fractions) * len(seeds) > 1:
             print(
-                "mmlib finetune: --run-dir takes one run; drop it or give one init, fraction and seed"
+                "mmlib finetune: --run-dir takes one run; drop it or give one init, fraction "
+                "and seed"
             )
             return 2
         for init in inits:

@@ -1,4 +1,5 @@
-"""``mmlib view PATH``: open a study folder, a store entry, a samples file or a run folder in napari.
+"""``mmlib view PATH``: open a study folder, a store entry, a samples file or a run folder
+in napari.
 
 PATH is one of
 
@@ -75,7 +76,8 @@ def _kind(spec: str) -> str:
     p = Path(spec)
     if not p.exists():
         raise FileNotFoundError(
-            f"mmlib view: {spec}: no such file or folder (give a study folder, STORE::STUDY or a run folder)"
+            f"mmlib view: {spec}: no such file or folder (give a study folder, STORE::STUDY "
+            "or a run folder)"
         )
     if p.is_dir():
         return "run" if is_run_folder(p) else "study"
@@ -148,7 +150,8 @@ def run_cli(args: argparse.Namespace) -> int:
         image = mv.screenshot(viewer, args.screenshot)
         extra = f" ({browser.info})" if browser is not None else ""
         print(
-            f"{args.screenshot}: {image.shape[1]}x{image.shape[0]} pixels, std {mv.pixel_std(image):.1f}{extra}"
+            f"{args.screenshot}: {image.shape[1]}x{image.shape[0]} pixels, "
+            f"std {mv.pixel_std(image):.1f}{extra}"
         )
         viewer.close()
         return 0

@@ -156,7 +156,7 @@ def target_grid(
         ``(shape, affine)`` with a diagonal, positive affine.
     """
     lo, hi = _bbox_world(shape, affine)
-    out_shape = tuple(int(max(1, np.ceil((h - l) / spacing - 1e-6))) for l, h in zip(lo, hi))
+    out_shape = tuple(int(max(1, np.ceil((h - lo_) / spacing - 1e-6))) for lo_, h in zip(lo, hi))
     out_affine = np.diag([spacing, spacing, spacing, 1.0])
     out_affine[:3, 3] = lo + spacing / 2
     return out_shape, out_affine  # type: ignore[return-value]

@@ -825,7 +825,7 @@ def source_counts(studies: Iterable[Study]) -> pd.DataFrame:
             "problems": int(bool(st.problems)),
             "scans": len(st.modalities),
         }
-        row.update({m: 1 for m in st.modalities})
+        row.update(dict.fromkeys(st.modalities, 1))
         rows.append(row)
     if not rows:
         return pd.DataFrame(columns=["layout", "studies", "labelled", "problems", "scans"])

@@ -129,11 +129,12 @@ def mislabelled(
             mods = sorted({m for m, _ in r})
             known = sorted({m for m, _ in typical})
 
+            # score is called only within this iteration, so binding typical and r late is safe
             def score(mapping: dict[str, str]) -> tuple[float, int]:
                 d = [
-                    abs(v - typical[(mapping[m], mapping[n])])
-                    for (m, n), v in r.items()
-                    if m < n and (mapping[m], mapping[n]) in typical
+                    abs(v - typical[(mapping[m], mapping[n])])  # noqa: B023
+                    for (m, n), v in r.items()  # noqa: B023
+                    if m < n and (mapping[m], mapping[n]) in typical  # noqa: B023
                 ]
                 return (float(np.mean(d)) if d else np.inf), len(d)
 

@@ -8,7 +8,8 @@ summary). Scoring the trained network on the test studies is evaluation's
 ``mmlib finetune`` do both.
 
 A configuration comes from the engine's one loader, ``load_config(config, overrides,
-kind="finetune")`` (:mod:`mmlib.engine.config`, defaults :data:`~mmlib.engine.config.FINETUNE_DEFAULTS`,
+kind="finetune")`` (:mod:`mmlib.engine.config`, defaults
+:data:`~mmlib.engine.config.FINETUNE_DEFAULTS`,
 presets ``mmlib/configs/finetune_<scale>.yaml``): ``task`` (:data:`mmlib.tasks.TASKS`),
 ``init`` (``scratch``; a pre-training objective of :data:`mmlib.proxy.brainmvp.OBJECTIVES`
 such as ``brainmvp``, ``mim``, ``cmr_only``, pre-trained with
@@ -178,7 +179,8 @@ class FinetuneTrainer:
         self.steps, self.batch_size = int(cfg["train"]["steps"]), int(cfg["train"]["batch_size"])
         self.loader = self._loader()
         self.lr = float(cfg["optim"]["lr"])
-        # a smaller encoder lr keeps what pre-training learned; a scratch encoder has nothing to keep
+        # a smaller encoder lr keeps what pre-training learned; a scratch encoder has nothing
+        # to keep
         scale = float(cfg["optim"]["encoder_lr_scale"]) if ckpt is not None else 1.0
         self.encoder_lr = self.lr * scale
         enc = {id(p) for p in self.net.encoder_parameters()}  # type: ignore[operator]

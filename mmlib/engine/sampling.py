@@ -37,7 +37,8 @@ def steps_per_epoch(n: int, batch_size: int, accum: int = 1, world_size: int = 1
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The permutation of ``range(n)`` for ``epoch`` (``int64 (n,)``), a function of seed and epoch."""
+    """The permutation of ``range(n)`` for ``epoch`` (``int64 (n,)``), a function of seed and
+    epoch."""
     g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
     return torch.randperm(n, generator=g)
 

@@ -1,7 +1,8 @@
 """Classification metrics (scikit-learn): accuracy, balanced accuracy, AUC, macro F1.
 
 AUC and balanced accuracy need at least two classes in the ground truth; with a single class
-present they are reported as NaN (never a made-up 0.5). For more than two classes AUC is one-vs-rest, macro.
+present they are reported as NaN (never a made-up 0.5). For more than two classes AUC is
+one-vs-rest, macro.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Gather fine-tuning run folders into tables and plots: mean ± sd over seeds, paired differences.
 
-Every number comes from the run folders (``results.json`` of :func:`mmlib.engine.finetune.finetune`),
+Every number comes from the run folders (``results.json`` of
+:func:`mmlib.engine.finetune.finetune`),
 never from a notebook's text. The comparison of two initialisations is paired by seed: runs at
 one seed share the labelled studies, the crop order and the decoder's initialisation, so the
 per-seed difference isolates the encoder's initialisation. :func:`paired_differences` reports
@@ -37,7 +38,8 @@ def summary_table(
     """
     if metric not in runs.columns:
         raise ValueError(
-            f"metric {metric!r} not in the runs; have {', '.join(c for c in runs.columns if c not in KEYS)}"
+            f"metric {metric!r} not in the runs; have "
+            f"{', '.join(c for c in runs.columns if c not in KEYS)}"
         )
     g = runs.groupby(list(by), dropna=False)[metric]
     out = g.agg(mean="mean", sd="std", n_runs="count").reset_index()

@@ -1,4 +1,5 @@
-"""Segmentation metrics: Dice and HD95 per region, over MONAI's metrics, with stated empty-case rules.
+"""Segmentation metrics: Dice and HD95 per region, over MONAI's metrics, with stated
+empty-case rules.
 
 Empty cases are scored as the BraTS challenges score them, so that a study without, say,
 enhancing tumour neither disappears from the mean nor yields NaN:
@@ -33,7 +34,8 @@ from monai.metrics import DiceMetric, HausdorffDistanceMetric
 def _check(pred: torch.Tensor, target: torch.Tensor) -> None:
     if pred.shape != target.shape or pred.ndim != 5:
         raise ValueError(
-            f"pred {tuple(pred.shape)} and target {tuple(target.shape)} should both be (B, R, X, Y, Z) binary masks"
+            f"pred {tuple(pred.shape)} and target {tuple(target.shape)} should both be "
+            "(B, R, X, Y, Z) binary masks"
         )
 
 

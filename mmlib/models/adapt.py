@@ -55,7 +55,8 @@ def adapt_in_channels(
     old = backbone.first_conv()
     if not isinstance(old, nn.Conv3d):
         raise ValueError(
-            f"adapt_in_channels: {backbone.name}'s first layer is a {type(old).__name__}, not a Conv3d"
+            f"adapt_in_channels: {backbone.name}'s first layer is a {type(old).__name__}, "
+            "not a Conv3d"
         )
     new = nn.Conv3d(
         channels,

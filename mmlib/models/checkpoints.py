@@ -230,7 +230,8 @@ def load_pretrained(
     model_meta = meta.get("model")
     if not isinstance(model_meta, Mapping) or "name" not in model_meta:
         raise ValueError(
-            f"{directory}: meta.json has no 'model': {{'name', 'size'}}; not a pre-training checkpoint"
+            f"{directory}: meta.json has no 'model': {{'name', 'size'}}; "
+            "not a pre-training checkpoint"
         )
     backbone = build_backbone(model_meta["name"], **dict(model_meta.get("size", {})))
     own = {k[len(BACKBONE_PREFIX) :]: v for k, v in state.items() if k.startswith(BACKBONE_PREFIX)}

@@ -40,7 +40,9 @@ Both: ``rep_template`` -> ``templates.volumes``.
 
 Examples::
 
-    >>> model, templates, report = load_released("brainmvp_uniformer.pt", "uniformer")  # doctest: +SKIP
+    >>> model, templates, report = load_released(  # doctest: +SKIP
+    ...     "brainmvp_uniformer.pt", "uniformer"
+    ... )
     >>> print(report.summary())  # doctest: +SKIP
 """
 
@@ -304,7 +306,8 @@ class LoadReport:
     def summary(self) -> str:
         """A few lines: counts, the prefix, and each drop reason with how many keys it covers."""
         lines = [
-            f"{self.arch} from {self.source}: {len(self.used)} keys used, {len(self.dropped)} dropped"
+            f"{self.arch} from {self.source}: {len(self.used)} keys used, "
+            f"{len(self.dropped)} dropped"
             + (f" (prefix {self.stripped_prefix!r} removed)" if self.stripped_prefix else "")
         ]
         reasons: dict[str, int] = {}
@@ -314,7 +317,8 @@ class LoadReport:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form (what ``mmlib weights import`` writes as ``import_report.json``)."""
+        """JSON-serialisable form (what ``mmlib weights import`` writes as
+        ``import_report.json``)."""
         return {
             "arch": self.arch,
             "source": self.source,

@@ -78,7 +78,8 @@ class UNetEncoder(nn.Module):
         )
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        """``(B, C_in, X, Y, Z)`` -> ``[(B, 2c, X/2, ..), (B, 4c, X/4, ..), (B, 8c, X/8, ..) x 2]``."""
+        """``(B, C_in, X, Y, Z)`` -> ``[(B, 2c, X/2, ..), (B, 4c, X/4, ..),
+        (B, 8c, X/8, ..) x 2]``."""
         h = self.stem_blocks(self.stem(x))
         features = []
         for level in self.levels:

@@ -38,7 +38,8 @@ def _channels_last(x: Tensor) -> bool:
 
 
 class PatchEmbed(nn.Module):
-    """Stride-2 kernel-2 ``Conv3d`` then LayerNorm over channels: ``(B, C, D, H, W) -> (B, E, D/2, ..)``."""
+    """Stride-2 kernel-2 ``Conv3d`` then LayerNorm over channels:
+    ``(B, C, D, H, W) -> (B, E, D/2, ..)``."""
 
     def __init__(self, in_channels: int, dim: int) -> None:
         super().__init__()
@@ -164,7 +165,8 @@ class UniFormerEncoder(nn.Module):
         self.norm = nn.BatchNorm3d(widths[-1])
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        """``(B, C, X, Y, Z)`` -> ``[x as (B, C, Z, X, Y), (B, w1, Z/2, X/2, Y/2), ..., (B, w4, /16)]``."""
+        """``(B, C, X, Y, Z)`` -> ``[x as (B, C, Z, X, Y), (B, w1, Z/2, X/2, Y/2), ...,
+        (B, w4, /16)]``."""
         x = x.permute(0, 1, 4, 2, 3)
         features = [x]
         h = x

@@ -88,7 +88,8 @@ def fill_missing(
         raise ValueError(f"fill should be one of {', '.join(FILLS)}, got {fill!r}")
     if image.ndim != 5 or present.shape != image.shape[:2] or len(modalities) != image.shape[1]:
         raise ValueError(
-            f"image {tuple(image.shape)}, present {tuple(present.shape)} and {len(modalities)} modalities "
+            f"image {tuple(image.shape)}, present {tuple(present.shape)} and "
+            f"{len(modalities)} modalities "
             "disagree; expected (B, C, X, Y, Z), (B, C) and C names"
         )
     out = image.clone()

@@ -56,7 +56,8 @@ class TaskSpec:
     def __post_init__(self) -> None:
         if self.kind not in {"segmentation", "classification"}:
             raise ValueError(
-                f"task {self.name!r}: kind should be segmentation or classification, got {self.kind!r}"
+                f"task {self.name!r}: kind should be segmentation or classification, "
+                f"got {self.kind!r}"
             )
         if self.kind == "segmentation" and self.regions is None:
             raise ValueError(f"task {self.name!r}: a segmentation task needs regions")
@@ -141,7 +142,8 @@ TASKS: dict[str, TaskSpec] = {
 
 
 def _norm(name: str) -> str:
-    """Task names compared case-, dash- and suffix-insensitively (``BraTS-PED_seg`` = ``brats_ped``)."""
+    """Task names compared case-, dash- and suffix-insensitively
+    (``BraTS-PED_seg`` = ``brats_ped``)."""
     key = str(name).strip().lower().replace("-", "_").replace(" ", "_")
     for suffix in ("_segmentation", "_classification", "_seg", "_cls"):
         key = key.removesuffix(suffix)
@@ -171,7 +173,8 @@ def task_rows(manifest: pd.DataFrame, spec: TaskSpec) -> pd.DataFrame:
     """
     if "task" not in manifest.columns:
         raise ValueError(
-            "store manifest has no 'task' column; curate the source with its task (cohort.json 'task')"
+            "store manifest has no 'task' column; curate the source with its task "
+            "(cohort.json 'task')"
         )
     keys = {_norm(k) for k in (spec.name, *spec.aliases)}
     col = manifest["task"].fillna("").astype(str).map(_norm)
@@ -179,7 +182,8 @@ def task_rows(manifest: pd.DataFrame, spec: TaskSpec) -> pd.DataFrame:
     if rows.empty:
         found = sorted({t for t in manifest["task"].dropna().astype(str) if t})
         raise ValueError(
-            f"no study of task {spec.name!r} in the store; tasks present: {', '.join(found) or 'none'}"
+            f"no study of task {spec.name!r} in the store; tasks present: "
+            f"{', '.join(found) or 'none'}"
         )
     return rows
 
@@ -274,7 +278,8 @@ def split_studies(
     """Train/val/test study lists of a task.
 
     The store's ``split`` column is used when it holds at least ``max(min_test,
-    test_fraction/2 * n)`` test studies (and, with ``strata``, every class) (a curated real dataset with its official split, or a
+    test_fraction/2 * n)`` test studies (and, with ``strata``, every class) (a curated real
+    dataset with its official split, or a
     split file). Otherwise (the store's generic 80/10/10 hash split leaves small downstream
     sets with one test study or none) the task's studies are split again, deterministically:
     ordered by a hash of the study id, the first ``round(test_fraction * n)`` are test, the rest
@@ -312,7 +317,7 @@ def split_studies(
 
     if strata:
         test: list[str] = []
-        for cls in sorted(set(strata.get(s, "") for s in studies)):
+        for cls in sorted({strata.get(s, "") for s in studies}):
             members = sorted((s for s in studies if strata.get(s, "") == cls), key=_hash)
             if len(members) >= 2:
                 test += members[: max(1, int(round(test_fraction * len(members))))]

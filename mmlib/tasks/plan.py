@@ -20,7 +20,8 @@ from typing import Any
 from mmlib.configs.scales import check_scale
 
 ABLATIONS: tuple[str, ...] = ("cmr_only", "md_only", "brainmvp_nocl")
-"""Pre-training ablations: cross-modal reconstruction only, template distillation only, no contrastive."""
+"""Pre-training ablations: cross-modal reconstruction only, template distillation only,
+no contrastive."""
 
 PLAN: dict[str, dict[str, Any]] = {
     "smoke": {

@@ -59,7 +59,8 @@ def detect_convention(values: Iterable[int], where: str = "labels") -> str:
         )
     if 3 in present and 4 in present:
         raise ValueError(
-            f"{where}: both 3 and 4 occur; BraTS labels use one of them for enhancing tumour, not both"
+            f"{where}: both 3 and 4 occur; BraTS labels use one of them for enhancing tumour, "
+            "not both"
         )
     if 4 in present:
         return "brats2021"
@@ -109,8 +110,10 @@ def brats_regions(
     if values - allowed:
         other = 3 if et == 4 else 4
         hint = (
-            f" (label {other} is enhancing tumour in the other convention: with {convention} ET would be "
-            f"silently empty; use convention='{'brats2023' if other == 3 else 'brats2021'}' or 'auto')"
+            f" (label {other} is enhancing tumour in the other convention: with {convention} "
+            "ET would be "
+            "silently empty; use convention="
+            f"'{'brats2023' if other == 3 else 'brats2021'}' or 'auto')"
             if other in values
             else ""
         )

@@ -155,7 +155,8 @@ def load_store_study(store_root: str | Path, study: str, scheme: str | None = No
     names = [str(s) for s in store.manifest["study"]]
     if study not in names:
         raise KeyError(
-            f"{store_root}: no study {study!r} in the store; some that exist: {', '.join(names[:5])}"
+            f"{store_root}: no study {study!r} in the store; some that exist: "
+            f"{', '.join(names[:5])}"
         )
     row = store.row(study)
     affine = np.asarray(_field(row, "affine"), dtype=np.float64).reshape(4, 4)
@@ -256,7 +257,8 @@ def mni_study(step: int = 1) -> Study:
 def pick_store_study(
     store: Any, source: str | None = None, min_modalities: int = 3, need_label: bool = True
 ) -> str:
-    """A study of a :class:`mmlib.data.store.Store` worth looking at: labelled, with many modalities.
+    """A study of a :class:`mmlib.data.store.Store` worth looking at: labelled, with many
+    modalities.
 
     Among the studies with a label map (when ``need_label``) and at least ``min_modalities``,
     the first (sorted) of those with the most modalities.

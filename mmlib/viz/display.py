@@ -17,7 +17,8 @@ _XVFB: subprocess.Popen[bytes] | None = None
 
 
 def has_display() -> bool:
-    """Whether a display is set for this process (``DISPLAY``/``WAYLAND_DISPLAY``; always on macOS/Windows)."""
+    """Whether a display is set for this process (``DISPLAY``/``WAYLAND_DISPLAY``; always on
+    macOS/Windows)."""
     if sys.platform in ("darwin", "win32"):
         return True
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
@@ -45,7 +46,8 @@ def start_xvfb(size: tuple[int, int] = (1600, 1200)) -> str:
     binary = shutil.which("Xvfb")
     if binary is None:
         raise RuntimeError(
-            "Xvfb is not installed; install it (apt-get install -y xvfb xauth) or run with a display"
+            "Xvfb is not installed; install it (apt-get install -y xvfb xauth) or run with "
+            "a display"
         )
     read, write = os.pipe()
     proc = subprocess.Popen(
@@ -77,7 +79,8 @@ def start_xvfb(size: tuple[int, int] = (1600, 1200)) -> str:
 
 
 def _die_with_parent() -> None:
-    """In the child: ask Linux to SIGTERM it when its parent dies (a killed kernel runs no atexit)."""
+    """In the child: ask Linux to SIGTERM it when its parent dies (a killed kernel runs no
+    atexit)."""
     import ctypes
     import signal
 

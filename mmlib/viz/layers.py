@@ -36,7 +36,8 @@ AXIS_LABELS: tuple[str, str, str] = ("x", "y", "z")
 
 
 def transform_kwargs(affine: np.ndarray | None) -> dict[str, Any]:
-    """napari layer arguments (``scale``, ``translate``, ``affine``) for a voxel -> mm affine ``(4, 4)``.
+    """napari layer arguments (``scale``, ``translate``, ``affine``) for a voxel -> mm affine
+    ``(4, 4)``.
 
     An axis-aligned affine with positive spacing becomes ``scale`` + ``translate``; any other
     keeps ``scale`` as the voxel sizes and puts the rest (rotation, flips) in ``affine``, so that
@@ -61,7 +62,8 @@ def transform_kwargs(affine: np.ndarray | None) -> dict[str, Any]:
 
 
 def contrast_for(data: np.ndarray) -> tuple[float, float]:
-    """Contrast limits: ``(0, 1)`` for store-scaled arrays, else the 0.5-99.5th percentiles of the foreground."""
+    """Contrast limits: ``(0, 1)`` for store-scaled arrays, else the 0.5-99.5th percentiles
+    of the foreground."""
     lo, hi = float(np.min(data)), float(np.max(data))
     if lo >= 0.0 and hi <= 1.0:
         return (0.0, 1.0)

@@ -113,7 +113,8 @@ def remove_layers(viewer: napari.Viewer, layers: Sequence[Layer]) -> None:
 
 
 def batched(viewer: napari.Viewer) -> Any:
-    """A context that pauses napari's scene-graph updates (one update, one ``gc.collect``, at exit)."""
+    """A context that pauses napari's scene-graph updates (one update, one ``gc.collect``,
+    at exit)."""
     import contextlib
 
     batch = getattr(viewer.layers, "batched_update", None)
@@ -375,7 +376,8 @@ def set_3d(
     rendering: str = "attenuated_mip",
     surfaces: bool = True,
 ) -> list[Layer]:
-    """Render in 3-D: image layers as (attenuated) maximum-intensity projections, labels as surfaces.
+    """Render in 3-D: image layers as (attenuated) maximum-intensity projections, labels as
+    surfaces.
 
     Args:
         viewer: the viewer.
@@ -420,7 +422,8 @@ def set_3d(
 
 
 def _data_to_world(layer: Layer) -> np.ndarray:
-    """The 4 x 4 voxel -> world matrix of a 3-D layer (its scale, translate, rotate, shear and affine)."""
+    """The 4 x 4 voxel -> world matrix of a 3-D layer (its scale, translate, rotate, shear
+    and affine)."""
     from napari.utils.transforms import Affine
 
     physical = Affine(
@@ -439,7 +442,8 @@ def camera_of(viewer: napari.Viewer) -> Any:
 
 
 def grid_of(viewer: napari.Viewer) -> Any:
-    """The viewer's grid settings (``viewer.canvas.grid`` since napari 0.9, ``viewer.grid`` before)."""
+    """The viewer's grid settings (``viewer.canvas.grid`` since napari 0.9, ``viewer.grid``
+    before)."""
     canvas = getattr(viewer, "canvas", None)
     grid = getattr(canvas, "grid", None)
     return grid if grid is not None else viewer.grid
@@ -452,7 +456,8 @@ def set_grid(
     stride: int = 1,
     shape: tuple[int, int] | None = None,
 ) -> None:
-    """Turn napari's grid mode on or off: ``stride`` layers per cell, ``shape`` (rows, columns) or automatic."""
+    """Turn napari's grid mode on or off: ``stride`` layers per cell, ``shape``
+    (rows, columns) or automatic."""
     grid = grid_of(viewer)
     grid.enabled = enabled
     grid.stride = stride

@@ -73,7 +73,8 @@ def take_slice(volume: np.ndarray, axis: str | int, index: int | None = None) ->
 
 
 def best_slice(volume: np.ndarray, axis: str | int) -> int:
-    """The slice with the most non-zero voxels (a label's largest cross-section), else the middle."""
+    """The slice with the most non-zero voxels (a label's largest cross-section), else the
+    middle."""
     a = axis_index(axis)
     v = np.asarray(volume)
     counts = (v != 0).sum(axis=tuple(i for i in range(3) if i != a))
@@ -148,7 +149,8 @@ def label_legend(
     label: np.ndarray | None = None,
     ncol: int | None = None,
 ) -> None:
-    """A legend below the panels of the label names present in ``label`` (all of the scheme's when None)."""
+    """A legend below the panels of the label names present in ``label`` (all of the
+    scheme's when None)."""
     sch = get_scheme(scheme, label)
     present = set(np.unique(label).tolist()) if label is not None else set(sch.names)
     handles = [

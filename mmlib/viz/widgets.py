@@ -164,7 +164,8 @@ class SliceViewer:
         return bundle
 
     def __repr__(self) -> str:
-        return f"SliceViewer({', '.join(self.volumes)}; shape {self.shape}{'; label' if self.label is not None else ''})"
+        label = "; label" if self.label is not None else ""
+        return f"SliceViewer({', '.join(self.volumes)}; shape {self.shape}{label})"
 
 
 def show(viewer: SliceViewer, static: bool = True) -> None:
@@ -180,7 +181,8 @@ def show(viewer: SliceViewer, static: bool = True) -> None:
 
 
 def study_viewer(study: Study | str, **kwargs: Any) -> SliceViewer:
-    """A viewer of every modality of a study (a Study, NIfTI folder or ``STORE::STUDY``) with its labels.
+    """A viewer of every modality of a study (a Study, NIfTI folder or ``STORE::STUDY``)
+    with its labels.
 
     Modalities on different grids are not resampled: the study's images must share one shape.
     """
@@ -221,7 +223,8 @@ def sample_viewer(
 def template_viewer(
     templates: Any, modalities: Sequence[str] | None = None, **kwargs: Any
 ) -> SliceViewer:
-    """A viewer of the learned templates (checkpoint folder, templates object or ``(8, X, Y, Z)``), min-max scaled."""
+    """A viewer of the learned templates (checkpoint folder, templates object or
+    ``(8, X, Y, Z)``), min-max scaled."""
     t = as_templates(templates)
     names = list(modalities) if modalities is not None else list(MODALITIES[: t.volumes.shape[0]])
     spacing = tuple(float(s) for s in np.linalg.norm(t.affine[:3, :3], axis=0))

@@ -648,13 +648,13 @@ def _job(src: SourceSpec, index: int, seed: int, factor: int, root: str) -> dict
         )
         W.write_nifti(sroot / paths[src.modalities[0]], W.to_dtype(data, dtype), aff, tmp)
     else:
-        for grid, aff, r in renders:
+        for _grid, aff, r in renders:
             for m, img in r.images.items():
                 W.write_nifti(sroot / paths[m], W.to_dtype(img, dtype), aff, tmp)
                 if src.layout == "isles2022":
                     sc = str(paths[m]).replace(".nii.gz", ".json")
                     W.write_json(sroot / sc, W.sidecar(m), tmp)
-    for grid, aff, r in renders:
+    for _grid, aff, r in renders:
         if label_written or label_path is None or src.labels is None:
             break
         if src.layout == "isles2022" and "dwi" not in r.images:

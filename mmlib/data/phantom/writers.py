@@ -293,7 +293,7 @@ def study_paths(
             f"derivatives/{sid}/ses-0001/{stem}_msk.nii.gz",
         )
     if layout == "decathlon":
-        return {m: f"imagesTr/{sid}.nii.gz" for m in modalities}, f"labelsTr/{sid}.nii.gz"
+        return dict.fromkeys(modalities, f"imagesTr/{sid}.nii.gz"), f"labelsTr/{sid}.nii.gz"
     if layout == "pattern":
         assert pattern is not None
         paths = {m: pattern.format(subject=sid, modality=names[m]) for m in modalities}
