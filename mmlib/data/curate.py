@@ -32,10 +32,11 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import nibabel as nib
 import numpy as np
+from nibabel.spatialimages import SpatialImage
 from scipy import ndimage
 from tqdm.auto import tqdm
 
@@ -69,7 +70,7 @@ class Curated:
 def _load(ref: ScanRef, what: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     path = Path(ref.path)
     try:
-        img = nib.load(str(path))
+        img = cast(SpatialImage, nib.load(str(path)))  # NIfTI or another spatial format
         data = np.asanyarray(img.dataobj)
     except FileNotFoundError:
         raise CurationError(f"{what}: file not found {path}") from None
@@ -167,7 +168,7 @@ def resample(
     affine: np.ndarray,
     shape: Sequence[int],
     out_affine: np.ndarray,
-    order: int = 1,
+    order: Literal[0, 1, 2, 3, 4, 5] = 1,
 ) -> np.ndarray:
     """Resample ``data`` (voxel-to-world ``affine``) onto the grid ``(shape, out_affine)``.
 
@@ -221,7 +222,7 @@ def foreground(volumes: Sequence[np.ndarray]) -> np.ndarray:
     Returns:
         A boolean mask (X, Y, Z).
     """
-    full = np.zeros(volumes[0].shape, dtype=bool)
+    full: np.ndarray = np.zeros(volumes[0].shape, dtype=bool)
     for v in volumes:
         pos = v[v > 0]
         if pos.size:
@@ -338,7 +339,8 @@ def curate_study(study: Study, spacing: float = 1.0, margin: int = 2) -> Curated
     images: dict[str, np.ndarray] = {}
     for mod, vol in vols.items():
         v = vol[crop]
-        inside = fg_c if cover[mod] is None else fg_c & cover[mod][crop]
+        covered = cover[mod]
+        inside = fg_c if covered is None else fg_c & covered[crop]
         if not inside.any():
             raise CurationError(f"{study.study} {mod}: its field of view misses the head")
         head = v[inside]

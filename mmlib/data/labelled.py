@@ -423,14 +423,15 @@ class LabelledDataset(_EpochDataset):
             start = np.asarray(centre) - np.asarray(size) // 2
         else:
             start = crop_box(shape, size, rng)
+        box = [int(s) for s in start]  # read_crop takes ints (it applies int() to each anyway)
         image = np.zeros((len(self.modalities), *size), dtype=np.float32)
         present = np.zeros(len(self.modalities), dtype=bool)
         for c, mod in enumerate(self.modalities):
             if mod in row["modalities"]:
-                read_crop(self.store.image(sid, mod), start, size, out=image[c])
+                read_crop(self.store.image(sid, mod), box, size, out=image[c])
                 present[c] = True
         if seg is not None:
-            label = torch.from_numpy(read_crop(seg, start, size).astype(np.int64))
+            label = torch.from_numpy(read_crop(seg, box, size).astype(np.int64))
         else:
             label = torch.tensor(self.classes.index(row["attrs"][self.label_key]))
         affine = np.asarray(row["affine"], dtype=np.float64)

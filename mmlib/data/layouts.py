@@ -35,7 +35,7 @@ import csv
 import json
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -190,7 +190,9 @@ def _parse_value(text: str) -> Any:
     return text
 
 
-def _apply_participants(studies: list[Study], root: Path, id_of=None) -> None:
+def _apply_participants(
+    studies: list[Study], root: Path, id_of: Callable[[Study], str] | None = None
+) -> None:
     table = read_participants(root)
     if not table:
         return
@@ -221,7 +223,7 @@ def _folder_layout(
     sep: str,
     label_suffixes: Sequence[str],
     skip: re.Pattern[str] | None = None,
-    id_of_dir=None,
+    id_of_dir: Callable[[str], str] | None = None,
 ) -> list[Study]:
     studies = []
     for folder in _per_study_folders(root, re.compile(dir_re)):

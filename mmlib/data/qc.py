@@ -120,12 +120,15 @@ def mislabelled(
     for src, cs in c.groupby("source"):
         pairs = {k: dict(zip(g["study"], g["r"])) for k, g in cs.groupby(["m", "n"])}
         for sid, grp in cs.groupby("study"):
-            typical = {
+            # keys are the (m, n) tuples of the groupby above
+            typical: dict[Any, float] = {
                 k: float(np.median([r for s, r in by.items() if s != sid]))
                 for k, by in pairs.items()
                 if len(by) - (sid in by) >= min_studies - 1
             }
-            r = {(m, n): v for m, n, v in zip(grp["m"], grp["n"], grp["r"])}
+            r: dict[tuple[str, str], float] = {
+                (m, n): v for m, n, v in zip(grp["m"], grp["n"], grp["r"])
+            }
             mods = sorted({m for m, _ in r})
             known = sorted({m for m, _ in typical})
 
@@ -150,10 +153,10 @@ def mislabelled(
                     if m2 not in mods:
                         hypotheses.append({**ident, a: m2})
             scored = [(score(h), h) for h in hypotheses]
-            scored = [(sc, h) for (sc, n), h in scored if n >= max(2, n_base - 2)]
-            if not scored:
+            kept = [(sc, h) for (sc, n), h in scored if n >= max(2, n_base - 2)]
+            if not kept:
                 continue
-            best_score, best = min(scored, key=lambda t: t[0])
+            best_score, best = min(kept, key=lambda t: t[0])
             if best_score * ratio < base:
                 for m in mods:
                     if best[m] != m:
@@ -289,7 +292,7 @@ def plot_study(store: Store, study: str) -> Figure:
     for j, mod in enumerate(mods):
         img = store.image(study, mod)
         for i, (name, ax_i) in enumerate(views):
-            sl = [slice(None)] * 3
+            sl: list[slice | int] = [slice(None)] * 3
             sl[ax_i] = int(centre[ax_i])
             ax = axes[i, j]
             ax.imshow(

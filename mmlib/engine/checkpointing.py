@@ -53,7 +53,7 @@ def _phase(name: str) -> None:
 def rng_state(device: torch.device | None = None) -> dict[str, Any]:
     """This process's RNG states (torch CPU, CUDA when used, numpy, python) as safe values."""
     # the global numpy state is what exact resume must carry (third-party code may draw from it)
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()  # type: ignore[misc]  # noqa: NPY002
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": {

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from monai.metrics import DiceMetric, HausdorffDistanceMetric
@@ -51,7 +52,7 @@ def dice(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """
     _check(pred, target)
     metric = DiceMetric(include_background=True, reduction="none", ignore_empty=False)
-    return metric(pred.bool().float(), target.bool().float()).float()
+    return cast(torch.Tensor, metric(pred.bool().float(), target.bool().float())).float()
 
 
 def hd95(
@@ -86,7 +87,7 @@ def hd95(
         metric = HausdorffDistanceMetric(include_background=True, percentile=95, reduction="none")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            values = metric(p.float(), t.float(), spacing=sp).float().cpu()
+            values = cast(torch.Tensor, metric(p.float(), t.float(), spacing=sp)).float().cpu()
         out[both] = values[both]
     return out
 

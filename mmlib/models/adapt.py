@@ -16,6 +16,8 @@ Examples::
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -61,10 +63,10 @@ def adapt_in_channels(
     new = nn.Conv3d(
         channels,
         old.out_channels,
-        kernel_size=old.kernel_size,
-        stride=old.stride,
-        padding=old.padding,
-        dilation=old.dilation,
+        kernel_size=cast(tuple[int, int, int], old.kernel_size),
+        stride=cast(tuple[int, int, int], old.stride),
+        padding=cast(str | tuple[int, int, int], old.padding),
+        dilation=cast(tuple[int, int, int], old.dilation),
         groups=old.groups,
         bias=old.bias is not None,
         padding_mode=old.padding_mode,
@@ -73,7 +75,7 @@ def adapt_in_channels(
         if mode == "inflate":
             kernel = old.weight.sum(dim=1, keepdim=True)
             new.weight.copy_(kernel.repeat(1, channels, 1, 1, 1) / channels)
-            if old.bias is not None:
+            if old.bias is not None and new.bias is not None:
                 new.bias.copy_(old.bias)
         else:
             bound = 1.0 / (channels * int(torch.tensor(old.kernel_size).prod())) ** 0.5

@@ -38,6 +38,8 @@ class Backbone(nn.Module):
 
     name: str = "backbone"
     input_multiple: int = 1
+    encoder: nn.Module
+    decoder: nn.Module
     feature_permutation: tuple[int, ...] | None = None
 
     def __init__(self) -> None:

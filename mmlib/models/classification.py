@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmlib.models.base import seeded
+from mmlib.models.base import Backbone, seeded
 
 
 class ClassifierNet(nn.Module):
@@ -27,7 +27,7 @@ class ClassifierNet(nn.Module):
 
     def __init__(
         self,
-        backbone: nn.Module,
+        backbone: Backbone,
         n_classes: int,
         hidden: int = 64,
         dropout: float = 0.2,

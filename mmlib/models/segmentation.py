@@ -34,7 +34,7 @@ from monai.networks.blocks import (
 )
 from torch import nn
 
-from mmlib.models.base import seeded
+from mmlib.models.base import Backbone, seeded
 
 DECODERS: tuple[str, ...] = ("unetr", "unet")
 
@@ -73,7 +73,7 @@ class SegmentationNet(nn.Module):
 
     def __init__(
         self,
-        backbone: nn.Module,
+        backbone: Backbone,
         in_channels: int,
         out_channels: int,
         decoder: str = "unetr",

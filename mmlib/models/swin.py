@@ -109,6 +109,8 @@ class SwinUNETRBackbone(Backbone):
     """
 
     name = "swinunetr"
+    encoder: SwinEncoder
+    decoder: SwinDecoder
     input_multiple = 32
 
     def __init__(

@@ -332,7 +332,9 @@ def task_splits(spec: TaskSpec, rows: pd.DataFrame, seed: int = 0) -> dict[str, 
     """:func:`split_studies` of a task, stratified by class for classification tasks."""
     strata = None
     if spec.kind == "classification":
-        strata = {str(r["study"]): str(_attrs_of(r).get(spec.attr, "")) for _, r in rows.iterrows()}
+        attr = spec.attr
+        assert attr is not None  # TaskSpec checks that a classification task names its attr
+        strata = {str(r["study"]): str(_attrs_of(r).get(attr, "")) for _, r in rows.iterrows()}
     return split_studies(rows, seed=seed, strata=strata)
 
 

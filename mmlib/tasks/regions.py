@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 import torch
@@ -78,6 +79,10 @@ def _values(label: np.ndarray | torch.Tensor) -> set[int]:
     return {int(v) for v in np.unique(np.asarray(label))}
 
 
+@overload
+def brats_regions(label: np.ndarray, convention: str = "auto") -> np.ndarray: ...
+@overload
+def brats_regions(label: torch.Tensor, convention: str = "auto") -> torch.Tensor: ...
 def brats_regions(
     label: np.ndarray | torch.Tensor, convention: str = "auto"
 ) -> np.ndarray | torch.Tensor:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from magicgui.types import FileDialogMode
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label
 
 from mmlib.proxy.templates import load_templates
@@ -37,7 +38,7 @@ class RunBrowser(Container):
     """
 
     def __init__(self, napari_viewer: napari.Viewer, run_dir: str | Path | None = None) -> None:
-        self._run_dir = FileEdit(mode="d", label="run folder")
+        self._run_dir = FileEdit(mode=FileDialogMode.EXISTING_DIRECTORY, label="run folder")
         self._what = ComboBox(choices=[VIEWS, TEMPLATES], value=VIEWS, label="show")
         # napari calls reset_choices() on docked widgets whenever layers change: the choices are
         # callables reading the browser's state, so they survive it.
@@ -168,7 +169,8 @@ class RunBrowser(Container):
         remove_layers(self.viewer, self.layers)
         self.layers = []
 
-    def show(self) -> None:
+    # shadows magicgui Widget.show(run=False) (which opens a window); kept: callers use this name
+    def show(self) -> None:  # type: ignore[override]
         """Show the current choice (replacing the browser's previous layers)."""
         if self._busy or self.run is None:
             return

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from mmlib.modalities import MODALITIES
+from mmlib.models.base import Backbone
 from mmlib.proxy.brainmvp import BrainMVPObjective, ObjectiveConfig
 from mmlib.proxy.masking import block_mask, cross_modal_fill, select_slot, template_fill
 from mmlib.proxy.templates import Templates, minmax_scale
@@ -255,7 +256,7 @@ def run_errors(run_dir: str | Path) -> dict[str, dict[str, float]]:
 
 @torch.no_grad()
 def view_embeddings(
-    backbone: torch.nn.Module,
+    backbone: Backbone,
     templates: Templates,
     batch: Mapping[str, Any],
     mask_rate: float = 0.8,
@@ -365,9 +366,9 @@ def template_agreement(template: np.ndarray | Tensor, mean: np.ndarray, count: n
         if isinstance(template, Tensor)
         else torch.as_tensor(np.asarray(template, dtype=np.float32))
     )
-    t = minmax_scale(t.view(1, 1, *t.shape))[0, 0].numpy()
+    scaled = minmax_scale(t.view(1, 1, *t.shape))[0, 0].numpy()
     sel = np.asarray(count) > 0
-    a, b = t[sel].astype(np.float64), np.asarray(mean)[sel].astype(np.float64)
+    a, b = scaled[sel].astype(np.float64), np.asarray(mean)[sel].astype(np.float64)
     if a.size < 2 or a.std() < 1e-12 or b.std() < 1e-12:
         return 0.0
     return float(np.corrcoef(a, b)[0, 1])

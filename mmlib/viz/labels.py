@@ -36,7 +36,7 @@ class LabelScheme:
         scheme does not expect stands out instead of vanishing.
         """
         out: dict[int | None, tuple[float, float, float, float]] = {0: (0.0, 0.0, 0.0, 0.0)}
-        out.update(self.colors)
+        out.update(self.colors.items())
         out[None] = (1.0, 0.0, 1.0, 1.0)
         return out
 

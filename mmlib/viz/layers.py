@@ -315,7 +315,7 @@ def as_templates(templates: Any, affine: np.ndarray | None = None) -> Templates:
     aff = affine if affine is not None else getattr(templates, "affine", None)
     if hasattr(vol, "detach"):
         vol = vol.detach().float().cpu().numpy()
-    if hasattr(aff, "detach"):
+    if aff is not None and hasattr(aff, "detach"):
         aff = aff.detach().cpu().numpy()
     vol = np.asarray(vol, dtype=np.float32)
     if vol.ndim != 4:

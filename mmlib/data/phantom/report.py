@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
+from nibabel.spatialimages import SpatialImage
 
 from mmlib.data.phantom.subject import Rendered
 from mmlib.data.phantom.tissues import COMPARTMENTS, SEQUENCES, TISSUES, Tissue, signal_table
@@ -118,7 +119,7 @@ def source_table(root: Path) -> pd.DataFrame:
                 ("_seg.nii.gz", "-seg.nii.gz", "_segmentation.nii.gz", "_msk.nii.gz")
             )
         )
-        first = nib.load(files[0]) if files else None
+        first = cast(SpatialImage, nib.load(files[0])) if files else None
         rows.append(
             {
                 "source": e["name"],
@@ -230,5 +231,5 @@ def load_source_study(
     paths, label = study_files(root, src, index)
     if modality not in paths:
         raise KeyError(f"{src.name} study {index} has no {modality}; it has {', '.join(paths)}")
-    image = nib.load(paths[modality])
-    return image, (np.asarray(nib.load(label).dataobj) if label else None)  # type: ignore[attr-defined]
+    image = cast(nib.Nifti1Image, nib.load(paths[modality]))  # the simulator writes NIfTI-1
+    return image, (np.asarray(cast(SpatialImage, nib.load(label)).dataobj) if label else None)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -39,7 +40,10 @@ class VesselTree:
             return out
         tree = cKDTree(self.points)
         bound = float(self.radii.max()) + voxel_mm
-        dist, nearest = tree.query(u, k=1, distance_upper_bound=bound)
+        # k=1 over (N, 3) points: one distance and one index per point
+        dist, nearest = cast(
+            tuple[np.ndarray, np.ndarray], tree.query(u, k=1, distance_upper_bound=bound)
+        )
         hit = np.isfinite(dist)
         r = self.radii[nearest[hit]]
         out[hit] = np.clip((r - dist[hit]) / max(voxel_mm, 1e-3) + 0.5, 0.0, 1.0)
