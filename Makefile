@@ -32,8 +32,12 @@ book: venv
 	$(BIN)/mmlib book --executed $(EXECUTED) --out .
 	@echo "The book is in _build/html/index.html (serve it: $(BIN)/python -m http.server -d _build/html)"
 
+# lint and types first: a finding fails the target before the (long) test suite starts
 test: venv
 	@tools/sysdeps.sh check
+	$(BIN)/ruff check mmlib tests benchmarks
+	$(BIN)/ruff format --check mmlib tests benchmarks
+	$(BIN)/mypy mmlib
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # JupyterLab on the repository, loopback only; it prints the URL (with its token) to open.

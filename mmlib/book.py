@@ -78,10 +78,15 @@ def _vendor_mathjax(stage_dir: Path) -> None:
         import tempfile
 
         with tempfile.TemporaryDirectory() as tmp:
-            proc = subprocess.run([npm, "pack", MATHJAX, "-q"], cwd=tmp, capture_output=True, text=True)
+            proc = subprocess.run(
+                [npm, "pack", MATHJAX, "-q"], cwd=tmp, capture_output=True, text=True
+            )
             tgz = next(Path(tmp).glob("mathjax-*.tgz"), None)
             if proc.returncode != 0 or tgz is None:
-                print(f"book: npm pack {MATHJAX} failed; MathJax will load from its CDN", file=sys.stderr)
+                print(
+                    f"book: npm pack {MATHJAX} failed; MathJax will load from its CDN",
+                    file=sys.stderr,
+                )
                 return
             with tarfile.open(tgz) as tar:
                 members = [m for m in tar.getmembers() if m.name.startswith("package/es5/")]
@@ -160,7 +165,10 @@ def build_book(executed: Path, out: Path = REPO_ROOT, strict: bool = True) -> Pa
         cmd.append("-W")
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise BookError(f"jupyter-book build failed ({proc.returncode}):\n{proc.stdout[-6000:]}\n{proc.stderr[-4000:]}")
+        raise BookError(
+            f"jupyter-book build failed ({proc.returncode}):\n"
+            f"{proc.stdout[-6000:]}\n{proc.stderr[-4000:]}"
+        )
     index = Path(out) / "_build" / "html" / "index.html"
     if not index.exists():
         raise BookError(f"jupyter-book reported success but {index} is missing")

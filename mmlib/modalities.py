@@ -14,19 +14,37 @@ MODALITY_INDEX: dict[str, int] = {m: i for i, m in enumerate(MODALITIES)}
 
 _ALIASES: dict[str, str] = {
     # T1-weighted
-    "t1": "t1", "t1n": "t1", "t1w": "t1", "t1native": "t1", "mprage": "t1",
+    "t1": "t1",
+    "t1n": "t1",
+    "t1w": "t1",
+    "t1native": "t1",
+    "mprage": "t1",
     # T1 post-contrast
-    "t1c": "t1c", "t1ce": "t1c", "t1gd": "t1c", "t1post": "t1c", "t1wce": "t1c",
+    "t1c": "t1c",
+    "t1ce": "t1c",
+    "t1gd": "t1c",
+    "t1post": "t1c",
+    "t1wce": "t1c",
     # T2-weighted
-    "t2": "t2", "t2w": "t2",
+    "t2": "t2",
+    "t2w": "t2",
     # FLAIR
-    "flair": "flair", "t2f": "flair", "t2flair": "flair", "t2_flair": "flair",
+    "flair": "flair",
+    "t2f": "flair",
+    "t2flair": "flair",
+    "t2_flair": "flair",
     # angiography
-    "mra": "mra", "tof": "mra", "angio": "mra",
+    "mra": "mra",
+    "tof": "mra",
+    "angio": "mra",
     # proton density
-    "pd": "pd", "pdw": "pd",
+    "pd": "pd",
+    "pdw": "pd",
     # diffusion
-    "dwi": "dwi", "trace": "dwi", "dwi_trace": "dwi", "adc": "adc",
+    "dwi": "dwi",
+    "trace": "dwi",
+    "dwi_trace": "dwi",
+    "adc": "adc",
 }
 
 

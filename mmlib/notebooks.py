@@ -93,7 +93,11 @@ def _load(path: Path) -> Any:
     import jupytext
 
     nb = jupytext.read(path)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     if not any("parameters" in c.get("metadata", {}).get("tags", []) for c in nb.cells):
         raise NotebookError(f"{path}: no cell is tagged 'parameters'; tag the first code cell")
     return nb
@@ -202,7 +206,12 @@ def run_all(
         if not result.ok and not keep_going:
             break
     summary = [
-        {"name": r.name, "seconds": round(r.seconds, 2), "ok": r.ok, "error": r.error.split("\n")[0]}
+        {
+            "name": r.name,
+            "seconds": round(r.seconds, 2),
+            "ok": r.ok,
+            "error": r.error.split("\n")[0],
+        }
         for r in results
     ]
     (out / "run.json").write_text(json.dumps({"scale": scale, "notebooks": summary}, indent=2))
@@ -249,7 +258,9 @@ def sweep(
     results: list[NotebookResult] = []
     for point in tqdm(points, desc=f"sweep {path.stem}", unit="point"):
         folder = out / point_name(point)
-        result = run_notebook(path, folder, scale, point, out_dir=folder / "outputs", timeout=timeout)
+        result = run_notebook(
+            path, folder, scale, point, out_dir=folder / "outputs", timeout=timeout
+        )
         results.append(result)
         row: dict[str, Any] = {**point, "ok": result.ok, "seconds": round(result.seconds, 2)}
         row["error"] = result.error.split("\n")[0]

@@ -32,7 +32,9 @@ def environment_report() -> dict[str, Any]:
         "numpy": numpy.__version__,
         "nibabel": nibabel.__version__,
         "cuda": cuda,
-        "device": torch.cuda.get_device_name(0) if cuda else f"cpu ({platform.processor() or platform.machine()})",
+        "device": torch.cuda.get_device_name(0)
+        if cuda
+        else f"cpu ({platform.processor() or platform.machine()})",
         "gpu_count": torch.cuda.device_count() if cuda else 0,
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count() or 1,
@@ -40,13 +42,30 @@ def environment_report() -> dict[str, Any]:
     }
 
 
-def _box(ax: Any, xy: tuple[float, float], text: str, color: str, w: float = 1.5, h: float = 0.62) -> None:
-    ax.add_patch(FancyBboxPatch((xy[0] - w / 2, xy[1] - h / 2), w, h, boxstyle="round,pad=0.04",
-                                fc=color, ec="#333333", lw=1.0))
+def _box(
+    ax: Any, xy: tuple[float, float], text: str, color: str, w: float = 1.5, h: float = 0.62
+) -> None:
+    ax.add_patch(
+        FancyBboxPatch(
+            (xy[0] - w / 2, xy[1] - h / 2),
+            w,
+            h,
+            boxstyle="round,pad=0.04",
+            fc=color,
+            ec="#333333",
+            lw=1.0,
+        )
+    )
     ax.text(xy[0], xy[1], text, ha="center", va="center", fontsize=8.5)
 
 
-def _arrow(ax: Any, a: tuple[float, float], b: tuple[float, float], style: str = "-|>", color: str = "#333333") -> None:
+def _arrow(
+    ax: Any,
+    a: tuple[float, float],
+    b: tuple[float, float],
+    style: str = "-|>",
+    color: str = "#333333",
+) -> None:
     ax.add_patch(FancyArrowPatch(a, b, arrowstyle=style, mutation_scale=11, lw=1.1, color=color))
 
 
@@ -80,8 +99,14 @@ def method_diagram() -> Figure:
     _arrow(ax, (7.85, 2.3), (8.25, 2.3))
     _arrow(ax, (9.7, 3.5), (10.5, 3.5))
     _arrow(ax, (9.7, 1.1), (10.5, 1.1))
-    ax.text(6.1, 4.35, "templates $T_m$ are learned only through $L_{md}$", fontsize=8, style="italic")
-    ax.text(0.2, 0.15, "total = $w_{md} L_{md} + w_{cmr} L_{cmr} + w_{cl} L_{cl}$  (authors' code: 10, 1, 1)",
-            fontsize=9)
+    ax.text(
+        6.1, 4.35, "templates $T_m$ are learned only through $L_{md}$", fontsize=8, style="italic"
+    )
+    ax.text(
+        0.2,
+        0.15,
+        "total = $w_{md} L_{md} + w_{cmr} L_{cmr} + w_{cl} L_{cl}$  (authors' code: 10, 1, 1)",
+        fontsize=9,
+    )
     fig.tight_layout()
     return fig

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from pathlib import Path
 
 import pytest
 
@@ -30,7 +29,8 @@ def need_system(binary: str, why: str, install: str) -> str:
 
 @pytest.fixture(scope="session")
 def smoke_book(tmp_path_factory: pytest.TempPathFactory):
-    """Every notebook executed once at smoke scale by the runner (shared by notebook and book tests)."""
+    """Every notebook executed once at smoke scale by the runner (shared by notebook and
+    book tests)."""
     from mmlib.notebooks import run_all
 
     out = tmp_path_factory.mktemp("smoke-book")

@@ -11,7 +11,9 @@ from mmlib.data.store import init_store, write_study
 MODS = ["flair", "t1", "t1c", "t2"]
 
 
-def tiny_store(root: Path, n_seg: int = 6, n_cls: int = 6, shape: tuple[int, int, int] = (24, 24, 20)) -> Path:
+def tiny_store(
+    root: Path, n_seg: int = 6, n_cls: int = 6, shape: tuple[int, int, int] = (24, 24, 20)
+) -> Path:
     """A 4 mm store: ``n_seg`` BraTS-2023-labelled studies (task brats_ped) and ``n_cls``
     studies with a grade (task hgg_lgg); splits: the last two of each are test."""
     init_store(root, 4.0)
@@ -34,9 +36,18 @@ def tiny_store(root: Path, n_seg: int = 6, n_cls: int = 6, shape: tuple[int, int
         grade = "HGG" if i % 2 else "LGG"
         k = i if seg else i - n_seg
         n = n_seg if seg else n_cls
-        row = {"study": f"{'ped' if seg else 'g'}{i:02d}", "source": "tiny", "modalities": MODS,
-               "shape": list(shape), "spacing": [4.0] * 3, "affine": affine.tolist(),
-               "center_world": [0.0, 0.0, 0.0], "label": seg, "attrs": {"grade": grade},
-               "split": "test" if k >= n - 2 else "train", "task": "brats_ped" if seg else "hgg_lgg"}
+        row = {
+            "study": f"{'ped' if seg else 'g'}{i:02d}",
+            "source": "tiny",
+            "modalities": MODS,
+            "shape": list(shape),
+            "spacing": [4.0] * 3,
+            "affine": affine.tolist(),
+            "center_world": [0.0, 0.0, 0.0],
+            "label": seg,
+            "attrs": {"grade": grade},
+            "split": "test" if k >= n - 2 else "train",
+            "task": "brats_ped" if seg else "hgg_lgg",
+        }
         write_study(root, row, images, label if seg else None)
     return root

@@ -58,10 +58,12 @@ def corpus(tmp_path_factory):
     # a JSON list with an entry outside its dataset root, and a study id seen twice
     other = make_brats2021(base / "Other" / "data", n=1, seed=40)
     (base / "Other" / "outside").mkdir()
-    listing = {"training": [
-        {"image": [f"BraTS2021_00000/BraTS2021_00000_{m}.nii.gz" for m, _ in MODS]},
-        {"image": ["../outside/BraTS2021_00099_t1.nii.gz"]},
-    ]}
+    listing = {
+        "training": [
+            {"image": [f"BraTS2021_00000/BraTS2021_00000_{m}.nii.gz" for m, _ in MODS]},
+            {"image": ["../outside/BraTS2021_00099_t1.nii.gz"]},
+        ]
+    }
     (base / "Other" / "list.json").write_text(json.dumps(listing))
     expected["BraTS2021_00099"] = "points outside the dataset root"
     return base, root, other, expected
@@ -90,17 +92,42 @@ def test_list_outside_root_and_duplicate_ids(corpus, tmp_path):
     base, root, other, expected = corpus
     out = tmp_path / "store"
     # the JSON list repeats BraTS2021_00000 (already found in the folder source)
-    status = main(["curate", "--out", str(out), "--spacing", "4", "--quiet",
-                   "--layout", "brainmvp_json", "--root", str(other),
-                   str(base / "Other" / "list.json")])
+    status = main(
+        [
+            "curate",
+            "--out",
+            str(out),
+            "--spacing",
+            "4",
+            "--quiet",
+            "--layout",
+            "brainmvp_json",
+            "--root",
+            str(other),
+            str(base / "Other" / "list.json"),
+        ]
+    )
     assert status == 3
     report = json.loads((out / "reports" / "curate.json").read_text())
     assert "points outside the dataset root" in report["failed"]["BraTS2021_00099"]
     assert report["curated"] == ["BraTS2021_00000"]
-    status = main(["curate", "--out", str(tmp_path / "s2"), "--spacing", "4", "--quiet",
-                   "--no-qc", str(root / ".." / "BraTS2021"), str(other)])
+    status = main(
+        [
+            "curate",
+            "--out",
+            str(tmp_path / "s2"),
+            "--spacing",
+            "4",
+            "--quiet",
+            "--no-qc",
+            str(root / ".." / "BraTS2021"),
+            str(other),
+        ]
+    )
     report = json.loads((tmp_path / "s2" / "reports" / "curate.json").read_text())
-    assert status == 3 and "duplicate study id BraTS2021_00000" in report["failed"]["BraTS2021_00000"]
+    assert (
+        status == 3 and "duplicate study id BraTS2021_00000" in report["failed"]["BraTS2021_00000"]
+    )
     # the first copy was curated, from the first source
     assert Store(tmp_path / "s2").row("BraTS2021_00000")["source"] == "BraTS2021"
 

@@ -14,16 +14,19 @@ import threading
 from pathlib import Path
 
 import pytest
+from conftest import need_system
 
 from mmlib.book import build_book, toc_files
 from mmlib.notebooks import list_notebooks
-from mmlib.paths import REPO_ROOT
-
-from conftest import need_system
 
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 
 
@@ -31,7 +34,9 @@ def test_toc_lists_every_notebook() -> None:
     listed = {Path(f).name for f in toc_files() if f.startswith("notebooks/")}
     present = {p.stem for p in list_notebooks()}
     assert present - listed == set(), f"add to _toc.yml: {sorted(present - listed)}"
-    assert listed - present == set(), f"_toc.yml lists missing notebooks: {sorted(listed - present)}"
+    assert listed - present == set(), (
+        f"_toc.yml lists missing notebooks: {sorted(listed - present)}"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +51,9 @@ def built_book(smoke_book, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.slow
 def test_book_pages_render_in_chromium(built_book: Path, tmp_path: Path) -> None:
-    chromium = need_system("chromium", "headless browser for the book test", "apt-get install chromium")
+    chromium = need_system(
+        "chromium", "headless browser for the book test", "apt-get install chromium"
+    )
     from playwright.sync_api import sync_playwright
 
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(built_book))
@@ -71,19 +78,35 @@ def test_book_pages_render_in_chromium(built_book: Path, tmp_path: Path) -> None
                 page.wait_for_timeout(150)
                 page.screenshot(path=str(shots / (rel.replace("/", "_") + ".png")), full_page=True)
                 images = page.evaluate(
-                    "Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])"
+                    "Array.from(document.images)"
+                    ".map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])"
                 )
-                problems += [f"{rel}: image {src} did not load" for src, done, width in images if not done or width == 0]
+                problems += [
+                    f"{rel}: image {src} did not load"
+                    for src, done, width in images
+                    if not done or width == 0
+                ]
                 errors = page.evaluate(
-                    "Array.from(document.querySelectorAll('.output.error, .output.traceback, .cell_output .traceback')).length"
+                    "Array.from(document.querySelectorAll("
+                    "'.output.error, .output.traceback, .cell_output .traceback')).length"
                 )
-                text = page.inner_text("main") if page.query_selector("main") else page.inner_text("body")
+                text = (
+                    page.inner_text("main")
+                    if page.query_selector("main")
+                    else page.inner_text("body")
+                )
                 if errors or "Traceback (most recent call last)" in text:
                     problems.append(f"{rel}: a cell output shows an error or traceback")
-                nav = page.evaluate("Array.from(document.querySelectorAll('nav.bd-docs-nav a')).map(a => a.getAttribute('href'))")
+                nav = page.evaluate(
+                    "Array.from(document.querySelectorAll('nav.bd-docs-nav a'))"
+                    ".map(a => a.getAttribute('href'))"
+                )
                 # the current page links to itself as "#", so it counts as listed
-                missing = [p.stem for p in list_notebooks()
-                           if p.stem not in rel and not any(p.stem in (h or "") for h in nav)]
+                missing = [
+                    p.stem
+                    for p in list_notebooks()
+                    if p.stem not in rel and not any(p.stem in (h or "") for h in nav)
+                ]
                 if missing:
                     problems.append(f"{rel}: navigation lacks {missing}")
             # The start page links to something visible.
@@ -106,5 +129,7 @@ def test_executed_notebooks_have_no_error_outputs(smoke_book) -> None:
         if not result.ok:
             continue
         nb = json.loads(result.executed.read_text())
-        tracebacks = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+        tracebacks = [
+            o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"
+        ]
         assert not tracebacks, f"{name} has error outputs"

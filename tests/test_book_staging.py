@@ -16,11 +16,26 @@ def test_missing_executed_notebook_is_named(tmp_path: Path) -> None:
 
 
 def test_parameter_cells_are_hidden(tmp_path: Path) -> None:
-    nb = {"cells": [
-        {"cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": "scale='demo'", "outputs": []},
-        {"cell_type": "code", "metadata": {"tags": ["injected-parameters"]}, "source": "scale='smoke'", "outputs": []},
-        {"cell_type": "markdown", "metadata": {}, "source": "# Title"},
-    ], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    nb = {
+        "cells": [
+            {
+                "cell_type": "code",
+                "metadata": {"tags": ["parameters"]},
+                "source": "scale='demo'",
+                "outputs": [],
+            },
+            {
+                "cell_type": "code",
+                "metadata": {"tags": ["injected-parameters"]},
+                "source": "scale='smoke'",
+                "outputs": [],
+            },
+            {"cell_type": "markdown", "metadata": {}, "source": "# Title"},
+        ],
+        "metadata": {},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
     src, dst = tmp_path / "a.ipynb", tmp_path / "b.ipynb"
     src.write_text(json.dumps(nb))
     _hide_parameters(src, dst)

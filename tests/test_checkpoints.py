@@ -103,10 +103,21 @@ def test_pretrained_roundtrip(tmp_path: Path, name: str) -> None:
     net = build_backbone(name, **BACKBONE_PRESETS["smoke"][name]).eval()
     templates = torch.rand(8, 10, 12, 14)
     affine = np.diag([1.5, 1.5, 1.5, 1.0])
-    save_pretrained(tmp_path / "p", net, templates, ["flair", "t1"], affine, step=12, config={"lr": 3e-4})
+    save_pretrained(
+        tmp_path / "p", net, templates, ["flair", "t1"], affine, step=12, config={"lr": 3e-4}
+    )
     state, meta = load_checkpoint(tmp_path / "p")
-    assert set(meta) >= {"model", "modalities", "template_affine", "step", "config", "mmlib_version"}
-    assert "templates.volumes" in state and all(k.startswith(("backbone.", "templates.")) for k in state)
+    assert set(meta) >= {
+        "model",
+        "modalities",
+        "template_affine",
+        "step",
+        "config",
+        "mmlib_version",
+    }
+    assert "templates.volumes" in state and all(
+        k.startswith(("backbone.", "templates.")) for k in state
+    )
     back, tmpl, aff, meta = load_pretrained(tmp_path / "p")
     assert meta["step"] == 12 and meta["model"]["name"] == name
     assert torch.equal(tmpl, templates) and np.array_equal(aff, affine)
@@ -121,7 +132,13 @@ def test_encoder_export(tmp_path: Path) -> None:
     export_encoder(net, tmp_path / "enc", {"source": "test"})
     state, meta = load_checkpoint(tmp_path / "enc")
     assert all(k.startswith("encoder.") for k in state) and not any("decoder" in k for k in state)
-    assert meta["feature_channels"] == net.feature_channels and meta["feature_permutation"] == [0, 1, 3, 4, 2]
+    assert meta["feature_channels"] == net.feature_channels and meta["feature_permutation"] == [
+        0,
+        1,
+        3,
+        4,
+        2,
+    ]
     back, _ = load_encoder(tmp_path / "enc")
     x = torch.randn(1, 1, 32, 32, 32)
     with torch.no_grad():
@@ -153,12 +170,25 @@ def test_templates_nifti_carry_the_true_affine(tmp_path: Path) -> None:
 
 def test_weights_import_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     size = dict(BACKBONE_PRESETS["smoke"]["uniformer"], in_channels=1, out_channels=1)
-    layout = [(k, (8, 16, 16, 16) if k == "rep_template" else s) for k, s in released_layout("uniformer", size)]
+    layout = [
+        (k, (8, 16, 16, 16) if k == "rep_template" else s)
+        for k, s in released_layout("uniformer", size)
+    ]
     state = reference_state_dict(layout, seed=5)
     src = tmp_path / "released.pt"
     torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, src)
     out, nii = tmp_path / "mm", tmp_path / "nii"
-    argv = ["weights", "import", str(src), "--arch", "uniformer", "--out", str(out), "--templates-nifti", str(nii)]
+    argv = [
+        "weights",
+        "import",
+        str(src),
+        "--arch",
+        "uniformer",
+        "--out",
+        str(out),
+        "--templates-nifti",
+        str(nii),
+    ]
     code = mmlib_main(argv)
     assert code == 0
     assert "16 dropped" in capsys.readouterr().out
@@ -166,13 +196,20 @@ def test_weights_import_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert torch.equal(templates, state["rep_template"])
     np.testing.assert_allclose(affine, head_centred_affine((16, 16, 16)))
     np.testing.assert_allclose(meta["template_world_affine"], released_template_affine())
-    np.testing.assert_allclose(nib.load(str(nii / "template_t1.nii.gz")).affine, released_template_affine())
+    np.testing.assert_allclose(
+        nib.load(str(nii / "template_t1.nii.gz")).affine, released_template_affine()
+    )
     assert meta["modalities"][0] == "flair" and len(meta["import_report"]["dropped"]) == 16
-    assert torch.equal(net.state_dict()["encoder.norm.weight"], state["encoder.uniformer.norm.weight"])
+    assert torch.equal(
+        net.state_dict()["encoder.norm.weight"], state["encoder.uniformer.norm.weight"]
+    )
     assert len(list(nii.glob("template_*.nii.gz"))) == 8
     bad = tmp_path / "bad.pt"
     torch.save({"state_dict": {"w": torch.ones(1)}}, bad)
-    assert mmlib_main(["weights", "import", str(bad), "--arch", "unet", "--out", str(tmp_path / "x")]) == 1
+    assert (
+        mmlib_main(["weights", "import", str(bad), "--arch", "unet", "--out", str(tmp_path / "x")])
+        == 1
+    )
     assert "check --arch" in capsys.readouterr().err
     json.dumps(meta)
 
@@ -190,6 +227,8 @@ def test_head_centred_affine_matches_the_proxy_templates() -> None:
     from mmlib.proxy.templates import Templates
 
     rep = torch.zeros(8, 6, 5, 4)
-    np.testing.assert_allclose(head_centred_affine(rep.shape), Templates.from_released(rep).affine, atol=1e-6)
+    np.testing.assert_allclose(
+        head_centred_affine(rep.shape), Templates.from_released(rep).affine, atol=1e-6
+    )
     centre = head_centred_affine((240, 240, 155)) @ [119.5, 119.5, 77, 1]
     np.testing.assert_allclose(centre[:3], 0.0)

@@ -28,4 +28,4 @@ def test_every_command_module_exposes_the_protocol() -> None:
 
     for name, (module, _) in COMMANDS.items():
         mod = importlib.import_module(module)
-        assert callable(getattr(mod, "configure_parser")) and callable(getattr(mod, "run_cli")), name
+        assert callable(mod.configure_parser) and callable(mod.run_cli), name

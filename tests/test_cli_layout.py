@@ -68,8 +68,13 @@ def test_no_library_module_imports_the_cli() -> None:
     for path in _library_modules():
         tree = _tree(path)
         # a dotted name in a string is an import too (importlib.import_module("mmlib.cli.x"))
-        strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)
-                   and isinstance(n.value, str) and n.value.replace(".", "").isidentifier()}
+        strings = {
+            n.value
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Constant)
+            and isinstance(n.value, str)
+            and n.value.replace(".", "").isidentifier()
+        }
         cli = sorted(m for m in _imported(tree) | strings if _is_cli(m))
         if path == PACKAGE / "__main__.py":
             assert cli == ["mmlib.cli", "mmlib.cli.main"], f"__main__ should only call main: {cli}"
@@ -124,6 +129,10 @@ def test_book_command_reports_missing_notebooks(
 
 
 def test_python_dash_m_mmlib_book_says_where_the_command_went() -> None:
-    proc = subprocess.run([sys.executable, "-m", "mmlib.book", "--executed", "x"],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mmlib.book", "--executed", "x"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 1 and "mmlib book" in proc.stderr

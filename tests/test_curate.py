@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -58,7 +57,8 @@ def test_percentile_scaling_saturates_five_percent_each_side(brats):
 
 
 def test_orientation_is_resolved_to_ras(tmp_path):
-    """One series saved twice, once RAS and once x-flipped (LAS affine): identical after curation."""
+    """One series saved twice, once RAS and once x-flipped (LAS affine): identical after
+    curation."""
     t = head()
     ras = np.diag([3.0, 3.0, 3.0, 1.0])
     ras[:3, 3] = -np.array(t.shape) * 1.5
@@ -140,10 +140,17 @@ def test_shards_fill_one_store_in_parallel_workers(brats, tmp_path):
 
 def test_split_file_overrides_hash_split(brats, tmp_path):
     split_file = tmp_path / "splits.json"
-    split_file.write_text(json.dumps({"test": ["BraTS2021_00000", "BraTS2021_00001"],
-                                      "train": ["BraTS2021_00002"]}))
-    curate(find_studies(brats), tmp_path / "s", spacing=4.0, split_file=split_file,
-           progress=False, qc_report=False)
+    split_file.write_text(
+        json.dumps({"test": ["BraTS2021_00000", "BraTS2021_00001"], "train": ["BraTS2021_00002"]})
+    )
+    curate(
+        find_studies(brats),
+        tmp_path / "s",
+        spacing=4.0,
+        split_file=split_file,
+        progress=False,
+        qc_report=False,
+    )
     store = Store(tmp_path / "s")
     assert store.studies(split="test") == ["BraTS2021_00000", "BraTS2021_00001"]
     csv = tmp_path / "splits.csv"
@@ -176,13 +183,34 @@ def test_cohort_root_curates_every_source(tmp_path):
     cohort = tmp_path / "cohort"
     make_brats2021(cohort / "BraTS2021", n=2)
     make_ixi(cohort / "IXI", n=1)
-    (cohort / "cohort.json").write_text(json.dumps({"sources": [
-        {"name": "BraTS2021", "path": "BraTS2021", "layout": "brats2021", "role": "pretrain",
-         "task": "pretrain", "modalities": ["flair", "t1", "t1c", "t2"]},
-        {"name": "IXI", "path": "IXI", "layout": "ixi", "role": "pretrain", "task": "pretrain",
-         "modalities": ["t1", "t2", "pd", "mra"]}]}))
-    assert main(["curate", "--out", str(tmp_path / "s"), "--spacing", "4", "--quiet",
-                 str(cohort)]) == 0
+    (cohort / "cohort.json").write_text(
+        json.dumps(
+            {
+                "sources": [
+                    {
+                        "name": "BraTS2021",
+                        "path": "BraTS2021",
+                        "layout": "brats2021",
+                        "role": "pretrain",
+                        "task": "pretrain",
+                        "modalities": ["flair", "t1", "t1c", "t2"],
+                    },
+                    {
+                        "name": "IXI",
+                        "path": "IXI",
+                        "layout": "ixi",
+                        "role": "pretrain",
+                        "task": "pretrain",
+                        "modalities": ["t1", "t2", "pd", "mra"],
+                    },
+                ]
+            }
+        )
+    )
+    assert (
+        main(["curate", "--out", str(tmp_path / "s"), "--spacing", "4", "--quiet", str(cohort)])
+        == 0
+    )
     store = Store(tmp_path / "s")
     assert store.studies(source="IXI") == ["IXI000-Guys-800"]
     assert store.row("IXI000-Guys-800")["attrs"] == {"age": 30, "sex": "F"}
@@ -207,7 +235,9 @@ def test_qc_report_flags_a_swapped_series(tmp_path):
     store = Store(tmp_path / "s")
     flagged = qc.mislabelled(store)
     assert set(zip(flagged["study"], flagged["modality"], flagged["looks_like"])) == {
-        ("BraTS2021_00003", "t1", "t2"), ("BraTS2021_00003", "t2", "t1")}
+        ("BraTS2021_00003", "t1", "t2"),
+        ("BraTS2021_00003", "t2", "t1"),
+    }
     table = qc.qc_table(store)
     assert len(table) == 20 and set(table["source_orientation"]) == {"RAS"}
     summary = json.loads((qc_dir / "summary.json").read_text())
@@ -220,8 +250,15 @@ def test_shared_store_is_reused_rebuilt_or_resumed(tmp_path, monkeypatch):
     monkeypatch.setenv("MMLIB_WORK", str(tmp_path / "work"))
     cohort = tmp_path / "work" / "smoke" / "cohort"
     make_brats2021(cohort / "BraTS2021", n=2)
-    (cohort / "cohort.json").write_text(json.dumps({"sources": [
-        {"name": "b", "path": "BraTS2021", "layout": "brats2021", "role": "pretrain"}]}))
+    (cohort / "cohort.json").write_text(
+        json.dumps(
+            {
+                "sources": [
+                    {"name": "b", "path": "BraTS2021", "layout": "brats2021", "role": "pretrain"}
+                ]
+            }
+        )
+    )
     (cohort / "DONE").write_text("x")
     root = tmp_path / "work" / "smoke" / "store"
     _make_store(root, cohort, _sha1(cohort / "cohort.json"), 4.0, "smoke", progress=False)
@@ -235,8 +272,15 @@ def test_shared_store_is_reused_rebuilt_or_resumed(tmp_path, monkeypatch):
     report = json.loads((root / "reports" / "curate.json").read_text())
     assert report["curated"] == [] and len(report["skipped"]) == 2
     # the cohort changed (a new simulator): rebuilt from scratch
-    (cohort / "cohort.json").write_text(json.dumps({"sources": [
-        {"name": "b", "path": "BraTS2021", "layout": "brats2021", "role": "downstream"}]}))
+    (cohort / "cohort.json").write_text(
+        json.dumps(
+            {
+                "sources": [
+                    {"name": "b", "path": "BraTS2021", "layout": "brats2021", "role": "downstream"}
+                ]
+            }
+        )
+    )
     _make_store(root, cohort, _sha1(cohort / "cohort.json"), 4.0, "smoke", progress=False)
     assert Store(root).row("BraTS2021_00000")["role"] == "downstream"
     assert (root / "COHORT").read_text() == _sha1(cohort / "cohort.json")

@@ -21,10 +21,20 @@ from mmlib.data.sampler import read_crop
 
 
 def test_labelled_segmentation(store):  # noqa: F811
-    ds = LabelledDataset(store, ["T1", "t1ce", "t2", "FLAIR"], crop_size=8,
-                         studies=["four", "two"], foreground_fraction=1.0)
+    ds = LabelledDataset(
+        store,
+        ["T1", "t1ce", "t2", "FLAIR"],
+        crop_size=8,
+        studies=["four", "two"],
+        foreground_fraction=1.0,
+    )
     item = ds[1]  # "two": t1 and t2 only
-    assert item["image"].shape == (4, 8, 8, 8) and item["present"].tolist() == [True, False, True, False]
+    assert item["image"].shape == (4, 8, 8, 8) and item["present"].tolist() == [
+        True,
+        False,
+        True,
+        False,
+    ]
     assert (item["image"][1] == 0).all() and item["label"].shape == (8, 8, 8)
     assert item["label"].dtype == torch.int64 and item["label"].sum() > 0
     assert item["modality"].tolist() == [1, 2, 3, 0]
@@ -38,8 +48,9 @@ def test_labelled_segmentation(store):  # noqa: F811
 
 
 def test_labelled_classification(store):  # noqa: F811
-    ds = LabelledDataset(store, ["t1", "t2"], crop_size=8, studies=["four", "six", "two"],
-                         label_key="grade")
+    ds = LabelledDataset(
+        store, ["t1", "t2"], crop_size=8, studies=["four", "six", "two"], label_key="grade"
+    )
     assert ds.classes == ["HGG", "LGG"]
     labels = [int(ds[i]["label"]) for i in range(3)]
     grades = [store.row(s)["attrs"]["grade"] for s in ds.studies]
@@ -57,10 +68,24 @@ def _start(st, item):
 
 
 def test_segmentation_crops_are_read_crop_boxes(store):  # noqa: F811
-    ds = SegmentationCrops(store, ["four", "two", "small"], ["t1", "flair"], (8, 8, 8), length=9,
-                           seed=3, pos_fraction=0.5)
-    again = SegmentationCrops(store, ["four", "two", "small"], ["t1", "flair"], (8, 8, 8),
-                              length=9, seed=3, pos_fraction=0.5)
+    ds = SegmentationCrops(
+        store,
+        ["four", "two", "small"],
+        ["t1", "flair"],
+        (8, 8, 8),
+        length=9,
+        seed=3,
+        pos_fraction=0.5,
+    )
+    again = SegmentationCrops(
+        store,
+        ["four", "two", "small"],
+        ["t1", "flair"],
+        (8, 8, 8),
+        length=9,
+        seed=3,
+        pos_fraction=0.5,
+    )
     seen = set()
     for i in range(len(ds)):
         item = ds[i]
@@ -84,14 +109,20 @@ def test_segmentation_crops_are_read_crop_boxes(store):  # noqa: F811
         SegmentationCrops(store, ["held_out"], ["t1"], (8, 8, 8), length=1)
     batch = collate_samples([ds[0], ds[1]])
     assert batch["image"].shape == (2, 2, 8, 8, 8) and isinstance(batch["study"], list)
-    flipped = apply_flips(batch["image"], torch.tensor([[True, False, False], [False, False, False]]))
-    assert torch.equal(flipped[0], batch["image"][0].flip(1)) and torch.equal(flipped[1], batch["image"][1])
+    flipped = apply_flips(
+        batch["image"], torch.tensor([[True, False, False], [False, False, False]])
+    )
+    assert torch.equal(flipped[0], batch["image"][0].flip(1)) and torch.equal(
+        flipped[1], batch["image"][1]
+    )
 
 
 def test_volumes_are_the_store_arrays(store):  # noqa: F811
     item = Volumes(store, ["two"], ["t2", "t1c"])[0]
     assert item["present"].tolist() == [True, False] and (item["image"][1] == 0).all()
-    assert np.array_equal(item["image"][0].numpy(), np.asarray(store.image("two", "t2"), np.float32))
+    assert np.array_equal(
+        item["image"][0].numpy(), np.asarray(store.image("two", "t2"), np.float32)
+    )
     assert item["label"].shape == (1, 16, 18, 14)
 
 
@@ -101,8 +132,9 @@ def test_classification_inputs_take_modalities_attribute_and_classes(store):  # 
     grades = [store.row(s)["attrs"]["grade"] for s in studies]
     assert [["LGG", "HGG"][int(ds[i]["label"])] for i in range(3)] == grades
     assert ds[0]["image"].shape == (2, 8, 8, 8) and not ds[0]["flip"].any()
-    train = ClassificationInputs(store, studies, ["t1", "t2"], "grade", ["LGG", "HGG"], (8, 8, 8),
-                                 length=6, seed=1)
+    train = ClassificationInputs(
+        store, studies, ["t1", "t2"], "grade", ["LGG", "HGG"], (8, 8, 8), length=6, seed=1
+    )
     assert len(train) == 6 and torch.equal(train[4]["image"], train[4]["image"])
     with pytest.raises(ValueError, match="not one of the classes"):
         ClassificationInputs(store, studies, ["t1"], "grade", ["LGG"], (8, 8, 8))

@@ -25,7 +25,8 @@ CHILD = textwrap.dedent(
     def state(step):
         return {"w": torch.full((64, 64), float(step))}
     for step in (1, 2):
-        ckpt.save(root, step, state(step), {"step": step}, {"step": step, "opt": {"m": torch.ones(3) * step}}, keep=2)
+        train = {"step": step, "opt": {"m": torch.ones(3) * step}}
+        ckpt.save(root, step, state(step), {"step": step}, train, keep=2)
     def die(name):
         if name == phase:
             os.kill(os.getpid(), signal.SIGKILL)
@@ -38,7 +39,9 @@ CHILD = textwrap.dedent(
 @pytest.mark.parametrize("phase", PHASES)
 def test_sigkill_during_a_write_leaves_a_loadable_checkpoint(tmp_path: Path, phase: str) -> None:
     root = tmp_path / "checkpoints"
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(root), phase], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(root), phase], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == -9, proc.stderr  # really killed, mid-write
     latest = ckpt.find_latest(root)
     assert latest is not None
@@ -59,8 +62,17 @@ def test_sigkill_during_a_write_leaves_a_loadable_checkpoint(tmp_path: Path, pha
 
 def test_keep_last_k_and_latest_pointer(tmp_path: Path) -> None:
     for step in range(1, 6):
-        ckpt.save(tmp_path, step, {"w": torch.tensor([float(step)])}, {"step": step}, {"step": step}, keep=3)
-    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == [ckpt.step_name(s) for s in (3, 4, 5)]
+        ckpt.save(
+            tmp_path,
+            step,
+            {"w": torch.tensor([float(step)])},
+            {"step": step},
+            {"step": step},
+            keep=3,
+        )
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == [
+        ckpt.step_name(s) for s in (3, 4, 5)
+    ]
     assert (tmp_path / "latest").read_text().strip() == "step_0000005"
 
 

@@ -30,7 +30,11 @@ def test_paper_preset_is_the_authors_schedule() -> None:
     assert cfg["optim"]["lr"] == pytest.approx(3e-4)
     assert cfg["optim"]["weight_decay"] == pytest.approx(1e-5)
     assert cfg["schedule"]["epochs"] == 1500
-    assert (cfg["train"]["batch_size"], cfg["train"]["accum"], cfg["data"]["crop_size"]) == (3, 2, 96)
+    assert (cfg["train"]["batch_size"], cfg["train"]["accum"], cfg["data"]["crop_size"]) == (
+        3,
+        2,
+        96,
+    )
     obj = resolve_objective(cfg)
     assert (obj["warmup_epochs"], obj["cl_start_epoch"], obj["block_size"]) == (300, 1000, 8)
 
@@ -39,7 +43,10 @@ def test_values_parse_as_yaml_with_floats_in_e_notation() -> None:
     assert parse_value("1e-3") == pytest.approx(1e-3)
     assert parse_value("null") is None and parse_value("true") is True
     assert parse_value("[1, 2]") == [1, 2] and parse_value("unet") == "unet"
-    assert parse_overrides({"train": {"seed": 3}, "optim.lr": 1}) == {"train.seed": 3, "optim.lr": 1}
+    assert parse_overrides({"train": {"seed": 3}, "optim.lr": 1}) == {
+        "train.seed": 3,
+        "optim.lr": 1,
+    }
 
 
 def test_overrides_win_and_unknown_keys_name_the_key() -> None:
@@ -62,7 +69,10 @@ def test_a_file_is_laid_over_its_scale_preset(tmp_path) -> None:
     cfg = load_config(path)
     assert cfg["train"]["seed"] == 7 and cfg["objective"]["name"] == "md_only"
     assert cfg["data"]["crop_size"] == load_config("smoke")["data"]["crop_size"]
-    assert load_config(path, ["scale=demo"])["data"]["crop_size"] == load_config("demo")["data"]["crop_size"]
+    assert (
+        load_config(path, ["scale=demo"])["data"]["crop_size"]
+        == load_config("demo")["data"]["crop_size"]
+    )
     js = tmp_path / "mine.json"
     js.write_text(json.dumps({"scale": "smoke", "train": {"seed": 9}}))
     assert load_config(js)["train"]["seed"] == 9
@@ -79,7 +89,10 @@ def test_objective_name_override_keeps_fields_and_scale_defaults_respect_presets
     demo = load_config("demo")["objective_defaults"]
     assert obj["block_size"] == demo["block_size"]
     bmvp = resolve_objective(load_config("demo"))
-    assert bmvp["warmup_epochs"] == demo["warmup_epochs"] and bmvp["cl_start_epoch"] == demo["cl_start_epoch"]
+    assert (
+        bmvp["warmup_epochs"] == demo["warmup_epochs"]
+        and bmvp["cl_start_epoch"] == demo["cl_start_epoch"]
+    )
     explicit = resolve_objective(load_config("demo", ["objective.warmup_epochs=2"]))
     assert explicit["warmup_epochs"] == 2
     with pytest.raises(ValueError, match="unknown objective"):
@@ -93,7 +106,10 @@ def test_identity_hash_ignores_run_and_workers_only() -> None:
     h = config_hash(base)
     assert config_hash(load_config("smoke", ["run.name=x", "data.workers=3"])) == h
     assert config_hash(load_config("smoke", ["train.seed=1"])) != h
-    assert diff(base, load_config("smoke", ["train.seed=1", "optim.lr=1"])) == ["optim.lr", "train.seed"]
+    assert diff(base, load_config("smoke", ["train.seed=1", "optim.lr=1"])) == [
+        "optim.lr",
+        "train.seed",
+    ]
 
 
 def test_one_loader_for_finetuning_with_its_own_defaults_and_free_sections() -> None:
@@ -103,11 +119,20 @@ def test_one_loader_for_finetuning_with_its_own_defaults_and_free_sections() -> 
         cfg = load_config(scale, kind="finetune")
         assert cfg["scale"] == scale and set(cfg) == set(FINETUNE_DEFAULTS)
     smoke = load_config("smoke", ["train.steps=7", "task=hgg_lgg"], kind="finetune")
-    assert smoke["train"]["steps"] == 7 and smoke["data"]["crop_size"] == 16 and smoke["task"] == "hgg_lgg"
+    assert (
+        smoke["train"]["steps"] == 7
+        and smoke["data"]["crop_size"] == 16
+        and smoke["task"] == "hgg_lgg"
+    )
     # free sections stay whole: pretrain_overrides (checked by the pre-training loader), model.size
-    cfg = load_config("smoke", {"pretrain_overrides": {"train.max_steps": 3}, "model.size": {"width": 4}},
-                      kind="finetune")
-    assert cfg["pretrain_overrides"] == {"train.max_steps": 3} and cfg["model"]["size"] == {"width": 4}
+    cfg = load_config(
+        "smoke",
+        {"pretrain_overrides": {"train.max_steps": 3}, "model.size": {"width": 4}},
+        kind="finetune",
+    )
+    assert cfg["pretrain_overrides"] == {"train.max_steps": 3} and cfg["model"]["size"] == {
+        "width": 4
+    }
     with pytest.raises(ValueError, match="unknown config key 'train.stepz'"):
         load_config("smoke", ["train.stepz=3"], kind="finetune")
     with pytest.raises(ValueError, match="unknown config key 'objective'"):  # a pre-training key
@@ -132,6 +157,16 @@ def test_one_identity_hash_names_finetuning_runs_too() -> None:
     h = config_hash(cfg, extra={"checkpoint": ident})
     text = json.dumps({"config": identity(cfg), "checkpoint": ident}, sort_keys=True, default=str)
     assert h == hashlib.sha256(text.encode()).hexdigest()[:8]  # the fine-tuning run names kept
-    assert config_hash(load_config("smoke", ["run.name=x"], kind="finetune"), extra={"checkpoint": ident}) == h
+    assert (
+        config_hash(
+            load_config("smoke", ["run.name=x"], kind="finetune"), extra={"checkpoint": ident}
+        )
+        == h
+    )
     assert config_hash(cfg, extra={"checkpoint": {**ident, "step": 11}}) != h
-    assert config_hash(load_config("smoke", ["train.seed=1"], kind="finetune"), extra={"checkpoint": ident}) != h
+    assert (
+        config_hash(
+            load_config("smoke", ["train.seed=1"], kind="finetune"), extra={"checkpoint": ident}
+        )
+        != h
+    )

@@ -18,8 +18,14 @@ def _sum_of_ranks(offset: int) -> dict[str, int]:
     info = D.setup("cpu")
     t = torch.tensor([info.rank + offset], dtype=torch.int64)
     dist.all_reduce(t)
-    return {"rank": info.rank, "world": info.world_size, "sum": int(t), "local": info.local_rank,
-            "backend": info.backend, "pid": os.getpid()}
+    return {
+        "rank": info.rank,
+        "world": info.world_size,
+        "sum": int(t),
+        "local": info.local_rank,
+        "backend": info.backend,
+        "pid": os.getpid(),
+    }
 
 
 def _fails_on_rank_one() -> None:

@@ -23,14 +23,16 @@ from scipy.ndimage import gaussian_filter
 
 from mmlib.engine import checkpointing as ckpt
 from mmlib.engine.pretrain import pretrain
-from mmlib.runs import latest_checkpoint, load_run, read_metrics
 from mmlib.engine.schedule import lr_at
+from mmlib.runs import latest_checkpoint, load_run, read_metrics
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 
 
-def make_store(root: Path, n: int = 8, shape: tuple[int, int, int] = (24, 28, 24), spacing: float = 4.0) -> Path:
+def make_store(
+    root: Path, n: int = 8, shape: tuple[int, int, int] = (24, 28, 24), spacing: float = 4.0
+) -> Path:
     """A tiny curated store: smooth shared anatomy, one contrast per modality, 2-4 modalities."""
     from mmlib.data.store import init_store, write_study
 
@@ -40,13 +42,31 @@ def make_store(root: Path, n: int = 8, shape: tuple[int, int, int] = (24, 28, 24
     for i in range(n):
         base = gaussian_filter(rng.standard_normal(shape), 2.0)
         mods = names[: 2 + i % 3]
-        images = {m: np.clip(np.tanh((1 if j % 2 else -1) * base * 4) * 0.5 + 0.5
-                             + 0.02 * rng.standard_normal(shape), 0, 1) for j, m in enumerate(mods)}
+        images = {
+            m: np.clip(
+                np.tanh((1 if j % 2 else -1) * base * 4) * 0.5
+                + 0.5
+                + 0.02 * rng.standard_normal(shape),
+                0,
+                1,
+            )
+            for j, m in enumerate(mods)
+        }
         affine = np.diag([spacing] * 3 + [1.0])
         affine[:3, 3] = -np.asarray(shape) * spacing / 2
-        row = {"study": f"s{i:02d}", "source": "tiny", "modalities": mods, "shape": list(shape),
-               "spacing": [spacing] * 3, "affine": affine.tolist(), "center_world": [0.0, 0.0, 0.0],
-               "label": False, "attrs": {}, "split": "train", "task": None}
+        row = {
+            "study": f"s{i:02d}",
+            "source": "tiny",
+            "modalities": mods,
+            "shape": list(shape),
+            "spacing": [spacing] * 3,
+            "affine": affine.tolist(),
+            "center_world": [0.0, 0.0, 0.0],
+            "label": False,
+            "attrs": {},
+            "split": "train",
+            "task": None,
+        }
         write_study(root, row, images)
     return root
 
@@ -65,15 +85,27 @@ def one_thread():
 
 
 def overrides(store: Path, **extra: object) -> list[str]:
-    base = {"data.store": str(store), "train.max_steps": 10, "schedule.epochs": 5, "train.accum": 2,
-            "checkpoint.every": 3, "checkpoint.keep": 2, "log.tensorboard": False}
+    base = {
+        "data.store": str(store),
+        "train.max_steps": 10,
+        "schedule.epochs": 5,
+        "train.accum": 2,
+        "checkpoint.every": 3,
+        "checkpoint.keep": 2,
+        "log.tensorboard": False,
+    }
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]
 
 
 def child(code: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], capture_output=True,
-                          text=True, env=ENV, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
 
 
 def final_weights(run: Path) -> dict[str, torch.Tensor]:
@@ -96,7 +128,12 @@ def reference(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return pretrain("smoke", overrides(store), run_dir=tmp_path_factory.mktemp("ref") / "run", progress=False)
+        return pretrain(
+            "smoke",
+            overrides(store),
+            run_dir=tmp_path_factory.mktemp("ref") / "run",
+            progress=False,
+        )
     finally:
         torch.set_num_threads(before)
 
@@ -124,7 +161,9 @@ KILL_IN_WRITE = """
 """
 
 
-def test_sigkill_at_a_random_step_then_resume_is_bitwise_equal(store, reference, tmp_path, one_thread) -> None:
+def test_sigkill_at_a_random_step_then_resume_is_bitwise_equal(
+    store, reference, tmp_path, one_thread
+) -> None:
     kill = random.randint(2, 9)
     run = tmp_path / "run"
     proc = child(KILL_AT_STEP, str(run), str(kill), *overrides(store))
@@ -132,20 +171,26 @@ def test_sigkill_at_a_random_step_then_resume_is_bitwise_equal(store, reference,
     assert not (run / "DONE").exists()
     resumed_from = ckpt.find_latest(run / "checkpoints")
     expected = (kill - 1) // 3 * 3  # the checkpoint of a step is written after its hook
-    assert (0 if resumed_from is None else int(resumed_from.name[5:])) == expected, f"kill at step {kill}"
+    assert (0 if resumed_from is None else int(resumed_from.name[5:])) == expected, (
+        f"kill at step {kill}"
+    )
     assert pretrain("smoke", overrides(store), run_dir=run, progress=False) == run
     assert (run / "DONE").is_file()
     assert_same_run(reference, run)
 
 
 @pytest.mark.parametrize("phase", ["state", "latest"])
-def test_a_kill_during_a_checkpoint_write_keeps_the_previous_one(store, reference, tmp_path, phase, one_thread) -> None:
+def test_a_kill_during_a_checkpoint_write_keeps_the_previous_one(
+    store, reference, tmp_path, phase, one_thread
+) -> None:
     run = tmp_path / "run"
     proc = child(KILL_IN_WRITE, str(run), phase, *overrides(store))
     assert proc.returncode == -9, proc.stderr[-2000:]
     latest = ckpt.find_latest(run / "checkpoints")
     # killed while writing step 6: before the commit rename step 3 stays the newest
-    assert latest is not None and latest.name == ("step_0000003" if phase == "state" else "step_0000006")
+    assert latest is not None and latest.name == (
+        "step_0000003" if phase == "state" else "step_0000006"
+    )
     state, meta, train = ckpt.load(latest)
     assert meta["step"] == train["step"] == int(latest.name[5:]) and "templates.volumes" in state
     pretrain("smoke", overrides(store), run_dir=run, progress=False)
@@ -170,13 +215,23 @@ def test_run_folder_contract_and_reuse(store, reference) -> None:
     assert 0.0 <= res["data_wait_frac"] < 1.0 and res["samples_per_s"] > 0
     assert res["final"]["loss"] < res["first"]["loss"]
     # keep=2 of checkpoints at steps 3, 6, 9, 10; samples at each and before the first step
-    assert [p.name for p in ckpt.list_checkpoints(reference / "checkpoints")] == ["step_0000009", "step_0000010"]
+    assert [p.name for p in ckpt.list_checkpoints(reference / "checkpoints")] == [
+        "step_0000009",
+        "step_0000010",
+    ]
     assert [p.name for p in info["samples"]] == [f"step_{s:07d}.npz" for s in (0, 3, 6, 9, 10)]
     first, last = (np.load(p) for p in (info["samples"][0], info["samples"][-1]))
     for key in ("target", "mask", "view_a", "view_b", "recon_a", "recon_b"):
         assert last[key].dtype == np.float16 and last[key].shape == (2, 16, 16, 16), key
-    assert list(first["study"]) == list(last["study"]) and last["modality"][0] in ("flair", "t1", "t1c", "t2")
-    assert np.array_equal(first["target"], last["target"])  # a fixed crop, followed through training
+    assert list(first["study"]) == list(last["study"]) and last["modality"][0] in (
+        "flair",
+        "t1",
+        "t1c",
+        "t2",
+    )
+    assert np.array_equal(
+        first["target"], last["target"]
+    )  # a fixed crop, followed through training
     assert not np.array_equal(first["recon_a"], last["recon_a"])
     from mmlib.runs import sample_errors
 
@@ -198,9 +253,25 @@ def test_cli_trains_and_reports_config_errors(store, tmp_path) -> None:
 
     assert main(["pretrain", "--config", "smoke", "--no-progress", "trian.seed=1"]) == 2
     root = tmp_path / "runs"
-    proc = subprocess.run([sys.executable, "-m", "mmlib", "pretrain", "--config", "smoke", "--no-progress",
-                           f"data.store={store}", f"run.root={root}", "train.max_steps=2", "objective=mim"],
-                          capture_output=True, text=True, env=ENV, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mmlib",
+            "pretrain",
+            "--config",
+            "smoke",
+            "--no-progress",
+            f"data.store={store}",
+            f"run.root={root}",
+            "train.max_steps=2",
+            "objective=mim",
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     run = Path(proc.stdout.strip().splitlines()[-1])
     assert run.parent == root and run.name.startswith("mim-unet-") and (run / "DONE").is_file()
@@ -209,7 +280,9 @@ def test_cli_trains_and_reports_config_errors(store, tmp_path) -> None:
 
 
 def test_loader_workers_do_not_change_the_weights(store, reference, tmp_path, one_thread) -> None:
-    run = pretrain("smoke", overrides(store, **{"data.workers": 2}), run_dir=tmp_path / "run", progress=False)
+    run = pretrain(
+        "smoke", overrides(store, **{"data.workers": 2}), run_dir=tmp_path / "run", progress=False
+    )
     assert_same_run(reference, run)
 
 
@@ -219,10 +292,17 @@ def test_mixed_precision_modes(store, tmp_path) -> None:
     cpu = torch.device("cpu")
     assert amp_mode("auto", cpu) == (None, False) and amp_mode(False, cpu) == (None, False)
     assert amp_mode("bf16", cpu) == (torch.bfloat16, False)
-    assert amp_mode("fp16", torch.device("cuda")) == (torch.float16, True)  # fp16 always with a grad scaler
+    assert amp_mode("fp16", torch.device("cuda")) == (
+        torch.float16,
+        True,
+    )  # fp16 always with a grad scaler
     with pytest.raises(ValueError, match="train.amp"):
         amp_mode("fp8", cpu)
-    run = pretrain("smoke", overrides(store, **{"train.amp": "bf16", "train.max_steps": 2, "train.accum": 1}),
-                   run_dir=tmp_path / "bf16", progress=False)
+    run = pretrain(
+        "smoke",
+        overrides(store, **{"train.amp": "bf16", "train.max_steps": 2, "train.accum": 1}),
+        run_dir=tmp_path / "bf16",
+        progress=False,
+    )
     res = json.loads((run / "results.json").read_text())
     assert res["amp"] == "bf16" and all(np.isfinite(v) for v in res["final"].values())

@@ -9,7 +9,9 @@ from mmlib.engine.sampling import StepBatchSampler, epoch_order, steps_per_epoch
 
 def test_two_ranks_see_the_chunks_one_process_sees_with_accumulation() -> None:
     one = StepBatchSampler(11, batch_size=2, accum=2, rank=0, world_size=1, seed=5)
-    ranks = [StepBatchSampler(11, batch_size=2, accum=1, rank=r, world_size=2, seed=5) for r in (0, 1)]
+    ranks = [
+        StepBatchSampler(11, batch_size=2, accum=1, rank=r, world_size=2, seed=5) for r in (0, 1)
+    ]
     for s in (one, *ranks):
         s.set_epoch(3)
     a = list(one)

@@ -16,7 +16,9 @@ def test_closed_form_endpoints_and_monotone_decay() -> None:
     assert all(b > a for a, b in zip(lrs[:warm], lrs[1 : warm + 1]))
     assert all(b <= a + 1e-15 for a, b in zip(lrs[warm:], lrs[warm + 1 :]))  # never rises again
     assert lrs[total] == pytest.approx(low) and lrs[-1] == pytest.approx(low)
-    assert lr_at(warm + (total - warm) // 2, total, base, warm, low) == pytest.approx((base + low) / 2, rel=0.05)
+    assert lr_at(warm + (total - warm) // 2, total, base, warm, low) == pytest.approx(
+        (base + low) / 2, rel=0.05
+    )
 
 
 def test_scheduler_matches_closed_form_and_survives_state_dict() -> None:

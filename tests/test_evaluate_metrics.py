@@ -25,7 +25,9 @@ def test_dice_values_and_empty_rules() -> None:
     assert d.tolist() == [1.0, 0.0, 1.0, 0.0]
     half = torch.zeros(16, 16, 16)
     half[2:6, 2:6, 2:4] = 1
-    assert dice(half[None, None], _cube(2, 6)[None, None]).item() == pytest.approx(2 * 32 / (64 + 32))
+    assert dice(half[None, None], _cube(2, 6)[None, None]).item() == pytest.approx(
+        2 * 32 / (64 + 32)
+    )
 
 
 def test_hd95_values_and_empty_rules() -> None:
@@ -41,12 +43,18 @@ def test_hd95_values_and_empty_rules() -> None:
     assert h[2] == pytest.approx(diag)  # empty prediction
     assert h[3] == 0.0  # both empty
     assert h[4] == pytest.approx(diag)  # empty ground truth, something predicted
-    assert hd95(z[None, None], gt[None, None], empty_distance=373.13).item() == pytest.approx(373.13)
+    assert hd95(z[None, None], gt[None, None], empty_distance=373.13).item() == pytest.approx(
+        373.13
+    )
     assert not torch.isnan(h).any()
 
 
 def test_segmentation_scores_records() -> None:
-    rows = segmentation_scores(_cube(2, 6)[None, None].repeat(1, 2, 1, 1, 1), _cube(2, 6)[None, None].repeat(1, 2, 1, 1, 1), ["a", "b"])
+    rows = segmentation_scores(
+        _cube(2, 6)[None, None].repeat(1, 2, 1, 1, 1),
+        _cube(2, 6)[None, None].repeat(1, 2, 1, 1, 1),
+        ["a", "b"],
+    )
     assert rows == [{"dice_a": 1.0, "dice_b": 1.0, "dice_mean": 1.0, "hd95_a": 0.0, "hd95_b": 0.0}]
     with pytest.raises(ValueError, match="region names"):
         segmentation_scores(torch.zeros(1, 2, 4, 4, 4), torch.zeros(1, 2, 4, 4, 4), ["a"])

@@ -19,10 +19,23 @@ def _fake_run(root: Path, init: str, seed: int, dice: float, frac: float = 0.2) 
     """A run folder as finetune writes it (results.json + DONE), with given numbers."""
     d = root / f"{init}-{seed}-{frac}"
     d.mkdir(parents=True)
-    (d / "results.json").write_text(json.dumps({
-        "task": "brats_ped", "kind": "segmentation", "init": init, "label_fraction": frac, "seed": seed,
-        "fill": "zero", "n_labelled": 3, "n_test": 4, "steps": 10, "test": {"dice_mean": dice},
-        "seconds": {"train": 1.0, "per_step": 0.1}}))
+    (d / "results.json").write_text(
+        json.dumps(
+            {
+                "task": "brats_ped",
+                "kind": "segmentation",
+                "init": init,
+                "label_fraction": frac,
+                "seed": seed,
+                "fill": "zero",
+                "n_labelled": 3,
+                "n_test": 4,
+                "steps": 10,
+                "test": {"dice_mean": dice},
+                "seconds": {"train": 1.0, "per_step": 0.1},
+            }
+        )
+    )
     (d / "DONE").write_text("x")
 
 
@@ -39,7 +52,11 @@ def test_summary_and_paired(tmp_path: Path) -> None:
     assert len(runs) == 9
     tab = summary_table(runs, "dice_mean")
     row = tab[tab["init"] == "scratch"].iloc[0]
-    assert row["mean"] == pytest.approx(0.5) and row["sd"] == pytest.approx(0.1) and row["n_seeds"] == 3
+    assert (
+        row["mean"] == pytest.approx(0.5)
+        and row["sd"] == pytest.approx(0.1)
+        and row["n_seeds"] == 3
+    )
     diff = paired_differences(runs, "dice_mean").set_index("init")
     # the seed spread of scratch (0.1) is large, but the paired differences are tight
     assert diff.loc["brainmvp", "mean_diff"] == pytest.approx(0.06)
@@ -62,14 +79,24 @@ def test_robustness_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     from mmlib.evaluate.scoring import score_run
 
     store = tiny_store(tmp_path / "store", n_seg=5, n_cls=0)
-    run = finetune("smoke", {"data.store": str(store), "run.root": str(tmp_path / "runs"), "train.steps": 2,
-                             "eval.hd95": False}, progress=False)
+    run = finetune(
+        "smoke",
+        {
+            "data.store": str(store),
+            "run.root": str(tmp_path / "runs"),
+            "train.steps": 2,
+            "eval.hd95": False,
+        },
+        progress=False,
+    )
     score_run(run)
     table = subset_robustness(run, progress=False)
     assert len(table) == 15 and set(table["fill"]) == {"zero"}  # scratch has no templates
     assert table["n_modalities"].tolist()[0] == 4 and np.isfinite(table["dice_mean"]).all()
     full = json.loads((run / "results.json").read_text())["test"]["dice_mean"]
-    assert table.iloc[0]["dice_mean"] == pytest.approx(full, abs=1e-6)  # all four = the plain test score
+    assert table.iloc[0]["dice_mean"] == pytest.approx(
+        full, abs=1e-6
+    )  # all four = the plain test score
     assert (run / "robustness.csv").is_file()
     assert main(["evaluate", "report", str(tmp_path / "runs")]) == 0
     assert "mean ± sd" in capsys.readouterr().out

@@ -22,8 +22,15 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_store(tmp_path_factory.mktemp("store"), n_seg=5, n_cls=0)
 
 
-def test_score_run_writes_scores_once_and_a_trained_run_is_not_retrained(store: Path, tmp_path: Path) -> None:
-    over = {"data.store": str(store), "run.root": str(tmp_path), "train.steps": 2, "eval.hd95": False}
+def test_score_run_writes_scores_once_and_a_trained_run_is_not_retrained(
+    store: Path, tmp_path: Path
+) -> None:
+    over = {
+        "data.store": str(store),
+        "run.root": str(tmp_path),
+        "train.steps": 2,
+        "eval.hd95": False,
+    }
     run = finetune("smoke", over, progress=False)
     # trained, not scored: the summary is there, test scores are not
     assert (run / TRAINED).is_file() and not (run / DONE).is_file()
@@ -43,7 +50,9 @@ def test_score_run_writes_scores_once_and_a_trained_run_is_not_retrained(store: 
     assert res["test"]["dice_mean"] == pytest.approx(float(scores["dice_mean"].mean()))
     assert res["test"]["dice_WT_sd"] == pytest.approx(float(scores["dice_WT"].std(ddof=0)))
     assert len(list((run / "predictions").glob("*.npz"))) == 1  # eval.n_predictions at smoke
-    assert json.loads((run / "results.json").read_text()) == json.loads(json.dumps(res, default=str))
+    assert json.loads((run / "results.json").read_text()) == json.loads(
+        json.dumps(res, default=str)
+    )
     # scored once: a second call reads the folder back
     done = (run / DONE).stat().st_mtime_ns
     assert score_run(run)["test"] == res["test"] and (run / DONE).stat().st_mtime_ns == done
@@ -54,7 +63,12 @@ def test_score_run_writes_scores_once_and_a_trained_run_is_not_retrained(store: 
 
 
 def test_grid_trains_and_scores_each_cell_and_reuses_them(store: Path, tmp_path: Path) -> None:
-    over = {"data.store": str(store), "run.root": str(tmp_path), "train.steps": 2, "eval.hd95": False}
+    over = {
+        "data.store": str(store),
+        "run.root": str(tmp_path),
+        "train.steps": 2,
+        "eval.hd95": False,
+    }
     runs = finetune_grid("smoke", ["scratch"], [0.5, 1.0], [0, 1], over, progress=False)
     assert len(runs) == len(set(runs)) == 4 and all((r / DONE).is_file() for r in runs)
     assert [json.loads((r / "results.json").read_text())["seed"] for r in runs] == [0, 1, 0, 1]

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from downstream_fixtures import tiny_store
+
 from mmlib.data.store import Store
 from mmlib.engine.config import load_config
 from mmlib.engine.finetune import TRAINED, finetune
@@ -39,8 +39,13 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     affine[:3, 3] = -58.0
     state = {f"backbone.{k}": v for k, v in bb.state_dict().items()}
     state["templates.volumes"] = vol
-    meta = {"model": {"name": "unet", "size": bb.size}, "modalities": ["flair", "t1", "t1c", "t2", "mra", "pd", "dwi", "adc"],
-            "template_affine": affine.tolist(), "step": 7, "config": {}}
+    meta = {
+        "model": {"name": "unet", "size": bb.size},
+        "modalities": ["flair", "t1", "t1c", "t2", "mra", "pd", "dwi", "adc"],
+        "template_affine": affine.tolist(),
+        "step": 7,
+        "config": {},
+    }
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "step_0000007", state, meta)
 
 
@@ -69,7 +74,12 @@ def test_config_errors() -> None:
 
 
 def test_segmentation_run_pairing_and_reuse(store: Path, checkpoint: Path, tmp_path: Path) -> None:
-    over = {"data.store": str(store), "run.root": str(tmp_path), "train.steps": 3, "optim.encoder_lr_scale": 0.3}
+    over = {
+        "data.store": str(store),
+        "run.root": str(tmp_path),
+        "train.steps": 3,
+        "optim.encoder_lr_scale": 0.3,
+    }
     scratch = finetune("smoke", {**over, "init": "scratch"}, progress=False)
     pre = finetune("smoke", {**over, "init": str(checkpoint)}, progress=False)
     assert (pre / TRAINED).is_file() and not (pre / "DONE").is_file()  # trained, not yet scored
@@ -104,15 +114,25 @@ def test_segmentation_run_pairing_and_reuse(store: Path, checkpoint: Path, tmp_p
     dec_a = {k: v for k, v in a.state_dict().items() if not k.startswith("backbone.")}
     dec_b = {k: v for k, v in b.state_dict().items() if not k.startswith("backbone.")}
     assert dec_a.keys() == dec_b.keys() and all(torch.equal(dec_a[k], dec_b[k]) for k in dec_a)
-    enc_differs = any(not torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict() if k.startswith("backbone."))
+    enc_differs = any(
+        not torch.equal(a.state_dict()[k], b.state_dict()[k])
+        for k in a.state_dict()
+        if k.startswith("backbone.")
+    )
     assert enc_differs
     c, _, _ = build_network({**cfg, "train": {**cfg["train"], "seed": 1}}, spec, None)
     assert any(not torch.equal(c.state_dict()[k], a.state_dict()[k]) for k in dec_a)
 
 
 def test_classification_run(store: Path, tmp_path: Path) -> None:
-    [run] = finetune_grid("smoke", ["scratch"], [1.0], [0], {"data.store": str(store), "run.root": str(tmp_path),
-                                                            "task": "hgg_lgg", "train.steps": 3}, progress=False)
+    [run] = finetune_grid(
+        "smoke",
+        ["scratch"],
+        [1.0],
+        [0],
+        {"data.store": str(store), "run.root": str(tmp_path), "task": "hgg_lgg", "train.steps": 3},
+        progress=False,
+    )
     res = json.loads((run / "results.json").read_text())
     assert res["kind"] == "classification" and res["n_test"] == 2
     assert 0 <= res["test"]["accuracy"] <= 1 and res["test"]["n"] == 2
@@ -121,8 +141,23 @@ def test_classification_run(store: Path, tmp_path: Path) -> None:
 def test_cli(store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from mmlib.cli import main
 
-    code = main(["finetune", "--config", "smoke", "--init", "scratch", "--seeds", "0", "1", "--no-progress",
-                 f"data.store={store}", f"run.root={tmp_path}", "train.steps=2", "eval.hd95=false"])
+    code = main(
+        [
+            "finetune",
+            "--config",
+            "smoke",
+            "--init",
+            "scratch",
+            "--seeds",
+            "0",
+            "1",
+            "--no-progress",
+            f"data.store={store}",
+            f"run.root={tmp_path}",
+            "train.steps=2",
+            "eval.hd95=false",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and out.count("dice_mean=") == 2
     assert main(["finetune", "--config", "smoke", "train.nope=1"]) == 1

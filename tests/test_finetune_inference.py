@@ -15,8 +15,12 @@ torch.set_num_threads(1)
 
 def test_predict_volume_odd_sizes_matches_direct_forward() -> None:
     torch.manual_seed(0)
-    net = SegmentationNet(build_backbone("unet", **BACKBONE_PRESETS["smoke"]["unet"]), 1, 2, "unet", seed=0).eval()
-    x = torch.rand(1, 1, 21, 30, 17)  # not multiples of the stride 8, smaller than the window on one axis
+    net = SegmentationNet(
+        build_backbone("unet", **BACKBONE_PRESETS["smoke"]["unet"]), 1, 2, "unet", seed=0
+    ).eval()
+    x = torch.rand(
+        1, 1, 21, 30, 17
+    )  # not multiples of the stride 8, smaller than the window on one axis
     out = predict_volume(net, x, (16, 16, 16), overlap=0.25)
     assert out.shape == (1, 2, 21, 30, 17) and torch.isfinite(out).all()
     # a single window covering the padded volume gives the direct forward pass of the padded input
@@ -26,7 +30,10 @@ def test_predict_volume_odd_sizes_matches_direct_forward() -> None:
     assert torch.allclose(predict_volume(net, y, (16, 16, 16)), direct, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind,names", [("brats", ("TC", "WT", "ET")), ("binary", ("lesion",)), ("classes", ("CSF", "GM", "WM"))])
+@pytest.mark.parametrize(
+    "kind,names",
+    [("brats", ("TC", "WT", "ET")), ("binary", ("lesion",)), ("classes", ("CSF", "GM", "WM"))],
+)
 def test_losses_decrease_towards_the_target(kind: str, names: tuple[str, ...]) -> None:
     regions = RegionSpec(names, kind, "brats2023")
     spec = TaskSpec("t", "segmentation", ("t1",), regions)
@@ -40,7 +47,13 @@ def test_losses_decrease_towards_the_target(kind: str, names: tuple[str, ...]) -
     if regions.sigmoid:
         good = torch.where(t > 0, 8.0, -8.0)
     else:
-        good = torch.nn.functional.one_hot(label[:, 0], regions.out_channels).permute(0, 4, 1, 2, 3).float() * 16 - 8
+        good = (
+            torch.nn.functional.one_hot(label[:, 0], regions.out_channels)
+            .permute(0, 4, 1, 2, 3)
+            .float()
+            * 16
+            - 8
+        )
     bad = -good
     lg, lb = segmentation_loss(spec, good, label), segmentation_loss(spec, bad, label)
     assert lg < 0.05 < lb
@@ -50,7 +63,9 @@ def test_losses_decrease_towards_the_target(kind: str, names: tuple[str, ...]) -
 
 
 def test_predict_volume_full_window() -> None:
-    net = SegmentationNet(build_backbone("unet", **BACKBONE_PRESETS["smoke"]["unet"]), 1, 1, "unet", seed=0).eval()
+    net = SegmentationNet(
+        build_backbone("unet", **BACKBONE_PRESETS["smoke"]["unet"]), 1, 1, "unet", seed=0
+    ).eval()
     x = torch.rand(1, 1, 19, 24, 13)
     out = predict_volume(net, x, "full")
     padded = torch.nn.functional.pad(x, (0, 3, 0, 0, 0, 5))  # to multiples of 8: 24, 24, 16

@@ -5,16 +5,26 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmlib.models import ClassifierNet, SegmentationNet, default_decoder
-from mmlib.models import BACKBONE_PRESETS, adapt_in_channels, build_backbone
+from mmlib.models import (
+    BACKBONE_PRESETS,
+    ClassifierNet,
+    SegmentationNet,
+    adapt_in_channels,
+    build_backbone,
+    default_decoder,
+)
 
 torch.set_num_threads(1)
 
 
-@pytest.mark.parametrize("name,decoder", [("unet", "unet"), ("unet", "unetr"), ("uniformer", "unetr")])
+@pytest.mark.parametrize(
+    "name,decoder", [("unet", "unet"), ("unet", "unetr"), ("uniformer", "unetr")]
+)
 def test_segmentation_shapes_and_grad(name: str, decoder: str) -> None:
     torch.manual_seed(0)
-    bb = adapt_in_channels(build_backbone(name, **BACKBONE_PRESETS["smoke"][name]), 3, mode="inflate")
+    bb = adapt_in_channels(
+        build_backbone(name, **BACKBONE_PRESETS["smoke"][name]), 3, mode="inflate"
+    )
     net = SegmentationNet(bb, 3, 4, decoder=decoder, deep_supervision=True, seed=0)
     x = torch.rand(1, 3, 32, 32, 32)
     outs = net(x)
@@ -63,5 +73,7 @@ def test_head_bias_sets_every_output_head() -> None:
     net = SegmentationNet(bb, 1, 3, "unet", deep_supervision=True, seed=0, head_bias=-3.0)
     heads = [net.head, *net.aux_heads]
     assert len(heads) > 1 and all(torch.all(h.conv.conv.bias == -3.0) for h in heads)
-    plain = SegmentationNet(build_backbone("unet", **BACKBONE_PRESETS["smoke"]["unet"]), 1, 3, "unet", seed=0)
+    plain = SegmentationNet(
+        build_backbone("unet", **BACKBONE_PRESETS["smoke"]["unet"]), 1, 3, "unet", seed=0
+    )
     assert not torch.all(plain.head.conv.conv.bias == -3.0)

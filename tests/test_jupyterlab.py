@@ -26,9 +26,19 @@ def test_lab_serves_py_notebook_with_parameters_tag(tmp_path: Path) -> None:
     port, token = _free_port(), "mmlib-test-token"
     exe = Path(sys.executable).with_name("jupyter-lab")
     proc = subprocess.Popen(
-        [str(exe), "--no-browser", "--ip=127.0.0.1", f"--port={port}", f"--IdentityProvider.token={token}",
-         f"--ServerApp.root_dir={REPO_ROOT}", "--ServerApp.open_browser=False", "--allow-root"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path,
+        [
+            str(exe),
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={REPO_ROOT}",
+            "--ServerApp.open_browser=False",
+            "--allow-root",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
         env={**__import__("os").environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt")},
     )
     base = f"http://127.0.0.1:{port}"
@@ -45,15 +55,21 @@ def test_lab_serves_py_notebook_with_parameters_tag(tmp_path: Path) -> None:
                     out = proc.stdout.read().decode() if proc.stdout else ""
                     pytest.fail(f"jupyter lab did not start: {out[-2000:]}")
                 time.sleep(0.5)
-        req = urllib.request.Request(f"{base}/api/contents/notebooks/00_overview.py?type=notebook&content=1", headers=headers)
+        req = urllib.request.Request(
+            f"{base}/api/contents/notebooks/00_overview.py?type=notebook&content=1", headers=headers
+        )
         model = json.loads(urllib.request.urlopen(req, timeout=30).read())
         assert model["type"] == "notebook"
         cells = model["content"]["cells"]
         assert len(cells) > 5
         assert "parameters" in cells[0]["metadata"].get("tags", [])
-        assert any(c["cell_type"] == "markdown" and "## Overview" in "".join(c["source"]) for c in cells)
+        assert any(
+            c["cell_type"] == "markdown" and "## Overview" in "".join(c["source"]) for c in cells
+        )
         # The lab front-end itself is served (not only the REST API).
-        page = urllib.request.urlopen(urllib.request.Request(f"{base}/lab", headers=headers), timeout=30).read()
+        page = urllib.request.urlopen(
+            urllib.request.Request(f"{base}/lab", headers=headers), timeout=30
+        ).read()
         assert b"JupyterLab" in page
     finally:
         proc.terminate()

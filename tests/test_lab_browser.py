@@ -24,11 +24,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from mmlib.paths import REPO_ROOT
-
 from conftest import need_system
 from test_book import CHROMIUM_ARGS
+
+from mmlib.paths import REPO_ROOT
 
 CHAPTER = "03_cross_modal_reconstruction.py"
 SAVED = "00_overview.py"  # opened and saved untouched: git diff must stay empty
@@ -43,7 +42,8 @@ def _free_port() -> int:
 
 
 def _write_settings(folder: Path) -> None:
-    """Test-local user settings: no autosave (the test edits a chapter it must not save), no news."""
+    """Test-local user settings: no autosave (the test edits a chapter it must not save),
+    no news."""
     for plugin, text in {
         "docmanager-extension/plugin": '{"autosave": false}',
         "apputils-extension/notification": '{"fetchNews": "false", "checkForUpdates": false}',
@@ -67,9 +67,19 @@ def lab(tmp_path: Path) -> Iterator[str]:
     env.pop("MPLBACKEND", None)  # conftest's Agg; a user's kernel has matplotlib's inline default
     log = (tmp_path / "lab.log").open("w")
     proc = subprocess.Popen(
-        [str(exe), "--no-browser", "--ip=127.0.0.1", f"--port={_free_port()}",
-         f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={REPO_ROOT}", "--allow-root"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, env=env,
+        [
+            str(exe),
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={_free_port()}",
+            f"--IdentityProvider.token={TOKEN}",
+            f"--ServerApp.root_dir={REPO_ROOT}",
+            "--allow-root",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+        env=env,
     )
     try:
         deadline = time.time() + 120
@@ -107,7 +117,9 @@ def _open_in_file_browser(page, *names: str) -> None:  # type: ignore[no-untyped
 
 @pytest.mark.slow
 def test_click_opens_chapter_as_notebook_and_widgets_run(lab: str, tmp_path: Path) -> None:
-    chromium = need_system("chromium", "headless browser for the JupyterLab test", "apt-get install chromium")
+    chromium = need_system(
+        "chromium", "headless browser for the JupyterLab test", "apt-get install chromium"
+    )
     from playwright.sync_api import expect, sync_playwright
 
     shots = tmp_path / "screenshots"
@@ -129,22 +141,29 @@ def test_click_opens_chapter_as_notebook_and_widgets_run(lab: str, tmp_path: Pat
             _open_in_file_browser(page, "notebooks", CHAPTER)
             panel = page.locator(".jp-NotebookPanel:visible")
             panel.wait_for()
-            expect(panel.locator(".jp-MarkdownCell .jp-RenderedMarkdown h1")).to_contain_text("Cross-modal")
+            expect(panel.locator(".jp-MarkdownCell .jp-RenderedMarkdown h1")).to_contain_text(
+                "Cross-modal"
+            )
             cells = panel.locator(".jp-Notebook .jp-Cell")
             assert panel.locator(".jp-CodeCell").count() >= 5
             assert page.locator(".jp-FileEditor:visible").count() == 0
             page.screenshot(path=str(shots / "notebook.png"))
 
             # The parameters cell at the smoke scale, outputs in the test's folder.
-            page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=120_000)
+            page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(
+                timeout=120_000
+            )
             editor = cells.nth(0).locator(".cm-content")
             editor.click()
             page.keyboard.press("Control+a")
             params = editor.inner_text()
             assert 'scale = "demo"' in params
             out_dir = tmp_path / "out03"
-            page.keyboard.insert_text(params.replace('scale = "demo"', 'scale = "smoke"')
-                                      .replace("runs/book/03_cross_modal_reconstruction", str(out_dir)))
+            page.keyboard.insert_text(
+                params.replace('scale = "demo"', 'scale = "smoke"').replace(
+                    "runs/book/03_cross_modal_reconstruction", str(out_dir)
+                )
+            )
             expect(cells.nth(0)).to_contain_text('scale = "smoke"')
 
             # Run the cells up to the explorer (as a person: Shift+Enter, cell after cell).
@@ -162,7 +181,10 @@ def test_click_opens_chapter_as_notebook_and_widgets_run(lab: str, tmp_path: Pat
             assert (out_dir / "figures" / "modalities.png").is_file()
             explorer.scroll_into_view_if_needed()
             page.screenshot(path=str(shots / "widget.png"))
-            before_src, before_png = image.get_attribute("src"), image.screenshot(path=str(shots / "figure_before.png"))
+            before_src, before_png = (
+                image.get_attribute("src"),
+                image.screenshot(path=str(shots / "figure_before.png")),
+            )
             readout = slider.locator(".widget-readout")
             start = readout.inner_text()
 
@@ -176,8 +198,10 @@ def test_click_opens_chapter_as_notebook_and_widgets_run(lab: str, tmp_path: Pat
             page.mouse.move(x - 40, y, steps=8)
             page.mouse.up()
             expect(readout).not_to_have_text(start)
-            page.wait_for_function("([el, src]) => el.getAttribute('src') !== src",
-                                   arg=[image.element_handle(), before_src])
+            page.wait_for_function(
+                "([el, src]) => el.getAttribute('src') !== src",
+                arg=[image.element_handle(), before_src],
+            )
             page.wait_for_timeout(300)  # the new PNG decodes
             after_png = image.screenshot(path=str(shots / "figure_after.png"))
             assert after_png != before_png, "moving the slice slider did not change the figure"
@@ -194,8 +218,12 @@ def test_click_opens_chapter_as_notebook_and_widgets_run(lab: str, tmp_path: Pat
             probe = cells.nth(at + 1).locator(".jp-OutputArea-output")
             expect(probe).to_contain_text("mmlib", timeout=60_000)
             prefix, module = probe.inner_text().split()[:2]
-            assert Path(prefix).resolve() == Path(sys.prefix).resolve(), f"kernel runs {prefix}, not {sys.prefix}"
-            assert Path(sys.prefix) != Path(sys.base_prefix), "the tests are not running in a virtual environment"
+            assert Path(prefix).resolve() == Path(sys.prefix).resolve(), (
+                f"kernel runs {prefix}, not {sys.prefix}"
+            )
+            assert Path(sys.prefix) != Path(sys.base_prefix), (
+                "the tests are not running in a virtual environment"
+            )
             assert Path(module).resolve().parent == (REPO_ROOT / "mmlib").resolve()
 
             # An ordinary module of the package opens as text, in the editor.
@@ -214,7 +242,10 @@ def test_click_opens_chapter_as_notebook_and_widgets_run(lab: str, tmp_path: Pat
             page.keyboard.press("Escape")
             page.keyboard.press("Control+s")
             deadline = time.time() + 60
-            while not (twin.exists() and twin.stat().st_mtime != twin_before) and time.time() < deadline:
+            while (
+                not (twin.exists() and twin.stat().st_mtime != twin_before)
+                and time.time() < deadline
+            ):
                 time.sleep(0.2)
         except Exception:
             page.screenshot(path=str(shots / "at_failure.png"))
@@ -222,10 +253,17 @@ def test_click_opens_chapter_as_notebook_and_widgets_run(lab: str, tmp_path: Pat
         finally:
             browser.close()
     try:
-        assert twin.exists() and twin.stat().st_mtime != twin_before, f"saving did not write {twin.name}"
+        assert twin.exists() and twin.stat().st_mtime != twin_before, (
+            f"saving did not write {twin.name}"
+        )
         assert saved.read_bytes() == text_before, f"saving the untouched {SAVED} changed it"
-        diff = subprocess.run(["git", "status", "--porcelain", "--", "notebooks"], cwd=REPO_ROOT,
-                              capture_output=True, text=True, check=True).stdout
+        diff = subprocess.run(
+            ["git", "status", "--porcelain", "--", "notebooks"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         assert diff == "", f"git sees changes after the save: {diff}"
     finally:
         if twin_before is None and twin.exists():

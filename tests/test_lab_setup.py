@@ -16,7 +16,9 @@ from mmlib.paths import REPO_ROOT
 
 
 def _setup_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("jupyterlab_setup", REPO_ROOT / "tools" / "jupyterlab_setup.py")
+    spec = importlib.util.spec_from_file_location(
+        "jupyterlab_setup", REPO_ROOT / "tools" / "jupyterlab_setup.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -30,8 +32,9 @@ def test_chapters_and_only_chapters_open_as_notebooks() -> None:
     chapters = list_notebooks()
     assert len(chapters) >= 10
     assert all(setup.is_notebook_name(p.name) for p in chapters)
-    tracked = subprocess.run(["git", "ls-files", "*.py"], cwd=REPO_ROOT, capture_output=True, text=True,
-                             check=True).stdout.split()
+    tracked = subprocess.run(
+        ["git", "ls-files", "*.py"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
     others = [p for p in tracked if not p.startswith("notebooks/")]
     assert len(others) > 50  # mmlib/, tests/, tools/, benchmarks/
     claimed = [p for p in others if setup.is_notebook_name(Path(p).name)]
@@ -46,7 +49,10 @@ def test_extension_declares_a_name_only_file_type() -> None:
     files = setup.extension_files()
     package = json.loads(files["package.json"])
     entry = package["jupyterlab"]["_build"]["load"]
-    assert package["name"] == setup.EXTENSION and package["jupyterlab"]["_build"]["extension"] == "./extension"
+    assert (
+        package["name"] == setup.EXTENSION
+        and package["jupyterlab"]["_build"]["extension"] == "./extension"
+    )
     js = files[entry]
     file_type = json.loads(js.split("var FILE_TYPE = ", 1)[1].split(";\n", 1)[0])
     # matched by name only: an extension list would claim every .py file (mmlib/ too)
@@ -75,5 +81,7 @@ def test_this_environment_has_the_extension() -> None:
     for rel, text in setup.extension_files().items():
         path = root / rel
         if not path.is_file() or path.read_text(encoding="utf-8") != text:
-            pytest.fail(f"{path} is missing or out of date: run `make venv` "
-                        f"(or {sys.executable} tools/jupyterlab_setup.py)")
+            pytest.fail(
+                f"{path} is missing or out of date: run `make venv` "
+                f"(or {sys.executable} tools/jupyterlab_setup.py)"
+            )

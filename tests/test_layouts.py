@@ -23,9 +23,14 @@ from mmlib.data.layouts import (
 
 # tissue intensities per modality: (background, csf, gm, wm, lesion)
 CONTRAST = {
-    "t1": (0, 25, 60, 90, 40), "t1c": (0, 25, 60, 90, 120), "t2": (0, 100, 70, 50, 90),
-    "flair": (0, 8, 70, 55, 110), "pd": (0, 90, 80, 65, 85), "mra": (0, 10, 20, 15, 18),
-    "dwi": (0, 15, 60, 55, 150), "adc": (0, 100, 45, 40, 15),
+    "t1": (0, 25, 60, 90, 40),
+    "t1c": (0, 25, 60, 90, 120),
+    "t2": (0, 100, 70, 50, 90),
+    "flair": (0, 8, 70, 55, 110),
+    "pd": (0, 90, 80, 65, 85),
+    "mra": (0, 10, 20, 15, 18),
+    "dwi": (0, 15, 60, 55, 150),
+    "adc": (0, 100, 45, 40, 15),
 }
 
 
@@ -90,7 +95,12 @@ def make_ixi(root, n=2):
     for i in range(n):
         sid = f"IXI{i:03d}-Guys-{800 + i}"
         t = head(seed=20 + i)
-        for mod, folder in (("t1", "IXI-T1"), ("t2", "IXI-T2"), ("pd", "IXI-PD"), ("mra", "IXI-MRA")):
+        for mod, folder in (
+            ("t1", "IXI-T1"),
+            ("t2", "IXI-T2"),
+            ("pd", "IXI-PD"),
+            ("mra", "IXI-MRA"),
+        ):
             aff = np.diag([3.0, 3.0, 3.0, 1.0])
             aff[:3, 3] = -np.array(t.shape) * 1.5
             if mod in ("t2", "pd"):  # flipped x (L->R stored as R->L), same world
@@ -101,7 +111,8 @@ def make_ixi(root, n=2):
                 data = synth(t, mod, i)
             save(Path(root) / folder / f"{sid}-{mod.upper()}.nii.gz", data, aff)
     (Path(root) / "participants.tsv").write_text(
-        "participant_id\tage\tsex\n" + "".join(f"IXI{i:03d}\t{30 + i}\tF\n" for i in range(n)))
+        "participant_id\tage\tsex\n" + "".join(f"IXI{i:03d}\t{30 + i}\tF\n" for i in range(n))
+    )
     return Path(root)
 
 
@@ -118,10 +129,14 @@ def make_isles(root, n=2):
         aff = np.diag([2.0, 2.0, 2.0, 1.0])
         aff[:3, 3] = -np.array(tf.shape) * 1.0 + 1.0
         save(ses / "anat" / f"{sub}_ses-0001_FLAIR.nii.gz", synth(tf, "flair", i), aff)
-        save(Path(root) / "derivatives" / sub / "ses-0001" / f"{sub}_ses-0001_msk.nii.gz",
-             (t == 4).astype(np.uint8))
+        save(
+            Path(root) / "derivatives" / sub / "ses-0001" / f"{sub}_ses-0001_msk.nii.gz",
+            (t == 4).astype(np.uint8),
+        )
     (Path(root) / "participants.tsv").write_text(
-        "participant_id\tstroke_age\n" + "".join(f"sub-strokecase{i + 1:04d}\tacute\n" for i in range(n)))
+        "participant_id\tstroke_age\n"
+        + "".join(f"sub-strokecase{i + 1:04d}\tacute\n" for i in range(n))
+    )
     return Path(root)
 
 
@@ -133,13 +148,24 @@ def make_decathlon(root, n=2):
         img = np.stack([synth(t, m, i) for m in ("flair", "t1", "t1c", "t2")], axis=-1)
         save(root / "imagesTr" / f"BRATS_{i:03d}.nii.gz", img)
         save(root / "labelsTr" / f"BRATS_{i:03d}.nii.gz", np.where(t == 4, 3, 0).astype(np.uint8))
-        training.append({"image": f"./imagesTr/BRATS_{i:03d}.nii.gz",
-                         "label": f"./labelsTr/BRATS_{i:03d}.nii.gz"})
+        training.append(
+            {
+                "image": f"./imagesTr/BRATS_{i:03d}.nii.gz",
+                "label": f"./labelsTr/BRATS_{i:03d}.nii.gz",
+            }
+        )
     (root / "imagesTr" / "._BRATS_000.nii.gz").write_bytes(b"junk")
-    (root / "dataset.json").write_text(json.dumps({
-        "name": "BRATS", "modality": {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"},
-        "labels": {"0": "background", "1": "edema", "2": "non-enhancing", "3": "enhancing"},
-        "training": training, "test": []}))
+    (root / "dataset.json").write_text(
+        json.dumps(
+            {
+                "name": "BRATS",
+                "modality": {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"},
+                "labels": {"0": "background", "1": "edema", "2": "non-enhancing", "3": "enhancing"},
+                "training": training,
+                "test": [],
+            }
+        )
+    )
     return root
 
 
@@ -157,27 +183,38 @@ def make_ucsf(root, n=2):
     for i in range(n):
         sid = f"UCSF-PDGM-{i + 4:04d}"
         t = head(seed=60 + i)
-        for name, mod in (("T1", "t1"), ("T1c", "t1c"), ("T2", "t2"), ("FLAIR", "flair"),
-                          ("DWI", "dwi"), ("ADC", "adc")):
+        for name, mod in (
+            ("T1", "t1"),
+            ("T1c", "t1c"),
+            ("T2", "t2"),
+            ("FLAIR", "flair"),
+            ("DWI", "dwi"),
+            ("ADC", "adc"),
+        ):
             save(Path(root) / f"{sid}_nifti" / f"{sid}_{name}.nii.gz", synth(t, mod, i))
         save(Path(root) / f"{sid}_nifti" / f"{sid}_T1_bias.nii.gz", synth(t, "t1", i))
-        save(Path(root) / f"{sid}_nifti" / f"{sid}_tumor_segmentation.nii.gz",
-             np.where(t == 4, 1, 0).astype(np.uint8))
+        save(
+            Path(root) / f"{sid}_nifti" / f"{sid}_tumor_segmentation.nii.gz",
+            np.where(t == 4, 1, 0).astype(np.uint8),
+        )
     return Path(root)
 
 
 # ----------------------------------------------------------------------------------- tests
 
 
-@pytest.mark.parametrize(("maker", "layout", "n", "mods", "labelled"), [
-    (make_brats2021, "brats2021", 3, ["flair", "t1", "t1c", "t2"], True),
-    (make_brats2023, "brats2023", 2, ["flair", "t1", "t1c", "t2"], True),
-    (make_ixi, "ixi", 2, ["t1", "t2", "mra", "pd"], False),
-    (make_isles, "isles2022", 2, ["flair", "dwi", "adc"], True),
-    (make_decathlon, "decathlon", 2, ["flair", "t1", "t1c", "t2"], True),
-    (make_brats2018, "brats2018", 3, ["flair", "t1", "t1c", "t2"], False),
-    (make_ucsf, "ucsf_pdgm", 2, ["flair", "t1", "t1c", "t2", "dwi", "adc"], True),
-])
+@pytest.mark.parametrize(
+    ("maker", "layout", "n", "mods", "labelled"),
+    [
+        (make_brats2021, "brats2021", 3, ["flair", "t1", "t1c", "t2"], True),
+        (make_brats2023, "brats2023", 2, ["flair", "t1", "t1c", "t2"], True),
+        (make_ixi, "ixi", 2, ["t1", "t2", "mra", "pd"], False),
+        (make_isles, "isles2022", 2, ["flair", "dwi", "adc"], True),
+        (make_decathlon, "decathlon", 2, ["flair", "t1", "t1c", "t2"], True),
+        (make_brats2018, "brats2018", 3, ["flair", "t1", "t1c", "t2"], False),
+        (make_ucsf, "ucsf_pdgm", 2, ["flair", "t1", "t1c", "t2", "dwi", "adc"], True),
+    ],
+)
 def test_layout_detected_and_read(tmp_path, maker, layout, n, mods, labelled):
     root = maker(tmp_path / layout)
     assert detect_layout(root) == layout
@@ -210,15 +247,40 @@ def test_cohort_json_and_counts(tmp_path):
     make_brats2021(tmp_path / "cohort" / "BraTS2021", n=2)
     make_ixi(tmp_path / "cohort" / "IXI", n=1)
     make_brats2021(tmp_path / "cohort" / "flat", n=2)
-    (tmp_path / "cohort" / "cohort.json").write_text(json.dumps({"sources": [
-        {"name": "brats21", "path": "BraTS2021", "layout": "brats2021", "role": "pretrain",
-         "task": "pretrain", "modalities": ["flair", "t1", "t1c", "t2"]},
-        {"name": "ixi", "path": "IXI", "layout": "ixi", "role": "pretrain", "task": "pretrain",
-         "modalities": ["t1", "t2"]},
-        {"name": "custom", "path": "flat", "layout": "pattern", "role": "downstream",
-         "task": "seg", "pattern": "{subject}/{subject}_{modality}.nii.gz",
-         "label_pattern": "{subject}/{subject}_seg.nii.gz", "modalities": ["t1", "flair"]},
-    ]}))
+    (tmp_path / "cohort" / "cohort.json").write_text(
+        json.dumps(
+            {
+                "sources": [
+                    {
+                        "name": "brats21",
+                        "path": "BraTS2021",
+                        "layout": "brats2021",
+                        "role": "pretrain",
+                        "task": "pretrain",
+                        "modalities": ["flair", "t1", "t1c", "t2"],
+                    },
+                    {
+                        "name": "ixi",
+                        "path": "IXI",
+                        "layout": "ixi",
+                        "role": "pretrain",
+                        "task": "pretrain",
+                        "modalities": ["t1", "t2"],
+                    },
+                    {
+                        "name": "custom",
+                        "path": "flat",
+                        "layout": "pattern",
+                        "role": "downstream",
+                        "task": "seg",
+                        "pattern": "{subject}/{subject}_{modality}.nii.gz",
+                        "label_pattern": "{subject}/{subject}_seg.nii.gz",
+                        "modalities": ["t1", "flair"],
+                    },
+                ]
+            }
+        )
+    )
     studies = discover(tmp_path / "cohort")
     assert detect_layout(tmp_path / "cohort") == "cohort"
     counts = source_counts(studies)
@@ -250,8 +312,15 @@ def test_unknown_modality_is_a_problem_naming_the_file(tmp_path):
 
 def test_brainmvp_json_and_outside_root(tmp_path):
     root = make_brats2021(tmp_path / "BraTS2021", n=2)
-    entries = [{"image": [f"BraTS2021_{i:05d}/BraTS2021_{i:05d}_{m}.nii.gz"
-                          for m in ("flair", "t1", "t1ce", "t2")]} for i in range(2)]
+    entries = [
+        {
+            "image": [
+                f"BraTS2021_{i:05d}/BraTS2021_{i:05d}_{m}.nii.gz"
+                for m in ("flair", "t1", "t1ce", "t2")
+            ]
+        }
+        for i in range(2)
+    ]
     entries.append({"image": ["../elsewhere/x_flair.nii.gz"]})
     listing = tmp_path / "dataset_BraTS2021.json"
     listing.write_text(json.dumps({"training": entries[:1], "validation": entries[1:]}))
@@ -269,8 +338,11 @@ def test_pattern_layout(tmp_path):
         for mod in ("T1w", "T2w"):
             save(tmp_path / sid / "anat" / f"{sid}_{mod}.nii.gz", synth(t, mod.lower()[:2]))
         save(tmp_path / "labels" / f"{sid}.nii.gz", (t == 4).astype(np.uint8))
-    studies = find_studies(tmp_path, pattern="{subject}/anat/{subject}_{modality}.nii.gz",
-                           label_pattern="labels/{subject}.nii.gz")
+    studies = find_studies(
+        tmp_path,
+        pattern="{subject}/anat/{subject}_{modality}.nii.gz",
+        label_pattern="labels/{subject}.nii.gz",
+    )
     assert [s.study for s in studies] == ["s01", "s02"]
     assert list(studies[0].modalities) == ["t1", "t2"] and studies[0].label
     with pytest.raises(ValueError, match="subject"):
@@ -282,15 +354,15 @@ def test_datalist_round_trip_and_monai_reads_it(tmp_path):
 
     root = make_brats2021(tmp_path / "BraTS2021", n=3)
     studies = find_studies(root)
-    path = export_datalist(studies, tmp_path / "datalist.json",
-                           splits={"BraTS2021_00002": "val"})
+    path = export_datalist(studies, tmp_path / "datalist.json", splits={"BraTS2021_00002": "val"})
     back = find_studies(path)
     assert detect_layout(path) == "monai_datalist"
     assert [s.study for s in back] == [s.study for s in studies]
     assert [s.split for s in back] == ["train", "train", "val"]
     for a, b in zip(studies, back):
-        assert {m: Path(r.path).resolve() for m, r in a.modalities.items()} == \
-               {m: Path(r.path).resolve() for m, r in b.modalities.items()}
+        assert {m: Path(r.path).resolve() for m, r in a.modalities.items()} == {
+            m: Path(r.path).resolve() for m, r in b.modalities.items()
+        }
         assert Path(a.label).resolve() == Path(b.label).resolve()
     monai_list = load_decathlon_datalist(str(path), data_list_key="training")
     assert len(monai_list) == 2 and Path(monai_list[0]["t1"]).is_file()
@@ -309,13 +381,21 @@ def test_pattern_numeric_subjects_get_the_source_prefix(tmp_path):
     for sid in ("1", "2"):
         save(tmp_path / "TrainingData" / sid / "T1.nii.gz", synth(t, "t1"))
         save(tmp_path / "TrainingData" / sid / "T2_FLAIR.nii.gz", synth(t, "flair"))
-        save(tmp_path / "TrainingLabels" / f"{sid}_LabelsForTesting.nii.gz", (t > 0).astype(np.uint8))
+        save(
+            tmp_path / "TrainingLabels" / f"{sid}_LabelsForTesting.nii.gz", (t > 0).astype(np.uint8)
+        )
     (tmp_path / "participants.tsv").write_text("participant_id\tage\n1\t40\n2\t50\n")
-    studies = find_studies(tmp_path, source="mrbrains", pattern="TrainingData/{subject}/{modality}.nii.gz",
-                           label_pattern="TrainingLabels/{subject}_LabelsForTesting.nii.gz")
+    studies = find_studies(
+        tmp_path,
+        source="mrbrains",
+        pattern="TrainingData/{subject}/{modality}.nii.gz",
+        label_pattern="TrainingLabels/{subject}_LabelsForTesting.nii.gz",
+    )
     assert [s.study for s in studies] == ["mrbrains-1", "mrbrains-2"]
     assert [s.attrs["age"] for s in studies] == [40, 50]
-    assert list(studies[0].modalities) == ["flair", "t1"] and studies[1].label.endswith("2_LabelsForTesting.nii.gz")
+    assert list(studies[0].modalities) == ["flair", "t1"] and studies[1].label.endswith(
+        "2_LabelsForTesting.nii.gz"
+    )
 
 
 def test_export_refuses_channels_of_a_4d_file(tmp_path):
@@ -327,7 +407,9 @@ def test_export_refuses_channels_of_a_4d_file(tmp_path):
 def test_participants_tsv_values(tmp_path):
     from mmlib.data.layouts import read_participants
 
-    (tmp_path / "participants.tsv").write_text("participant_id\tage\tgroup\tnote\nsub-01\t71.5\tMCI\tn/a\n")
+    (tmp_path / "participants.tsv").write_text(
+        "participant_id\tage\tgroup\tnote\nsub-01\t71.5\tMCI\tn/a\n"
+    )
     table = read_participants(tmp_path)
     assert table["sub-01"] == {"age": 71.5, "group": "MCI"} and table["01"] is table["sub-01"]
     (tmp_path / "participants.tsv").write_text("id\tage\n1\t2\n")

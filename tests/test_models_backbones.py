@@ -70,7 +70,11 @@ def test_uniformer_non_cubic_input_keeps_axis_order() -> None:
 
 @pytest.mark.parametrize(
     "name,shape",
-    [("unet", (1, 1, 20, 16, 16)), ("uniformer", (1, 1, 32, 32, 24)), ("swinunetr", (1, 1, 48, 32, 32))],
+    [
+        ("unet", (1, 1, 20, 16, 16)),
+        ("uniformer", (1, 1, 32, 32, 24)),
+        ("swinunetr", (1, 1, 48, 32, 32)),
+    ],
 )
 def test_rejects_sizes_the_architecture_cannot_take(name: str, shape: tuple[int, ...]) -> None:
     net = build_backbone(name, **BACKBONE_PRESETS["smoke"][name])

@@ -21,7 +21,8 @@ from mmlib.models.released import dropped_reason, reference_state_dict
 from mmlib.paths import REPO_ROOT
 
 torch.set_num_threads(1)
-# A copy of ../shared/reference/brainmvp_reference.json ships in tests/data so CI needs no sibling folder.
+# A copy of ../shared/reference/brainmvp_reference.json ships in tests/data so CI needs no
+# sibling folder.
 REFERENCE = REPO_ROOT / "tests" / "data" / "brainmvp_reference.json"
 ARCHS = ["unet", "uniformer"]
 
@@ -29,7 +30,9 @@ ARCHS = ["unet", "uniformer"]
 @pytest.fixture(scope="module")
 def reference() -> dict:
     if not REFERENCE.is_file():
-        pytest.fail(f"{REFERENCE} is missing: the shared reference folder must sit beside the checkout")
+        pytest.fail(
+            f"{REFERENCE} is missing: the shared reference folder must sit beside the checkout"
+        )
     return json.loads(REFERENCE.read_text())
 
 
@@ -61,8 +64,12 @@ def _compare(name: str, tensor: torch.Tensor, summary: dict) -> None:
     assert list(tensor.shape) == summary["shape"], name
     flat = tensor.detach().contiguous().reshape(-1).double()
     got = flat[torch.tensor(summary["samples_at"])].numpy()
-    np.testing.assert_allclose(got, summary["samples"], rtol=1e-3, atol=0, err_msg=f"{name} samples")
-    np.testing.assert_allclose(flat.mean().item(), summary["mean"], rtol=1e-5, err_msg=f"{name} mean")
+    np.testing.assert_allclose(
+        got, summary["samples"], rtol=1e-3, atol=0, err_msg=f"{name} samples"
+    )
+    np.testing.assert_allclose(
+        flat.mean().item(), summary["mean"], rtol=1e-5, err_msg=f"{name} mean"
+    )
     np.testing.assert_allclose(flat.std().item(), summary["std"], rtol=1e-5, err_msg=f"{name} std")
 
 
@@ -90,7 +97,9 @@ def _small_released(arch: str, in_channels: int = 1) -> tuple[dict, dict]:
     size = dict(BACKBONE_PRESETS["smoke"][arch], in_channels=in_channels, out_channels=in_channels)
     if arch == "unet":
         size["encoder_blocks"] = [1, 2, 2, 4]
-    layout = [(k, (8, 24, 24, 16) if k == "rep_template" else s) for k, s in released_layout(arch, size)]
+    layout = [
+        (k, (8, 24, 24, 16) if k == "rep_template" else s) for k, s in released_layout(arch, size)
+    ]
     return reference_state_dict(layout, seed=3), size
 
 
@@ -129,7 +138,9 @@ def test_mismatches_are_errors(arch: str) -> None:
         load_released(state, "swinunetr")
 
 
-@pytest.mark.parametrize("arch,shape", [("unet", (1, 1, 40, 48, 56)), ("uniformer", (1, 1, 32, 48, 64))])
+@pytest.mark.parametrize(
+    "arch,shape", [("unet", (1, 1, 40, 48, 56)), ("uniformer", (1, 1, 32, 48, 64))]
+)
 def test_other_accepted_input_sizes(arch: str, shape: tuple[int, ...]) -> None:
     model = build_backbone(arch, **BACKBONE_PRESETS["paper"][arch]).eval()
     x = torch.randn(shape, generator=torch.Generator().manual_seed(2))

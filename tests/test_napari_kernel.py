@@ -37,7 +37,9 @@ PAUSE = 1.0  # seconds between cells once the Qt loop runs, as a person leaves t
 
 
 def _run(client: Any, code: str, timeout: float = 120.0, pause: float = 0.0) -> str:
-    """Execute one cell, then wait ``pause`` s; its stdout (and results) as text. Fails on an error."""
+    """Execute one cell, then wait ``pause`` s; its stdout (and results) as text.
+
+    Fails on an error."""
     import queue
 
     msg_id = client.execute(code)
@@ -46,7 +48,9 @@ def _run(client: Any, code: str, timeout: float = 120.0, pause: float = 0.0) -> 
         try:
             msg = client.get_iopub_msg(timeout=timeout)
         except queue.Empty:
-            pytest.fail(f"cell still running after {timeout:.0f} s:\n{code}\noutput so far: {''.join(text)}")
+            pytest.fail(
+                f"cell still running after {timeout:.0f} s:\n{code}\noutput so far: {''.join(text)}"
+            )
         if msg["parent_header"].get("msg_id") != msg_id:
             continue
         kind, content = msg["msg_type"], msg["content"]
@@ -90,22 +94,32 @@ def test_napari_opens_a_study_from_a_notebook_kernel(tmp_path: Path) -> None:
         prefix = _run(client, "import sys; print(sys.prefix)").strip()
         assert Path(prefix).resolve() == Path(sys.prefix).resolve(), f"the kernel runs {prefix}"
         _run(client, "%gui qt", pause=PAUSE)
-        _run(client, "from mmlib.viz import napari as mv\n"
-                     "viewer = mv.new_viewer(size=(1000, 700))\n"
-                     f"layers = mv.open_study({f'{store}::{study}'!r}, viewer)", pause=PAUSE)
-        out = _run(client, f"image = mv.screenshot(viewer, {str(shot)!r})\n"
-                           "seg = viewer.layers[-1]\n"
-                           "k = int(round(seg.world_to_data(viewer.dims.point)[2]))\n"
-                           "print(image.shape, mv.pixel_std(image), type(seg).__name__, seg.visible,"
-                           " int((seg.data[:, :, k] != 0).sum()), k)", pause=PAUSE)
+        _run(
+            client,
+            "from mmlib.viz import napari as mv\n"
+            "viewer = mv.new_viewer(size=(1000, 700))\n"
+            f"layers = mv.open_study({f'{store}::{study}'!r}, viewer)",
+            pause=PAUSE,
+        )
+        out = _run(
+            client,
+            f"image = mv.screenshot(viewer, {str(shot)!r})\n"
+            "seg = viewer.layers[-1]\n"
+            "k = int(round(seg.world_to_data(viewer.dims.point)[2]))\n"
+            "print(image.shape, mv.pixel_std(image), type(seg).__name__, seg.visible,"
+            " int((seg.data[:, :, k] != 0).sum()), k)",
+            pause=PAUSE,
+        )
         _run(client, "viewer.close()")
     finally:
         client.stop_channels()
         manager.shutdown_kernel(now=True)
-    shape, rest = out.rsplit(")", 1)[0] + ")", out.rsplit(")", 1)[1].split()
+    _shape, rest = out.rsplit(")", 1)[0] + ")", out.rsplit(")", 1)[1].split()
     std, kind, visible, on_slice = float(rest[0]), rest[1], rest[2], int(rest[3])
     assert kind == "Labels" and visible == "True"
-    assert on_slice > 0, f"{study}: the viewer opened at axial slice {rest[4]}, which shows no label"
+    assert on_slice > 0, (
+        f"{study}: the viewer opened at axial slice {rest[4]}, which shows no label"
+    )
     assert std > BLANK, f"blank napari screenshot (RGB std {std:.2f}): {shot}"
     import matplotlib.image
 

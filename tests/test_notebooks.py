@@ -37,7 +37,12 @@ def test_notebook_runs_and_writes_results(smoke_book, name: str) -> None:
     result = results[name]
     assert result.ok, result.error
     executed = json.loads(result.executed.read_text())
-    errors = [o for c in executed["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    errors = [
+        o
+        for c in executed["cells"]
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
     assert not errors, f"{name}: error output in the executed notebook"
     results_file = result.out_dir / "results.json"
     assert results_file.exists(), f"{name} wrote no results.json"
@@ -46,7 +51,9 @@ def test_notebook_runs_and_writes_results(smoke_book, name: str) -> None:
     bad = [p for p, v in _numbers(data) if not math.isfinite(v)]
     assert not bad, f"{name}: non-finite numbers at {bad}"
     check_file = CHECKS / f"check_{name}.py"
-    assert check_file.exists(), f"add {check_file.relative_to(Path.cwd()) if check_file.is_relative_to(Path.cwd()) else check_file} with check(results, out_dir)"
+    cwd = Path.cwd()
+    shown = check_file.relative_to(cwd) if check_file.is_relative_to(cwd) else check_file
+    assert check_file.exists(), f"add {shown} with check(results, out_dir)"
     spec = importlib.util.spec_from_file_location(f"nbcheck_{name}", check_file)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -59,9 +66,18 @@ def test_every_notebook_has_parameters_and_sections() -> None:
     for path in list_notebooks():
         nb = jupytext.read(path)
         first = nb.cells[0]
-        assert first.cell_type == "code" and "parameters" in first.metadata.get("tags", []), f"{path}: first cell must be tagged parameters"
-        assert "scale" in first.source and "out_dir" in first.source, f"{path}: parameters need scale and out_dir"
+        assert first.cell_type == "code" and "parameters" in first.metadata.get("tags", []), (
+            f"{path}: first cell must be tagged parameters"
+        )
+        assert "scale" in first.source and "out_dir" in first.source, (
+            f"{path}: parameters need scale and out_dir"
+        )
         text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
-        order = [text.find(s) for s in ("\n# ", "## Overview", "## Prerequisites", "## Summary", "What's next")]
-        assert all(i >= 0 for i in order[1:]), f"{path}: needs Overview, Prerequisites, Summary, What's next"
+        order = [
+            text.find(s)
+            for s in ("\n# ", "## Overview", "## Prerequisites", "## Summary", "What's next")
+        ]
+        assert all(i >= 0 for i in order[1:]), (
+            f"{path}: needs Overview, Prerequisites, Summary, What's next"
+        )
         assert order[1:] == sorted(order[1:]), f"{path}: sections out of order"

@@ -10,8 +10,15 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from mmlib.data.phantom import (CohortSpec, SourceSpec, cohort_spec, make_cohort, only,
-                                simulate_study, validate_spec, with_counts)
+from mmlib.data.phantom import (
+    CohortSpec,
+    cohort_spec,
+    make_cohort,
+    only,
+    simulate_study,
+    validate_spec,
+    with_counts,
+)
 from mmlib.data.phantom import writers as W
 from mmlib.data.phantom.cohort import grid_groups, study_id
 
@@ -37,7 +44,7 @@ def _median(img: np.ndarray, mask: np.ndarray) -> float:
 @pytest.fixture(scope="module")
 def ucsf():
     attrs, renders = simulate_study(replace(SRC["ucsf_pdgm"], hgg_fraction=1.0), 1, 0, F)
-    (grid, aff, r), = renders
+    ((grid, aff, r),) = renders
     return r
 
 
@@ -102,8 +109,9 @@ def test_lesion_label_volumes_within_configured_ranges(cohort: Path) -> None:
             if attrs is None:
                 grade = "HGG" if (cohort / src.folder / "HGG" / sid).is_dir() else "LGG"
                 attrs = {"grade": grade}
-            _, label = W.study_paths(src.layout, src.writer, sid, src.modalities, attrs,
-                                     src.pattern, src.label_pattern)
+            _, label = W.study_paths(
+                src.layout, src.writer, sid, src.modalities, attrs, src.pattern, src.label_pattern
+            )
             img = nib.load(cohort / src.folder / label)
             lab = np.asarray(img.dataobj)
             vol = (lab > 0).sum() * abs(np.linalg.det(img.affine[:3, :3])) / 1000.0
@@ -142,8 +150,9 @@ def test_orientations_grids_dtypes_as_each_source_writes_them(cohort: Path) -> N
         attrs = {"grade": "HGG"}
         if src.layout == "brats2018":
             attrs["grade"] = "HGG" if (cohort / src.folder / "HGG" / sid).is_dir() else "LGG"
-        paths, _ = W.study_paths(src.layout, src.writer, sid, src.modalities, attrs,
-                                 src.pattern, src.label_pattern)
+        paths, _ = W.study_paths(
+            src.layout, src.writer, sid, src.modalities, attrs, src.pattern, src.label_pattern
+        )
         for m in src.modalities:
             img = nib.load(cohort / src.folder / paths[m])
             grid = W.grid_for(src.writer, m, F)
@@ -190,13 +199,17 @@ def test_two_subjects_differ() -> None:
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_same_seed_same_bytes_any_worker_count(tmp_path: Path) -> None:
-    spec = with_counts(only(SMOKE, "ixi", "isles2022", "msd_task01"), ixi=1, isles2022=2,
-                       msd_task01=1)
+    spec = with_counts(
+        only(SMOKE, "ixi", "isles2022", "msd_task01"), ixi=1, isles2022=2, msd_task01=1
+    )
     a = _files(make_cohort(spec, tmp_path / "a", seed=3, workers=1))
     b = _files(make_cohort(spec, tmp_path / "b", seed=3, workers=2))
     c = _files(make_cohort(spec, tmp_path / "c", seed=4, workers=1))
@@ -233,16 +246,19 @@ def test_interrupted_cohort_resumes(tmp_path: Path) -> None:
     assert _files(part) == full
 
 
-@pytest.mark.parametrize("change, match", [
-    (dict(modalities=("t1", "t9")), "unknown modality 't9'"),
-    (dict(modalities=("t1", "T1")), "unknown modality 'T1'"),
-    (dict(modalities=("t1", "mra")), "cannot hold 'mra'"),
-    (dict(n_subjects=0), "n_subjects should be at least 1"),
-    (dict(lesion_ml=(10.0, 5000.0)), "larger than the brain"),
-    (dict(lesion_ml=(0.0, 5.0)), "lesion_ml should be"),
-    (dict(lesion="tumour"), "unknown lesion 'tumour'"),
-    (dict(role="train"), "role should be"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (dict(modalities=("t1", "t9")), "unknown modality 't9'"),
+        (dict(modalities=("t1", "T1")), "unknown modality 'T1'"),
+        (dict(modalities=("t1", "mra")), "cannot hold 'mra'"),
+        (dict(n_subjects=0), "n_subjects should be at least 1"),
+        (dict(lesion_ml=(10.0, 5000.0)), "larger than the brain"),
+        (dict(lesion_ml=(0.0, 5.0)), "lesion_ml should be"),
+        (dict(lesion="tumour"), "unknown lesion 'tumour'"),
+        (dict(role="train"), "role should be"),
+    ],
+)
 def test_impossible_specs_are_clear_errors(change: dict, match: str) -> None:
     src = replace(SRC["brats2021"], **change)
     spec = CohortSpec("custom", F, (src,))

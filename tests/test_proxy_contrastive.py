@@ -57,16 +57,19 @@ def test_projection_head_is_optional():
 def _worker(rank: int, world: int, za: torch.Tensor, zb: torch.Tensor, out_dir: str) -> None:
     torch.set_num_threads(1)
     # a FileStore rendezvous: no port to race for with other tests on the machine
-    dist.init_process_group("gloo", init_method=f"file://{out_dir}/store", rank=rank,
-                            world_size=world)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{out_dir}/store", rank=rank, world_size=world
+    )
     try:
         n = za.shape[0] // world
-        a = za[rank * n:(rank + 1) * n].clone().requires_grad_(True)
-        b = zb[rank * n:(rank + 1) * n].clone().requires_grad_(True)
+        a = za[rank * n : (rank + 1) * n].clone().requires_grad_(True)
+        b = zb[rank * n : (rank + 1) * n].clone().requires_grad_(True)
         loss = info_nce(a, b, temperature=0.7, gather_distributed=True)
         loss.backward()
-        torch.save({"loss": loss.detach(), "ga": a.grad, "gb": b.grad},
-                   os.path.join(out_dir, f"rank{rank}.pt"))
+        torch.save(
+            {"loss": loss.detach(), "ga": a.grad, "gb": b.grad},
+            os.path.join(out_dir, f"rank{rank}.pt"),
+        )
     finally:
         # gloo aborts a rank whose peer tears down its pairs while it still talks to it
         # ("terminate called without an active exception"): leave together
@@ -87,14 +90,16 @@ def test_gathered_info_nce_across_two_gloo_processes_equals_one_process():
         mp.spawn(_worker, args=(world, za, zb, tmp), nprocs=world, join=True)
         res = [torch.load(os.path.join(tmp, f"rank{r}.pt")) for r in range(world)]
     # the mean of the ranks' losses is the loss of the concatenated batch
-    assert torch.stack([r["loss"] for r in res]).mean().item() == pytest.approx(ref.item(),
-                                                                               rel=1e-5)
+    assert torch.stack([r["loss"] for r in res]).mean().item() == pytest.approx(
+        ref.item(), rel=1e-5
+    )
     # each rank's input gradient holds the gradient of *all* ranks' losses (sum); DDP's
     # averaging over ranks then gives exactly the single-process gradient
     ga = torch.cat([r["ga"] for r in res]) / world
     gb = torch.cat([r["gb"] for r in res]) / world
     assert torch.allclose(ga, a.grad, atol=1e-6) and torch.allclose(gb, b.grad, atol=1e-6)
     # and the negatives really came from the other rank: a local-only loss differs
-    local = torch.stack([info_nce(za[r * n:(r + 1) * n], zb[r * n:(r + 1) * n], 0.7)
-                         for r in range(world)]).mean()
+    local = torch.stack(
+        [info_nce(za[r * n : (r + 1) * n], zb[r * n : (r + 1) * n], 0.7) for r in range(world)]
+    ).mean()
     assert abs(local.item() - ref.item()) > 1e-3

@@ -24,7 +24,11 @@ def test_subsets() -> None:
     assert s[0] == ("flair", "t1", "t1c", "t2") and all(len(x) == 1 for x in s[-4:])
     assert [len(x) for x in s] == sorted((len(x) for x in s), reverse=True)
     assert modality_subsets(["flair", "dwi", "adc"], min_size=2) == [
-        ("flair", "dwi", "adc"), ("flair", "dwi"), ("flair", "adc"), ("dwi", "adc")]
+        ("flair", "dwi", "adc"),
+        ("flair", "dwi"),
+        ("flair", "adc"),
+        ("dwi", "adc"),
+    ]
     with pytest.raises(ValueError, match="repeat"):
         modality_subsets(["t1", "t1"])
     with pytest.raises(ValueError, match="min_size"):
@@ -46,7 +50,9 @@ def test_template_crop_locates_anatomy() -> None:
     vol, aff = _templates()
     # crop whose voxel (0,0,0) is template voxel (5, 6, 7); same spacing
     origin = torch.tensor([[-19.0 + 10, -21.0 + 12, -23.0 + 14]])
-    c = template_crop(vol, aff, ["t2"], origin, (4, 3, 2), torch.tensor([2.0, 2.0, 2.0]), scale=False)
+    c = template_crop(
+        vol, aff, ["t2"], origin, (4, 3, 2), torch.tensor([2.0, 2.0, 2.0]), scale=False
+    )
     expect = 100 * MODALITY_INDEX["t2"] + 5 + torch.arange(4, dtype=torch.float32)
     assert c.shape == (1, 1, 4, 3, 2)
     assert torch.allclose(c[0, 0, :, 1, 1], expect, atol=1e-4)
@@ -56,7 +62,9 @@ def test_template_crop_locates_anatomy() -> None:
     scaled = template_crop(vol, aff, ["t2"], origin, (4, 3, 2), [2.0, 2.0, 2.0])
     assert scaled.min() == 0 and scaled.max() == 1
     # outside the grid: zeros; all-zero template: zeros, not NaN
-    far = template_crop(torch.zeros(8, 4, 4, 4), aff, ["t1"], origin + 1000, (2, 2, 2), [2.0, 2.0, 2.0])
+    far = template_crop(
+        torch.zeros(8, 4, 4, 4), aff, ["t1"], origin + 1000, (2, 2, 2), [2.0, 2.0, 2.0]
+    )
     assert torch.equal(far, torch.zeros(1, 1, 2, 2, 2))
 
 
@@ -69,8 +77,9 @@ def test_fill_missing() -> None:
     assert torch.equal(zero[0, 1], torch.zeros(4, 3, 2)) and torch.equal(zero[1], image[1])
     assert torch.equal(zero[0, 0], image[0, 0])
     origin = torch.tensor([[-9.0, -9.0, -9.0], [-9.0, -9.0, -9.0]])
-    tpl = fill_missing(image, present, mods, "template", Templates.from_volumes(vol, aff), origin,
-                       [2.0, 2.0, 2.0])
+    tpl = fill_missing(
+        image, present, mods, "template", Templates.from_volumes(vol, aff), origin, [2.0, 2.0, 2.0]
+    )
     expect = template_crop(vol, aff, ["t1c"], origin[:1], (4, 3, 2), [2.0, 2.0, 2.0])[0, 0]
     assert torch.allclose(tpl[0, 1], expect) and expect.max() == 1
     assert torch.equal(tpl[0, 0], image[0, 0]) and torch.equal(tpl[1], image[1])

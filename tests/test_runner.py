@@ -13,7 +13,7 @@ import pytest
 
 from mmlib.notebooks import NOTEBOOK_DIR, resolve, run_notebook, sweep
 
-BROKEN = '''# %% tags=["parameters"]
+BROKEN = """# %% tags=["parameters"]
 scale = "demo"
 out_dir = "x"
 divisor = 0
@@ -26,7 +26,7 @@ import json, pathlib
 pathlib.Path(out_dir).mkdir(parents=True, exist_ok=True)
 value = 1 / divisor
 pathlib.Path(out_dir, "results.json").write_text(json.dumps({"value": value, "divisor": divisor}))
-'''
+"""
 
 
 @pytest.fixture()
@@ -48,8 +48,20 @@ def test_failing_cell_fails_the_run_and_names_the_cell(broken: Path, tmp_path: P
 
 def test_cli_exit_status_and_message(broken: Path, tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "mmlib", "notebooks", "run", str(broken), "--scale", "smoke", "--out", str(tmp_path / "o")],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "mmlib",
+            "notebooks",
+            "run",
+            str(broken),
+            "--scale",
+            "smoke",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 1
     assert "notebook 90_broken failed in cell 3" in proc.stderr
@@ -68,7 +80,11 @@ def test_sweep_continues_past_a_failed_point(broken: Path, tmp_path: Path) -> No
 def test_unknown_notebook_and_scale_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="valid notebooks: 00_overview"):
         resolve(["99_nothing"])
-    proc = subprocess.run([sys.executable, "-m", "mmlib", "notebooks", "run", "00", "--scale", "huge"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mmlib", "notebooks", "run", "00", "--scale", "huge"],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and "choose one of smoke, demo, paper" in proc.stderr
 
 

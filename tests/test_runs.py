@@ -88,12 +88,24 @@ def test_checkpoint_folder_accepts_imported_weights_and_names_the_fix(tmp_path: 
 
 # ----------------------------------------------------------------------------- results.json
 def test_undefined_numbers_become_null(tmp_path) -> None:
-    data = {"sd": float("nan"), "auc": np.float32("nan"), "n": np.int64(3), "ok": np.bool_(True),
-            "vals": np.array([1.5, np.inf]), "nested": {"m": np.float64(0.25)}}
+    data = {
+        "sd": float("nan"),
+        "auc": np.float32("nan"),
+        "n": np.int64(3),
+        "ok": np.bool_(True),
+        "vals": np.array([1.5, np.inf]),
+        "nested": {"m": np.float64(0.25)},
+    }
     path = write_results(tmp_path / "results.json", data)
     back = json.loads(path.read_text())  # strict JSON: no NaN tokens
-    assert back == {"sd": None, "auc": None, "n": 3, "ok": True, "vals": [1.5, None],
-                    "nested": {"m": 0.25}}
+    assert back == {
+        "sd": None,
+        "auc": None,
+        "n": 3,
+        "ok": True,
+        "vals": [1.5, None],
+        "nested": {"m": 0.25},
+    }
     assert "NaN" not in path.read_text()
     assert json_safe(0.5) == 0.5 and not math.isnan(json_safe(0.5))
     assert not list(tmp_path.glob(".*tmp"))  # written through a temporary file, renamed
@@ -138,9 +150,17 @@ def _views(rng: np.random.Generator, n: int = 2, size: int = 8) -> dict[str, np.
 def test_samples_write_load_and_errors(tmp_path: Path) -> None:
     views = _views(np.random.default_rng(0))
     arrays = {k: v[:, 0].astype(np.float16) for k, v in views.items()}
-    path = write_samples(tmp_path, 6, {**arrays, "study": np.asarray(["a", "b"]),
-                                       "modality": np.asarray(["t1", "t2"]),
-                                       "step": np.asarray(6), "epoch": np.asarray(1)})
+    path = write_samples(
+        tmp_path,
+        6,
+        {
+            **arrays,
+            "study": np.asarray(["a", "b"]),
+            "modality": np.asarray(["t1", "t2"]),
+            "step": np.asarray(6),
+            "epoch": np.asarray(1),
+        },
+    )
     assert path == tmp_path / "samples" / "step_0000006.npz" and not list(path.parent.glob(".*"))
     s = load_samples(path)
     assert s.step == 6 and s.study == ["a", "b"] and list(s.arrays) == list(SAMPLE_KEYS)
@@ -150,8 +170,15 @@ def test_samples_write_load_and_errors(tmp_path: Path) -> None:
     t, m = arrays["target"].astype(np.float32), arrays["mask"].astype(bool)
     want = float(((arrays["recon_a"].astype(np.float32) - t) ** 2)[m].mean())
     assert err["recon_a"] == want  # over the masked voxels only
-    mim = Samples({"target": s.arrays["target"], "mask": np.zeros_like(s.arrays["mask"]),
-                   "recon_a": s.arrays["target"] + 0.5}, s.study, s.modality)
+    mim = Samples(
+        {
+            "target": s.arrays["target"],
+            "mask": np.zeros_like(s.arrays["mask"]),
+            "recon_a": s.arrays["target"] + 0.5,
+        },
+        s.study,
+        s.modality,
+    )
     assert sample_errors(mim) == {"recon_a": pytest.approx(0.25)}  # empty mask: every voxel
 
 
@@ -174,9 +201,15 @@ def _run(root: Path) -> Path:
     (ck / "latest").write_text("step_0000009\n")
     views = _views(np.random.default_rng(2))
     for step in (0, 3, 6):
-        write_samples(run, step, {**{k: v[:, 0] for k, v in views.items()},
-                                  "study": np.asarray(["a", "b"]),
-                                  "modality": np.asarray(["t1", "t1"])})
+        write_samples(
+            run,
+            step,
+            {
+                **{k: v[:, 0] for k, v in views.items()},
+                "study": np.asarray(["a", "b"]),
+                "modality": np.asarray(["t1", "t1"]),
+            },
+        )
     MetricsCSV(run).append({"step": 1, "loss": 0.5})
     return run
 
@@ -216,11 +249,14 @@ def test_find_runs_and_what_is_not_a_run(tmp_path: Path) -> None:
 
 
 def test_runs_imports_no_other_room() -> None:
-    code = ("import json, sys, mmlib.runs; "
-            "print(json.dumps(sorted(m for m in sys.modules if m.startswith('mmlib.'))))")
+    code = (
+        "import json, sys, mmlib.runs; "
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('mmlib.'))))"
+    )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env=env)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
     mods = json.loads(out.stdout)
     allowed = ("mmlib.runs", "mmlib.modalities", "mmlib.configs")
     others = [m for m in mods if not m.startswith(allowed)]

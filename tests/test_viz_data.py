@@ -25,10 +25,14 @@ SHAPE = (20, 24, 18)
 def _blob(shape=SHAPE, seed=0) -> np.ndarray:
     g = np.mgrid[tuple(slice(0, s) for s in shape)].astype(np.float32)
     r = np.sqrt(sum(((g[i] - shape[i] / 2) / (shape[i] / 3)) ** 2 for i in range(3)))
-    return ((r < 1) * (100.0 + 20 * seed) + np.random.default_rng(seed).random(shape)).astype(np.float32)
+    return ((r < 1) * (100.0 + 20 * seed) + np.random.default_rng(seed).random(shape)).astype(
+        np.float32
+    )
 
 
-def write_study(folder: Path, names=("flair", "t1", "t1ce", "t2"), prefix="BraTS2021_00001_", affine=None) -> Path:
+def write_study(
+    folder: Path, names=("flair", "t1", "t1ce", "t2"), prefix="BraTS2021_00001_", affine=None
+) -> Path:
     """A BraTS-style study folder of NIfTI files (4 modalities + seg with labels 1, 2, 4)."""
     folder.mkdir(parents=True, exist_ok=True)
     aff = np.diag([2.0, 2.0, 2.0, 1.0]) if affine is None else affine
@@ -43,34 +47,57 @@ def write_study(folder: Path, names=("flair", "t1", "t1ce", "t2"), prefix="BraTS
 
 
 def write_run(root: Path, steps=(10, 20), n=3, size=16, seed=0) -> Path:
-    """A run folder in the engine's format: samples/step_*.npz (float16 views), checkpoints with templates."""
+    """A run folder in the engine's format: samples/step_*.npz (float16 views), checkpoints
+    with templates."""
     rng = np.random.default_rng(seed)
     (root / "checkpoints").mkdir(parents=True, exist_ok=True)
     for step in steps:
         target = rng.random((n, size, size, size)).astype(np.float32)
         mask = (rng.random((n, size, size, size)) < 0.8).astype(np.float32)
-        arrays = {k: (target if k == "target" else mask if k == "mask" else target * (1 - mask)).astype(np.float16)
-                  for k in SAMPLE_KEYS}
+        arrays = {
+            k: (target if k == "target" else mask if k == "mask" else target * (1 - mask)).astype(
+                np.float16
+            )
+            for k in SAMPLE_KEYS
+        }
         (root / "samples").mkdir(exist_ok=True)
-        np.savez(root / "samples" / f"step_{step:07d}.npz", **arrays, study=np.array(["s0", "s0", "s1"][:n]),
-                 modality=np.array(["t1", "flair", "t2"][:n]), step=np.asarray(step), epoch=np.asarray(0))
+        np.savez(
+            root / "samples" / f"step_{step:07d}.npz",
+            **arrays,
+            study=np.array(["s0", "s0", "s1"][:n]),
+            modality=np.array(["t1", "flair", "t2"][:n]),
+            step=np.asarray(step),
+            epoch=np.asarray(0),
+        )
         ck = root / "checkpoints" / f"step_{step:07d}"
         ck.mkdir(exist_ok=True)
-        save_file({"templates.volumes": rng.random((8, 12, 14, 10)).astype(np.float32),
-                   "backbone.w": np.zeros(3, np.float32)}, str(ck / "model.safetensors"))
+        save_file(
+            {
+                "templates.volumes": rng.random((8, 12, 14, 10)).astype(np.float32),
+                "backbone.w": np.zeros(3, np.float32),
+            },
+            str(ck / "model.safetensors"),
+        )
         aff = np.diag([3.0, 3.0, 3.0, 1.0])
         aff[:3, 3] = [-18, -21, -15]
         (ck / "meta.json").write_text(json.dumps({"step": step, "template_affine": aff.tolist()}))
         (ck / "train_state.pt").write_bytes(b"")  # a training checkpoint is complete with it
     (root / "checkpoints" / "latest").write_text(f"step_{steps[-1]:07d}")
     (root / "config.json").write_text("{}")
-    (root / "metrics.csv").write_text("step,loss,md,cmr,lr\n" + "".join(f"{s},{1 / (s + 1)},{0.6 / (s + 1)},{0.4 / (s + 1)},0.1\n" for s in range(25)))
+    (root / "metrics.csv").write_text(
+        "step,loss,md,cmr,lr\n"
+        + "".join(f"{s},{1 / (s + 1)},{0.6 / (s + 1)},{0.4 / (s + 1)},0.1\n" for s in range(25))
+    )
     return root
 
 
 def test_schemes_colours_and_guess() -> None:
-    assert SCHEMES["brats2021"].names[4] == "enhancing tumour" and 3 not in SCHEMES["brats2021"].names
-    assert SCHEMES["brats2023"].names[3] == "enhancing tumour" and 4 not in SCHEMES["brats2023"].names
+    assert (
+        SCHEMES["brats2021"].names[4] == "enhancing tumour" and 3 not in SCHEMES["brats2021"].names
+    )
+    assert (
+        SCHEMES["brats2023"].names[3] == "enhancing tumour" and 4 not in SCHEMES["brats2023"].names
+    )
     assert SCHEMES["tissue"].names == {1: "CSF", 2: "grey matter", 3: "white matter"}
     cd = SCHEMES["brats2021"].color_dict()
     assert cd[0][3] == 0.0 and cd[None] == (1.0, 0.0, 1.0, 1.0) and cd[2] != cd[1]
@@ -98,8 +125,12 @@ def test_study_folder_modalities_labels_and_affine(tmp_path: Path) -> None:
 
 def test_study_folder_brats2023_names_and_reorientation(tmp_path: Path) -> None:
     lps = np.diag([-1.5, -1.5, 1.5, 1.0])  # an LPS file: flipped x and y
-    folder = write_study(tmp_path / "BraTS-GLI-00002-000", names=("t1c", "t1n", "t2f", "t2w"),
-                         prefix="BraTS-GLI-00002-000-", affine=lps)
+    folder = write_study(
+        tmp_path / "BraTS-GLI-00002-000",
+        names=("t1c", "t1n", "t2f", "t2w"),
+        prefix="BraTS-GLI-00002-000-",
+        affine=lps,
+    )
     st = load_study_folder(folder)
     assert st.modalities == ["flair", "t1", "t1c", "t2"]
     aff = st.images["t1"].affine
@@ -114,8 +145,12 @@ def test_empty_folder_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_samples_round_trip_and_lookup(tmp_path: Path) -> None:
-    arrays = {k: np.random.default_rng(0).random((2, 8, 8, 8)).astype(np.float32) for k in SAMPLE_KEYS}
-    path = save_samples(tmp_path / "samples" / "step_0000042.npz", Samples(arrays, ["a", "b"], ["t1", "t2"]))
+    arrays = {
+        k: np.random.default_rng(0).random((2, 8, 8, 8)).astype(np.float32) for k in SAMPLE_KEYS
+    }
+    path = save_samples(
+        tmp_path / "samples" / "step_0000042.npz", Samples(arrays, ["a", "b"], ["t1", "t2"])
+    )
     s = load_samples(path)
     assert s.step == 42 and len(s) == 2 and s.index("b") == 1 and s.index(modality="t1") == 0
     np.testing.assert_allclose(s.entry(1)["recon_a"], arrays["recon_a"][1])
@@ -134,7 +169,11 @@ def test_run_folder_steps_samples_templates(tmp_path: Path) -> None:
     assert run.name == "pretrain/r1"
     assert run.steps() == [10, 20] == run.sample_steps() == run.checkpoint_steps()
     s = run.samples()
-    assert s.step == 20 and s.arrays["target"].dtype == np.float32 and s.arrays["target"].shape == (3, 16, 16, 16)
+    assert (
+        s.step == 20
+        and s.arrays["target"].dtype == np.float32
+        and s.arrays["target"].shape == (3, 16, 16, 16)
+    )
     t = load_templates(run.checkpoint(10))
     assert t.volumes.shape == (8, 12, 14, 10) and t.affine[0, 0] == 3.0
     assert run.checkpoint().name == "step_0000020"
@@ -170,7 +209,9 @@ def test_transform_kwargs_diagonal_and_oblique() -> None:
 def test_study_layer_data_names_shapes_scales(tmp_path: Path) -> None:
     data = L.study_layers(write_study(tmp_path / "BraTS2021_00001"))
     names = [kw["name"] for _, kw, _ in data]
-    assert names == [f"BraTS2021_00001/{m}" for m in ("flair", "t1", "t1c", "t2")] + ["BraTS2021_00001/segmentation"]
+    assert names == [f"BraTS2021_00001/{m}" for m in ("flair", "t1", "t1c", "t2")] + [
+        "BraTS2021_00001/segmentation"
+    ]
     assert [kind for *_, kind in data] == ["image"] * 4 + ["labels"]
     for arr, kw, _ in data:
         assert arr.shape == SHAPE and kw["scale"] == (2.0, 2.0, 2.0) and kw["units"] == "mm"
@@ -189,10 +230,20 @@ def test_sample_and_template_layer_data(tmp_path: Path) -> None:
     assert all(a.shape == (16, 16, 16) and kw["scale"] == (2.0, 2.0, 2.0) for a, kw, _ in data)
     views = {k: np.zeros((2, 1, 8, 9, 10), np.float32) for k in ("target", "recon_a")}
     plain = L.sample_layers(views, index=1)
-    assert [kw["name"] for _, kw, _ in plain] == ["target", "recon_a"] and plain[0][0].shape == (8, 9, 10)
+    assert [kw["name"] for _, kw, _ in plain] == ["target", "recon_a"] and plain[0][0].shape == (
+        8,
+        9,
+        10,
+    )
     tpl = L.template_layers(load_templates(run.checkpoint()))
-    assert len(tpl) == 8 and tpl[0][1]["name"] == "template/flair" and tpl[0][1]["scale"] == (3.0, 3.0, 3.0)
-    assert tpl[0][0].min() == 0.0 and tpl[0][0].max() == 1.0, "templates are min-max scaled as they are used"
+    assert (
+        len(tpl) == 8
+        and tpl[0][1]["name"] == "template/flair"
+        and tpl[0][1]["scale"] == (3.0, 3.0, 3.0)
+    )
+    assert tpl[0][0].min() == 0.0 and tpl[0][0].max() == 1.0, (
+        "templates are min-max scaled as they are used"
+    )
     with pytest.raises(ValueError, match=r"expected volumes \(M, X, Y, Z\)"):
         L.as_templates(np.zeros((4, 4, 4)))
 
@@ -213,7 +264,10 @@ def test_reader_picks_by_path(tmp_path: Path) -> None:
 
 
 def test_parse_store_entry() -> None:
-    assert parse_store_entry(".mmlib/demo/store::BraTS2021_00000") == (Path(".mmlib/demo/store"), "BraTS2021_00000")
+    assert parse_store_entry(".mmlib/demo/store::BraTS2021_00000") == (
+        Path(".mmlib/demo/store"),
+        "BraTS2021_00000",
+    )
     assert parse_store_entry("some/folder") is None
 
 
@@ -222,16 +276,22 @@ def test_manifest_validates_and_imports() -> None:
 
     pm = PluginManifest.from_distribution("mmlib")
     pm.validate_imports()
-    assert {c.id for c in pm.contributions.commands} == {"mmlib.get_reader", "mmlib.run_browser", "mmlib.mni152"}
+    assert {c.id for c in pm.contributions.commands} == {
+        "mmlib.get_reader",
+        "mmlib.run_browser",
+        "mmlib.mni152",
+    }
     assert pm.contributions.readers[0].accepts_directories
     assert [w.display_name for w in pm.contributions.widgets] == ["Run browser"]
 
 
 def test_plugin_core_imports_no_qt() -> None:
     code = (
-        "import sys, mmlib.viz.napari, mmlib.viz.layers, mmlib.viz._reader, mmlib.viz._sample_data, "
+        "import sys, mmlib.viz.napari, mmlib.viz.layers, mmlib.viz._reader, "
+        "mmlib.viz._sample_data, "
         "mmlib.viz.widgets, mmlib.viz.plots, mmlib.cli.view\n"
-        "qt = [m for m in sys.modules if m.split('.')[0] in ('PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'qtpy')]\n"
+        "qt = [m for m in sys.modules if m.split('.')[0] in "
+        "('PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'qtpy')]\n"
         "assert not qt, qt"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -278,21 +338,34 @@ def test_file_roles(name: str, role: str | None) -> None:
 def test_samples_spacing_is_used_when_recorded(tmp_path: Path) -> None:
     arrays = {"target": np.zeros((2, 4, 4, 4), np.float32)}
     spacing = np.array([[2.0, 2.0, 2.0], [4.0, 4.0, 4.0]])
-    path = save_samples(tmp_path / "step_0000001.npz", Samples(arrays, ["a", "b"], ["t1", "t1"], spacing=spacing))
+    path = save_samples(
+        tmp_path / "step_0000001.npz", Samples(arrays, ["a", "b"], ["t1", "t1"], spacing=spacing)
+    )
     s = load_samples(path)
     np.testing.assert_allclose(s.spacing, spacing)
     assert L.sample_layers(s, index=1)[0][1]["scale"] == (4.0, 4.0, 4.0)
     assert L.sample_layers(s, index=1, spacing=(1, 1, 3))[0][1]["scale"] == (1.0, 1.0, 3.0)
-    assert load_samples(save_samples(tmp_path / "step_0000002.npz", Samples(arrays, ["a", "b"], ["t1", "t1"]))).spacing is None
+    assert (
+        load_samples(
+            save_samples(tmp_path / "step_0000002.npz", Samples(arrays, ["a", "b"], ["t1", "t1"]))
+        ).spacing
+        is None
+    )
 
 
 def test_surface_layer_data_per_label(tmp_path: Path) -> None:
     st = load_study_folder(write_study(tmp_path / "BraTS2021_00001"))
     surfs = L.surface_layers(st.label)
-    assert [kw["name"].split(": ")[1] for _, kw, _ in surfs] == ["necrotic / non-enhancing core", "oedema", "enhancing tumour"]
+    assert [kw["name"].split(": ")[1] for _, kw, _ in surfs] == [
+        "necrotic / non-enhancing core",
+        "oedema",
+        "enhancing tumour",
+    ]
     (verts, faces), kw, kind = surfs[2]
     assert kind == "surface" and verts.shape[1] == 3 and faces.max() < len(verts)
-    assert verts.min(axis=0).tolist() == pytest.approx([8.5, 10.5, 7.5])  # the enhancing box 9..10, 11..12, 8..9
+    assert verts.min(axis=0).tolist() == pytest.approx(
+        [8.5, 10.5, 7.5]
+    )  # the enhancing box 9..10, 11..12, 8..9
     assert verts.max(axis=0).tolist() == pytest.approx([10.5, 12.5, 9.5])
     np.testing.assert_allclose(kw["vertex_colors"][0], SCHEMES["brats2021"].colors[4])
     assert kw["scale"] == (2.0, 2.0, 2.0)

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from mmlib.data.store import Store, init_store, write_study
-from mmlib.models import build_backbone, preset
 from mmlib.modalities import MODALITIES
-from mmlib.viz import explore
+from mmlib.models import build_backbone, preset
 from mmlib.proxy.templates import Templates
+from mmlib.viz import explore
 
 SPACING = 4.0
 
@@ -25,19 +25,32 @@ def ramp(shape, affine, center):
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     root = init_store(tmp_path_factory.mktemp("store") / "store", SPACING)
-    for i, (offset, center, mods) in enumerate([
-        ((-80.0, -100.0, -70.0), (3.0, -5.0, 10.0), ["t1", "t2", "flair"]),
-        ((-90.0, -110.0, -60.0), (-6.0, 8.0, 2.5), ["t1", "t2"]),
-        ((-70.0, -95.0, -75.0), (1.0, 1.0, -4.0), ["t1"]),
-    ]):
+    for i, (offset, center, mods) in enumerate(
+        [
+            ((-80.0, -100.0, -70.0), (3.0, -5.0, 10.0), ["t1", "t2", "flair"]),
+            ((-90.0, -110.0, -60.0), (-6.0, 8.0, 2.5), ["t1", "t2"]),
+            ((-70.0, -95.0, -75.0), (1.0, 1.0, -4.0), ["t1"]),
+        ]
+    ):
         shape = (36 + 2 * i, 44, 34)
         affine = np.diag([SPACING] * 3 + [1.0])
         affine[:3, 3] = offset
         vol = ramp(shape, affine, center)
         images = {m: np.clip(vol + 0.01 * k, 0, 1) for k, m in enumerate(mods)}
-        row = {"study": f"S{i}", "source": "test", "modalities": mods, "shape": list(shape),
-               "spacing": [SPACING] * 3, "affine": affine.tolist(), "center_world": list(center),
-               "label": False, "attrs": {}, "split": "train", "task": None, "role": "pretrain"}
+        row = {
+            "study": f"S{i}",
+            "source": "test",
+            "modalities": mods,
+            "shape": list(shape),
+            "spacing": [SPACING] * 3,
+            "affine": affine.tolist(),
+            "center_world": list(center),
+            "label": False,
+            "attrs": {},
+            "split": "train",
+            "task": None,
+            "role": "pretrain",
+        }
         write_study(root, row, images)
     return Store(root)
 
@@ -67,7 +80,7 @@ def test_sampler_crops_and_template_crops_agree(store):
         r = np.corrcoef(p["view_a"][sel], p["target"][sel])[0, 1]
         assert r > 0.999, (b, r)
         assert p["modality"] == "t1"
-    single = explore.preview(batch, [s for s in batch["study"]].index("S2"), "t1", 0.75, 4, t)
+    single = explore.preview(batch, list(batch["study"]).index("S2"), "t1", 0.75, 4, t)
     assert single["source"] == "template"
     with pytest.raises(ValueError, match="not in the crop"):
         explore.preview(batch, 0, "dwi")

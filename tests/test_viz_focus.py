@@ -6,12 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_viz_data import SHAPE, write_study
 
 from mmlib.viz.data import Volume
 from mmlib.viz.display import has_display, no_display_reason, xvfb_available
 from mmlib.viz.layers import label_focus
-
-from test_viz_data import SHAPE, write_study
 
 
 def test_focus_is_a_labelled_voxel_at_the_centre() -> None:
@@ -48,17 +47,18 @@ CAN_DISPLAY = has_display() or xvfb_available()
 @pytest.mark.skipif(not CAN_DISPLAY, reason=no_display_reason() or "no display")
 @pytest.mark.parametrize("grid", [False, True])
 def test_open_study_lands_on_the_label(tmp_path: Path, make_napari_viewer, grid: bool) -> None:
+    import nibabel as nib
     from napari.layers import Labels
 
     from mmlib.viz import napari as mv
-
-    import nibabel as nib
 
     folder = write_study(tmp_path / "BraTS2021_00001")
     seg = np.zeros(SHAPE, np.uint8)
     seg[2:5, 3:6, 13:16] = 2  # a lesion far from the middle: the middle slices miss it
     seg[3, 4, 14] = 4
-    nib.save(nib.Nifti1Image(seg, np.diag([2.0, 2.0, 2.0, 1.0])), folder / "BraTS2021_00001_seg.nii.gz")
+    nib.save(
+        nib.Nifti1Image(seg, np.diag([2.0, 2.0, 2.0, 1.0])), folder / "BraTS2021_00001_seg.nii.gz"
+    )
     viewer = make_napari_viewer()
     mv.open_study(folder, viewer, grid=grid)
     labels = [layer for layer in viewer.layers if isinstance(layer, Labels)]

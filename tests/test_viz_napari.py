@@ -1,4 +1,5 @@
-"""mmlib.viz in a real napari viewer (Xvfb): layers, labels, grid, screenshots, the dock widget, mmlib view.
+"""mmlib.viz in a real napari viewer (Xvfb): layers, labels, grid, screenshots, the dock
+widget, mmlib view.
 
 These tests need an X display: pytest-xvfb provides one for the session when Xvfb is installed;
 without pytest-xvfb, :func:`mmlib.viz.display.ensure_display` starts one. They are skipped,
@@ -27,11 +28,12 @@ pytestmark = [
 if CAN_DISPLAY:
     ensure_display()  # a private Xvfb when pytest-xvfb has not set DISPLAY; selects Qt's xcb
 
-from mmlib.modalities import MODALITIES  # noqa: E402
-from mmlib.viz import napari as mv  # noqa: E402
-from mmlib.runs import SAMPLE_KEYS, RunFolder  # noqa: E402
-from mmlib.viz.data import load_study_folder  # noqa: E402
 from test_viz_data import SHAPE, write_run, write_study  # noqa: E402
+
+from mmlib.modalities import MODALITIES  # noqa: E402
+from mmlib.runs import SAMPLE_KEYS, RunFolder  # noqa: E402
+from mmlib.viz import napari as mv  # noqa: E402
+from mmlib.viz.data import load_study_folder  # noqa: E402
 
 BLANK = 5.0  # RGB std of a screenshot below which it counts as blank (black canvas: 0)
 
@@ -46,7 +48,10 @@ def test_open_study_layers(tmp_path: Path, make_napari_viewer) -> None:
     viewer = make_napari_viewer()
     layers = mv.open_study(write_study(tmp_path / "BraTS2021_00001"), viewer)
     assert [layer.name for layer in viewer.layers] == [
-        "BraTS2021_00001/flair", "BraTS2021_00001/t1", "BraTS2021_00001/t1c", "BraTS2021_00001/t2",
+        "BraTS2021_00001/flair",
+        "BraTS2021_00001/t1",
+        "BraTS2021_00001/t1c",
+        "BraTS2021_00001/t2",
         "BraTS2021_00001/segmentation",
     ]
     assert layers == list(viewer.layers)
@@ -57,8 +62,12 @@ def test_open_study_layers(tmp_path: Path, make_napari_viewer) -> None:
     seg = viewer.layers["BraTS2021_00001/segmentation"]
     assert seg.metadata["mmlib"]["scheme"] == "brats2021"
     np.testing.assert_allclose(seg.get_color(2)[:3], (0.15, 0.80, 0.20), atol=1e-3)  # oedema green
-    np.testing.assert_allclose(seg.get_color(4)[:3], (1.00, 0.90, 0.10), atol=1e-3)  # enhancing yellow
-    assert dict(zip(seg.features["index"], seg.features["name"]))[1] == "necrotic / non-enhancing core"
+    np.testing.assert_allclose(
+        seg.get_color(4)[:3], (1.00, 0.90, 0.10), atol=1e-3
+    )  # enhancing yellow
+    assert (
+        dict(zip(seg.features["index"], seg.features["name"]))[1] == "necrotic / non-enhancing core"
+    )
 
 
 def test_affine_places_layers_in_world(tmp_path: Path, make_napari_viewer) -> None:
@@ -78,7 +87,9 @@ def test_grid_mode_compares_modalities(tmp_path: Path, make_napari_viewer) -> No
     viewer = make_napari_viewer()
     mv.open_study(write_study(tmp_path / "BraTS2021_00001"), viewer, grid=True)
     grid = mv.grid_of(viewer)
-    assert grid.enabled and grid.stride == 2 and len(viewer.layers) == 8  # image + its own label copy
+    assert (
+        grid.enabled and grid.stride == 2 and len(viewer.layers) == 8
+    )  # image + its own label copy
     mv.set_grid(viewer, False)
     assert not grid.enabled
 
@@ -87,18 +98,28 @@ def test_open_sample_templates_and_runs(tmp_path: Path, make_napari_viewer) -> N
     run = write_run(tmp_path / "pretrain" / "r1")
     other = write_run(tmp_path / "pretrain" / "r2", seed=1)
     viewer = make_napari_viewer()
-    layers = mv.open_sample(RunFolder(run).samples(10), viewer, study="s0", modality="flair", spacing=(2, 2, 2))
+    layers = mv.open_sample(
+        RunFolder(run).samples(10), viewer, study="s0", modality="flair", spacing=(2, 2, 2)
+    )
     assert [layer.name for layer in layers] == [f"s0/flair: {k}" for k in SAMPLE_KEYS]
-    assert all(layer.data.shape == (16, 16, 16) and tuple(layer.scale) == (2, 2, 2) for layer in layers)
+    assert all(
+        layer.data.shape == (16, 16, 16) and tuple(layer.scale) == (2, 2, 2) for layer in layers
+    )
     assert layers[0].metadata["mmlib"]["step"] == 10
     viewer.layers.clear()
-    tpl = mv.open_templates(run / "checkpoints" / "step_0000020", viewer, modalities=["flair", "adc"])
+    tpl = mv.open_templates(
+        run / "checkpoints" / "step_0000020", viewer, modalities=["flair", "adc"]
+    )
     assert [layer.name for layer in tpl] == ["template/flair", "template/adc"]
     np.testing.assert_allclose(tpl[0].scale, (3.0, 3.0, 3.0))
     np.testing.assert_allclose(tpl[0].translate, (-18, -21, -15))
     viewer.layers.clear()
     cmp = mv.compare_runs([run, other], viewer, study="s1")
-    assert [layer.name for layer in cmp] == ["s1/t2: target", "pretrain/r1: recon_a", "pretrain/r2: recon_a"]
+    assert [layer.name for layer in cmp] == [
+        "s1/t2: target",
+        "pretrain/r1: recon_a",
+        "pretrain/r2: recon_a",
+    ]
     assert mv.grid_of(viewer).enabled
 
 
@@ -112,8 +133,10 @@ def test_screenshots_are_not_blank(tmp_path: Path, shown) -> None:
     mv.open_study(write_study(tmp_path / "BraTS2021_00001"), shown, modalities=["t1c"])
     surfaces = mv.set_3d(shown)
     assert shown.dims.ndisplay == 3 and shown.layers[0].rendering == "attenuated_mip"
-    assert [s.name for s in surfaces] == [f"BraTS2021_00001/segmentation: {n}" for n in
-                                          ("necrotic / non-enhancing core", "oedema", "enhancing tumour")]
+    assert [s.name for s in surfaces] == [
+        f"BraTS2021_00001/segmentation: {n}"
+        for n in ("necrotic / non-enhancing core", "oedema", "enhancing tumour")
+    ]
     assert not shown.layers["BraTS2021_00001/segmentation"].visible
     # the surfaces sit where the label voxels are: world bounds within the labels' world bounds
     oedema = surfaces[1]
@@ -146,10 +169,14 @@ def test_dock_widget_browses_a_run(tmp_path: Path, make_napari_viewer) -> None:
     assert [layer.name for layer in viewer.layers][1:] == [f"s0/t1: {k}" for k in SAMPLE_KEYS]
     browser.select(step=10, study="s1")
     assert browser._modality.choices == ("t2",)
-    assert [layer.name for layer in viewer.layers] == ["mine"] + [f"s1/t2: {k}" for k in SAMPLE_KEYS]
+    assert [layer.name for layer in viewer.layers] == ["mine"] + [
+        f"s1/t2: {k}" for k in SAMPLE_KEYS
+    ]
     assert viewer.layers[-1].metadata["mmlib"]["step"] == 10
     browser.select(what=TEMPLATES)
-    assert [layer.name for layer in viewer.layers] == ["mine"] + [f"template/{m}" for m in MODALITIES]
+    assert [layer.name for layer in viewer.layers] == ["mine"] + [
+        f"template/{m}" for m in MODALITIES
+    ]
     assert browser.info == "step 10: templates"
     browser.load(tmp_path)
     assert "not a run folder" in browser.info
@@ -190,7 +217,10 @@ def test_mmlib_view_opens_each_kind_of_path(tmp_path: Path, make_napari_viewer) 
     study = write_study(tmp_path / "BraTS2021_00001")
     run = write_run(tmp_path / "pretrain" / "r1")
     viewer = make_napari_viewer()
-    assert open_path(viewer, _view_args(str(study), "--plane", "coronal", "--scheme", "brats2023")) is None
+    assert (
+        open_path(viewer, _view_args(str(study), "--plane", "coronal", "--scheme", "brats2023"))
+        is None
+    )
     assert len(viewer.layers) == 5 and viewer.dims.order == (1, 2, 0)
     assert viewer.layers[-1].metadata["mmlib"]["scheme"] == "brats2023"
     viewer.layers.clear()
@@ -209,8 +239,23 @@ def test_mmlib_view_screenshot_command(tmp_path: Path) -> None:
     run = write_run(tmp_path / "pretrain" / "r1")
     out = tmp_path / "run.png"
     env = {**os.environ, "QT_QPA_PLATFORM": "xcb"}
-    proc = subprocess.run([sys.executable, "-m", "mmlib", "view", str(run), "--study", "s1", "--screenshot", str(out)],
-                          env=env, capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mmlib",
+            "view",
+            str(run),
+            "--study",
+            "s1",
+            "--screenshot",
+            str(out),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "(step 20: s1 / t2)" in proc.stdout
     std = float(proc.stdout.split("std ")[1].split()[0])

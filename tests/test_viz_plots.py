@@ -1,4 +1,5 @@
-"""mmlib.viz.plots and mmlib.viz.widgets: static figures and ipywidgets viewers (no display needed)."""
+"""mmlib.viz.plots and mmlib.viz.widgets: static figures and ipywidgets viewers
+(no display needed)."""
 
 from __future__ import annotations
 
@@ -56,11 +57,18 @@ def test_study_figures(tmp_path: Path) -> None:
     fig = P.modality_grid(vols, label=st.label.data, title="x")
     assert isinstance(fig, Figure) and len([a for a in fig.axes if a.images]) == 4
     assert len(fig.legends) == 1 and [t.get_text() for t in fig.legends[0].texts] == [
-        "1 necrotic / non-enhancing core", "2 oedema", "4 enhancing tumour"]
+        "1 necrotic / non-enhancing core",
+        "2 oedema",
+        "4 enhancing tumour",
+    ]
     m = P.montage(vols["t1"], "coronal", n=6, ncols=3)
     assert len([a for a in m.axes if a.images]) == 6
     lesion = P.montage(vols["t1"], "axial", n=3, label=st.label.data, extent="label")
-    assert [a.get_title() for a in lesion.axes if a.images] == ["axial 7", "axial 8", "axial 10"]  # seg z 7..10
+    assert [a.get_title() for a in lesion.axes if a.images] == [
+        "axial 7",
+        "axial 8",
+        "axial 10",
+    ]  # seg z 7..10
     with pytest.raises(ValueError, match="needs a label map"):
         P.montage(vols["t1"], extent="label")
     out = P.save(P.overlay(vols["t2"], st.label.data), tmp_path / "fig" / "o.png")
@@ -99,7 +107,9 @@ def test_loss_curves_of_runs_grouped_by_initialisation(tmp_path: Path) -> None:
     colours = {line.get_color() for line in ax.lines}
     assert len(colours) == 2
     y = ax.lines[0].get_ydata()
-    assert y[0] == pytest.approx(1.0) and y[4] == pytest.approx(np.mean([1 / (s + 1) for s in range(5)]))
+    assert y[0] == pytest.approx(1.0) and y[4] == pytest.approx(
+        np.mean([1 / (s + 1) for s in range(5)])
+    )
     with pytest.raises(ValueError, match="group= needs a list of run folders"):
         P.loss_curves(RunFolder(runs[0]), group="init")
     # the fine-tuning chapters' pyplot name draws the same lines
@@ -108,7 +118,9 @@ def test_loss_curves_of_runs_grouped_by_initialisation(tmp_path: Path) -> None:
     from mmlib.evaluate.reports import plot_loss_curves
 
     axes = plot_loss_curves(runs)
-    assert [tuple(line.get_ydata()) for line in axes.lines] == [tuple(line.get_ydata()) for line in ax.lines]
+    assert [tuple(line.get_ydata()) for line in axes.lines] == [
+        tuple(line.get_ydata()) for line in ax.lines
+    ]
     assert axes.get_ylabel() == "training loss" and len(axes.get_legend().get_texts()) == 2
     plt.close("all")
 
@@ -135,7 +147,9 @@ def test_slice_viewer_controls_change_the_image(tmp_path: Path) -> None:
 def test_sample_and_template_viewers(tmp_path: Path) -> None:
     run = RunFolder(write_run(tmp_path / "r"))
     sv = W.sample_viewer(run.samples(), study="s1")
-    assert sv.volume.value == W.SIDE_BY_SIDE and sv.opacity.disabled and "s1 / t2, step 20" in sv.title
+    assert (
+        sv.volume.value == W.SIDE_BY_SIDE and sv.opacity.disabled and "s1 / t2, step 20" in sv.title
+    )
     assert len([a for a in sv.figure().axes if a.images]) == 6
     tv = W.template_viewer(load_templates(run.checkpoint()), modalities=["t1", "t2"])
     assert list(tv.volumes) == ["t1", "t2"] and tv.spacing == (3.0, 3.0, 3.0)

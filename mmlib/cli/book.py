@@ -21,8 +21,9 @@ from mmlib.paths import REPO_ROOT
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``mmlib book``."""
     parser.add_argument("--executed", type=Path, required=True, help="folder of executed notebooks")
-    parser.add_argument("--out", type=Path, default=REPO_ROOT,
-                        help="build root (HTML in OUT/_build/html)")
+    parser.add_argument(
+        "--out", type=Path, default=REPO_ROOT, help="build root (HTML in OUT/_build/html)"
+    )
     parser.add_argument("--no-strict", action="store_true", help="do not treat warnings as errors")
 
 

@@ -16,10 +16,18 @@ from mmlib.configs.scales import SCALES
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``mmlib cohort``."""
-    parser.add_argument("--preset", choices=SCALES, default="demo",
-                        help="scale preset: subject counts and grid factor (default: demo)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="cohort root (default: the shared work folder of the preset)")
+    parser.add_argument(
+        "--preset",
+        choices=SCALES,
+        default="demo",
+        help="scale preset: subject counts and grid factor (default: demo)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="cohort root (default: the shared work folder of the preset)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed: same seed, same bytes")
     parser.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
 

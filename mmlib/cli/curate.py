@@ -15,8 +15,12 @@ from mmlib.data.layouts import LAYOUTS, discover, source_counts
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``mmlib curate``."""
-    parser.add_argument("sources", nargs="+", metavar="SOURCE",
-                        help="cohort roots (with cohort.json), dataset folders or JSON lists")
+    parser.add_argument(
+        "sources",
+        nargs="+",
+        metavar="SOURCE",
+        help="cohort roots (with cohort.json), dataset folders or JSON lists",
+    )
     parser.add_argument("--out", required=True, help="the store folder (created if needed)")
     parser.add_argument("--spacing", type=float, default=1.0, help="isotropic mm (default 1)")
     parser.add_argument("--layout", choices=LAYOUTS, help="force a layout (default: detect)")
@@ -28,8 +32,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split-file", help="JSON or CSV split file overriding the hash splits")
     parser.add_argument("--margin", type=int, default=2, help="voxels around the head (2)")
     parser.add_argument("--no-qc", action="store_true", help="skip the QC report")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="only discover and print per-source counts")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="only discover and print per-source counts"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -39,8 +44,15 @@ def run_cli(args: argparse.Namespace) -> int:
         shard = parse_shard(args.shard)
         if args.spacing <= 0:
             raise ValueError(f"--spacing {args.spacing}: must be positive")
-        options = {k: v for k, v in (("pattern", args.pattern), ("label_pattern",
-                   args.label_pattern), ("root", args.root)) if v}
+        options = {
+            k: v
+            for k, v in (
+                ("pattern", args.pattern),
+                ("label_pattern", args.label_pattern),
+                ("root", args.root),
+            )
+            if v
+        }
         studies = discover(*args.sources, layout=args.layout, **options)
     except (ValueError, FileNotFoundError) as err:
         print(f"mmlib curate: {err}", file=sys.stderr)
@@ -52,8 +64,17 @@ def run_cli(args: argparse.Namespace) -> int:
     if args.dry_run:
         return EXIT_OK
     try:
-        report = curate(studies, args.out, args.spacing, args.workers, shard, args.split_file,
-                        args.margin, progress=not args.quiet, qc_report=not args.no_qc)
+        report = curate(
+            studies,
+            args.out,
+            args.spacing,
+            args.workers,
+            shard,
+            args.split_file,
+            args.margin,
+            progress=not args.quiet,
+            qc_report=not args.no_qc,
+        )
     except ValueError as err:
         print(f"mmlib curate: {err}", file=sys.stderr)
         return EXIT_USAGE

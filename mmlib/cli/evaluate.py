@@ -39,7 +39,10 @@ def run_cli(args: argparse.Namespace) -> int:
         if args.action == "report":
             runs = collect_runs(args.roots)
             if runs.empty:
-                print(f"mmlib evaluate: no finished run (results.json + DONE) under {', '.join(args.roots)}")
+                print(
+                    "mmlib evaluate: no finished run (results.json + DONE) under "
+                    f"{', '.join(args.roots)}"
+                )
                 return 1
             out = Path(args.out) if args.out else None
             if out:

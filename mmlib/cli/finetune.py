@@ -15,10 +15,18 @@ import argparse
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``mmlib finetune``."""
-    parser.add_argument("--config", default="demo", help="scale preset (smoke, demo, paper) or a YAML file")
+    parser.add_argument(
+        "--config", default="demo", help="scale preset (smoke, demo, paper) or a YAML file"
+    )
     parser.add_argument("--task", help="task name (brats_ped, isles, mrbrains, hgg_lgg, atrophy)")
-    parser.add_argument("--init", nargs="+", help="scratch, an objective (brainmvp, mim, ...) or a run/checkpoint folder")
-    parser.add_argument("--fractions", nargs="+", type=float, help="label fractions, e.g. 0.1 0.2 0.4 1.0")
+    parser.add_argument(
+        "--init",
+        nargs="+",
+        help="scratch, an objective (brainmvp, mim, ...) or a run/checkpoint folder",
+    )
+    parser.add_argument(
+        "--fractions", nargs="+", type=float, help="label fractions, e.g. 0.1 0.2 0.4 1.0"
+    )
     parser.add_argument("--seeds", nargs="+", type=int, help="fine-tuning seeds")
     parser.add_argument("--run-dir", help="run folder (one run only)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -26,7 +34,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    """Run ``mmlib finetune``; prints each run folder and its test score. Exit 0, or 1 on an error."""
+    """Run ``mmlib finetune``; prints each run folder and its test score.
+
+    Exit 0, or 1 on an error."""
     from mmlib.engine.config import FINETUNE_FREE_SECTIONS, load_config, parse_overrides
     from mmlib.engine.finetune import finetune
     from mmlib.evaluate.scoring import score_run
@@ -40,14 +50,18 @@ def run_cli(args: argparse.Namespace) -> int:
         fractions = args.fractions or [cfg["data"]["label_fraction"]]
         seeds = args.seeds or [cfg["train"]["seed"]]
         if args.run_dir and len(inits) * len(fractions) * len(seeds) > 1:
-            print("mmlib finetune: --run-dir takes one run; drop it or give one init, fraction and seed")
+            print(
+                "mmlib finetune: --run-dir takes one run; drop it or give one init, fraction "
+                "and seed"
+            )
             return 2
         for init in inits:
             for frac in fractions:
                 for seed in seeds:
                     cell = {**over, "init": init, "data.label_fraction": frac, "train.seed": seed}
-                    run = finetune(args.config, cell, run_dir=args.run_dir,
-                                   progress=not args.no_progress)
+                    run = finetune(
+                        args.config, cell, run_dir=args.run_dir, progress=not args.no_progress
+                    )
                     res = score_run(run, progress=not args.no_progress)
                     key = "dice_mean" if res["kind"] == "segmentation" else "accuracy"
                     print(f"{run}\t{key}={res['test'][key]:.4f}")

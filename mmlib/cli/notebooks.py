@@ -26,23 +26,34 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     """``mmlib notebooks {run,sweep,list}``."""
     sub = parser.add_subparsers(dest="action", required=True)
     run = sub.add_parser("run", help="execute notebooks in order (all when none named)")
-    run.add_argument("names", nargs="*",
-                     help="notebooks: 03, 03_cross_modal_reconstruction, or a path")
+    run.add_argument(
+        "names", nargs="*", help="notebooks: 03, 03_cross_modal_reconstruction, or a path"
+    )
     sweep_p = sub.add_parser("sweep", help="run one notebook over a grid of parameter values")
     sweep_p.add_argument("name", help="the notebook")
     for p in (run, sweep_p):
-        p.add_argument("--scale", default="demo",
-                       help=f"one of {', '.join(SCALES)} (default demo)")
-        p.add_argument("--out", type=Path, default=None,
-                       help="output folder (default runs/notebooks-SCALE)")
+        p.add_argument("--scale", default="demo", help=f"one of {', '.join(SCALES)} (default demo)")
+        p.add_argument(
+            "--out", type=Path, default=None, help="output folder (default runs/notebooks-SCALE)"
+        )
         p.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
     run.add_argument(
-        "-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("KEY", "VALUE"),
         help="a papermill parameter for every notebook (repeatable)",
     )
     run.add_argument("--keep-going", action="store_true", help="run the rest after a failure")
     sweep_p.add_argument(
-        "-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "V1,V2,..."),
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("KEY", "V1,V2,..."),
         help="a parameter and its comma-separated values (repeatable; the grid is their product)",
     )
     sub.add_parser("list", help="list the notebooks in reading order")
@@ -73,6 +84,8 @@ def run_cli(args: argparse.Namespace) -> int:
     for r in failed:
         print(r.error, file=sys.stderr)
     total = sum(r.seconds for r in results)
-    print(f"{len(results) - len(failed)}/{len(results)} notebooks ok in {total:.1f} s; "
-          f"executed notebooks in {out}")
+    print(
+        f"{len(results) - len(failed)}/{len(results)} notebooks ok in {total:.1f} s; "
+        f"executed notebooks in {out}"
+    )
     return 1 if failed else 0

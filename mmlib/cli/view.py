@@ -1,4 +1,5 @@
-"""``mmlib view PATH``: open a study folder, a store entry, a samples file or a run folder in napari.
+"""``mmlib view PATH``: open a study folder, a store entry, a samples file or a run folder
+in napari.
 
 PATH is one of
 
@@ -26,15 +27,47 @@ from mmlib.viz.labels import SCHEMES
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``mmlib view``."""
-    parser.add_argument("path", help="study folder, STORE::STUDY, run folder, samples .npz or NIfTI file")
-    parser.add_argument("--plane", choices=["axial", "coronal", "sagittal"], default="axial", help="slice plane (default: axial)")
-    parser.add_argument("--grid", action="store_true", help="one grid cell per modality (studies; samples and runs always use a grid)")
-    parser.add_argument("--step", type=int, default=None, help="run folder: checkpoint step (default: newest)")
-    parser.add_argument("--study", default=None, help="run folder or samples file: the study to show")
-    parser.add_argument("--modality", default=None, help="run folder or samples file: the target modality")
-    parser.add_argument("--templates", action="store_true", help="run folder: show the step's templates instead of the views")
-    parser.add_argument("--scheme", choices=list(SCHEMES), default=None, help="label colours and names (default: from the source, else guessed)")
-    parser.add_argument("--screenshot", type=Path, default=None, metavar="PNG", help="save a screenshot to PNG and exit")
+    parser.add_argument(
+        "path", help="study folder, STORE::STUDY, run folder, samples .npz or NIfTI file"
+    )
+    parser.add_argument(
+        "--plane",
+        choices=["axial", "coronal", "sagittal"],
+        default="axial",
+        help="slice plane (default: axial)",
+    )
+    parser.add_argument(
+        "--grid",
+        action="store_true",
+        help="one grid cell per modality (studies; samples and runs always use a grid)",
+    )
+    parser.add_argument(
+        "--step", type=int, default=None, help="run folder: checkpoint step (default: newest)"
+    )
+    parser.add_argument(
+        "--study", default=None, help="run folder or samples file: the study to show"
+    )
+    parser.add_argument(
+        "--modality", default=None, help="run folder or samples file: the target modality"
+    )
+    parser.add_argument(
+        "--templates",
+        action="store_true",
+        help="run folder: show the step's templates instead of the views",
+    )
+    parser.add_argument(
+        "--scheme",
+        choices=list(SCHEMES),
+        default=None,
+        help="label colours and names (default: from the source, else guessed)",
+    )
+    parser.add_argument(
+        "--screenshot",
+        type=Path,
+        default=None,
+        metavar="PNG",
+        help="save a screenshot to PNG and exit",
+    )
 
 
 def _kind(spec: str) -> str:
@@ -42,14 +75,19 @@ def _kind(spec: str) -> str:
         return "store"
     p = Path(spec)
     if not p.exists():
-        raise FileNotFoundError(f"mmlib view: {spec}: no such file or folder (give a study folder, STORE::STUDY or a run folder)")
+        raise FileNotFoundError(
+            f"mmlib view: {spec}: no such file or folder (give a study folder, STORE::STUDY "
+            "or a run folder)"
+        )
     if p.is_dir():
         return "run" if is_run_folder(p) else "study"
     if p.name.lower().endswith(".npz"):
         return "samples"
     if p.name.lower().endswith((".nii", ".nii.gz")):
         return "nifti"
-    raise ValueError(f"mmlib view: {spec}: not a study folder, store entry, run folder, .npz or NIfTI file")
+    raise ValueError(
+        f"mmlib view: {spec}: not a study folder, store entry, run folder, .npz or NIfTI file"
+    )
 
 
 def open_path(viewer: Any, args: argparse.Namespace) -> Any:
@@ -60,7 +98,9 @@ def open_path(viewer: Any, args: argparse.Namespace) -> Any:
     if kind in ("store", "study"):
         mv.open_study(args.path, viewer, scheme=args.scheme, grid=args.grid, plane=args.plane)
     elif kind == "samples":
-        mv.open_sample(args.path, viewer, study=args.study, modality=args.modality, plane=args.plane)
+        mv.open_sample(
+            args.path, viewer, study=args.study, modality=args.modality, plane=args.plane
+        )
     elif kind == "nifti":
         from mmlib.viz._reader import read_nifti
 
@@ -71,7 +111,12 @@ def open_path(viewer: Any, args: argparse.Namespace) -> Any:
 
         browser = RunBrowser(viewer, run_dir=args.path)
         viewer.window.add_dock_widget(browser, name="mmlib run browser", area="right")
-        browser.select(step=args.step, study=args.study, modality=args.modality, what=TEMPLATES if args.templates else VIEWS)
+        browser.select(
+            step=args.step,
+            study=args.study,
+            modality=args.modality,
+            what=TEMPLATES if args.templates else VIEWS,
+        )
         browser._plane.value = args.plane
         return browser
     return None
@@ -87,7 +132,10 @@ def run_cli(args: argparse.Namespace) -> int:
     from mmlib.viz.display import ensure_display, no_display_reason
 
     if not ensure_display(start=args.screenshot is not None):
-        print(f"mmlib view: {no_display_reason()}; use --screenshot PNG or run under xvfb-run", file=sys.stderr)
+        print(
+            f"mmlib view: {no_display_reason()}; use --screenshot PNG or run under xvfb-run",
+            file=sys.stderr,
+        )
         return 1
     from mmlib.viz import napari as mv
 
@@ -101,7 +149,10 @@ def run_cli(args: argparse.Namespace) -> int:
     if args.screenshot is not None:
         image = mv.screenshot(viewer, args.screenshot)
         extra = f" ({browser.info})" if browser is not None else ""
-        print(f"{args.screenshot}: {image.shape[1]}x{image.shape[0]} pixels, std {mv.pixel_std(image):.1f}{extra}")
+        print(
+            f"{args.screenshot}: {image.shape[1]}x{image.shape[0]} pixels, "
+            f"std {mv.pixel_std(image):.1f}{extra}"
+        )
         viewer.close()
         return 0
     import napari

@@ -27,12 +27,15 @@ from mmlib.modalities import MODALITIES
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``import`` sub-command to ``parser``."""
     sub = parser.add_subparsers(dest="action", required=True)
-    imp = sub.add_parser("import",
-                         help="convert a released .pt checkpoint to an mmlib checkpoint folder")
-    imp.add_argument("ckpt", type=Path,
-                     help="released checkpoint (.pt/.pth), read with weights_only=True")
-    imp.add_argument("--arch", required=True, choices=["unet", "uniformer"],
-                     help="released architecture")
+    imp = sub.add_parser(
+        "import", help="convert a released .pt checkpoint to an mmlib checkpoint folder"
+    )
+    imp.add_argument(
+        "ckpt", type=Path, help="released checkpoint (.pt/.pth), read with weights_only=True"
+    )
+    imp.add_argument(
+        "--arch", required=True, choices=["unet", "uniformer"], help="released architecture"
+    )
     imp.add_argument("--out", required=True, type=Path, help="checkpoint folder to write")
     imp.add_argument(
         "--templates-nifti",
@@ -43,8 +46,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     show = sub.add_parser(
         "map", help="print every released key, its shape and its mmlib name (or why it is dropped)"
     )
-    show.add_argument("--arch", required=True, choices=["unet", "uniformer"],
-                      help="released architecture")
+    show.add_argument(
+        "--arch", required=True, choices=["unet", "uniformer"], help="released architecture"
+    )
 
 
 def _print_map(arch: str) -> int:

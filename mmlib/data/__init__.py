@@ -15,15 +15,20 @@ from typing import Any
 from mmlib.data.ensure import STORE_SPACING, STORE_WORKERS, ensure_store
 
 _LAZY = {
-    "Study": "mmlib.data.layouts", "discover": "mmlib.data.layouts",
-    "detect_layout": "mmlib.data.layouts", "find_studies": "mmlib.data.layouts",
-    "source_counts": "mmlib.data.layouts", "export_datalist": "mmlib.data.layouts",
+    "Study": "mmlib.data.layouts",
+    "discover": "mmlib.data.layouts",
+    "detect_layout": "mmlib.data.layouts",
+    "find_studies": "mmlib.data.layouts",
+    "source_counts": "mmlib.data.layouts",
+    "export_datalist": "mmlib.data.layouts",
     "LAYOUTS": "mmlib.data.layouts",
     "curate_study": "mmlib.data.curate",
     "CurationError": "mmlib.data.curate",
-    "Store": "mmlib.data.store", "assign_split": "mmlib.data.store",
+    "Store": "mmlib.data.store",
+    "assign_split": "mmlib.data.store",
     "read_split_file": "mmlib.data.store",
-    "PretrainDataset": "mmlib.data.sampler", "LabelledDataset": "mmlib.data.labelled",
+    "PretrainDataset": "mmlib.data.sampler",
+    "LabelledDataset": "mmlib.data.labelled",
 }
 
 __all__ = [*_LAZY, "STORE_SPACING", "STORE_WORKERS", "ensure_store"]

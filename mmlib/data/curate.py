@@ -32,10 +32,11 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import nibabel as nib
 import numpy as np
+from nibabel.spatialimages import SpatialImage
 from scipy import ndimage
 from tqdm.auto import tqdm
 
@@ -69,30 +70,38 @@ class Curated:
 def _load(ref: ScanRef, what: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     path = Path(ref.path)
     try:
-        img = nib.load(str(path))
+        img = cast(SpatialImage, nib.load(str(path)))  # NIfTI or another spatial format
         data = np.asanyarray(img.dataobj)
     except FileNotFoundError:
         raise CurationError(f"{what}: file not found {path}") from None
     except Exception as err:  # nibabel raises many types for corrupt gzip/headers
-        raise CurationError(f"{what}: cannot read {path} (truncated or corrupt: "
-                            f"{type(err).__name__}: {str(err).splitlines()[0][:80]})") from None
+        raise CurationError(
+            f"{what}: cannot read {path} (truncated or corrupt: "
+            f"{type(err).__name__}: {str(err).splitlines()[0][:80]})"
+        ) from None
     if ref.channel is not None:
         if data.ndim != 4 or data.shape[3] <= ref.channel:
-            raise CurationError(f"{what}: {path} has shape {data.shape}; expected 4-D with "
-                                f"channel {ref.channel}")
+            raise CurationError(
+                f"{what}: {path} has shape {data.shape}; expected 4-D with channel {ref.channel}"
+            )
         data = data[..., ref.channel]
     elif data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
-        raise CurationError(f"{what}: {path} is {data.ndim}-D (shape {tuple(data.shape)}) where "
-                            "a 3-D volume is expected")
+        raise CurationError(
+            f"{what}: {path} is {data.ndim}-D (shape {tuple(data.shape)}) where "
+            "a 3-D volume is expected"
+        )
     affine = np.asarray(img.affine, dtype=np.float64)
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
         raise CurationError(f"{what}: {path} has a singular or non-finite affine")
-    info = {"path": str(path), "source_shape": list(data.shape),
-            "source_spacing": [round(float(v), 4) for v in np.linalg.norm(affine[:3, :3], axis=0)],
-            "source_orientation": "".join(nib.aff2axcodes(affine)),
-            "source_dtype": str(data.dtype)}
+    info = {
+        "path": str(path),
+        "source_shape": list(data.shape),
+        "source_spacing": [round(float(v), 4) for v in np.linalg.norm(affine[:3, :3], axis=0)],
+        "source_orientation": "".join(nib.aff2axcodes(affine)),
+        "source_dtype": str(data.dtype),
+    }
     data, affine = to_closest_ras(data, affine)
     return data, affine, info
 
@@ -121,8 +130,14 @@ def _check_image(data: np.ndarray, what: str) -> np.ndarray:
 
 
 def _bbox_world(shape: Sequence[int], affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    corners = np.array([[i, j, k] for i in (-0.5, shape[0] - 0.5) for j in (-0.5, shape[1] - 0.5)
-                        for k in (-0.5, shape[2] - 0.5)])
+    corners = np.array(
+        [
+            [i, j, k]
+            for i in (-0.5, shape[0] - 0.5)
+            for j in (-0.5, shape[1] - 0.5)
+            for k in (-0.5, shape[2] - 0.5)
+        ]
+    )
     world = corners @ affine[:3, :3].T + affine[:3, 3]
     return world.min(0), world.max(0)
 
@@ -133,22 +148,28 @@ def _overlap(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray])
     return float(inter / smaller) if smaller > 0 else 0.0
 
 
-def target_grid(shape: Sequence[int], affine: np.ndarray, spacing: float
-                ) -> tuple[tuple[int, int, int], np.ndarray]:
+def target_grid(
+    shape: Sequence[int], affine: np.ndarray, spacing: float
+) -> tuple[tuple[int, int, int], np.ndarray]:
     """An axis-aligned RAS grid of ``spacing`` mm covering a volume's field of view.
 
     Returns:
         ``(shape, affine)`` with a diagonal, positive affine.
     """
     lo, hi = _bbox_world(shape, affine)
-    out_shape = tuple(int(max(1, np.ceil((h - l) / spacing - 1e-6))) for l, h in zip(lo, hi))
+    out_shape = tuple(int(max(1, np.ceil((h - lo_) / spacing - 1e-6))) for lo_, h in zip(lo, hi))
     out_affine = np.diag([spacing, spacing, spacing, 1.0])
     out_affine[:3, 3] = lo + spacing / 2
     return out_shape, out_affine  # type: ignore[return-value]
 
 
-def resample(data: np.ndarray, affine: np.ndarray, shape: Sequence[int], out_affine: np.ndarray,
-             order: int = 1) -> np.ndarray:
+def resample(
+    data: np.ndarray,
+    affine: np.ndarray,
+    shape: Sequence[int],
+    out_affine: np.ndarray,
+    order: Literal[0, 1, 2, 3, 4, 5] = 1,
+) -> np.ndarray:
     """Resample ``data`` (voxel-to-world ``affine``) onto the grid ``(shape, out_affine)``.
 
     Pure integer shifts with unchanged voxel size are copied without interpolation. When
@@ -179,8 +200,16 @@ def resample(data: np.ndarray, affine: np.ndarray, shape: Sequence[int], out_aff
         sigma = np.where(factor > 1.5, np.sqrt(np.maximum(factor**2 - 1, 0)) / 2, 0)
         if np.any(sigma > 0):
             data = ndimage.gaussian_filter(data, sigma=sigma, mode="nearest")
-    return ndimage.affine_transform(data, mat, off, output_shape=tuple(shape), order=order,
-                                    mode="constant", cval=0.0, prefilter=False)
+    return ndimage.affine_transform(
+        data,
+        mat,
+        off,
+        output_shape=tuple(shape),
+        order=order,
+        mode="constant",
+        cval=0.0,
+        prefilter=False,
+    )
 
 
 def foreground(volumes: Sequence[np.ndarray]) -> np.ndarray:
@@ -193,7 +222,7 @@ def foreground(volumes: Sequence[np.ndarray]) -> np.ndarray:
     Returns:
         A boolean mask (X, Y, Z).
     """
-    full = np.zeros(volumes[0].shape, dtype=bool)
+    full: np.ndarray = np.zeros(volumes[0].shape, dtype=bool)
     for v in volumes:
         pos = v[v > 0]
         if pos.size:
@@ -250,10 +279,13 @@ def curate_study(study: Study, spacing: float = 1.0, margin: int = 2) -> Curated
         qc_mod[mod] = info
     # the reference is the widest field of view (an IXI MRA slab or a thick-slice FLAIR must
     # not crop the head); ties go to the finer voxels, then template order
-    fov = {m: float(np.prod(np.subtract(*_bbox_world(d.shape, a)[::-1]))) for m, (d, a) in raw.items()}
+    fov = {
+        m: float(np.prod(np.subtract(*_bbox_world(d.shape, a)[::-1]))) for m, (d, a) in raw.items()
+    }
     voxel = {m: float(abs(np.linalg.det(a[:3, :3]))) for m, (_, a) in raw.items()}
-    reference = min(raw, key=lambda m: (-round(fov[m], -2), round(voxel[m], 6),
-                                        MODALITIES.index(m)))
+    reference = min(
+        raw, key=lambda m: (-round(fov[m], -2), round(voxel[m], 6), MODALITIES.index(m))
+    )
     ref_data, ref_aff = raw[reference]
     ref_box = _bbox_world(ref_data.shape, ref_aff)
     for mod, (data, aff) in raw.items():
@@ -261,12 +293,15 @@ def curate_study(study: Study, spacing: float = 1.0, margin: int = 2) -> Curated
             continue
         ov = _overlap(ref_box, _bbox_world(data.shape, aff))
         if ov < MIN_OVERLAP:
-            raise CurationError(f"{study.study}: {mod} and {reference} do not overlap in physical "
-                                f"space ({ov:.0%} of the smaller field of view); check their "
-                                "affines")
+            raise CurationError(
+                f"{study.study}: {mod} and {reference} do not overlap in physical "
+                f"space ({ov:.0%} of the smaller field of view); check their "
+                "affines"
+            )
         if data.shape != ref_data.shape or not np.allclose(aff, ref_aff, atol=1e-3):
-            notes.append(f"{mod} on a different grid than {reference} "
-                            f"(overlap {ov:.0%}); resampled")
+            notes.append(
+                f"{mod} on a different grid than {reference} (overlap {ov:.0%}); resampled"
+            )
     for mod, info in qc_mod.items():
         sp = np.array(info["source_spacing"])
         if sp.max() / sp.min() > 3:
@@ -276,11 +311,16 @@ def curate_study(study: Study, spacing: float = 1.0, margin: int = 2) -> Curated
     shape, grid = target_grid(ref_data.shape, ref_aff, spacing)
     vols = {m: resample(d, a, shape, grid, order=1) for m, (d, a) in raw.items()}
     # where each modality has data at all (a slab covers part of the head)
-    same_grid = {m: d.shape == ref_data.shape and np.allclose(a, ref_aff, atol=1e-3)
-                 for m, (d, a) in raw.items()}
-    cover = {m: None if same_grid[m] else
-             resample(np.ones(d.shape, np.uint8), a, shape, grid, order=0).astype(bool)
-             for m, (d, a) in raw.items()}
+    same_grid = {
+        m: d.shape == ref_data.shape and np.allclose(a, ref_aff, atol=1e-3)
+        for m, (d, a) in raw.items()
+    }
+    cover = {
+        m: None
+        if same_grid[m]
+        else resample(np.ones(d.shape, np.uint8), a, shape, grid, order=0).astype(bool)
+        for m, (d, a) in raw.items()
+    }
     del raw
     label = None
     if study.label is not None:
@@ -299,42 +339,72 @@ def curate_study(study: Study, spacing: float = 1.0, margin: int = 2) -> Curated
     images: dict[str, np.ndarray] = {}
     for mod, vol in vols.items():
         v = vol[crop]
-        inside = fg_c if cover[mod] is None else fg_c & cover[mod][crop]
+        covered = cover[mod]
+        inside = fg_c if covered is None else fg_c & covered[crop]
         if not inside.any():
             raise CurationError(f"{study.study} {mod}: its field of view misses the head")
         head = v[inside]
         p5, p95 = (float(x) for x in np.percentile(head, [5, 95]))
         if p95 - p5 <= 1e-6 * max(1.0, abs(p95)):
-            raise CurationError(f"{study.study} {mod}: no contrast inside the head (5th and "
-                                f"95th percentiles are both {p5:g})")
+            raise CurationError(
+                f"{study.study} {mod}: no contrast inside the head (5th and "
+                f"95th percentiles are both {p5:g})"
+            )
         scaled = np.clip((v - p5) / (p95 - p5), 0.0, 1.0).astype(np.float32)
         images[mod] = scaled
         sh = scaled[inside]
-        qc_mod[mod].update({"p5": p5, "p95": p95, "mean": float(sh.mean()),
-                            "hist": _hist(sh),
-                            "fg_fraction": float(np.count_nonzero(vol > 0) / vol.size),
-                            "head_coverage": float(inside.sum() / fg_c.sum())})
+        qc_mod[mod].update(
+            {
+                "p5": p5,
+                "p95": p95,
+                "mean": float(sh.mean()),
+                "hist": _hist(sh),
+                "fg_fraction": float(np.count_nonzero(vol > 0) / vol.size),
+                "head_coverage": float(inside.sum() / fg_c.sum()),
+            }
+        )
     corr = _correlations(images, fg_c)
     for mod, rec in qc_mod.items():
         if rec["head_coverage"] < 0.5:
             notes.append(f"{mod} covers {rec['head_coverage']:.0%} of the head (a slab)")
     for (a, b), r in corr.items():
         if r > DUPLICATE_R:
-            warnings.append(f"{a} and {b} are nearly identical inside the head (r={r:.3f}); "
-                            "a duplicated or mislabelled series?")
+            warnings.append(
+                f"{a} and {b} are nearly identical inside the head (r={r:.3f}); "
+                "a duplicated or mislabelled series?"
+            )
     label_c = label[crop] if label is not None else None
     label_values = sorted(int(x) for x in np.unique(label_c)) if label_c is not None else []
-    row = {"study": study.study, "source": study.source, "layout": study.layout,
-           "modalities": list(images), "shape": [int(s) for s in fg_c.shape],
-           "spacing": [float(spacing)] * 3, "affine": affine.tolist(),
-           "center_world": [round(float(c), 4) for c in center_world],
-           "label": label_c is not None, "label_values": label_values, "attrs": study.attrs,
-           "split": None, "task": study.task, "role": study.role, "reference": reference}
-    qc = {"modalities": qc_mod, "warnings": warnings, "notes": notes, "head_fraction": float(fg_c.mean()),
-          "correlation": {f"{a}-{b}": round(r, 4) for (a, b), r in corr.items()},
-          "grid_shape": list(shape),
-          "label_voxels": ({str(v): int(np.count_nonzero(label_c == v)) for v in label_values}
-                           if label_c is not None else {})}
+    row = {
+        "study": study.study,
+        "source": study.source,
+        "layout": study.layout,
+        "modalities": list(images),
+        "shape": [int(s) for s in fg_c.shape],
+        "spacing": [float(spacing)] * 3,
+        "affine": affine.tolist(),
+        "center_world": [round(float(c), 4) for c in center_world],
+        "label": label_c is not None,
+        "label_values": label_values,
+        "attrs": study.attrs,
+        "split": None,
+        "task": study.task,
+        "role": study.role,
+        "reference": reference,
+    }
+    qc = {
+        "modalities": qc_mod,
+        "warnings": warnings,
+        "notes": notes,
+        "head_fraction": float(fg_c.mean()),
+        "correlation": {f"{a}-{b}": round(r, 4) for (a, b), r in corr.items()},
+        "grid_shape": list(shape),
+        "label_voxels": (
+            {str(v): int(np.count_nonzero(label_c == v)) for v in label_values}
+            if label_c is not None
+            else {}
+        ),
+    }
     return Curated(row, images, label_c, qc)
 
 
@@ -351,16 +421,20 @@ def _correlations(images: dict[str, np.ndarray], fg: np.ndarray) -> dict[tuple[s
     flat = {m: images[m].ravel()[idx] for m in mods}
     out = {}
     for i, a in enumerate(mods):
-        for b in mods[i + 1:]:
+        for b in mods[i + 1 :]:
             sa, sb = flat[a].std(), flat[b].std()
-            r = float(np.mean((flat[a] - flat[a].mean()) * (flat[b] - flat[b].mean())) / (sa * sb)) \
-                if sa > 0 and sb > 0 else 0.0
+            r = (
+                float(np.mean((flat[a] - flat[a].mean()) * (flat[b] - flat[b].mean())) / (sa * sb))
+                if sa > 0 and sb > 0
+                else 0.0
+            )
             out[(a, b)] = r
     return out
 
 
-def _load_label(study: Study, shape: Sequence[int], grid: np.ndarray,
-                ref_box: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+def _load_label(
+    study: Study, shape: Sequence[int], grid: np.ndarray, ref_box: tuple[np.ndarray, np.ndarray]
+) -> np.ndarray:
     assert study.label is not None
     data, affine, _ = _load(ScanRef(study.label), f"{study.study} label")
     data = np.asarray(data)
@@ -372,8 +446,10 @@ def _load_label(study: Study, shape: Sequence[int], grid: np.ndarray,
     values = {int(v) for v in np.unique(rounded)}
     allowed = set(study.label_values) if study.label_values is not None else set(range(256))
     if not values <= allowed:
-        raise CurationError(f"{study.study} label: unexpected values {sorted(values - allowed)} "
-                            f"in {study.label} (allowed {sorted(allowed) if len(allowed) < 20 else '0..255'})")
+        raise CurationError(
+            f"{study.study} label: unexpected values {sorted(values - allowed)} "
+            f"in {study.label} (allowed {sorted(allowed) if len(allowed) < 20 else '0..255'})"
+        )
     if _overlap(ref_box, _bbox_world(data.shape, affine)) < MIN_OVERLAP:
         raise CurationError(f"{study.study} label: {study.label} does not overlap the images")
     return resample(rounded.astype(np.uint8), affine, shape, grid, order=0)
@@ -402,8 +478,10 @@ class CurateReport:
 
     def summary(self) -> str:
         """One line: counts and time."""
-        return (f"curated {len(self.curated)}, skipped {len(self.skipped)} (already in store), "
-                f"failed {len(self.failed)} in {self.seconds:.1f} s -> {self.store}")
+        return (
+            f"curated {len(self.curated)}, skipped {len(self.skipped)} (already in store), "
+            f"failed {len(self.failed)} in {self.seconds:.1f} s -> {self.store}"
+        )
 
     def write(self, path: str | Path) -> Path:
         """Write the report as JSON (atomically)."""
@@ -413,8 +491,9 @@ class CurateReport:
         return path
 
 
-def _process(study: Study, root: str, spacing: float, split: str, margin: int
-             ) -> tuple[str, str, str | list[str]]:
+def _process(
+    study: Study, root: str, spacing: float, split: str, margin: int
+) -> tuple[str, str, str | list[str]]:
     """Worker: curate and write one study; returns (study, status, reason-or-warnings)."""
     try:
         cur = curate_study(study, spacing, margin)
@@ -446,9 +525,17 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return i, n
 
 
-def curate(studies: Sequence[Study], out: str | Path, spacing: float = 1.0, workers: int = 1,
-           shard: tuple[int, int] | str | None = None, split_file: str | Path | None = None,
-           margin: int = 2, progress: bool = True, qc_report: bool = True) -> CurateReport:
+def curate(
+    studies: Sequence[Study],
+    out: str | Path,
+    spacing: float = 1.0,
+    workers: int = 1,
+    shard: tuple[int, int] | str | None = None,
+    split_file: str | Path | None = None,
+    margin: int = 2,
+    progress: bool = True,
+    qc_report: bool = True,
+) -> CurateReport:
     """Curate studies into the store at ``out`` (created if needed).
 
     Finished studies are skipped, so an interrupted run is resumed by running it again.
@@ -474,10 +561,11 @@ def curate(studies: Sequence[Study], out: str | Path, spacing: float = 1.0, work
     shard = parse_shard(shard) if isinstance(shard, str) else shard
     todo = sorted(studies, key=lambda s: s.study)
     if shard is not None:
-        todo = todo[shard[0]::shard[1]]
+        todo = todo[shard[0] :: shard[1]]
     override = store_mod.read_split_file(split_file) if split_file else {}
-    report = CurateReport(str(root), float(spacing),
-                          None if shard is None else f"{shard[0]}/{shard[1]}")
+    report = CurateReport(
+        str(root), float(spacing), None if shard is None else f"{shard[0]}/{shard[1]}"
+    )
     jobs = []
     for st in todo:
         if store_mod.is_done(root, st.study) and not st.problems:
@@ -507,8 +595,14 @@ def curate(studies: Sequence[Study], out: str | Path, spacing: float = 1.0, work
                 try:
                     record(fut.result())
                 except BrokenProcessPool:  # a worker was killed (e.g. out of memory)
-                    record((futures[fut], "failed", f"{futures[fut]}: a curation process died "
-                            "(killed, out of memory?); rerun to retry, finished studies are kept"))
+                    record(
+                        (
+                            futures[fut],
+                            "failed",
+                            f"{futures[fut]}: a curation process died "
+                            "(killed, out of memory?); rerun to retry, finished studies are kept",
+                        )
+                    )
     bar.close()
     store_mod.consolidate(root)
     report.seconds = time.perf_counter() - t0

@@ -63,8 +63,9 @@ def _finished(root: Path, spacing: float, digest: str) -> bool:
     return abs(meta.get("spacing", -1) - spacing) < 1e-9 and origin.read_text() == digest
 
 
-def _make_store(root: Path, cohort: Path, digest: str, spacing: float, scale: str,
-                progress: bool) -> Path:
+def _make_store(
+    root: Path, cohort: Path, digest: str, spacing: float, scale: str, progress: bool
+) -> Path:
     done, origin = root / "DONE", root / "COHORT"
     if _finished(root, spacing, digest):
         return root
@@ -76,11 +77,21 @@ def _make_store(root: Path, cohort: Path, digest: str, spacing: float, scale: st
 
     init_store(root, spacing)
     origin.write_text(digest)  # an interrupted run resumes only into a store of this cohort
-    report = curate(discover(cohort), root, spacing=spacing, workers=STORE_WORKERS[scale],
-                    progress=progress)
-    done.write_text(json.dumps({"cohort": str(cohort), "cohort_sha1": digest, "spacing": spacing,
-                                "curated": len(report.curated) + len(report.skipped),
-                                "failed": report.failed}, indent=1))
+    report = curate(
+        discover(cohort), root, spacing=spacing, workers=STORE_WORKERS[scale], progress=progress
+    )
+    done.write_text(
+        json.dumps(
+            {
+                "cohort": str(cohort),
+                "cohort_sha1": digest,
+                "spacing": spacing,
+                "curated": len(report.curated) + len(report.skipped),
+                "failed": report.failed,
+            },
+            indent=1,
+        )
+    )
     return root
 
 

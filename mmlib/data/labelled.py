@@ -80,8 +80,10 @@ def study_class(row: Any, attr: str, classes: Sequence[str]) -> int:
         attrs = json.loads(attrs) if attrs else {}
     value = str((attrs or {}).get(attr, ""))
     if value not in classes:
-        raise ValueError(f"study {row['study']}: {attr}={value!r} is not one of the classes "
-                         f"{list(classes)}; pass the classes the task's studies hold")
+        raise ValueError(
+            f"study {row['study']}: {attr}={value!r} is not one of the classes "
+            f"{list(classes)}; pass the classes the task's studies hold"
+        )
     return list(classes).index(value)
 
 
@@ -142,7 +144,12 @@ class SegmentationCrops(Dataset):
             raise ValueError("SegmentationCrops: no training studies")
         self.store, self.studies = store, list(studies)
         self.modalities, self.crop = list(modalities), tuple(int(c) for c in crop_size)
-        self.length, self.seed, self.pos, self.flip = int(length), int(seed), float(pos_fraction), flip
+        self.length, self.seed, self.pos, self.flip = (
+            int(length),
+            int(seed),
+            float(pos_fraction),
+            flip,
+        )
         self.order = np.random.default_rng([self.seed, 7]).permutation(len(self.studies))
         self._fg: dict[str, np.ndarray] = {}
         for s in self.studies:
@@ -170,12 +177,19 @@ class SegmentationCrops(Dataset):
             centre = np.array([rng.integers(n) for n in shape])
         start = [int(c) - n // 2 for c, n in zip(centre, self.crop)]
         # keep the crop inside the volume where the volume is large enough
-        start = [min(max(s, 0), max(dim - n, 0)) if dim >= n else (dim - n) // 2 for s, n, dim in zip(start, self.crop, shape)]
+        start = [
+            min(max(s, 0), max(dim - n, 0)) if dim >= n else (dim - n) // 2
+            for s, n, dim in zip(start, self.crop, shape)
+        ]
         have = _mods(row)
-        image = np.stack([
-            read_crop(self.store.image(study, m), start, self.crop) if m in have else np.zeros(self.crop, np.float32)
-            for m in self.modalities
-        ])
+        image = np.stack(
+            [
+                read_crop(self.store.image(study, m), start, self.crop)
+                if m in have
+                else np.zeros(self.crop, np.float32)
+                for m in self.modalities
+            ]
+        )
         lab = read_crop(label, start, self.crop)[None]
         flips = torch.tensor([bool(self.flip and rng.random() < 0.5) for _ in range(3)])
         sp = _spacing(row)
@@ -201,8 +215,15 @@ class Volumes(Dataset):
         with_label: also return the label map. Defaults to True.
     """
 
-    def __init__(self, store: Any, studies: Sequence[str], modalities: Sequence[str], with_label: bool = True) -> None:
-        self.store, self.studies, self.modalities, self.with_label = store, list(studies), list(modalities), with_label
+    def __init__(
+        self, store: Any, studies: Sequence[str], modalities: Sequence[str], with_label: bool = True
+    ) -> None:
+        self.store, self.studies, self.modalities, self.with_label = (
+            store,
+            list(studies),
+            list(modalities),
+            with_label,
+        )
 
     def __len__(self) -> int:
         return len(self.studies)
@@ -212,10 +233,14 @@ class Volumes(Dataset):
         row = self.store.row(study)
         have = _mods(row)
         ref = self.store.image(study, have[0])
-        image = np.stack([
-            np.asarray(self.store.image(study, m), dtype=np.float32) if m in have else np.zeros(ref.shape, np.float32)
-            for m in self.modalities
-        ])
+        image = np.stack(
+            [
+                np.asarray(self.store.image(study, m), dtype=np.float32)
+                if m in have
+                else np.zeros(ref.shape, np.float32)
+                for m in self.modalities
+            ]
+        )
         out: dict[str, Any] = {
             "image": torch.from_numpy(image),
             "present": torch.tensor([m in have for m in self.modalities]),
@@ -280,12 +305,22 @@ class ClassificationInputs(Dataset):
             row = self.store.row(study)
             have = _mods(row)
             ref = self.store.image(study, have[0])
-            vol = np.stack([
-                np.asarray(self.store.image(study, m), dtype=np.float32) if m in have else np.zeros(ref.shape, np.float32)
-                for m in self.modalities
-            ])
-            img = F.interpolate(torch.from_numpy(vol)[None], size=self.size, mode="trilinear", align_corners=True)[0]
-            sp = _spacing(row) * (np.asarray(ref.shape, dtype=np.float32) - 1) / (np.asarray(self.size, dtype=np.float32) - 1)
+            vol = np.stack(
+                [
+                    np.asarray(self.store.image(study, m), dtype=np.float32)
+                    if m in have
+                    else np.zeros(ref.shape, np.float32)
+                    for m in self.modalities
+                ]
+            )
+            img = F.interpolate(
+                torch.from_numpy(vol)[None], size=self.size, mode="trilinear", align_corners=True
+            )[0]
+            sp = (
+                _spacing(row)
+                * (np.asarray(ref.shape, dtype=np.float32) - 1)
+                / (np.asarray(self.size, dtype=np.float32) - 1)
+            )
             present = torch.tensor([m in have for m in self.modalities])
             self._cache[study] = (img, present, _origin(row, [0, 0, 0]), sp.astype(np.float32))
         return self._cache[study]
@@ -298,7 +333,9 @@ class ClassificationInputs(Dataset):
             i = int(rng.choice(len(self.studies), p=self.weights))
         study = self.studies[i]
         img, present, origin, sp = self._load(study)
-        flips = torch.tensor([bool(rng is not None and self.flip and rng.random() < 0.5) for _ in range(3)])
+        flips = torch.tensor(
+            [bool(rng is not None and self.flip and rng.random() < 0.5) for _ in range(3)]
+        )
         return {
             "image": img.clone(),
             "present": present.clone(),
@@ -334,10 +371,16 @@ class LabelledDataset(_EpochDataset):
         ValueError: When a study lacks the label (segmentation) or the attrs column.
     """
 
-    def __init__(self, store: Store | str | Path, modalities: Sequence[str],
-                 crop_size: int | Sequence[int] | None = None, studies: Sequence[str] | None
-                 = None, seed: int = 0, label_key: str = "label",
-                 foreground_fraction: float = 0.0) -> None:
+    def __init__(
+        self,
+        store: Store | str | Path,
+        modalities: Sequence[str],
+        crop_size: int | Sequence[int] | None = None,
+        studies: Sequence[str] | None = None,
+        seed: int = 0,
+        label_key: str = "label",
+        foreground_fraction: float = 0.0,
+    ) -> None:
         self.store = _open(store)
         self.modalities = [canonical(m) for m in modalities]
         self.crop_size = None if crop_size is None else _size3(crop_size)
@@ -351,13 +394,16 @@ class LabelledDataset(_EpochDataset):
         if label_key == "label":
             lacking = [s for s, r in self._rows.items() if not r["label"]]
             if lacking:
-                raise ValueError(f"{self.store.root}: studies without a segmentation: "
-                                 f"{lacking[:5]}; pass label_key=<attrs column> or other studies")
+                raise ValueError(
+                    f"{self.store.root}: studies without a segmentation: "
+                    f"{lacking[:5]}; pass label_key=<attrs column> or other studies"
+                )
         else:
             lacking = [s for s, r in self._rows.items() if label_key not in (r["attrs"] or {})]
             if lacking:
-                raise ValueError(f"{self.store.root}: studies without attrs[{label_key!r}]: "
-                                 f"{lacking[:5]}")
+                raise ValueError(
+                    f"{self.store.root}: studies without attrs[{label_key!r}]: {lacking[:5]}"
+                )
             self.classes = sorted({r["attrs"][label_key] for r in self._rows.values()}, key=str)
         if not self.studies:
             raise ValueError(f"{self.store.root}: no studies selected")
@@ -377,23 +423,28 @@ class LabelledDataset(_EpochDataset):
             start = np.asarray(centre) - np.asarray(size) // 2
         else:
             start = crop_box(shape, size, rng)
+        box = [int(s) for s in start]  # read_crop takes ints (it applies int() to each anyway)
         image = np.zeros((len(self.modalities), *size), dtype=np.float32)
         present = np.zeros(len(self.modalities), dtype=bool)
         for c, mod in enumerate(self.modalities):
             if mod in row["modalities"]:
-                read_crop(self.store.image(sid, mod), start, size, out=image[c])
+                read_crop(self.store.image(sid, mod), box, size, out=image[c])
                 present[c] = True
         if seg is not None:
-            label = torch.from_numpy(read_crop(seg, start, size).astype(np.int64))
+            label = torch.from_numpy(read_crop(seg, box, size).astype(np.int64))
         else:
             label = torch.tensor(self.classes.index(row["attrs"][self.label_key]))
         affine = np.asarray(row["affine"], dtype=np.float64)
         origin = affine[:3, :3] @ start + affine[:3, 3] - np.asarray(row["center_world"])
-        return {"image": torch.from_numpy(image), "present": torch.from_numpy(present),
-                "modality": torch.tensor([MODALITIES.index(m) for m in self.modalities]),
-                "label": label, "template_origin": torch.tensor(origin, dtype=torch.float32),
-                "spacing": torch.tensor(np.abs(np.diag(affine)[:3]), dtype=torch.float32),
-                "study": sid}
+        return {
+            "image": torch.from_numpy(image),
+            "present": torch.from_numpy(present),
+            "modality": torch.tensor([MODALITIES.index(m) for m in self.modalities]),
+            "label": label,
+            "template_origin": torch.tensor(origin, dtype=torch.float32),
+            "spacing": torch.tensor(np.abs(np.diag(affine)[:3]), dtype=torch.float32),
+            "study": sid,
+        }
 
     @staticmethod
     def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -35,7 +35,7 @@ import csv
 import json
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,25 +45,46 @@ import pandas as pd
 from mmlib.modalities import MODALITIES, canonical
 
 LAYOUTS: tuple[str, ...] = (
-    "brats2021", "brats2023", "brats2018", "ucsf_pdgm", "ixi", "isles2022", "decathlon",
-    "monai_datalist", "brainmvp_json", "pattern",
+    "brats2021",
+    "brats2023",
+    "brats2018",
+    "ucsf_pdgm",
+    "ixi",
+    "isles2022",
+    "decathlon",
+    "monai_datalist",
+    "brainmvp_json",
+    "pattern",
 )
 
 NII = (".nii.gz", ".nii")
 
 #: Label values each layout's segmentation may hold (None: any small non-negative integer).
 LABEL_VALUES: dict[str, tuple[int, ...] | None] = {
-    "brats2021": (0, 1, 2, 4), "brats2018": (0, 1, 2, 4), "ucsf_pdgm": (0, 1, 2, 4),
-    "brats2023": (0, 1, 2, 3), "isles2022": (0, 1), "decathlon": None, "ixi": None,
-    "monai_datalist": None, "brainmvp_json": None, "pattern": None,
+    "brats2021": (0, 1, 2, 4),
+    "brats2018": (0, 1, 2, 4),
+    "ucsf_pdgm": (0, 1, 2, 4),
+    "brats2023": (0, 1, 2, 3),
+    "isles2022": (0, 1),
+    "decathlon": None,
+    "ixi": None,
+    "monai_datalist": None,
+    "brainmvp_json": None,
+    "pattern": None,
 }
 
 # Files that real UCSF-PDGM folders hold besides the six modalities; skipped, not errors.
 _UCSF_EXTRAS = re.compile(
     r"_(bias|brain_segmentation|brain_parenchyma_segmentation|SWI|ASL|DTI_.*|.*_bias)$", re.I
 )
-_SPLIT_KEYS = {"training": "train", "train": "train", "validation": "val", "val": "val",
-               "testing": "test", "test": "test"}
+_SPLIT_KEYS = {
+    "training": "train",
+    "train": "train",
+    "validation": "val",
+    "val": "val",
+    "testing": "test",
+    "test": "test",
+}
 
 
 @dataclass
@@ -130,8 +151,11 @@ def _strip_nii(name: str) -> str | None:
 
 
 def _nii_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
-                  and _strip_nii(p.name) is not None)
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and _strip_nii(p.name) is not None
+    )
 
 
 def read_participants(root: Path) -> dict[str, dict[str, Any]]:
@@ -166,7 +190,9 @@ def _parse_value(text: str) -> Any:
     return text
 
 
-def _apply_participants(studies: list[Study], root: Path, id_of=None) -> None:
+def _apply_participants(
+    studies: list[Study], root: Path, id_of: Callable[[Study], str] | None = None
+) -> None:
     table = read_participants(root)
     if not table:
         return
@@ -189,9 +215,16 @@ def _per_study_folders(root: Path, dir_re: re.Pattern[str]) -> list[Path]:
     return sorted(found)
 
 
-def _folder_layout(root: Path, source: str, layout: str, dir_re: str, sep: str,
-                   label_suffixes: Sequence[str], skip: re.Pattern[str] | None = None,
-                   id_of_dir=None) -> list[Study]:
+def _folder_layout(
+    root: Path,
+    source: str,
+    layout: str,
+    dir_re: str,
+    sep: str,
+    label_suffixes: Sequence[str],
+    skip: re.Pattern[str] | None = None,
+    id_of_dir: Callable[[str], str] | None = None,
+) -> list[Study]:
     studies = []
     for folder in _per_study_folders(root, re.compile(dir_re)):
         sid = id_of_dir(folder.name) if id_of_dir else folder.name
@@ -199,7 +232,7 @@ def _folder_layout(root: Path, source: str, layout: str, dir_re: str, sep: str,
         for f in _nii_files(folder):
             stem = _strip_nii(f.name)
             assert stem is not None
-            suffix = stem[len(sid) + 1:] if stem.startswith(sid + sep) else stem.rsplit(sep, 1)[-1]
+            suffix = stem[len(sid) + 1 :] if stem.startswith(sid + sep) else stem.rsplit(sep, 1)[-1]
             if suffix.lower() in label_suffixes:
                 st.label = str(f)
             elif skip is not None and skip.search(sep + suffix):
@@ -249,9 +282,16 @@ def find_ucsf_pdgm(root: Path, source: str) -> list[Study]:
 
     ``*_tumor_segmentation`` is the label; bias-field, DTI, SWI, ASL and brain masks are skipped.
     """
-    studies = _folder_layout(root, source, "ucsf_pdgm", r"UCSF-PDGM-\d+(_nifti)?", "_",
-                             ("tumor_segmentation",), skip=_UCSF_EXTRAS,
-                             id_of_dir=lambda name: name.removesuffix("_nifti"))
+    studies = _folder_layout(
+        root,
+        source,
+        "ucsf_pdgm",
+        r"UCSF-PDGM-\d+(_nifti)?",
+        "_",
+        ("tumor_segmentation",),
+        skip=_UCSF_EXTRAS,
+        id_of_dir=lambda name: name.removesuffix("_nifti"),
+    )
     _apply_participants(studies, root)
     return studies
 
@@ -378,8 +418,11 @@ def _json_sections(data: Any, path: Path) -> list[tuple[str | None, list[Any]]]:
         return [(None, data)]
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object of lists (training/validation/...)")
-    sections = [(k, v) for k, v in data.items() if isinstance(v, list) and v
-                and all(isinstance(e, (dict, str)) for e in v)]
+    sections = [
+        (k, v)
+        for k, v in data.items()
+        if isinstance(v, list) and v and all(isinstance(e, (dict, str)) for e in v)
+    ]
     if not sections:
         raise ValueError(f"{path}: no list of entries found (expected e.g. 'training': [...])")
     return sections
@@ -392,8 +435,9 @@ def _modality_from_filename(name: str) -> str:
 
 def _study_id_from_files(paths: Sequence[str]) -> str:
     """The longest common prefix of the file stems less their modality token (or the folder)."""
-    stems = [re.split(r"[-_](?=[^-_]*$)", _strip_nii(Path(p).name) or Path(p).name)[0]
-             for p in paths]
+    stems = [
+        re.split(r"[-_](?=[^-_]*$)", _strip_nii(Path(p).name) or Path(p).name)[0] for p in paths
+    ]
     prefix = os.path.commonprefix(stems).rstrip("-_")
     return prefix or Path(paths[0]).parent.name
 
@@ -413,8 +457,12 @@ def find_brainmvp_json(path: Path, source: str, root: Path | None = None) -> lis
             images = entry["image"] if isinstance(entry, dict) else entry
             images = [images] if isinstance(images, str) else list(images)
             sid = entry.get("study") if isinstance(entry, dict) else None
-            st = Study(sid or _study_id_from_files(images), source, "brainmvp_json",
-                       split=_SPLIT_KEYS.get(section or ""))
+            st = Study(
+                sid or _study_id_from_files(images),
+                source,
+                "brainmvp_json",
+                split=_SPLIT_KEYS.get(section or ""),
+            )
             for rel in images:
                 resolved = _inside(base, rel, path)
                 if isinstance(resolved, str):
@@ -442,8 +490,11 @@ def find_monai_datalist(path: Path, source: str, root: Path | None = None) -> li
     folder) and must stay inside it.
     """
     data = _read_json(path)
-    base = Path(root) if root is not None else Path(data.get("base_dir", path.parent)
-                                                   if isinstance(data, dict) else path.parent)
+    base = (
+        Path(root)
+        if root is not None
+        else Path(data.get("base_dir", path.parent) if isinstance(data, dict) else path.parent)
+    )
     if not base.is_absolute():
         base = path.parent / base
     top_mods = data.get("modalities") if isinstance(data, dict) else None
@@ -464,11 +515,17 @@ def find_monai_datalist(path: Path, source: str, root: Path | None = None) -> li
                     names = [_modality_from_filename(p) for p in images]
                 pairs = list(zip(names, images))
             else:
-                pairs = [(k, v) for k, v in entry.items() if k not in reserved and isinstance(v, str)]
+                pairs = [
+                    (k, v) for k, v in entry.items() if k not in reserved and isinstance(v, str)
+                ]
             sid = entry.get("study") or _study_id_from_files([p for _, p in pairs] or [f"entry{i}"])
-            st = Study(sid, entry.get("source", source), "monai_datalist",
-                       split=entry.get("split") or _SPLIT_KEYS.get(section or ""),
-                       attrs=dict(entry.get("attrs", {})))
+            st = Study(
+                sid,
+                entry.get("source", source),
+                "monai_datalist",
+                split=entry.get("split") or _SPLIT_KEYS.get(section or ""),
+                attrs=dict(entry.get("attrs", {})),
+            )
             if "fold" in entry:
                 st.attrs["fold"] = entry["fold"]
             for name, rel in pairs:
@@ -486,8 +543,13 @@ def find_monai_datalist(path: Path, source: str, root: Path | None = None) -> li
     return studies
 
 
-def find_pattern(root: Path, source: str, pattern: str, label_pattern: str | None = None,
-                 modalities: Sequence[str] | None = None) -> list[Study]:
+def find_pattern(
+    root: Path,
+    source: str,
+    pattern: str,
+    label_pattern: str | None = None,
+    modalities: Sequence[str] | None = None,
+) -> list[Study]:
     """A user-described layout: a path pattern relative to ``root`` with ``{subject}`` and
     ``{modality}`` (e.g. ``"{subject}/anat/{subject}_{modality}.nii.gz"``), and optionally
     ``label_pattern`` with ``{subject}``. ``modalities`` restricts the names accepted. The
@@ -546,8 +608,12 @@ def _pattern_regex(pattern: str) -> re.Pattern[str]:
 # ---------------------------------------------------------------------------------- discover
 
 _FINDERS = {
-    "brats2021": find_brats2021, "brats2023": find_brats2023, "brats2018": find_brats2018,
-    "ucsf_pdgm": find_ucsf_pdgm, "ixi": find_ixi, "isles2022": find_isles2022,
+    "brats2021": find_brats2021,
+    "brats2023": find_brats2023,
+    "brats2018": find_brats2018,
+    "ucsf_pdgm": find_ucsf_pdgm,
+    "ixi": find_ixi,
+    "isles2022": find_isles2022,
     "decathlon": find_decathlon,
 }
 
@@ -572,9 +638,13 @@ def detect_layout(path: str | Path) -> str:
             return "decathlon"
         for _, entries in _json_sections(data, path):
             for e in entries:
-                if isinstance(e, dict) and "image" in e and not isinstance(e["image"], str) \
-                        and "modalities" not in e and not (isinstance(data, dict)
-                                                           and "modalities" in data):
+                if (
+                    isinstance(e, dict)
+                    and "image" in e
+                    and not isinstance(e["image"], str)
+                    and "modalities" not in e
+                    and not (isinstance(data, dict) and "modalities" in data)
+                ):
                     return "brainmvp_json"
             break
         return "monai_datalist"
@@ -585,8 +655,17 @@ def detect_layout(path: str | Path) -> str:
     if (path / "HGG").is_dir() or (path / "LGG").is_dir():
         return "brats2018"
     names = [p.name for p in path.iterdir() if p.is_dir()]
-    deeper = [q.name for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")
-              for q in p.iterdir() if q.is_dir()] if len(names) <= 3 else []
+    deeper = (
+        [
+            q.name
+            for p in path.iterdir()
+            if p.is_dir() and not p.name.startswith(".")
+            for q in p.iterdir()
+            if q.is_dir()
+        ]
+        if len(names) <= 3
+        else []
+    )
     for candidates in (names, deeper):
         if any(re.fullmatch(r"BraTS2021_\d+", n) for n in candidates):
             return "brats2021"
@@ -605,10 +684,15 @@ def detect_layout(path: str | Path) -> str:
     )
 
 
-def find_studies(path: str | Path, layout: str | None = None, source: str | None = None,
-                 pattern: str | None = None, label_pattern: str | None = None,
-                 modalities: Sequence[str] | None = None, root: str | Path | None = None
-                 ) -> list[Study]:
+def find_studies(
+    path: str | Path,
+    layout: str | None = None,
+    source: str | None = None,
+    pattern: str | None = None,
+    label_pattern: str | None = None,
+    modalities: Sequence[str] | None = None,
+    root: str | Path | None = None,
+) -> list[Study]:
     """Find the studies of one source.
 
     Args:
@@ -635,8 +719,9 @@ def find_studies(path: str | Path, layout: str | None = None, source: str | None
         return discover(path)
     if layout == "pattern":
         if not pattern:
-            raise ValueError(f"{path}: the pattern layout needs a pattern with {{subject}} and "
-                             "{modality}")
+            raise ValueError(
+                f"{path}: the pattern layout needs a pattern with {{subject}} and {{modality}}"
+            )
         studies = find_pattern(path, source, pattern, label_pattern, modalities)
     elif layout == "brainmvp_json":
         studies = find_brainmvp_json(path, source, Path(root) if root else None)
@@ -696,9 +781,15 @@ def discover(*paths: str | Path, layout: str | None = None, **options: Any) -> l
         path = Path(path)
         if path.is_dir() and (path / "cohort.json").is_file() and layout is None:
             for src in read_cohort(path):
-                found = find_studies(src["path"], src.get("layout"), src["name"],
-                                     src.get("pattern"), src.get("label_pattern"),
-                                     src.get("modalities"), src.get("root"))
+                found = find_studies(
+                    src["path"],
+                    src.get("layout"),
+                    src["name"],
+                    src.get("pattern"),
+                    src.get("label_pattern"),
+                    src.get("modalities"),
+                    src.get("root"),
+                )
                 for st in found:
                     st.task = src.get("task", st.task)
                     st.role = src.get("role", st.role)
@@ -710,8 +801,10 @@ def discover(*paths: str | Path, layout: str | None = None, **options: Any) -> l
     seen: dict[str, str] = {}
     for st in studies:
         if st.study in seen:
-            st.problems.append(f"duplicate study id {st.study} (source {st.source}; already "
-                               f"in source {seen[st.study]})")
+            st.problems.append(
+                f"duplicate study id {st.study} (source {st.source}; already "
+                f"in source {seen[st.study]})"
+            )
         else:
             seen[st.study] = st.source
     return studies
@@ -726,22 +819,33 @@ def source_counts(studies: Iterable[Study]) -> pd.DataFrame:
     """
     rows = []
     for st in studies:
-        row = {"source": st.source, "layout": st.layout, "studies": 1,
-               "labelled": int(st.label is not None), "problems": int(bool(st.problems)),
-               "scans": len(st.modalities)}
-        row.update({m: 1 for m in st.modalities})
+        row = {
+            "source": st.source,
+            "layout": st.layout,
+            "studies": 1,
+            "labelled": int(st.label is not None),
+            "problems": int(bool(st.problems)),
+            "scans": len(st.modalities),
+        }
+        row.update(dict.fromkeys(st.modalities, 1))
         rows.append(row)
     if not rows:
         return pd.DataFrame(columns=["layout", "studies", "labelled", "problems", "scans"])
     df = pd.DataFrame(rows).fillna(0)
     mods = [m for m in MODALITIES if m in df.columns]
-    out = df.groupby(["source", "layout"], sort=False)[["studies", "labelled", "problems",
-                                                        "scans", *mods]].sum().astype(int)
+    out = (
+        df.groupby(["source", "layout"], sort=False)[
+            ["studies", "labelled", "problems", "scans", *mods]
+        ]
+        .sum()
+        .astype(int)
+    )
     return out.reset_index("layout")
 
 
-def export_datalist(studies: Iterable[Study], path: str | Path, splits: dict[str, str] | None
-                    = None) -> Path:
+def export_datalist(
+    studies: Iterable[Study], path: str | Path, splits: dict[str, str] | None = None
+) -> Path:
     """Write studies as a MONAI datalist JSON (readable by ``load_decathlon_datalist`` and by
     :func:`find_monai_datalist`).
 
@@ -766,11 +870,16 @@ def export_datalist(studies: Iterable[Study], path: str | Path, splits: dict[str
     names = {"train": "training", "val": "validation", "test": "testing"}
     for st in studies:
         if any(r.channel is not None for r in st.modalities.values()):
-            raise ValueError(f"{st.study}: modalities are channels of a 4-D file; a datalist "
-                             "needs one file per modality (curate it and export the store)")
-        entry: dict[str, Any] = {"study": st.study, "source": st.source,
-                                 "image": [rel(r.path) for r in st.modalities.values()],
-                                 "modalities": list(st.modalities)}
+            raise ValueError(
+                f"{st.study}: modalities are channels of a 4-D file; a datalist "
+                "needs one file per modality (curate it and export the store)"
+            )
+        entry: dict[str, Any] = {
+            "study": st.study,
+            "source": st.source,
+            "image": [rel(r.path) for r in st.modalities.values()],
+            "modalities": list(st.modalities),
+        }
         entry.update({m: rel(r.path) for m, r in st.modalities.items()})
         if st.label:
             entry["label"] = rel(st.label)

@@ -38,16 +38,24 @@ def qc_table(store: Store) -> pd.DataFrame:
     for sid in store.studies():
         row, qc = store.row(sid), store.qc(sid)
         for mod, rec in qc.get("modalities", {}).items():
-            rows.append({"study": sid, "source": row["source"], "modality": mod,
-                         "source_shape": "×".join(map(str, rec["source_shape"])),
-                         "source_spacing": "×".join(f"{v:g}" for v in rec["source_spacing"]),
-                         "source_orientation": rec["source_orientation"],
-                         "source_dtype": rec["source_dtype"], "p5": rec.get("p5"),
-                         "p95": rec.get("p95"), "mean": rec.get("mean"),
-                         "fg_fraction": rec.get("fg_fraction"),
-                         "head_fraction": qc.get("head_fraction"),
-                         "shape": "×".join(map(str, row["shape"])),
-                         "warnings": len(qc.get("warnings", []))})
+            rows.append(
+                {
+                    "study": sid,
+                    "source": row["source"],
+                    "modality": mod,
+                    "source_shape": "×".join(map(str, rec["source_shape"])),
+                    "source_spacing": "×".join(f"{v:g}" for v in rec["source_spacing"]),
+                    "source_orientation": rec["source_orientation"],
+                    "source_dtype": rec["source_dtype"],
+                    "p5": rec.get("p5"),
+                    "p95": rec.get("p95"),
+                    "mean": rec.get("mean"),
+                    "fg_fraction": rec.get("fg_fraction"),
+                    "head_fraction": qc.get("head_fraction"),
+                    "shape": "×".join(map(str, row["shape"])),
+                    "warnings": len(qc.get("warnings", [])),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -57,8 +65,14 @@ def _histograms(store: Store) -> pd.DataFrame:
         src = store.row(sid)["source"]
         for mod, rec in store.qc(sid).get("modalities", {}).items():
             if "hist" in rec:
-                rows.append({"study": sid, "source": src, "modality": mod,
-                             "hist": np.asarray(rec["hist"], dtype=np.float64)})
+                rows.append(
+                    {
+                        "study": sid,
+                        "source": src,
+                        "modality": mod,
+                        "hist": np.asarray(rec["hist"], dtype=np.float64),
+                    }
+                )
     return pd.DataFrame(rows, columns=["study", "source", "modality", "hist"])
 
 
@@ -68,13 +82,16 @@ def _correlations(store: Store) -> pd.DataFrame:
         src = store.row(sid)["source"]
         for pair, r in store.qc(sid).get("correlation", {}).items():
             a, b = pair.split("-")
-            rows += [{"study": sid, "source": src, "m": a, "n": b, "r": r},
-                     {"study": sid, "source": src, "m": b, "n": a, "r": r}]
+            rows += [
+                {"study": sid, "source": src, "m": a, "n": b, "r": r},
+                {"study": sid, "source": src, "m": b, "n": a, "r": r},
+            ]
     return pd.DataFrame(rows, columns=["study", "source", "m", "n", "r"])
 
 
-def mislabelled(store: Store, ratio: float = 2.0, min_distance: float = 0.25,
-                min_studies: int = 3) -> pd.DataFrame:
+def mislabelled(
+    store: Store, ratio: float = 2.0, min_distance: float = 0.25, min_studies: int = 3
+) -> pd.DataFrame:
     """Series that behave like another modality: mislabelled or swapped files.
 
     A study's signature is the correlation, inside the head, between each pair of its
@@ -103,15 +120,25 @@ def mislabelled(store: Store, ratio: float = 2.0, min_distance: float = 0.25,
     for src, cs in c.groupby("source"):
         pairs = {k: dict(zip(g["study"], g["r"])) for k, g in cs.groupby(["m", "n"])}
         for sid, grp in cs.groupby("study"):
-            typical = {k: float(np.median([r for s, r in by.items() if s != sid]))
-                       for k, by in pairs.items() if len(by) - (sid in by) >= min_studies - 1}
-            r = {(m, n): v for m, n, v in zip(grp["m"], grp["n"], grp["r"])}
+            # keys are the (m, n) tuples of the groupby above
+            typical: dict[Any, float] = {
+                k: float(np.median([r for s, r in by.items() if s != sid]))
+                for k, by in pairs.items()
+                if len(by) - (sid in by) >= min_studies - 1
+            }
+            r: dict[tuple[str, str], float] = {
+                (m, n): v for m, n, v in zip(grp["m"], grp["n"], grp["r"])
+            }
             mods = sorted({m for m, _ in r})
             known = sorted({m for m, _ in typical})
 
+            # score is called only within this iteration, so binding typical and r late is safe
             def score(mapping: dict[str, str]) -> tuple[float, int]:
-                d = [abs(v - typical[(mapping[m], mapping[n])]) for (m, n), v in r.items()
-                     if m < n and (mapping[m], mapping[n]) in typical]
+                d = [
+                    abs(v - typical[(mapping[m], mapping[n])])  # noqa: B023
+                    for (m, n), v in r.items()  # noqa: B023
+                    if m < n and (mapping[m], mapping[n]) in typical  # noqa: B023
+                ]
                 return (float(np.mean(d)) if d else np.inf), len(d)
 
             ident = {m: m for m in mods}
@@ -120,22 +147,29 @@ def mislabelled(store: Store, ratio: float = 2.0, min_distance: float = 0.25,
                 continue
             hypotheses = []
             for i, a in enumerate(mods):
-                for b in mods[i + 1:]:
+                for b in mods[i + 1 :]:
                     hypotheses.append({**ident, a: b, b: a})
                 for m2 in known:
                     if m2 not in mods:
                         hypotheses.append({**ident, a: m2})
             scored = [(score(h), h) for h in hypotheses]
-            scored = [(sc, h) for (sc, n), h in scored if n >= max(2, n_base - 2)]
-            if not scored:
+            kept = [(sc, h) for (sc, n), h in scored if n >= max(2, n_base - 2)]
+            if not kept:
                 continue
-            best_score, best = min(scored, key=lambda t: t[0])
+            best_score, best = min(kept, key=lambda t: t[0])
             if best_score * ratio < base:
                 for m in mods:
                     if best[m] != m:
-                        out.append({"study": sid, "source": src, "modality": m,
-                                    "looks_like": best[m], "distance_own": round(base, 4),
-                                    "distance_other": round(best_score, 4)})
+                        out.append(
+                            {
+                                "study": sid,
+                                "source": src,
+                                "modality": m,
+                                "looks_like": best[m],
+                                "distance_own": round(base, 4),
+                                "distance_other": round(best_score, 4),
+                            }
+                        )
     return pd.DataFrame(out, columns=cols)
 
 
@@ -148,11 +182,17 @@ def suspicious(store: Store, ratio: float = 2.0) -> pd.DataFrame:
     """
     rows = []
     for _, r in mislabelled(store, ratio).iterrows():
-        rows.append({"study": r["study"], "source": r["source"], "kind": "mislabelled",
-                     "reason": f"{r['modality']} behaves like {r['looks_like']}: relabelled, the "
-                               f"study's cross-modal correlations are {r['distance_other']:.2f} "
-                               f"from typical instead of {r['distance_own']:.2f}; a mislabelled "
-                               "series?"})
+        rows.append(
+            {
+                "study": r["study"],
+                "source": r["source"],
+                "kind": "mislabelled",
+                "reason": f"{r['modality']} behaves like {r['looks_like']}: relabelled, the "
+                f"study's cross-modal correlations are {r['distance_other']:.2f} "
+                f"from typical instead of {r['distance_own']:.2f}; a mislabelled "
+                "series?",
+            }
+        )
     for sid in store.studies():
         src = store.row(sid)["source"]
         for w in store.qc(sid).get("warnings", []):
@@ -176,7 +216,7 @@ def plot_histograms(store: Store) -> Figure:
         ax.set_title(mod)
         ax.set_xlabel("scaled intensity")
         ax.legend(fontsize=6)
-    for ax in axes[len(mods):]:
+    for ax in axes[len(mods) :]:
         ax.set_axis_off()
     fig.suptitle("Head intensity histograms per modality and source")
     return fig
@@ -226,8 +266,11 @@ def write_report(store: Store, out_dir: str | Path) -> dict[str, Any]:
     summary = {
         "studies": int(len(store)),
         "scans": int(len(table)),
-        "per_source": ({k: int(v) for k, v in table.groupby("source")["study"].nunique().items()}
-                       if len(table) else {}),
+        "per_source": (
+            {k: int(v) for k, v in table.groupby("source")["study"].nunique().items()}
+            if len(table)
+            else {}
+        ),
         "suspicious": {k: int(v) for k, v in sus["kind"].value_counts().items()},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -249,22 +292,29 @@ def plot_study(store: Store, study: str) -> Figure:
     for j, mod in enumerate(mods):
         img = store.image(study, mod)
         for i, (name, ax_i) in enumerate(views):
-            sl = [slice(None)] * 3
+            sl: list[slice | int] = [slice(None)] * 3
             sl[ax_i] = int(centre[ax_i])
             ax = axes[i, j]
-            ax.imshow(np.asarray(img[tuple(sl)], dtype=np.float32).T, cmap="gray", origin="lower",
-                      vmin=0, vmax=1)
+            ax.imshow(
+                np.asarray(img[tuple(sl)], dtype=np.float32).T,
+                cmap="gray",
+                origin="lower",
+                vmin=0,
+                vmax=1,
+            )
             if label is not None and np.asarray(label[tuple(sl)]).any():
-                ax.contour(np.asarray(label[tuple(sl)]).T > 0, levels=[0.5], colors="r",
-                           linewidths=0.6)
+                ax.contour(
+                    np.asarray(label[tuple(sl)]).T > 0, levels=[0.5], colors="r", linewidths=0.6
+                )
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
                 ax.set_title(mod)
             if j == 0:
                 ax.set_ylabel(name)
-    fig.suptitle(f"{study} ({row['source']}), {'×'.join(map(str, row['shape']))} at "
-                 f"{row['spacing'][0]:g} mm")
+    fig.suptitle(
+        f"{study} ({row['source']}), {'×'.join(map(str, row['shape']))} at {row['spacing'][0]:g} mm"
+    )
     return fig
 
 
@@ -279,8 +329,13 @@ def plot_batch(batch: dict[str, Any], max_items: int = 4) -> Figure:
     for i in range(rows):
         for c in range(k):
             ax = axes[i, c]
-            ax.imshow(np.asarray(image[i, c, :, :, z], dtype=np.float32).T, cmap="gray",
-                      origin="lower", vmin=0, vmax=1)
+            ax.imshow(
+                np.asarray(image[i, c, :, :, z], dtype=np.float32).T,
+                cmap="gray",
+                origin="lower",
+                vmin=0,
+                vmax=1,
+            )
             name = MODALITIES[int(modality[i, c])] if bool(present[i, c]) else "absent"
             ax.set_title(name, fontsize=8)
             ax.set_xticks([])
@@ -295,8 +350,16 @@ def grid_table(store: Store, study: str) -> pd.DataFrame:
     """The source grid of each modality of a study (shape, voxel size, orientation, dtype) and
     its 5th/95th percentiles, as curation recorded them."""
     rec = store.qc(study)["modalities"]
-    return pd.DataFrame({m: {"source shape": "×".join(map(str, r["source_shape"])),
-                             "voxel (mm)": "×".join(f"{v:g}" for v in r["source_spacing"]),
-                             "orientation": r["source_orientation"], "dtype": r["source_dtype"],
-                             "p5": round(r["p5"], 1), "p95": round(r["p95"], 1)}
-                         for m, r in rec.items()}).T
+    return pd.DataFrame(
+        {
+            m: {
+                "source shape": "×".join(map(str, r["source_shape"])),
+                "voxel (mm)": "×".join(f"{v:g}" for v in r["source_spacing"]),
+                "orientation": r["source_orientation"],
+                "dtype": r["source_dtype"],
+                "p5": round(r["p5"], 1),
+                "p95": round(r["p95"], 1),
+            }
+            for m, r in rec.items()
+        }
+    ).T

@@ -50,8 +50,9 @@ def amp_name(dtype: torch.dtype | None) -> str:
     return {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
-def resolve(cfg: Mapping[str, Any], device: torch.device | None = None,
-            build_store: bool = True) -> dict[str, Any]:
+def resolve(
+    cfg: Mapping[str, Any], device: torch.device | None = None, build_store: bool = True
+) -> dict[str, Any]:
     """Bind a configuration to this machine: the store path, the backbone size, every objective
     field, the device kind and the mixed-precision mode (what ``config.json`` holds).
 
@@ -77,8 +78,10 @@ def resolve(cfg: Mapping[str, Any], device: torch.device | None = None,
         out["data"]["store"] = str(Path(out["data"]["store"]).expanduser().resolve())
     name = out["model"]["name"]
     if name not in BACKBONE_PRESETS[scale]:
-        raise ValueError(f"config key model.name: unknown backbone {name!r}; choose one of "
-                         f"{', '.join(BACKBONE_PRESETS[scale])}")
+        raise ValueError(
+            f"config key model.name: unknown backbone {name!r}; choose one of "
+            f"{', '.join(BACKBONE_PRESETS[scale])}"
+        )
     out["model"]["size"] = {**BACKBONE_PRESETS[scale][name], **(out["model"]["size"] or {})}
     out["objective"] = resolve_objective(out)
     dev = device or D.pick_device(out["device"])
@@ -99,13 +102,16 @@ def default_run_dir(cfg: Mapping[str, Any]) -> Path:
 
     run = cfg["run"]
     root = Path(run["root"]) if run.get("root") else work_dir(cfg["scale"]) / "runs" / "pretrain"
-    name = (run.get("name")
-            or f"{cfg['objective']['name']}-{cfg['model']['name']}-{config_hash(cfg)}")
+    name = (
+        run.get("name") or f"{cfg['objective']['name']}-{cfg['model']['name']}-{config_hash(cfg)}"
+    )
     return root / name
 
 
-def run_dir_for(config: str | Path | Mapping[str, Any] = "demo",
-                overrides: Mapping[str, Any] | Sequence[str] | None = None) -> Path:
+def run_dir_for(
+    config: str | Path | Mapping[str, Any] = "demo",
+    overrides: Mapping[str, Any] | Sequence[str] | None = None,
+) -> Path:
     """The run folder :func:`mmlib.engine.pretrain.pretrain` would use (nothing is trained)."""
     cfg = resolve(load_config(config, overrides), build_store=True)
     return default_run_dir(cfg)

@@ -52,11 +52,17 @@ def _phase(name: str) -> None:
 
 def rng_state(device: torch.device | None = None) -> dict[str, Any]:
     """This process's RNG states (torch CPU, CUDA when used, numpy, python) as safe values."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()  # type: ignore[misc]
+    # the global numpy state is what exact resume must carry (third-party code may draw from it)
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": {"kind": str(kind), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
-                  "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "numpy": {
+            "kind": str(kind),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
         "python": random.getstate(),
     }
     if device is not None and device.type == "cuda":
@@ -68,7 +74,9 @@ def set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> 
     """Restore what :func:`rng_state` returned."""
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    np.random.set_state(  # noqa: NPY002
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    )
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     if device is not None and device.type == "cuda" and "cuda" in state:

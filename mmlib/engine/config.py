@@ -64,11 +64,23 @@ DEFAULTS: dict[str, Any] = {
     "model": {"name": "unet", "size": {}},
     "objective": {"name": "brainmvp"},
     "objective_defaults": {},
-    "optim": {"lr": 3e-4, "weight_decay": 1e-5, "warmup_steps": 0, "min_lr": 0.0,
-              "betas": [0.9, 0.999]},
+    "optim": {
+        "lr": 3e-4,
+        "weight_decay": 1e-5,
+        "warmup_steps": 0,
+        "min_lr": 0.0,
+        "betas": [0.9, 0.999],
+    },
     "schedule": {"epochs": 1},
-    "train": {"batch_size": 2, "accum": 1, "amp": "auto", "clip": 1.0, "seed": 0,
-              "max_steps": None, "sync_bn": False},
+    "train": {
+        "batch_size": 2,
+        "accum": 1,
+        "amp": "auto",
+        "clip": 1.0,
+        "seed": 0,
+        "max_steps": None,
+        "sync_bn": False,
+    },
     "checkpoint": {"every": 100, "keep": 2},
     "samples": {"n": 4},
     "log": {"tensorboard": "auto"},
@@ -82,15 +94,42 @@ FINETUNE_DEFAULTS: dict[str, Any] = {
     "task": "brats_ped",
     "init": "scratch",
     "pretrain_overrides": {},
-    "data": {"store": None, "label_fraction": 1.0, "subset_seed": 0, "crop_size": 32,
-             "pos_fraction": 0.67, "input_size": [48, 56, 48], "flip": True, "max_test": None},
-    "model": {"name": "unet", "size": {}, "decoder": "auto", "adapt": "inflate",
-              "deep_supervision": False, "head_prior": 0.05, "hidden": 64, "dropout": 0.2},
+    "data": {
+        "store": None,
+        "label_fraction": 1.0,
+        "subset_seed": 0,
+        "crop_size": 32,
+        "pos_fraction": 0.67,
+        "input_size": [48, 56, 48],
+        "flip": True,
+        "max_test": None,
+    },
+    "model": {
+        "name": "unet",
+        "size": {},
+        "decoder": "auto",
+        "adapt": "inflate",
+        "deep_supervision": False,
+        "head_prior": 0.05,
+        "hidden": 64,
+        "dropout": 0.2,
+    },
     "fill": "auto",
-    "optim": {"lr": 1e-3, "encoder_lr_scale": 1.0, "weight_decay": 1e-5, "warmup_steps": 10,
-              "min_lr": 0.0},
-    "train": {"steps": 100, "batch_size": 2, "seed": 0, "clip": 1.0, "modality_dropout": 0.0,
-              "batch_dice": True},
+    "optim": {
+        "lr": 1e-3,
+        "encoder_lr_scale": 1.0,
+        "weight_decay": 1e-5,
+        "warmup_steps": 10,
+        "min_lr": 0.0,
+    },
+    "train": {
+        "steps": 100,
+        "batch_size": 2,
+        "seed": 0,
+        "clip": 1.0,
+        "modality_dropout": 0.0,
+        "batch_dice": True,
+    },
     "eval": {"roi": None, "overlap": 0.25, "sw_batch_size": 4, "hd95": True, "n_predictions": 2},
     "run": {"name": None, "root": None},
 }
@@ -142,8 +181,9 @@ def read_file(path: str | Path, kind: str = "pretrain") -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ValueError(f"{kind} config {path}: expected a mapping at the top, got "
-                         f"{type(data).__name__}")
+        raise ValueError(
+            f"{kind} config {path}: expected a mapping at the top, got {type(data).__name__}"
+        )
     return data
 
 
@@ -158,8 +198,9 @@ def parse_value(text: str) -> Any:
     return value
 
 
-def parse_overrides(overrides: Mapping[str, Any] | Sequence[str] | None,
-                    free: frozenset[str] = FREE_SECTIONS) -> dict[str, Any]:
+def parse_overrides(
+    overrides: Mapping[str, Any] | Sequence[str] | None, free: frozenset[str] = FREE_SECTIONS
+) -> dict[str, Any]:
     """Turn ``["a.b=1", ...]`` or a (nested or dotted) dict into a flat ``{"a.b": value}`` dict.
 
     Args:
@@ -214,11 +255,15 @@ def _set(cfg: dict[str, Any], dotted: str, value: Any, where: str, kind: str = "
         last = i == len(parts) - 1
         if not free and (not isinstance(ref, Mapping) or part not in ref):
             known = ", ".join(sorted(ref)) if isinstance(ref, Mapping) else "(none: not a section)"
-            raise ValueError(f"{where}: unknown config key {path!r}; known keys here: {known} "
-                             "(fix or drop the unknown key)")
+            raise ValueError(
+                f"{where}: unknown config key {path!r}; known keys here: {known} "
+                "(fix or drop the unknown key)"
+            )
         if last:
             if kind == "pretrain" and path == "objective":
-                node.setdefault("objective", {"name": "brainmvp"}).update(_normalise_objective(value))
+                node.setdefault("objective", {"name": "brainmvp"}).update(
+                    _normalise_objective(value)
+                )
                 return
             if isinstance(value, Mapping) and not free and path not in sections:
                 for sub, v in value.items():
@@ -232,8 +277,9 @@ def _set(cfg: dict[str, Any], dotted: str, value: Any, where: str, kind: str = "
         ref = ref[part] if isinstance(ref, Mapping) and part in ref else {}
 
 
-def merge(cfg: dict[str, Any], layer: Mapping[str, Any], where: str,
-          kind: str = "pretrain") -> dict[str, Any]:
+def merge(
+    cfg: dict[str, Any], layer: Mapping[str, Any], where: str, kind: str = "pretrain"
+) -> dict[str, Any]:
     """Lay ``layer`` (nested or dotted keys) over ``cfg`` in place, checking every key."""
     for key, value in parse_overrides(layer, _kind(kind)[1]).items():
         _set(cfg, key, value, where, kind)
@@ -297,10 +343,14 @@ def validate_finetune(cfg: Mapping[str, Any]) -> None:
     from mmlib.tasks import get_task
 
     if cfg["fill"] not in (*FILLS, "auto"):
-        raise ValueError(f"finetune config: fill should be template, zero or auto, got {cfg['fill']!r}")
+        raise ValueError(
+            f"finetune config: fill should be template, zero or auto, got {cfg['fill']!r}"
+        )
     if cfg["model"]["adapt"] not in ("inflate", "reinit"):
-        raise ValueError("finetune config: model.adapt should be inflate or reinit, got "
-                         f"{cfg['model']['adapt']!r}")
+        raise ValueError(
+            "finetune config: model.adapt should be inflate or reinit, got "
+            f"{cfg['model']['adapt']!r}"
+        )
     frac = float(cfg["data"]["label_fraction"])
     if not 0 < frac <= 1:
         raise ValueError(f"finetune config: data.label_fraction should be in (0, 1], got {frac}")
@@ -320,27 +370,67 @@ def validate(cfg: Mapping[str, Any]) -> None:
 
     t, o = cfg["train"], cfg["optim"]
     for key in ("batch_size", "accum"):
-        need(isinstance(t[key], int) and t[key] >= 1, f"train.{key}", f"should be an integer >= 1, got {t[key]!r}")
-    need(str(t["amp"]).lower() in AMP_MODES or t["amp"] in (True, False), "train.amp",
-         f"should be one of {', '.join(AMP_MODES)}, got {t['amp']!r}")
-    need(t["max_steps"] is None or (isinstance(t["max_steps"], int) and t["max_steps"] >= 1),
-         "train.max_steps", f"should be null or an integer >= 1, got {t['max_steps']!r}")
-    need(t["clip"] is None or float(t["clip"]) > 0, "train.clip", f"should be null or > 0, got {t['clip']!r}")
+        need(
+            isinstance(t[key], int) and t[key] >= 1,
+            f"train.{key}",
+            f"should be an integer >= 1, got {t[key]!r}",
+        )
+    need(
+        str(t["amp"]).lower() in AMP_MODES or t["amp"] in (True, False),
+        "train.amp",
+        f"should be one of {', '.join(AMP_MODES)}, got {t['amp']!r}",
+    )
+    need(
+        t["max_steps"] is None or (isinstance(t["max_steps"], int) and t["max_steps"] >= 1),
+        "train.max_steps",
+        f"should be null or an integer >= 1, got {t['max_steps']!r}",
+    )
+    need(
+        t["clip"] is None or float(t["clip"]) > 0,
+        "train.clip",
+        f"should be null or > 0, got {t['clip']!r}",
+    )
     need(float(o["lr"]) > 0, "optim.lr", f"should be > 0, got {o['lr']!r}")
-    need(float(o["weight_decay"]) >= 0, "optim.weight_decay", f"should be >= 0, got {o['weight_decay']!r}")
-    need(isinstance(o["warmup_steps"], int) and o["warmup_steps"] >= 0, "optim.warmup_steps",
-         f"should be an integer >= 0, got {o['warmup_steps']!r}")
-    need(0 <= float(o["min_lr"]) <= float(o["lr"]), "optim.min_lr", f"should be in [0, optim.lr], got {o['min_lr']!r}")
-    need(isinstance(cfg["schedule"]["epochs"], int | float) and cfg["schedule"]["epochs"] > 0,
-         "schedule.epochs", f"should be > 0, got {cfg['schedule']['epochs']!r}")
-    need(isinstance(cfg["checkpoint"]["every"], int) and cfg["checkpoint"]["every"] >= 1,
-         "checkpoint.every", f"should be an integer >= 1, got {cfg['checkpoint']['every']!r}")
-    need(isinstance(cfg["checkpoint"]["keep"], int) and cfg["checkpoint"]["keep"] >= 1,
-         "checkpoint.keep", f"should be an integer >= 1, got {cfg['checkpoint']['keep']!r}")
-    need(isinstance(cfg["data"]["crop_size"], int | list), "data.crop_size",
-         f"should be an integer or a list of 3, got {cfg['data']['crop_size']!r}")
-    need(isinstance(cfg["data"]["workers"], int) and cfg["data"]["workers"] >= 0, "data.workers",
-         f"should be an integer >= 0, got {cfg['data']['workers']!r}")
+    need(
+        float(o["weight_decay"]) >= 0,
+        "optim.weight_decay",
+        f"should be >= 0, got {o['weight_decay']!r}",
+    )
+    need(
+        isinstance(o["warmup_steps"], int) and o["warmup_steps"] >= 0,
+        "optim.warmup_steps",
+        f"should be an integer >= 0, got {o['warmup_steps']!r}",
+    )
+    need(
+        0 <= float(o["min_lr"]) <= float(o["lr"]),
+        "optim.min_lr",
+        f"should be in [0, optim.lr], got {o['min_lr']!r}",
+    )
+    need(
+        isinstance(cfg["schedule"]["epochs"], int | float) and cfg["schedule"]["epochs"] > 0,
+        "schedule.epochs",
+        f"should be > 0, got {cfg['schedule']['epochs']!r}",
+    )
+    need(
+        isinstance(cfg["checkpoint"]["every"], int) and cfg["checkpoint"]["every"] >= 1,
+        "checkpoint.every",
+        f"should be an integer >= 1, got {cfg['checkpoint']['every']!r}",
+    )
+    need(
+        isinstance(cfg["checkpoint"]["keep"], int) and cfg["checkpoint"]["keep"] >= 1,
+        "checkpoint.keep",
+        f"should be an integer >= 1, got {cfg['checkpoint']['keep']!r}",
+    )
+    need(
+        isinstance(cfg["data"]["crop_size"], int | list),
+        "data.crop_size",
+        f"should be an integer or a list of 3, got {cfg['data']['crop_size']!r}",
+    )
+    need(
+        isinstance(cfg["data"]["workers"], int) and cfg["data"]["workers"] >= 0,
+        "data.workers",
+        f"should be an integer >= 0, got {cfg['data']['workers']!r}",
+    )
 
 
 def resolve_objective(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -361,8 +451,10 @@ def resolve_objective(cfg: Mapping[str, Any]) -> dict[str, Any]:
     updates: dict[str, Any] = {}
     for key, value in dict(cfg.get("objective_defaults") or {}).items():
         if key not in fields:
-            raise ValueError(f"config key objective_defaults.{key}: not a field of ObjectiveConfig; "
-                             f"known: {', '.join(sorted(fields))}")
+            raise ValueError(
+                f"config key objective_defaults.{key}: not a field of ObjectiveConfig; "
+                f"known: {', '.join(sorted(fields))}"
+            )
         if getattr(named, key) == getattr(base, key):
             updates[key] = value
     updates.update(spec)
@@ -383,8 +475,7 @@ def identity(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def config_hash(cfg: Mapping[str, Any], n: int = 8,
-                extra: Mapping[str, Any] | None = None) -> str:
+def config_hash(cfg: Mapping[str, Any], n: int = 8, extra: Mapping[str, Any] | None = None) -> str:
     """A short stable hash of :func:`identity` (names default run folders).
 
     Args:

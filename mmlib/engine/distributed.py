@@ -70,8 +70,9 @@ def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
         return torch.device("cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ValueError(f"config key device={name!r}: CUDA is not available here; use "
-                             "device=cpu or auto")
+            raise ValueError(
+                f"config key device={name!r}: CUDA is not available here; use device=cpu or auto"
+            )
         return torch.device(f"cuda:{local_rank}") if name == "cuda" else torch.device(name)
     return torch.device(name)
 
@@ -96,7 +97,8 @@ def setup(device: str = "auto", timeout_s: float = 1800.0) -> DistInfo:
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
         dist.init_process_group(
-            backend=backend, timeout=datetime.timedelta(seconds=timeout_s),
+            backend=backend,
+            timeout=datetime.timedelta(seconds=timeout_s),
             device_id=dev if dev.type == "cuda" else None,
         )
     return DistInfo(dist.get_rank(), dist.get_world_size(), local, dev, backend)
@@ -165,8 +167,9 @@ def check_replicas(module: torch.nn.Module, info: DistInfo) -> list[str]:
     """
     digests = gather_objects(weights_digest(module), info)
     if len(set(digests)) > 1:
-        raise RuntimeError("DDP replicas diverged: weight digests per rank "
-                           f"{[d[:12] for d in digests]}")
+        raise RuntimeError(
+            f"DDP replicas diverged: weight digests per rank {[d[:12] for d in digests]}"
+        )
     return digests
 
 
@@ -194,8 +197,10 @@ def on_main(info: DistInfo, fn: Callable[[], Any]) -> Any:
         except (ValueError, FileNotFoundError, RuntimeError) as err:
             error = err
     if info.distributed:
-        sent = (None if error else result,
-                None if error is None else (type(error).__name__, str(error)))
+        sent = (
+            None if error else result,
+            None if error is None else (type(error).__name__, str(error)),
+        )
         result, err_info = broadcast_object(sent, info)
         if err_info is not None and error is None:
             kinds = {"ValueError": ValueError, "FileNotFoundError": FileNotFoundError}
@@ -212,14 +217,28 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _worker(local_rank: int, fn: Callable[..., Any], args: tuple[Any, ...], nproc: int, port: int,
-            threads: int, result_file: str) -> None:
+def _worker(
+    local_rank: int,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    nproc: int,
+    port: int,
+    threads: int,
+    result_file: str,
+) -> None:
     """One process of :func:`launch`: the variables ``torchrun`` sets, then ``fn(*args)``."""
-    os.environ.update({
-        "RANK": str(local_rank), "LOCAL_RANK": str(local_rank), "WORLD_SIZE": str(nproc),
-        "LOCAL_WORLD_SIZE": str(nproc), "GROUP_RANK": "0", "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(port), "OMP_NUM_THREADS": str(threads),
-    })
+    os.environ.update(
+        {
+            "RANK": str(local_rank),
+            "LOCAL_RANK": str(local_rank),
+            "WORLD_SIZE": str(nproc),
+            "LOCAL_WORLD_SIZE": str(nproc),
+            "GROUP_RANK": "0",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "OMP_NUM_THREADS": str(threads),
+        }
+    )
     # torch is already imported (unpickling fn did it), so the variable alone would be too late
     torch.set_num_threads(threads)
     result = fn(*args)
@@ -233,8 +252,13 @@ def _worker(local_rank: int, fn: Callable[..., Any], args: tuple[Any, ...], npro
             pickle.dump(result, fh)
 
 
-def launch(fn: Callable[..., Any], nproc: int, *args: Any, threads: int | None = None,
-           timeout: float | None = None) -> Any:
+def launch(
+    fn: Callable[..., Any],
+    nproc: int,
+    *args: Any,
+    threads: int | None = None,
+    timeout: float | None = None,
+) -> Any:
     """Run ``fn(*args)`` in ``nproc`` processes on this machine as one job; return rank 0's result.
 
     Each process gets ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and
@@ -269,14 +293,17 @@ def launch(fn: Callable[..., Any], nproc: int, *args: Any, threads: int | None =
     with tempfile.TemporaryDirectory(prefix="mmlib-launch-") as tmp:
         result_file = str(Path(tmp) / "result.pkl")
         args_ = (fn, tuple(args), int(nproc), free_port(), n_threads, result_file)
-        ctx = mp.start_processes(_worker, args=args_, nprocs=int(nproc), join=False,
-                                 start_method="spawn")
+        ctx = mp.start_processes(
+            _worker, args=args_, nprocs=int(nproc), join=False, start_method="spawn"
+        )
         start = time.monotonic()
         try:
             while not ctx.join(timeout=1.0):
                 if timeout is not None and time.monotonic() - start > timeout:
-                    raise TimeoutError(f"launch: {nproc} processes ran longer than {timeout} s; "
-                                       "raise the timeout or make the job smaller")
+                    raise TimeoutError(
+                        f"launch: {nproc} processes ran longer than {timeout} s; "
+                        "raise the timeout or make the job smaller"
+                    )
         except mp.ProcessRaisedException as err:
             raise RuntimeError(f"launch: a rank of {name} failed:\n{err}") from None
         except mp.ProcessExitedException as err:

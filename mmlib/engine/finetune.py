@@ -8,7 +8,8 @@ summary). Scoring the trained network on the test studies is evaluation's
 ``mmlib finetune`` do both.
 
 A configuration comes from the engine's one loader, ``load_config(config, overrides,
-kind="finetune")`` (:mod:`mmlib.engine.config`, defaults :data:`~mmlib.engine.config.FINETUNE_DEFAULTS`,
+kind="finetune")`` (:mod:`mmlib.engine.config`, defaults
+:data:`~mmlib.engine.config.FINETUNE_DEFAULTS`,
 presets ``mmlib/configs/finetune_<scale>.yaml``): ``task`` (:data:`mmlib.tasks.TASKS`),
 ``init`` (``scratch``; a pre-training objective of :data:`mmlib.proxy.brainmvp.OBJECTIVES`
 such as ``brainmvp``, ``mim``, ``cmr_only``, pre-trained with
@@ -118,9 +119,12 @@ def finetune_split(cfg: Mapping[str, Any], store: Any) -> FinetuneSplit:
     spec = resolve_task(cfg["task"], store.manifest, store)
     rows = task_rows(store.manifest, spec)
     splits = task_splits(spec, rows, seed=int(cfg["data"]["subset_seed"]))
-    labelled = label_subset(splits["train"], float(cfg["data"]["label_fraction"]),
-                            int(cfg["data"]["subset_seed"]),
-                            minimum=2 if spec.kind == "classification" else 1)
+    labelled = label_subset(
+        splits["train"],
+        float(cfg["data"]["label_fraction"]),
+        int(cfg["data"]["subset_seed"]),
+        minimum=2 if spec.kind == "classification" else 1,
+    )
     max_test = cfg["data"]["max_test"]
     test = splits["test"][:max_test] if max_test else splits["test"]
     return FinetuneSplit(spec, splits["train"], labelled, test)
@@ -152,8 +156,9 @@ class FinetuneTrainer:
         ValueError: When ``fill='template'`` is asked of an initialisation without templates.
     """
 
-    def __init__(self, cfg: dict[str, Any], init_label: str, ckpt: Path | None,
-                 progress: bool = True) -> None:
+    def __init__(
+        self, cfg: dict[str, Any], init_label: str, ckpt: Path | None, progress: bool = True
+    ) -> None:
         self.cfg, self.init_label, self.ckpt, self.progress = cfg, init_label, ckpt, progress
         self.t0 = time.time()
         self.device = resolve_device(cfg["device"])
@@ -165,15 +170,17 @@ class FinetuneTrainer:
         if fill == "auto":
             fill = "template" if self.templates is not None else "zero"
         if fill == "template" and self.templates is None:
-            raise ValueError(f"finetune: fill='template' but init {init_label!r} has no "
-                             "templates; use fill=zero")
+            raise ValueError(
+                f"finetune: fill='template' but init {init_label!r} has no templates; use fill=zero"
+            )
         self.fill: str = fill
         self.net.to(self.device)
         self.seed = int(cfg["train"]["seed"])
         self.steps, self.batch_size = int(cfg["train"]["steps"]), int(cfg["train"]["batch_size"])
         self.loader = self._loader()
         self.lr = float(cfg["optim"]["lr"])
-        # a smaller encoder lr keeps what pre-training learned; a scratch encoder has nothing to keep
+        # a smaller encoder lr keeps what pre-training learned; a scratch encoder has nothing
+        # to keep
         scale = float(cfg["optim"]["encoder_lr_scale"]) if ckpt is not None else 1.0
         self.encoder_lr = self.lr * scale
         enc = {id(p) for p in self.net.encoder_parameters()}  # type: ignore[operator]
@@ -181,10 +188,12 @@ class FinetuneTrainer:
             {"params": [p for p in self.net.parameters() if id(p) in enc], "lr": self.encoder_lr},
             {"params": [p for p in self.net.parameters() if id(p) not in enc], "lr": self.lr},
         ]
-        self.opt = torch.optim.AdamW(groups, lr=self.lr,
-                                     weight_decay=float(cfg["optim"]["weight_decay"]))
-        schedule = WarmupCosine(self.steps, int(cfg["optim"]["warmup_steps"]),
-                                float(cfg["optim"]["min_lr"]) / self.lr)
+        self.opt = torch.optim.AdamW(
+            groups, lr=self.lr, weight_decay=float(cfg["optim"]["weight_decay"])
+        )
+        schedule = WarmupCosine(
+            self.steps, int(cfg["optim"]["warmup_steps"]), float(cfg["optim"]["min_lr"]) / self.lr
+        )
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, schedule)
         self.gen = torch.Generator().manual_seed(self.seed + 3)  # modality dropout
         self.log: list[dict[str, float]] = []
@@ -194,17 +203,37 @@ class FinetuneTrainer:
         cfg, spec, n = self.cfg, self.spec, self.steps * self.batch_size
         data: torch.utils.data.Dataset
         if spec.kind == "segmentation":
-            data = SegmentationCrops(self.store, self.split.labelled, spec.modalities,
-                                     crop_size(cfg), n, self.seed,
-                                     float(cfg["data"]["pos_fraction"]), bool(cfg["data"]["flip"]))
+            data = SegmentationCrops(
+                self.store,
+                self.split.labelled,
+                spec.modalities,
+                crop_size(cfg),
+                n,
+                self.seed,
+                float(cfg["data"]["pos_fraction"]),
+                bool(cfg["data"]["flip"]),
+            )
         else:
             assert spec.attr is not None
-            data = ClassificationInputs(self.store, self.split.labelled, spec.modalities, spec.attr,
-                                        spec.classes, cfg["data"]["input_size"], n, self.seed,
-                                        bool(cfg["data"]["flip"]))
-        return torch.utils.data.DataLoader(data, batch_size=self.batch_size, shuffle=False,
-                                           num_workers=0, collate_fn=collate_samples,
-                                           drop_last=True)
+            data = ClassificationInputs(
+                self.store,
+                self.split.labelled,
+                spec.modalities,
+                spec.attr,
+                spec.classes,
+                cfg["data"]["input_size"],
+                n,
+                self.seed,
+                bool(cfg["data"]["flip"]),
+            )
+        return torch.utils.data.DataLoader(
+            data,
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=0,
+            collate_fn=collate_samples,
+            drop_last=True,
+        )
 
     def step(self, batch: dict[str, Any]) -> float:
         """One optimiser step on a collated batch; returns the loss.
@@ -221,13 +250,21 @@ class FinetuneTrainer:
             drop[torch.arange(drop.shape[0]), keep_one] = False
             present = present & ~drop
         if not bool(present.all()):
-            image = fill_missing(image, present, spec.modalities, self.fill, self.templates,
-                                 batch["template_origin"], batch["spacing"])
+            image = fill_missing(
+                image,
+                present,
+                spec.modalities,
+                self.fill,
+                self.templates,
+                batch["template_origin"],
+                batch["spacing"],
+            )
         image = apply_flips(image, batch["flip"])
         if spec.kind == "segmentation":
             label = apply_flips(batch["label"], batch["flip"]).to(self.device)
-            loss = segmentation_loss(spec, self.net(image), label,
-                                     batch=bool(self.cfg["train"]["batch_dice"]))
+            loss = segmentation_loss(
+                spec, self.net(image), label, batch=bool(self.cfg["train"]["batch_dice"])
+            )
         else:
             loss = F.cross_entropy(self.net(image), batch["label"].to(self.device))
         self.opt.zero_grad(set_to_none=True)
@@ -242,14 +279,24 @@ class FinetuneTrainer:
         """Run every step; returns the metrics rows (step, loss, lr of the decoder, seconds)."""
         torch.manual_seed(self.seed + 4)  # dropout inside the head; before the loader's iterator
         self.net.train()
-        bar = tqdm(self.loader, total=self.steps, desc=f"finetune {self.spec.name} {self.init_label}",
-                   disable=not self.progress, leave=False)
+        bar = tqdm(
+            self.loader,
+            total=self.steps,
+            desc=f"finetune {self.spec.name} {self.init_label}",
+            disable=not self.progress,
+            leave=False,
+        )
         t_train = time.time()
         for step, batch in enumerate(bar):
             loss = self.step(batch)
-            self.log.append({"step": step + 1, "loss": loss,
-                             "lr": float(self.opt.param_groups[1]["lr"]),
-                             "seconds": time.time() - t_train})
+            self.log.append(
+                {
+                    "step": step + 1,
+                    "loss": loss,
+                    "lr": float(self.opt.param_groups[1]["lr"]),
+                    "seconds": time.time() - t_train,
+                }
+            )
             bar.set_postfix(loss=f"{loss:.3f}")
         self.train_s = time.time() - t_train
         return self.log
@@ -259,15 +306,28 @@ class FinetuneTrainer:
         cfg, spec = self.cfg, self.spec
         final = float(np.mean([r["loss"] for r in self.log[-10:]])) if self.log else None
         return {
-            "task": spec.name, "kind": spec.kind, "init": self.init_label,
-            "label_fraction": float(cfg["data"]["label_fraction"]), "seed": self.seed,
-            "fill": self.fill, "n_labelled": len(self.split.labelled),
-            "n_train_available": len(self.split.train), "n_test": len(self.split.test),
-            "steps": self.steps, "batch_size": self.batch_size, "lr": self.lr,
-            "encoder_lr": self.encoder_lr, "model": self.desc, "spec": spec.to_dict(),
-            "labelled_studies": self.split.labelled, "final_loss": final,
-            "seconds": {"train": self.train_s, "total": time.time() - self.t0,
-                        "per_step": self.train_s / max(self.steps, 1)},
+            "task": spec.name,
+            "kind": spec.kind,
+            "init": self.init_label,
+            "label_fraction": float(cfg["data"]["label_fraction"]),
+            "seed": self.seed,
+            "fill": self.fill,
+            "n_labelled": len(self.split.labelled),
+            "n_train_available": len(self.split.train),
+            "n_test": len(self.split.test),
+            "steps": self.steps,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "encoder_lr": self.encoder_lr,
+            "model": self.desc,
+            "spec": spec.to_dict(),
+            "labelled_studies": self.split.labelled,
+            "final_loss": final,
+            "seconds": {
+                "train": self.train_s,
+                "total": time.time() - self.t0,
+                "per_step": self.train_s / max(self.steps, 1),
+            },
         }
 
     def save(self, run_dir: Path) -> None:
@@ -277,7 +337,9 @@ class FinetuneTrainer:
         pd.DataFrame(self.log).to_csv(run_dir / "metrics.csv", index=False)
         state = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
         save_file(state, str(run_dir / "model.safetensors"))
-        write_text_atomic(run_dir / "results.json", json.dumps(self.summary(), indent=1, default=str))
+        write_text_atomic(
+            run_dir / "results.json", json.dumps(self.summary(), indent=1, default=str)
+        )
         write_text_atomic(run_dir / TRAINED, time.strftime("%Y-%m-%dT%H:%M:%S"))
 
 
@@ -308,16 +370,25 @@ def finetune(
     init_label, ckpt = resolve_init(cfg, progress)
     ident = checkpoint_identity(ckpt)
     if run_dir is None:
-        root = Path(cfg["run"]["root"]) if cfg["run"]["root"] else work_dir(cfg["scale"]) / "runs" / "finetune"
-        run_dir = root / get_task(cfg["task"]).name / (cfg["run"]["name"] or run_name(cfg, init_label, ident))
+        root = (
+            Path(cfg["run"]["root"])
+            if cfg["run"]["root"]
+            else work_dir(cfg["scale"]) / "runs" / "finetune"
+        )
+        run_dir = (
+            root
+            / get_task(cfg["task"]).name
+            / (cfg["run"]["name"] or run_name(cfg, init_label, ident))
+        )
     run_dir = Path(run_dir)
     if (run_dir / DONE).is_file() or (run_dir / TRAINED).is_file():
         return run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer = FinetuneTrainer(cfg, init_label, ckpt, progress)
     write_text_atomic(run_dir / "config.json", json.dumps(cfg, indent=1, default=str))
-    write_text_atomic(run_dir / "identity.json",
-                      json.dumps({"checkpoint": ident, "init": init_label}, indent=1))
+    write_text_atomic(
+        run_dir / "identity.json", json.dumps({"checkpoint": ident, "init": init_label}, indent=1)
+    )
     trainer.train()
     trainer.save(run_dir)
     return run_dir

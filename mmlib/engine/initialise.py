@@ -94,8 +94,11 @@ def checkpoint_identity(folder: Path | None) -> dict[str, Any]:
         return {"init": "scratch"}
     meta_path = folder / "meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    return {"path": str(folder.resolve()), "step": meta.get("step"),
-            "weights": _file_hash(folder / "model.safetensors")}
+    return {
+        "path": str(folder.resolve()),
+        "step": meta.get("step"),
+        "weights": _file_hash(folder / "model.safetensors"),
+    }
 
 
 def build_network(
@@ -136,8 +139,9 @@ def build_network(
             templates.volumes.requires_grad_(False)  # a fill input, never trained downstream
         name = backbone.name
         source = str(ckpt)
-    adapt_in_channels(backbone, c, mode=cfg["model"]["adapt"],
-                      generator=torch.Generator().manual_seed(seed + 1))
+    adapt_in_channels(
+        backbone, c, mode=cfg["model"]["adapt"], generator=torch.Generator().manual_seed(seed + 1)
+    )
     decoder = cfg["model"]["decoder"]
     if decoder == "auto":
         decoder = default_decoder(name)
@@ -147,18 +151,32 @@ def build_network(
         head_bias = None
         if prior is not None and spec.regions.sigmoid:
             if not 0 < float(prior) < 1:
-                raise ValueError("finetune config: model.head_prior should be in (0, 1) or null, "
-                                 f"got {prior}")
+                raise ValueError(
+                    f"finetune config: model.head_prior should be in (0, 1) or null, got {prior}"
+                )
             head_bias = math.log(float(prior) / (1 - float(prior)))
         net: nn.Module = SegmentationNet(
-            backbone, c, spec.regions.out_channels, decoder=decoder,
-            deep_supervision=bool(cfg["model"]["deep_supervision"]), seed=seed + 2,
-            head_bias=head_bias)
+            backbone,
+            c,
+            spec.regions.out_channels,
+            decoder=decoder,
+            deep_supervision=bool(cfg["model"]["deep_supervision"]),
+            seed=seed + 2,
+            head_bias=head_bias,
+        )
     else:
-        net = ClassifierNet(backbone, len(spec.classes), hidden=int(cfg["model"]["hidden"]),
-                            dropout=float(cfg["model"]["dropout"]), seed=seed + 2)
-    desc = {"backbone": name, "size": getattr(backbone, "size", {}),
-            "decoder": decoder if spec.kind == "segmentation" else "mlp",
-            "encoder_from": source,
-            "parameters": int(sum(p.numel() for p in net.parameters()))}
+        net = ClassifierNet(
+            backbone,
+            len(spec.classes),
+            hidden=int(cfg["model"]["hidden"]),
+            dropout=float(cfg["model"]["dropout"]),
+            seed=seed + 2,
+        )
+    desc = {
+        "backbone": name,
+        "size": getattr(backbone, "size", {}),
+        "decoder": decoder if spec.kind == "segmentation" else "mlp",
+        "encoder_from": source,
+        "parameters": int(sum(p.numel() for p in net.parameters())),
+    }
     return net, templates, desc

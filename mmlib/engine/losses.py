@@ -9,7 +9,9 @@ from mmlib.tasks import TaskSpec
 
 
 def segmentation_loss(
-    spec: TaskSpec, logits: torch.Tensor | list[torch.Tensor], label: torch.Tensor,
+    spec: TaskSpec,
+    logits: torch.Tensor | list[torch.Tensor],
+    label: torch.Tensor,
     batch: bool = True,
 ) -> torch.Tensor:
     """Dice + BCE (overlapping regions, sigmoid) or Dice + CE (classes, softmax), with deep
@@ -50,8 +52,9 @@ def segmentation_loss(
             dice = DiceLoss(sigmoid=True, smooth_nr=1.0, smooth_dr=1.0, batch=batch)
             loss = dice(out, target) + F.binary_cross_entropy_with_logits(out, target)
         else:
-            dice_ce = DiceCELoss(to_onehot_y=True, softmax=True, smooth_nr=1.0, smooth_dr=1.0,
-                                 batch=batch)
+            dice_ce = DiceCELoss(
+                to_onehot_y=True, softmax=True, smooth_nr=1.0, smooth_dr=1.0, batch=batch
+            )
             loss = dice_ce(out, lab)
         total = total + w * loss
     return total / sum(weights)

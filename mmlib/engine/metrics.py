@@ -45,7 +45,10 @@ class MetricsLogger:
     """
 
     def __init__(
-        self, run_dir: Path, enabled: bool = True, tensorboard: Any = "auto",
+        self,
+        run_dir: Path,
+        enabled: bool = True,
+        tensorboard: Any = "auto",
         resume_step: int | None = None,
     ) -> None:
         self.enabled = enabled
@@ -59,12 +62,15 @@ class MetricsLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.writer = SummaryWriter(str(Path(run_dir) / "tb"),
-                                            purge_step=(resume_step or 0) + 1)
+                self.writer = SummaryWriter(
+                    str(Path(run_dir) / "tb"), purge_step=(resume_step or 0) + 1
+                )
             except ImportError:
                 if tensorboard is True:
-                    raise ImportError("log.tensorboard=true needs the tensorboard package: "
-                                      "pip install tensorboard") from None
+                    raise ImportError(
+                        "log.tensorboard=true needs the tensorboard package: "
+                        "pip install tensorboard"
+                    ) from None
 
     def log(self, row: dict[str, Any]) -> None:
         """Write one row (missing columns stay empty; a new column rewrites the header)."""

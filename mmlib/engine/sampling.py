@@ -37,7 +37,8 @@ def steps_per_epoch(n: int, batch_size: int, accum: int = 1, world_size: int = 1
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The permutation of ``range(n)`` for ``epoch`` (``int64 (n,)``), a function of seed and epoch."""
+    """The permutation of ``range(n)`` for ``epoch`` (``int64 (n,)``), a function of seed and
+    epoch."""
     g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
     return torch.randperm(n, generator=g)
 
@@ -61,8 +62,15 @@ class StepBatchSampler(Sampler[list[int]]):
         2
     """
 
-    def __init__(self, n: int, batch_size: int, accum: int = 1, rank: int = 0, world_size: int = 1,
-                 seed: int = 0) -> None:
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        accum: int = 1,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+    ) -> None:
         self.n, self.batch_size, self.accum = int(n), int(batch_size), int(accum)
         self.rank, self.world_size, self.seed = int(rank), int(world_size), int(seed)
         self.steps = steps_per_epoch(self.n, self.batch_size, self.accum, self.world_size)

@@ -1,7 +1,8 @@
 """Classification metrics (scikit-learn): accuracy, balanced accuracy, AUC, macro F1.
 
 AUC and balanced accuracy need at least two classes in the ground truth; with a single class
-present they are reported as NaN (never a made-up 0.5). For more than two classes AUC is one-vs-rest, macro.
+present they are reported as NaN (never a made-up 0.5). For more than two classes AUC is
+one-vs-rest, macro.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ def classification_scores(y_true: Sequence[int], prob: np.ndarray) -> dict[str, 
     labels = list(range(k))
     out = {
         "accuracy": float(accuracy_score(y, pred)),
-        "balanced_accuracy": float(balanced_accuracy_score(y, pred)) if len(set(y)) > 1 else float("nan"),
+        "balanced_accuracy": float(balanced_accuracy_score(y, pred))
+        if len(set(y)) > 1
+        else float("nan"),
         "f1": float(f1_score(y, pred, average="macro", labels=labels, zero_division=0)),
         "n": int(y.shape[0]),
     }

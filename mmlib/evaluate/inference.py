@@ -34,7 +34,10 @@ def window_size(cfg: Mapping[str, Any]) -> list[int] | str:
 
 
 def predict_volume(
-    net: nn.Module, image: torch.Tensor, roi: Sequence[int] | str, sw_batch_size: int = 4,
+    net: nn.Module,
+    image: torch.Tensor,
+    roi: Sequence[int] | str,
+    sw_batch_size: int = 4,
     overlap: float = 0.25,
 ) -> torch.Tensor:
     """Sliding-window logits of whole volumes (MONAI ``sliding_window_inference``).
@@ -66,8 +69,9 @@ def predict_volume(
         pad[2 * (2 - ax) + 1] = target[ax] - size[ax]
     padded = F.pad(image, pad)
     with torch.no_grad():
-        out = sliding_window_inference(padded, tuple(window), sw_batch_size, net,
-                                       overlap=overlap, mode="gaussian")
+        out = sliding_window_inference(
+            padded, tuple(window), sw_batch_size, net, overlap=overlap, mode="gaussian"
+        )
     assert isinstance(out, torch.Tensor)  # one tensor for a network with one output
     return out[:, :, : size[0], : size[1], : size[2]]
 

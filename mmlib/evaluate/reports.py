@@ -1,6 +1,7 @@
 """Gather fine-tuning run folders into tables and plots: mean ± sd over seeds, paired differences.
 
-Every number comes from the run folders (``results.json`` of :func:`mmlib.engine.finetune.finetune`),
+Every number comes from the run folders (``results.json`` of
+:func:`mmlib.engine.finetune.finetune`),
 never from a notebook's text. The comparison of two initialisations is paired by seed: runs at
 one seed share the labelled studies, the crop order and the decoder's initialisation, so the
 per-seed difference isolates the encoder's initialisation. :func:`paired_differences` reports
@@ -36,12 +37,20 @@ def summary_table(
         ValueError: When the metric is not a column.
     """
     if metric not in runs.columns:
-        raise ValueError(f"metric {metric!r} not in the runs; have {', '.join(c for c in runs.columns if c not in KEYS)}")
+        raise ValueError(
+            f"metric {metric!r} not in the runs; have "
+            f"{', '.join(c for c in runs.columns if c not in KEYS)}"
+        )
     g = runs.groupby(list(by), dropna=False)[metric]
     out = g.agg(mean="mean", sd="std", n_runs="count").reset_index()
-    out.insert(len(by) + 2, "n_seeds", runs.groupby(list(by), dropna=False)["seed"].nunique().to_numpy())
+    out.insert(
+        len(by) + 2, "n_seeds", runs.groupby(list(by), dropna=False)["seed"].nunique().to_numpy()
+    )
     out = out.drop(columns="n_runs")
-    out["mean ± sd"] = [f"{m:.3f} ± {s:.3f}" if np.isfinite(s) else f"{m:.3f}" for m, s in zip(out["mean"], out["sd"])]
+    out["mean ± sd"] = [
+        f"{m:.3f} ± {s:.3f}" if np.isfinite(s) else f"{m:.3f}"
+        for m, s in zip(out["mean"], out["sd"])
+    ]
     return out
 
 
@@ -74,12 +83,26 @@ def paired_differences(
                 continue
             d = np.array([other[s] - base[s] for s in seeds], dtype=float)
             sd = float(d.std(ddof=1)) if len(d) > 1 else float("nan")
-            p = float(stats.ttest_rel([other[s] for s in seeds], [base[s] for s in seeds]).pvalue) if len(d) > 1 and sd > 0 else float("nan")
-            rows.append({**dict(zip(by, key)), "init": init, "n_seeds": len(d), "mean_diff": float(d.mean()),
-                         "sd_diff": sd, "min_diff": float(d.min()), "max_diff": float(d.max()),
-                         "wins": int((d > 0).sum()), "p_paired_t": p,
-                         "resolved": bool(np.isfinite(sd) and abs(d.mean()) > sd),
-                         "diffs": {int(s): float(v) for s, v in zip(seeds, d)}})
+            p = (
+                float(stats.ttest_rel([other[s] for s in seeds], [base[s] for s in seeds]).pvalue)
+                if len(d) > 1 and sd > 0
+                else float("nan")
+            )
+            rows.append(
+                {
+                    **dict(zip(by, key)),
+                    "init": init,
+                    "n_seeds": len(d),
+                    "mean_diff": float(d.mean()),
+                    "sd_diff": sd,
+                    "min_diff": float(d.min()),
+                    "max_diff": float(d.max()),
+                    "wins": int((d > 0).sum()),
+                    "p_paired_t": p,
+                    "resolved": bool(np.isfinite(sd) and abs(d.mean()) > sd),
+                    "diffs": {int(s): float(v) for s, v in zip(seeds, d)},
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -93,7 +116,9 @@ def plot_label_efficiency(runs: pd.DataFrame, metric: str, task: str, ax: Any = 
     for init, sub in tab.groupby("init"):
         sub = sub.sort_values("label_fraction")
         x = 100 * sub["label_fraction"].to_numpy(float)
-        ax.errorbar(x, sub["mean"], yerr=sub["sd"].fillna(0), marker="o", capsize=3, label=str(init))
+        ax.errorbar(
+            x, sub["mean"], yerr=sub["sd"].fillna(0), marker="o", capsize=3, label=str(init)
+        )
     ax.set_xlabel("labelled training studies (%)")
     ax.set_ylabel(metric)
     ax.set_title(f"{task}: label efficiency")
@@ -111,14 +136,27 @@ def plot_paired(diffs: pd.DataFrame, title: str = "", ax: Any = None) -> Any:
     for i, (_, row) in enumerate(diffs.iterrows()):
         vals = list(row["diffs"].values())
         ax.scatter([i] * len(vals), vals, color="k", s=14, zorder=3)
-        ax.errorbar([i], [row["mean_diff"]], yerr=[0 if np.isnan(row["sd_diff"]) else row["sd_diff"]],
-                    fmt="s", color="C1" if row["resolved"] else "C7", capsize=4, zorder=2)
+        ax.errorbar(
+            [i],
+            [row["mean_diff"]],
+            yerr=[0 if np.isnan(row["sd_diff"]) else row["sd_diff"]],
+            fmt="s",
+            color="C1" if row["resolved"] else "C7",
+            capsize=4,
+            zorder=2,
+        )
         extra = f" {100 * row['label_fraction']:.0f}%" if "label_fraction" in row else ""
         labels.append(f"{row['init']}{extra}\nn={int(row['n_seeds'])}")
     ax.axhline(0, color="grey", lw=0.8)
     # long names (brainmvp_nocl) collide when level; tilted they stay readable
     tilt = len(labels) > 3
-    ax.set_xticks(range(len(labels)), labels, fontsize=8, rotation=30 if tilt else 0, ha="right" if tilt else "center")
+    ax.set_xticks(
+        range(len(labels)),
+        labels,
+        fontsize=8,
+        rotation=30 if tilt else 0,
+        ha="right" if tilt else "center",
+    )
     ax.set_ylabel("difference to scratch (paired by seed)")
     ax.set_title(title)
     return ax
@@ -132,12 +170,31 @@ def plot_subsets(table: pd.DataFrame, metric: str = "dice_mean", ax: Any = None)
     pivot = table.pivot_table(index="subset", columns=cols, values=metric, sort=False)
     if ax is None:
         _, ax = plt.subplots(figsize=(1.4 + 1.2 * pivot.shape[1], 0.6 + 0.32 * pivot.shape[0]))
-    im = ax.imshow(pivot.to_numpy(float), aspect="auto", cmap="viridis", vmin=0, vmax=max(1e-6, float(np.nanmax(pivot.to_numpy(float)))))
+    im = ax.imshow(
+        pivot.to_numpy(float),
+        aspect="auto",
+        cmap="viridis",
+        vmin=0,
+        vmax=max(1e-6, float(np.nanmax(pivot.to_numpy(float)))),
+    )
     ax.set_yticks(range(pivot.shape[0]), list(pivot.index), fontsize=8)
-    ax.set_xticks(range(pivot.shape[1]), ["/".join(map(str, c)) if isinstance(c, tuple) else str(c) for c in pivot.columns], fontsize=8, rotation=30)
+    ax.set_xticks(
+        range(pivot.shape[1]),
+        ["/".join(map(str, c)) if isinstance(c, tuple) else str(c) for c in pivot.columns],
+        fontsize=8,
+        rotation=30,
+    )
     for (i, j), v in np.ndenumerate(pivot.to_numpy(float)):
         if np.isfinite(v):
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="w" if v < 0.6 * np.nanmax(pivot.to_numpy(float)) else "k")
+            ax.text(
+                j,
+                i,
+                f"{v:.2f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="w" if v < 0.6 * np.nanmax(pivot.to_numpy(float)) else "k",
+            )
     ax.figure.colorbar(im, ax=ax, label=metric)
     return ax
 
@@ -169,15 +226,22 @@ def plot_loss_curves(run_dirs: Sequence[str | Path], ax: Any = None, smooth: int
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3.2))
     runs = {str(r): RunFolder(r) for r in run_dirs}
-    draw_loss_curves(ax, {k: r.metrics() for k, r in runs.items()}, "loss", smooth=smooth,
-                     groups={k: str(r.results["init"]) for k, r in runs.items()})
+    draw_loss_curves(
+        ax,
+        {k: r.metrics() for k, r in runs.items()},
+        "loss",
+        smooth=smooth,
+        groups={k: str(r.results["init"]) for k, r in runs.items()},
+    )
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
     ax.legend(fontsize=8)
     return ax
 
 
-def plot_segmentation(run_dir: str | Path, study: str | None = None, channel: int = 0, axes: Any = None) -> Any:
+def plot_segmentation(
+    run_dir: str | Path, study: str | None = None, channel: int = 0, axes: Any = None
+) -> Any:
     """Image, ground-truth regions and predicted regions of one saved test study (middle slice
     through the lesion), from the run's ``predictions/<study>.npz``."""
     import matplotlib.pyplot as plt
@@ -185,7 +249,9 @@ def plot_segmentation(run_dir: str | Path, study: str | None = None, channel: in
     run_dir = Path(run_dir)
     files = sorted((run_dir / "predictions").glob("*.npz"))
     if not files:
-        raise FileNotFoundError(f"{run_dir}: no predictions/*.npz (run with eval.n_predictions > 0)")
+        raise FileNotFoundError(
+            f"{run_dir}: no predictions/*.npz (run with eval.n_predictions > 0)"
+        )
     path = run_dir / "predictions" / f"{study}.npz" if study else files[0]
     data = np.load(path)
     image, label, pred = data["image"].astype(np.float32), data["label"], data["pred"]
@@ -193,7 +259,9 @@ def plot_segmentation(run_dir: str | Path, study: str | None = None, channel: in
     names = res["spec"].get("regions", {}).get("names", [])
     from mmlib.tasks.regions import RegionSpec
 
-    spec = RegionSpec(tuple(names), res["spec"]["regions"]["kind"], res["spec"]["regions"]["convention"])
+    spec = RegionSpec(
+        tuple(names), res["spec"]["regions"]["kind"], res["spec"]["regions"]["convention"]
+    )
     import torch
 
     target = spec.targets(torch.from_numpy(label.astype(np.int64))[None, None])[0].numpy()
@@ -210,11 +278,19 @@ def plot_segmentation(run_dir: str | Path, study: str | None = None, channel: in
             rgb[m] = (*col[:3], 0.45)
         return rgb
 
-    for ax, title, masks in zip(axes, ["input", "ground truth", "prediction"], [None, target, pred]):
+    for ax, title, masks in zip(
+        axes, ["input", "ground truth", "prediction"], [None, target, pred]
+    ):
         ax.imshow(image[channel, :, :, z].T, cmap="gray", origin="lower")
         if masks is not None:
             ax.imshow(np.transpose(overlay(masks), (1, 0, 2)), origin="lower")
-        ax.set_title(f"{title}" + (f" ({', '.join(names)})" if masks is not None and title == "ground truth" else ""), fontsize=9)
+        ax.set_title(
+            f"{title}"
+            + (f" ({', '.join(names)})" if masks is not None and title == "ground truth" else ""),
+            fontsize=9,
+        )
         ax.axis("off")
-    axes[0].figure.suptitle(f"{res['task']} · {res['init']} · seed {res['seed']} · {path.stem}", fontsize=9)
+    axes[0].figure.suptitle(
+        f"{res['task']} · {res['init']} · seed {res['seed']} · {path.stem}", fontsize=9
+    )
     return axes

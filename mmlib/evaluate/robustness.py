@@ -56,7 +56,11 @@ def subset_robustness(
     run_dir = Path(run_dir)
     cache = run_dir / "robustness.csv"
     key = f"fills={','.join(fills)};min={min_size};max_test={max_test};hd95={hd95}"
-    if cache.is_file() and (run_dir / "robustness.key").is_file() and (run_dir / "robustness.key").read_text() == key:
+    if (
+        cache.is_file()
+        and (run_dir / "robustness.key").is_file()
+        and (run_dir / "robustness.key").read_text() == key
+    ):
         return pd.read_csv(cache)
     net, spec, templates, cfg = load_network(run_dir)
     res = json.loads((run_dir / "results.json").read_text())
@@ -67,20 +71,41 @@ def subset_robustness(
     use = [f for f in fills if f != "template" or templates is not None]
     cells = [(s, f) for s in modality_subsets(spec.modalities, min_size) for f in use]
     roi = window_size(cfg)
-    cls_data = classification_inputs(cfg, store, test, spec) if spec.kind == "classification" else None
+    cls_data = (
+        classification_inputs(cfg, store, test, spec) if spec.kind == "classification" else None
+    )
     rows = []
     for subset, fill in tqdm(cells, desc=f"subsets {res['init']}", disable=not progress):
         keep = [m in subset for m in spec.modalities]
         if spec.kind == "segmentation":
-            scores, _ = evaluate_segmentation(net, store, test, spec, roi, fill, templates, keep=keep, hd95=hd95,
-                                              sw_batch_size=int(cfg["eval"]["sw_batch_size"]),
-                                              overlap=float(cfg["eval"]["overlap"]))
+            scores, _ = evaluate_segmentation(
+                net,
+                store,
+                test,
+                spec,
+                roi,
+                fill,
+                templates,
+                keep=keep,
+                hd95=hd95,
+                sw_batch_size=int(cfg["eval"]["sw_batch_size"]),
+                overlap=float(cfg["eval"]["overlap"]),
+            )
             metrics = {c: float(scores[c].mean()) for c in scores.columns if c != "study"}
         else:
             assert cls_data is not None
             _, metrics = evaluate_classification(net, cls_data, spec, fill, templates, keep=keep)
-        rows.append({"subset": "+".join(subset), "n_modalities": len(subset), "fill": fill, "init": res["init"],
-                     "seed": res["seed"], **metrics, "n_test": len(test)})
+        rows.append(
+            {
+                "subset": "+".join(subset),
+                "n_modalities": len(subset),
+                "fill": fill,
+                "init": res["init"],
+                "seed": res["seed"],
+                **metrics,
+                "n_test": len(test),
+            }
+        )
     table = pd.DataFrame(rows)
     table.to_csv(cache, index=False)
     (run_dir / "robustness.key").write_text(key)

@@ -87,24 +87,38 @@ def evaluate_segmentation(
         if keep is not None:
             present = drop_modalities(present, keep)
         if not bool(present.all()):
-            image = fill_missing(image, present, spec.modalities, fill, templates,
-                                 s["template_origin"][None], s["spacing"])
+            image = fill_missing(
+                image,
+                present,
+                spec.modalities,
+                fill,
+                templates,
+                s["template_origin"][None],
+                s["spacing"],
+            )
         logits = predict_volume(net, image, roi, sw_batch_size, overlap)
         pred = spec.regions.predict(logits).cpu()
         target = spec.regions.targets(s["label"][None])
-        rec = segmentation_scores(pred, target, spec.regions.names, spacing=s["spacing"].tolist(),
-                                  with_hd95=hd95)[0]
+        rec = segmentation_scores(
+            pred, target, spec.regions.names, spacing=s["spacing"].tolist(), with_hd95=hd95
+        )[0]
         rows.append({"study": s["study"], **rec})
         if len(kept) < keep_predictions:
-            kept[s["study"]] = {"label": s["label"][0].numpy().astype(np.uint8),
-                                "pred": pred[0].numpy().astype(np.uint8),
-                                "image": image[0].cpu().numpy().astype(np.float16)}
+            kept[s["study"]] = {
+                "label": s["label"][0].numpy().astype(np.uint8),
+                "pred": pred[0].numpy().astype(np.uint8),
+                "image": image[0].cpu().numpy().astype(np.float16),
+            }
     return pd.DataFrame(rows), kept
 
 
 def evaluate_classification(
-    net: nn.Module, data: ClassificationInputs, spec: TaskSpec, fill: str = "zero",
-    templates: Templates | None = None, keep: Sequence[bool] | None = None,
+    net: nn.Module,
+    data: ClassificationInputs,
+    spec: TaskSpec,
+    fill: str = "zero",
+    templates: Templates | None = None,
+    keep: Sequence[bool] | None = None,
     device: torch.device | str = "cpu",
 ) -> tuple[pd.DataFrame, dict[str, float]]:
     """Class probabilities per study and the scores (accuracy, balanced accuracy, AUC, F1).
@@ -130,25 +144,42 @@ def evaluate_classification(
             if keep is not None:
                 present = drop_modalities(present, keep)
             if not bool(present.all()):
-                image = fill_missing(image, present, spec.modalities, fill, templates,
-                                     s["template_origin"][None], s["spacing"])
+                image = fill_missing(
+                    image,
+                    present,
+                    spec.modalities,
+                    fill,
+                    templates,
+                    s["template_origin"][None],
+                    s["spacing"],
+                )
             p = torch.softmax(net(image), dim=1)[0].cpu().numpy()
             probs.append(p)
             ys.append(int(s["label"]))
-            rows.append({"study": s["study"], "target": int(s["label"]), "pred": int(p.argmax()),
-                         **{f"p_{c}": float(p[j]) for j, c in enumerate(spec.classes)}})
+            rows.append(
+                {
+                    "study": s["study"],
+                    "target": int(s["label"]),
+                    "pred": int(p.argmax()),
+                    **{f"p_{c}": float(p[j]) for j, c in enumerate(spec.classes)},
+                }
+            )
     return pd.DataFrame(rows), classification_scores(ys, np.stack(probs))
 
 
-def classification_inputs(cfg: dict[str, Any], store: Any, studies: Sequence[str],
-                          spec: TaskSpec) -> ClassificationInputs:
+def classification_inputs(
+    cfg: dict[str, Any], store: Any, studies: Sequence[str], spec: TaskSpec
+) -> ClassificationInputs:
     """The evaluation inputs of a classification run (each study once, no flips)."""
     assert spec.attr is not None
-    return ClassificationInputs(store, studies, spec.modalities, spec.attr, spec.classes,
-                                cfg["data"]["input_size"])
+    return ClassificationInputs(
+        store, studies, spec.modalities, spec.attr, spec.classes, cfg["data"]["input_size"]
+    )
 
 
-def load_network(run_dir: str | Path) -> tuple[nn.Module, TaskSpec, Templates | None, dict[str, Any]]:
+def load_network(
+    run_dir: str | Path,
+) -> tuple[nn.Module, TaskSpec, Templates | None, dict[str, Any]]:
     """Rebuild a trained run's fine-tuned network (eval mode), its task, templates and config.
 
     Raises:
@@ -160,8 +191,10 @@ def load_network(run_dir: str | Path) -> tuple[nn.Module, TaskSpec, Templates | 
     run_dir = Path(run_dir)
     for name in ("config.json", "results.json", "identity.json", "model.safetensors"):
         if not (run_dir / name).is_file():
-            raise FileNotFoundError(f"{run_dir}: no {name}; not a trained fine-tuning run "
-                                    "(train it with mmlib.engine.finetune.finetune)")
+            raise FileNotFoundError(
+                f"{run_dir}: no {name}; not a trained fine-tuning run "
+                "(train it with mmlib.engine.finetune.finetune)"
+            )
     cfg = json.loads((run_dir / "config.json").read_text())
     res = json.loads((run_dir / "results.json").read_text())
     spec = TaskSpec.from_dict(res["spec"])
@@ -195,8 +228,9 @@ def score_run(run_dir: str | Path, progress: bool = False) -> dict[str, Any]:
     if (run_dir / DONE).is_file():
         return dict(json.loads((run_dir / "results.json").read_text()))
     if not (run_dir / TRAINED).is_file():
-        raise FileNotFoundError(f"{run_dir}: not trained (no {TRAINED}); run "
-                                "mmlib.engine.finetune.finetune first")
+        raise FileNotFoundError(
+            f"{run_dir}: not trained (no {TRAINED}); run mmlib.engine.finetune.finetune first"
+        )
     t_eval = time.time()
     net, spec, templates, cfg = load_network(run_dir)
     results: dict[str, Any] = json.loads((run_dir / "results.json").read_text())
@@ -207,16 +241,31 @@ def score_run(run_dir: str | Path, progress: bool = False) -> dict[str, Any]:
     fill = str(results["fill"])
     if spec.kind == "segmentation":
         scores, kept = evaluate_segmentation(
-            net, store, test, spec, window_size(cfg), fill, templates,
-            hd95=bool(cfg["eval"]["hd95"]), sw_batch_size=int(cfg["eval"]["sw_batch_size"]),
-            overlap=float(cfg["eval"]["overlap"]), device=device,
-            keep_predictions=int(cfg["eval"]["n_predictions"]), progress=progress)
+            net,
+            store,
+            test,
+            spec,
+            window_size(cfg),
+            fill,
+            templates,
+            hd95=bool(cfg["eval"]["hd95"]),
+            sw_batch_size=int(cfg["eval"]["sw_batch_size"]),
+            overlap=float(cfg["eval"]["overlap"]),
+            device=device,
+            keep_predictions=int(cfg["eval"]["n_predictions"]),
+            progress=progress,
+        )
         (run_dir / "predictions").mkdir(exist_ok=True)
         for study, arrays in kept.items():
             np.savez_compressed(run_dir / "predictions" / f"{study}.npz", **arrays)  # type: ignore[arg-type]
         metrics = {c: float(scores[c].mean()) for c in scores.columns if c != "study"}
-        metrics.update({f"{c}_sd": float(scores[c].std(ddof=0)) for c in scores.columns
-                        if c.startswith("dice_")})
+        metrics.update(
+            {
+                f"{c}_sd": float(scores[c].std(ddof=0))
+                for c in scores.columns
+                if c.startswith("dice_")
+            }
+        )
     else:
         data = classification_inputs(cfg, store, test, spec)
         scores, metrics = evaluate_classification(net, data, spec, fill, templates, device=device)
@@ -227,9 +276,12 @@ def score_run(run_dir: str | Path, progress: bool = False) -> dict[str, Any]:
     seconds = dict(results.pop("seconds", {}))
     eval_s = time.time() - t_eval
     results["test"] = metrics
-    results["seconds"] = {"train": seconds.get("train"), "eval": eval_s,
-                          "total": float(seconds.get("total") or 0.0) + eval_s,
-                          "per_step": seconds.get("per_step")}
+    results["seconds"] = {
+        "train": seconds.get("train"),
+        "eval": eval_s,
+        "total": float(seconds.get("total") or 0.0) + eval_s,
+        "per_step": seconds.get("per_step"),
+    }
     write_text_atomic(run_dir / "results.json", json.dumps(results, indent=1, default=str))
     write_text_atomic(run_dir / DONE, time.strftime("%Y-%m-%dT%H:%M:%S"))
     return results

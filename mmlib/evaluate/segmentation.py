@@ -1,4 +1,5 @@
-"""Segmentation metrics: Dice and HD95 per region, over MONAI's metrics, with stated empty-case rules.
+"""Segmentation metrics: Dice and HD95 per region, over MONAI's metrics, with stated
+empty-case rules.
 
 Empty cases are scored as the BraTS challenges score them, so that a study without, say,
 enhancing tumour neither disappears from the mean nor yields NaN:
@@ -25,6 +26,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from monai.metrics import DiceMetric, HausdorffDistanceMetric
@@ -33,7 +35,8 @@ from monai.metrics import DiceMetric, HausdorffDistanceMetric
 def _check(pred: torch.Tensor, target: torch.Tensor) -> None:
     if pred.shape != target.shape or pred.ndim != 5:
         raise ValueError(
-            f"pred {tuple(pred.shape)} and target {tuple(target.shape)} should both be (B, R, X, Y, Z) binary masks"
+            f"pred {tuple(pred.shape)} and target {tuple(target.shape)} should both be "
+            "(B, R, X, Y, Z) binary masks"
         )
 
 
@@ -49,7 +52,7 @@ def dice(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """
     _check(pred, target)
     metric = DiceMetric(include_background=True, reduction="none", ignore_empty=False)
-    return metric(pred.bool().float(), target.bool().float()).float()
+    return cast(torch.Tensor, metric(pred.bool().float(), target.bool().float())).float()
 
 
 def hd95(
@@ -84,7 +87,7 @@ def hd95(
         metric = HausdorffDistanceMetric(include_background=True, percentile=95, reduction="none")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            values = metric(p.float(), t.float(), spacing=sp).float().cpu()
+            values = cast(torch.Tensor, metric(p.float(), t.float(), spacing=sp)).float().cpu()
         out[both] = values[both]
     return out
 

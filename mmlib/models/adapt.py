@@ -16,6 +16,8 @@ Examples::
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -25,7 +27,10 @@ ADAPT_MODES: tuple[str, ...] = ("inflate", "reinit")
 
 
 def adapt_in_channels(
-    backbone: Backbone, channels: int, mode: str = "inflate", generator: torch.Generator | None = None
+    backbone: Backbone,
+    channels: int,
+    mode: str = "inflate",
+    generator: torch.Generator | None = None,
 ) -> Backbone:
     """Give ``backbone`` ``channels`` input channels, in place, and return it.
 
@@ -44,19 +49,24 @@ def adapt_in_channels(
         ValueError: When ``mode`` is unknown or ``channels`` < 1.
     """
     if mode not in ADAPT_MODES:
-        raise ValueError(f"adapt_in_channels: mode should be one of {', '.join(ADAPT_MODES)}, got {mode!r}.")
+        raise ValueError(
+            f"adapt_in_channels: mode should be one of {', '.join(ADAPT_MODES)}, got {mode!r}."
+        )
     if channels < 1:
         raise ValueError(f"adapt_in_channels: channels should be >= 1, got {channels}.")
     old = backbone.first_conv()
     if not isinstance(old, nn.Conv3d):
-        raise ValueError(f"adapt_in_channels: {backbone.name}'s first layer is a {type(old).__name__}, not a Conv3d")
+        raise ValueError(
+            f"adapt_in_channels: {backbone.name}'s first layer is a {type(old).__name__}, "
+            "not a Conv3d"
+        )
     new = nn.Conv3d(
         channels,
         old.out_channels,
-        kernel_size=old.kernel_size,
-        stride=old.stride,
-        padding=old.padding,
-        dilation=old.dilation,
+        kernel_size=cast(tuple[int, int, int], old.kernel_size),
+        stride=cast(tuple[int, int, int], old.stride),
+        padding=cast(str | tuple[int, int, int], old.padding),
+        dilation=cast(tuple[int, int, int], old.dilation),
         groups=old.groups,
         bias=old.bias is not None,
         padding_mode=old.padding_mode,
@@ -65,7 +75,7 @@ def adapt_in_channels(
         if mode == "inflate":
             kernel = old.weight.sum(dim=1, keepdim=True)
             new.weight.copy_(kernel.repeat(1, channels, 1, 1, 1) / channels)
-            if old.bias is not None:
+            if old.bias is not None and new.bias is not None:
                 new.bias.copy_(old.bias)
         else:
             bound = 1.0 / (channels * int(torch.tensor(old.kernel_size).prod())) ** 0.5

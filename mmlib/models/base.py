@@ -38,6 +38,8 @@ class Backbone(nn.Module):
 
     name: str = "backbone"
     input_multiple: int = 1
+    encoder: nn.Module
+    decoder: nn.Module
     feature_permutation: tuple[int, ...] | None = None
 
     def __init__(self) -> None:
@@ -49,7 +51,8 @@ class Backbone(nn.Module):
         self.feature_strides: list[int] = []
 
     def check_input(self, x: Tensor) -> None:
-        """Raise a one-line ``ValueError`` when ``x`` is not a ``(B, C, X, Y, Z)`` input it accepts."""
+        """Raise a one-line ``ValueError`` when ``x`` is not a ``(B, C, X, Y, Z)`` input it
+        accepts."""
         if x.ndim != 5:
             raise ValueError(
                 f"{self.name}: expected an input of shape (B, C, X, Y, Z), got {tuple(x.shape)}"
@@ -73,7 +76,8 @@ class Backbone(nn.Module):
         return list(self.encoder(x))
 
     def decode(self, features: list[Tensor]) -> Tensor:
-        """Reconstruction ``(B, out_channels, X, Y, Z)`` from :meth:`encode`'s features (no skips)."""
+        """Reconstruction ``(B, out_channels, X, Y, Z)`` from :meth:`encode`'s features
+        (no skips)."""
         return self.decoder(list(features))
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:

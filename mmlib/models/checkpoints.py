@@ -69,7 +69,9 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def save_checkpoint(directory: str | Path, state_dict: Mapping[str, Tensor], meta: Mapping[str, Any]) -> Path:
+def save_checkpoint(
+    directory: str | Path, state_dict: Mapping[str, Tensor], meta: Mapping[str, Any]
+) -> Path:
     """Write a checkpoint folder atomically (a temporary sibling folder, then a rename).
 
     Args:
@@ -127,7 +129,9 @@ def load_checkpoint(
     directory = Path(directory)
     for name in (WEIGHTS_FILE, META_FILE):
         if not (directory / name).is_file():
-            raise FileNotFoundError(f"{directory}: not an mmlib checkpoint (no {name}); write one with save_checkpoint")
+            raise FileNotFoundError(
+                f"{directory}: not an mmlib checkpoint (no {name}); write one with save_checkpoint"
+            )
     state = load_file(str(directory / WEIGHTS_FILE), device=str(device))
     meta = json.loads((directory / META_FILE).read_text())
     return state, meta
@@ -225,9 +229,12 @@ def load_pretrained(
     state, meta = load_checkpoint(directory, device)
     model_meta = meta.get("model")
     if not isinstance(model_meta, Mapping) or "name" not in model_meta:
-        raise ValueError(f"{directory}: meta.json has no 'model': {{'name', 'size'}}; not a pre-training checkpoint")
+        raise ValueError(
+            f"{directory}: meta.json has no 'model': {{'name', 'size'}}; "
+            "not a pre-training checkpoint"
+        )
     backbone = build_backbone(model_meta["name"], **dict(model_meta.get("size", {})))
-    own = {k[len(BACKBONE_PREFIX):]: v for k, v in state.items() if k.startswith(BACKBONE_PREFIX)}
+    own = {k[len(BACKBONE_PREFIX) :]: v for k, v in state.items() if k.startswith(BACKBONE_PREFIX)}
     try:
         backbone.load_state_dict(own, strict=True)
     except RuntimeError as err:
@@ -238,7 +245,12 @@ def load_pretrained(
         ) from None
     backbone.to(device).eval()
     affine = meta.get("template_affine")
-    return backbone, state.get(TEMPLATES_KEY), None if affine is None else np.asarray(affine, dtype=float), meta
+    return (
+        backbone,
+        state.get(TEMPLATES_KEY),
+        None if affine is None else np.asarray(affine, dtype=float),
+        meta,
+    )
 
 
 def export_encoder(
@@ -257,17 +269,21 @@ def export_encoder(
         "model": {"name": backbone.name, "size": dict(backbone.size)},
         "feature_channels": list(backbone.feature_channels),
         "feature_strides": list(backbone.feature_strides),
-        "feature_permutation": None if backbone.feature_permutation is None else list(backbone.feature_permutation),
+        "feature_permutation": None
+        if backbone.feature_permutation is None
+        else list(backbone.feature_permutation),
     }
     info.update(dict(meta or {}))
     return save_checkpoint(directory, state, info)
 
 
-def load_encoder(directory: str | Path, device: str | torch.device = "cpu") -> tuple[Backbone, dict[str, Any]]:
+def load_encoder(
+    directory: str | Path, device: str | torch.device = "cpu"
+) -> tuple[Backbone, dict[str, Any]]:
     """A backbone whose encoder comes from :func:`export_encoder` (decoder freshly initialised)."""
     state, meta = load_checkpoint(directory, device)
     backbone = build_backbone(meta["model"]["name"], **meta["model"]["size"])
-    enc = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+    enc = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
     backbone.encoder.load_state_dict(enc, strict=True)
     return backbone.to(device), meta
 
@@ -302,7 +318,9 @@ def export_templates_nifti(
         vols = np.asarray(templates, np.float32)
     names = list(MODALITIES[: vols.shape[0]]) if modalities is None else list(modalities)
     if len(names) != vols.shape[0]:
-        raise ValueError(f"export_templates_nifti: {vols.shape[0]} templates but {len(names)} modality names")
+        raise ValueError(
+            f"export_templates_nifti: {vols.shape[0]} templates but {len(names)} modality names"
+        )
     aff = np.asarray(affine, dtype=float)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmlib.models.base import seeded
+from mmlib.models.base import Backbone, seeded
 
 
 class ClassifierNet(nn.Module):
@@ -26,7 +26,12 @@ class ClassifierNet(nn.Module):
     """
 
     def __init__(
-        self, backbone: nn.Module, n_classes: int, hidden: int = 64, dropout: float = 0.2, seed: int | None = None
+        self,
+        backbone: Backbone,
+        n_classes: int,
+        hidden: int = 64,
+        dropout: float = 0.2,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         if n_classes < 2:
@@ -35,7 +40,10 @@ class ClassifierNet(nn.Module):
         c = int(backbone.feature_channels[-1])
         with seeded(seed):
             self.head = nn.Sequential(
-                nn.Linear(c, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, n_classes)
+                nn.Linear(c, hidden),
+                nn.ReLU(inplace=True),
+                nn.Dropout(dropout),
+                nn.Linear(hidden, n_classes),
             )
 
     def encoder_parameters(self) -> list[nn.Parameter]:

@@ -15,6 +15,7 @@ Examples::
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from typing import Any
 
 from mmlib.configs.scales import SCALES, check_scale
@@ -91,11 +92,14 @@ def build_backbone(name: str, in_channels: int = 1, out_channels: int = 1, **siz
     Raises:
         ValueError: When ``name`` is unknown or a size argument is not accepted.
     """
-    cls = backbone_class(name)
+    # Backbone's own __init__ takes no arguments; every registered subclass takes these
+    cls: Callable[..., Backbone] = backbone_class(name)
     try:
         return cls(in_channels=in_channels, out_channels=out_channels, **size)
     except TypeError as err:
-        raise ValueError(f"build_backbone({name!r}): {err}; see BACKBONE_PRESETS for valid sizes") from err
+        raise ValueError(
+            f"build_backbone({name!r}): {err}; see BACKBONE_PRESETS for valid sizes"
+        ) from err
 
 
 def preset(scale: str, name: str) -> dict[str, Any]:

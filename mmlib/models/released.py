@@ -40,7 +40,9 @@ Both: ``rep_template`` -> ``templates.volumes``.
 
 Examples::
 
-    >>> model, templates, report = load_released("brainmvp_uniformer.pt", "uniformer")  # doctest: +SKIP
+    >>> model, templates, report = load_released(  # doctest: +SKIP
+    ...     "brainmvp_uniformer.pt", "uniformer"
+    ... )
     >>> print(report.summary())  # doctest: +SKIP
 """
 
@@ -177,7 +179,9 @@ _TO_RELEASED: dict[str, Callable[[str], str]] = {
 
 def _check_arch(arch: str) -> str:
     if arch not in RELEASED_ARCHS:
-        raise ValueError(f"unknown released architecture {arch!r}; choose one of {', '.join(RELEASED_ARCHS)}")
+        raise ValueError(
+            f"unknown released architecture {arch!r}; choose one of {', '.join(RELEASED_ARCHS)}"
+        )
     return arch
 
 
@@ -215,7 +219,9 @@ def dropped_reason(arch: str, key: str) -> str | None:
     return None
 
 
-def released_layout(arch: str, size: Mapping[str, Any] | None = None) -> list[tuple[str, tuple[int, ...]]]:
+def released_layout(
+    arch: str, size: Mapping[str, Any] | None = None
+) -> list[tuple[str, tuple[int, ...]]]:
     """Every key and shape of a released checkpoint's ``state_dict``, in the released order.
 
     Built from mmlib's network through :func:`released_key_map`, plus the dropped keys of the
@@ -300,7 +306,8 @@ class LoadReport:
     def summary(self) -> str:
         """A few lines: counts, the prefix, and each drop reason with how many keys it covers."""
         lines = [
-            f"{self.arch} from {self.source}: {len(self.used)} keys used, {len(self.dropped)} dropped"
+            f"{self.arch} from {self.source}: {len(self.used)} keys used, "
+            f"{len(self.dropped)} dropped"
             + (f" (prefix {self.stripped_prefix!r} removed)" if self.stripped_prefix else "")
         ]
         reasons: dict[str, int] = {}
@@ -310,7 +317,8 @@ class LoadReport:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form (what ``mmlib weights import`` writes as ``import_report.json``)."""
+        """JSON-serialisable form (what ``mmlib weights import`` writes as
+        ``import_report.json``)."""
         return {
             "arch": self.arch,
             "source": self.source,
@@ -337,7 +345,9 @@ def unwrap_state_dict(obj: Any, source: str = "<state_dict>") -> tuple[dict[str,
                 state = obj[name]
                 break
     if not isinstance(state, Mapping) or not state:
-        raise ValueError(f"{source}: no state dict found; expected a dict of tensors or a dict with 'state_dict'")
+        raise ValueError(
+            f"{source}: no state dict found; expected a dict of tensors or a dict with 'state_dict'"
+        )
     tensors = {k: v for k, v in state.items() if isinstance(v, Tensor)}
     if len(tensors) != len(state):
         bad = [k for k, v in state.items() if not isinstance(v, Tensor)][:3]
@@ -345,7 +355,7 @@ def unwrap_state_dict(obj: Any, source: str = "<state_dict>") -> tuple[dict[str,
     prefix = ""
     if all(k.startswith("module.") for k in tensors):
         prefix = "module."
-        tensors = {k[len(prefix):]: v for k, v in tensors.items()}
+        tensors = {k[len(prefix) :]: v for k, v in tensors.items()}
     return tensors, prefix
 
 
@@ -448,7 +458,9 @@ def load_released(
     for key, value in state.items():
         if key == TEMPLATE_KEY:
             if value.ndim != 4:
-                raise ValueError(f"{source}: {TEMPLATE_KEY} should be (K, X, Y, Z), got {tuple(value.shape)}")
+                raise ValueError(
+                    f"{source}: {TEMPLATE_KEY} should be (K, X, Y, Z), got {tuple(value.shape)}"
+                )
             templates = value.detach().float()
             report.used[key] = TEMPLATE_TARGET
             continue

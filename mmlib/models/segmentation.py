@@ -34,7 +34,7 @@ from monai.networks.blocks import (
 )
 from torch import nn
 
-from mmlib.models.base import seeded
+from mmlib.models.base import Backbone, seeded
 
 DECODERS: tuple[str, ...] = ("unetr", "unet")
 
@@ -73,7 +73,7 @@ class SegmentationNet(nn.Module):
 
     def __init__(
         self,
-        backbone: nn.Module,
+        backbone: Backbone,
         in_channels: int,
         out_channels: int,
         decoder: str = "unetr",
@@ -103,10 +103,16 @@ class SegmentationNet(nn.Module):
                 for c in chans[:-1]:
                     self.proj.append(UnetrBasicBlock(3, c, c, 3, 1, norm, res_block=True))
                 for i in range(len(chans) - 1, 0, -1):
-                    self.ups.append(UnetrUpBlock(3, chans[i], chans[i - 1], 3, ratios[i - 1], norm, res_block=True))
+                    self.ups.append(
+                        UnetrUpBlock(
+                            3, chans[i], chans[i - 1], 3, ratios[i - 1], norm, res_block=True
+                        )
+                    )
             else:
                 for i in range(len(chans) - 1, 0, -1):
-                    self.ups.append(UnetUpBlock(3, chans[i], chans[i - 1], 3, 1, ratios[i - 1], norm))
+                    self.ups.append(
+                        UnetUpBlock(3, chans[i], chans[i - 1], 3, 1, ratios[i - 1], norm)
+                    )
             head_in = chans[0]
             self.stem: nn.Module | None = None
             self.final_up: nn.Module | None = None
@@ -114,7 +120,9 @@ class SegmentationNet(nn.Module):
                 stem_c = max(8, chans[0] // 2)
                 if decoder == "unetr":
                     self.stem = UnetrBasicBlock(3, in_channels, stem_c, 3, 1, norm, res_block=True)
-                    self.final_up = UnetrUpBlock(3, chans[0], stem_c, 3, strides[0], norm, res_block=True)
+                    self.final_up = UnetrUpBlock(
+                        3, chans[0], stem_c, 3, strides[0], norm, res_block=True
+                    )
                 else:
                     self.stem = UnetResBlock(3, in_channels, stem_c, 3, 1, norm)
                     self.final_up = UnetUpBlock(3, chans[0], stem_c, 3, 1, strides[0], norm)

@@ -65,7 +65,9 @@ class SwinUpLevel(nn.Module):
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
         self.up = nn.ConvTranspose3d(in_channels, out_channels, kernel_size=2, stride=2, bias=False)
-        self.block = UnetResBlock(3, out_channels, out_channels, kernel_size=3, stride=1, norm_name="instance")
+        self.block = UnetResBlock(
+            3, out_channels, out_channels, kernel_size=3, stride=1, norm_name="instance"
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C_in, X, Y, Z) -> (B, C_out, 2X, 2Y, 2Z)``."""
@@ -107,6 +109,8 @@ class SwinUNETRBackbone(Backbone):
     """
 
     name = "swinunetr"
+    encoder: SwinEncoder
+    decoder: SwinDecoder
     input_multiple = 32
 
     def __init__(
@@ -121,9 +125,13 @@ class SwinUNETRBackbone(Backbone):
     ) -> None:
         super().__init__()
         if importlib.util.find_spec("einops") is None:
-            raise ImportError("swinunetr: MONAI's SwinTransformer needs the einops package; pip install einops")
+            raise ImportError(
+                "swinunetr: MONAI's SwinTransformer needs the einops package; pip install einops"
+            )
         if feature_size % 12:
-            raise ValueError(f"swinunetr: feature_size should be a multiple of 12, got {feature_size}.")
+            raise ValueError(
+                f"swinunetr: feature_size should be a multiple of 12, got {feature_size}."
+            )
         d = as_int_tuple(depths, 4, "swinunetr: depths")
         h = as_int_tuple(num_heads, 4, "swinunetr: num_heads")
         self.size = {

@@ -19,7 +19,8 @@ Examples::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import cast
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -65,6 +66,8 @@ class UNetEncoder(nn.Module):
     residual blocks, as the released network returns them) and of the last residual block.
     """
 
+    stem: nn.Module  # a Conv3d until adapt_in_channels replaces it
+
     def __init__(
         self, in_channels: int, base_channels: int, num_groups: int, blocks: Sequence[int]
     ) -> None:
@@ -78,10 +81,11 @@ class UNetEncoder(nn.Module):
         )
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        """``(B, C_in, X, Y, Z)`` -> ``[(B, 2c, X/2, ..), (B, 4c, X/4, ..), (B, 8c, X/8, ..) x 2]``."""
+        """``(B, C_in, X, Y, Z)`` -> ``[(B, 2c, X/2, ..), (B, 4c, X/4, ..),
+        (B, 8c, X/8, ..) x 2]``."""
         h = self.stem_blocks(self.stem(x))
         features = []
-        for level in self.levels:
+        for level in cast(Iterable[DownLevel], self.levels):
             h = level.down(h)
             features.append(h)
             h = level.blocks(h)
@@ -139,6 +143,8 @@ class UNetBackbone(Backbone):
     """
 
     name = "unet"
+    encoder: UNetEncoder
+    decoder: UNetDecoder
     input_multiple = 8
 
     def __init__(

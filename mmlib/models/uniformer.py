@@ -24,6 +24,7 @@ Inputs must be multiples of 16 in every spatial size.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +39,10 @@ def _channels_last(x: Tensor) -> bool:
 
 
 class PatchEmbed(nn.Module):
-    """Stride-2 kernel-2 ``Conv3d`` then LayerNorm over channels: ``(B, C, D, H, W) -> (B, E, D/2, ..)``."""
+    """Stride-2 kernel-2 ``Conv3d`` then LayerNorm over channels:
+    ``(B, C, D, H, W) -> (B, E, D/2, ..)``."""
+
+    proj: nn.Module  # a Conv3d until adapt_in_channels replaces it
 
     def __init__(self, in_channels: int, dim: int) -> None:
         super().__init__()
@@ -155,6 +159,7 @@ class UniFormerEncoder(nn.Module):
         self.patch_embeds = nn.ModuleList(PatchEmbed(i, w) for i, w in zip(ins, widths))
         stages = []
         for k, (w, n) in enumerate(zip(widths, depths)):
+            blocks: list[nn.Module]
             if k < 2:
                 blocks = [ConvBlock(w, mlp_ratio) for _ in range(n)]
             else:
@@ -164,7 +169,8 @@ class UniFormerEncoder(nn.Module):
         self.norm = nn.BatchNorm3d(widths[-1])
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        """``(B, C, X, Y, Z)`` -> ``[x as (B, C, Z, X, Y), (B, w1, Z/2, X/2, Y/2), ..., (B, w4, /16)]``."""
+        """``(B, C, X, Y, Z)`` -> ``[x as (B, C, Z, X, Y), (B, w1, Z/2, X/2, Y/2), ...,
+        (B, w4, /16)]``."""
         x = x.permute(0, 1, 4, 2, 3)
         features = [x]
         h = x
@@ -215,6 +221,8 @@ class UniFormerBackbone(Backbone):
     """
 
     name = "uniformer"
+    encoder: UniFormerEncoder
+    decoder: UniFormerDecoder
     input_multiple = 16
     feature_permutation = (0, 1, 3, 4, 2)
 
@@ -252,7 +260,7 @@ class UniFormerBackbone(Backbone):
 
     def first_conv(self) -> nn.Module:
         """The first patch-embedding convolution (reads the input channels)."""
-        return self.encoder.patch_embeds[0].proj
+        return cast(PatchEmbed, self.encoder.patch_embeds[0]).proj
 
     def set_first_conv(self, layer: nn.Module) -> None:
         """Replace the first patch-embedding convolution."""

@@ -91,8 +91,9 @@ class ProjectionHead(nn.Module):
 
     def __init__(self, in_channels: int, hidden: int = 512, out: int = 128) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(in_channels, hidden), nn.ReLU(inplace=True),
-                                 nn.Linear(hidden, out))
+        self.net = nn.Sequential(
+            nn.Linear(in_channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, X, Y, Z) -> (B, out)``."""
@@ -112,12 +113,18 @@ class InfoNCELoss(nn.Module):
         ValueError: When ``gather_distributed`` is set but torch.distributed is unavailable.
     """
 
-    def __init__(self, temperature: float = 1.0, gather_distributed: bool = False,
-                 projection: nn.Module | None = None) -> None:
+    def __init__(
+        self,
+        temperature: float = 1.0,
+        gather_distributed: bool = False,
+        projection: nn.Module | None = None,
+    ) -> None:
         super().__init__()
         if gather_distributed and not dist.is_available():
-            raise ValueError("InfoNCELoss: gather_distributed=True needs torch.distributed; set "
-                             "gather_distributed=False or use a torch build with distributed.")
+            raise ValueError(
+                "InfoNCELoss: gather_distributed=True needs torch.distributed; set "
+                "gather_distributed=False or use a torch build with distributed."
+            )
         self.temperature = float(temperature)
         self.gather_distributed = bool(gather_distributed)
         self.projection = projection

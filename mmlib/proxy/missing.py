@@ -88,7 +88,8 @@ def fill_missing(
         raise ValueError(f"fill should be one of {', '.join(FILLS)}, got {fill!r}")
     if image.ndim != 5 or present.shape != image.shape[:2] or len(modalities) != image.shape[1]:
         raise ValueError(
-            f"image {tuple(image.shape)}, present {tuple(present.shape)} and {len(modalities)} modalities "
+            f"image {tuple(image.shape)}, present {tuple(present.shape)} and "
+            f"{len(modalities)} modalities "
             "disagree; expected (B, C, X, Y, Z), (B, C) and C names"
         )
     out = image.clone()
@@ -109,7 +110,8 @@ def fill_missing(
     sp = sp.expand(image.shape[0], 3)[bs] if sp.shape[0] in (1, image.shape[0]) else sp
     index = torch.tensor([MODALITY_INDEX[canonical(modalities[c])] for c in cs.tolist()])
     with torch.no_grad():  # the templates are inputs here, not trained
-        crops = templates.crop(index, origin, tuple(image.shape[2:]), sp,
-                               resample="trilinear", scale_over="crop")
+        crops = templates.crop(
+            index, origin, tuple(image.shape[2:]), sp, resample="trilinear", scale_over="crop"
+        )
     out[bs, cs] = crops[:, 0].to(out.dtype).to(out.device)
     return out

@@ -82,8 +82,9 @@ def list_checkpoints(root: Path) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir()
-             if p.is_dir() and _FOLDER_RE.match(p.name) and is_complete(p)]
+    found = [
+        p for p in root.iterdir() if p.is_dir() and _FOLDER_RE.match(p.name) and is_complete(p)
+    ]
     return sorted(found, key=step_of)
 
 
@@ -114,9 +115,11 @@ def latest_checkpoint(run_dir: str | Path) -> Path:
     """
     found = find_latest(Path(run_dir) / "checkpoints")
     if found is None:
-        raise FileNotFoundError(f"{run_dir}: no complete checkpoint under checkpoints/; run "
-                                "mmlib pretrain first (or wait until it writes its first "
-                                "checkpoint)")
+        raise FileNotFoundError(
+            f"{run_dir}: no complete checkpoint under checkpoints/; run "
+            "mmlib pretrain first (or wait until it writes its first "
+            "checkpoint)"
+        )
     return found
 
 
@@ -149,6 +152,8 @@ def checkpoint_folder(path: str | Path) -> Path:
         return p
     if (p / "checkpoints").is_dir():
         return latest_checkpoint(p)
-    raise FileNotFoundError(f"{p}: neither a checkpoint folder (model.safetensors + meta.json) "
-                            "nor a run folder (checkpoints/); give a pre-training run or "
-                            "checkpoint folder")
+    raise FileNotFoundError(
+        f"{p}: neither a checkpoint folder (model.safetensors + meta.json) "
+        "nor a run folder (checkpoints/); give a pre-training run or "
+        "checkpoint folder"
+    )

@@ -111,8 +111,10 @@ class RunFolder:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         if not is_run_folder(self.path):
-            raise NotADirectoryError(f"{self.path}: not a run folder (expected config.json, "
-                                     "metrics.csv, checkpoints/ or samples/)")
+            raise NotADirectoryError(
+                f"{self.path}: not a run folder (expected config.json, "
+                "metrics.csv, checkpoints/ or samples/)"
+            )
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r}, steps={self.steps()})"
@@ -164,13 +166,16 @@ class RunFolder:
         """
         steps = self.sample_steps()
         if not steps:
-            raise FileNotFoundError(f"{self.path}: no samples/step_*.npz yet (the engine writes "
-                                    "them at each checkpoint)")
+            raise FileNotFoundError(
+                f"{self.path}: no samples/step_*.npz yet (the engine writes "
+                "them at each checkpoint)"
+            )
         step = steps[-1] if step is None else step
         path = samples_file(self.path, step)
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: no samples for step {step}; steps with samples: "
-                                    f"{steps}")
+            raise FileNotFoundError(
+                f"{path}: no samples for step {step}; steps with samples: {steps}"
+            )
         return path
 
     def samples(self, step: int | None = None) -> Samples:
@@ -199,14 +204,19 @@ def find_runs(root: str | Path, need_samples: bool = True) -> list[RunFolder]:
     root = Path(root)
     if not root.is_dir():
         return []
-    folders = [p for p in list(root.glob("*")) + list(root.glob("*/*"))
-               if p.is_dir() and (p / CHECKPOINTS).is_dir()]
+    folders = [
+        p
+        for p in list(root.glob("*")) + list(root.glob("*/*"))
+        if p.is_dir() and (p / CHECKPOINTS).is_dir()
+    ]
     runs = [RunFolder(p) for p in folders]
     if need_samples:
         runs = [r for r in runs if r.sample_steps()]
 
     def newest(r: RunFolder) -> float:
-        return max((p.stat().st_mtime for p in r.path.glob(f"{SAMPLES}/*.npz")),
-                   default=r.path.stat().st_mtime)
+        return max(
+            (p.stat().st_mtime for p in r.path.glob(f"{SAMPLES}/*.npz")),
+            default=r.path.stat().st_mtime,
+        )
 
     return sorted(runs, key=newest, reverse=True)

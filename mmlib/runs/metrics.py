@@ -38,8 +38,10 @@ def read_metrics(path: str | Path) -> list[dict[str, float]]:
     if not path.is_file():
         return []
     with open(path, newline="") as fh:
-        return [{k: (float(v) if v not in ("", None) else math.nan) for k, v in row.items()}
-                for row in csv.DictReader(fh)]
+        return [
+            {k: (float(v) if v not in ("", None) else math.nan) for k, v in row.items()}
+            for row in csv.DictReader(fh)
+        ]
 
 
 def _fmt(v: Any) -> Any:

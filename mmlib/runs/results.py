@@ -20,8 +20,17 @@ RESULTS = "results.json"
 """File name of a run's (or a notebook's) key numbers."""
 DONE = "DONE"
 """Written last into a finished run folder (its time stamp)."""
-KEYS: tuple[str, ...] = ("task", "kind", "init", "label_fraction", "seed", "fill", "n_labelled",
-                         "n_test", "steps")
+KEYS: tuple[str, ...] = (
+    "task",
+    "kind",
+    "init",
+    "label_fraction",
+    "seed",
+    "fill",
+    "n_labelled",
+    "n_test",
+    "steps",
+)
 """Columns of :func:`collect_runs` that describe a fine-tuning run (its cell of a grid)."""
 
 
@@ -106,8 +115,7 @@ def collect_runs(roots: str | Path | Iterable[str | Path], latest_only: bool = T
     rows = []
     for root in roots:
         root = Path(root)
-        found = ([root / RESULTS] if (root / RESULTS).is_file()
-                 else sorted(root.rglob(RESULTS)))
+        found = [root / RESULTS] if (root / RESULTS).is_file() else sorted(root.rglob(RESULTS))
         for path in found:
             if not (path.parent / DONE).is_file():
                 continue
@@ -124,6 +132,10 @@ def collect_runs(roots: str | Path | Iterable[str | Path], latest_only: bool = T
     df = pd.DataFrame(rows)
     if latest_only and len(df):
         cell = ["task", "init", "label_fraction", "seed", "fill"]
-        df = (df.sort_values("finished").drop_duplicates(cell, keep="last").sort_values(cell)
-              .reset_index(drop=True))
+        df = (
+            df.sort_values("finished")
+            .drop_duplicates(cell, keep="last")
+            .sort_values(cell)
+            .reset_index(drop=True)
+        )
     return df

@@ -59,16 +59,18 @@ class Samples:
             if (study is None or s == study) and (modality is None or m == modality):
                 return i
         have = ", ".join(f"{s}/{m}" for s, m in zip(self.study, self.modality, strict=True))
-        raise KeyError(f"samples: no entry for study={study!r} modality={modality!r}; "
-                       f"entries: {have}")
+        raise KeyError(
+            f"samples: no entry for study={study!r} modality={modality!r}; entries: {have}"
+        )
 
     def entry(self, i: int) -> dict[str, np.ndarray]:
         """The arrays ``(X, Y, Z)`` of entry ``i``."""
         return {k: v[i] for k, v in self.arrays.items()}
 
 
-def samples_from_views(views: Mapping[str, Any], study: list[str], modality: list[str],
-                       step: int | None = None) -> Samples:
+def samples_from_views(
+    views: Mapping[str, Any], study: list[str], modality: list[str], step: int | None = None
+) -> Samples:
     """Samples from the views dict of :class:`mmlib.proxy.brainmvp.BrainMVPObjective`.
 
     Args:
@@ -130,16 +132,21 @@ def load_samples(path: str | Path) -> Samples:
     with np.load(path, allow_pickle=False) as z:
         files = set(z.files)
         if not {"study", "modality"} <= files:
-            raise ValueError(f"{path}: a samples file needs 'study' and 'modality' arrays; "
-                             f"it has {sorted(files)}")
+            raise ValueError(
+                f"{path}: a samples file needs 'study' and 'modality' arrays; "
+                f"it has {sorted(files)}"
+            )
         arrays = {k: np.asarray(z[k], dtype=np.float32) for k in SAMPLE_KEYS if k in files}
         if not arrays:
             raise ValueError(f"{path}: no view arrays; expected some of {', '.join(SAMPLE_KEYS)}")
         study = [str(s) for s in z["study"]]
         modality = [str(m) for m in z["modality"]]
         step = int(z["step"]) if "step" in files else None
-        spacing = (np.asarray(z["spacing"], dtype=np.float64).reshape(len(study), 3)
-                   if "spacing" in files else None)
+        spacing = (
+            np.asarray(z["spacing"], dtype=np.float64).reshape(len(study), 3)
+            if "spacing" in files
+            else None
+        )
     if step is None:
         try:
             step = step_of(path)
@@ -152,8 +159,9 @@ def save_samples(path: str | Path, samples: Samples) -> Path:
     """Write :class:`Samples` in the ``samples/step_XXXXXXX.npz`` format (compressed float32)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload: dict[str, Any] = {k: np.asarray(v, dtype=np.float32)
-                               for k, v in samples.arrays.items()}
+    payload: dict[str, Any] = {
+        k: np.asarray(v, dtype=np.float32) for k, v in samples.arrays.items()
+    }
     payload["study"] = np.asarray(samples.study, dtype=str)
     payload["modality"] = np.asarray(samples.modality, dtype=str)
     if samples.spacing is not None:

@@ -55,11 +55,16 @@ class TaskSpec:
 
     def __post_init__(self) -> None:
         if self.kind not in {"segmentation", "classification"}:
-            raise ValueError(f"task {self.name!r}: kind should be segmentation or classification, got {self.kind!r}")
+            raise ValueError(
+                f"task {self.name!r}: kind should be segmentation or classification, "
+                f"got {self.kind!r}"
+            )
         if self.kind == "segmentation" and self.regions is None:
             raise ValueError(f"task {self.name!r}: a segmentation task needs regions")
         if self.kind == "classification" and not self.attr:
-            raise ValueError(f"task {self.name!r}: a classification task needs attr (the class column)")
+            raise ValueError(
+                f"task {self.name!r}: a classification task needs attr (the class column)"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON) of the spec."""
@@ -71,8 +76,11 @@ class TaskSpec:
             "classes": list(self.classes),
         }
         if self.regions is not None:
-            d["regions"] = {"names": list(self.regions.names), "kind": self.regions.kind,
-                            "convention": self.regions.convention}
+            d["regions"] = {
+                "names": list(self.regions.names),
+                "kind": self.regions.kind,
+                "convention": self.regions.convention,
+            }
         return d
 
     @classmethod
@@ -82,31 +90,60 @@ class TaskSpec:
         if d.get("regions"):
             r = d["regions"]
             regions = RegionSpec(tuple(r["names"]), r["kind"], r["convention"])
-        return cls(d["name"], d["kind"], tuple(d["modalities"]), regions, d.get("attr"),
-                   tuple(d.get("classes") or ()))
+        return cls(
+            d["name"],
+            d["kind"],
+            tuple(d["modalities"]),
+            regions,
+            d.get("attr"),
+            tuple(d.get("classes") or ()),
+        )
 
 
 TASKS: dict[str, TaskSpec] = {
     "brats_ped": TaskSpec(
-        "brats_ped", "segmentation", ("flair", "t1", "t1c", "t2"),
-        RegionSpec(("TC", "WT", "ET"), "brats", "auto"), aliases=("ped", "brats2023_ped", "bratsped", "tumour", "tumor", "brain_tumour", "glioma")),
+        "brats_ped",
+        "segmentation",
+        ("flair", "t1", "t1c", "t2"),
+        RegionSpec(("TC", "WT", "ET"), "brats", "auto"),
+        aliases=("ped", "brats2023_ped", "bratsped", "tumour", "tumor", "brain_tumour", "glioma"),
+    ),
     "isles": TaskSpec(
-        "isles", "segmentation", ("flair", "dwi", "adc"), RegionSpec(("lesion",), "binary"),
-        aliases=("isles2022", "isles22", "stroke", "stroke_lesion")),
+        "isles",
+        "segmentation",
+        ("flair", "dwi", "adc"),
+        RegionSpec(("lesion",), "binary"),
+        aliases=("isles2022", "isles22", "stroke", "stroke_lesion"),
+    ),
     "mrbrains": TaskSpec(
-        "mrbrains", "segmentation", (), RegionSpec(("CSF", "GM", "WM"), "classes"),
-        aliases=("mrbrains13", "mrbrains18", "tissue", "tissues", "brain_tissue")),
+        "mrbrains",
+        "segmentation",
+        (),
+        RegionSpec(("CSF", "GM", "WM"), "classes"),
+        aliases=("mrbrains13", "mrbrains18", "tissue", "tissues", "brain_tissue"),
+    ),
     "hgg_lgg": TaskSpec(
-        "hgg_lgg", "classification", ("flair", "t1", "t1c", "t2"), attr="grade", classes=("LGG", "HGG"),
-        aliases=("brats2018", "grade", "glioma_grade", "hgglgg", "hgg_vs_lgg")),
+        "hgg_lgg",
+        "classification",
+        ("flair", "t1", "t1c", "t2"),
+        attr="grade",
+        classes=("LGG", "HGG"),
+        aliases=("brats2018", "grade", "glioma_grade", "hgglgg", "hgg_vs_lgg"),
+    ),
     "atrophy": TaskSpec(
-        "atrophy", "classification", ("t1",), attr="group", aliases=("adni", "mci_nc", "mci", "mci_vs_nc", "atrophy_vs_none")),
+        "atrophy",
+        "classification",
+        ("t1",),
+        attr="group",
+        aliases=("adni", "mci_nc", "mci", "mci_vs_nc", "atrophy_vs_none"),
+    ),
 }
 """The tasks of the embedded cohort (see the module docstring)."""
 
 
 def _norm(name: str) -> str:
-    """Task names compared case-, dash- and suffix-insensitively (``BraTS-PED_seg`` = ``brats_ped``)."""
+    """Task names compared case-, dash- and suffix-insensitively
+    (``BraTS-PED_seg`` = ``brats_ped``)."""
     key = str(name).strip().lower().replace("-", "_").replace(" ", "_")
     for suffix in ("_segmentation", "_classification", "_seg", "_cls"):
         key = key.removesuffix(suffix)
@@ -135,13 +172,19 @@ def task_rows(manifest: pd.DataFrame, spec: TaskSpec) -> pd.DataFrame:
         ValueError: When no study belongs to the task; the message lists the tasks present.
     """
     if "task" not in manifest.columns:
-        raise ValueError("store manifest has no 'task' column; curate the source with its task (cohort.json 'task')")
+        raise ValueError(
+            "store manifest has no 'task' column; curate the source with its task "
+            "(cohort.json 'task')"
+        )
     keys = {_norm(k) for k in (spec.name, *spec.aliases)}
     col = manifest["task"].fillna("").astype(str).map(_norm)
     rows = manifest[col.isin(keys)]
     if rows.empty:
         found = sorted({t for t in manifest["task"].dropna().astype(str) if t})
-        raise ValueError(f"no study of task {spec.name!r} in the store; tasks present: {', '.join(found) or 'none'}")
+        raise ValueError(
+            f"no study of task {spec.name!r} in the store; tasks present: "
+            f"{', '.join(found) or 'none'}"
+        )
     return rows
 
 
@@ -191,10 +234,17 @@ def resolve_task(spec: TaskSpec | str, manifest: pd.DataFrame, store: Any = None
         for _, row in rows.iterrows():
             attrs = _attrs_of(row)
             if spec.attr not in attrs:
-                raise ValueError(f"task {spec.name!r}: study {row['study']} has no attribute {spec.attr!r}")
+                raise ValueError(
+                    f"task {spec.name!r}: study {row['study']} has no attribute {spec.attr!r}"
+                )
             values.append(str(attrs[spec.attr]))
         spec = replace(spec, classes=tuple(sorted(set(values))))
-    if spec.regions is not None and spec.regions.kind == "brats" and spec.regions.convention == "auto" and store is not None:
+    if (
+        spec.regions is not None
+        and spec.regions.kind == "brats"
+        and spec.regions.convention == "auto"
+        and store is not None
+    ):
         seen: set[int] = set()
         for study in rows["study"]:
             lab = store.label(study)
@@ -219,13 +269,17 @@ def class_index(spec: TaskSpec, row: pd.Series) -> int:
 
 
 def split_studies(
-    rows: pd.DataFrame, seed: int = 0, test_fraction: float = 0.3, min_test: int = 2,
+    rows: pd.DataFrame,
+    seed: int = 0,
+    test_fraction: float = 0.3,
+    min_test: int = 2,
     strata: dict[str, str] | None = None,
 ) -> dict[str, list[str]]:
     """Train/val/test study lists of a task.
 
     The store's ``split`` column is used when it holds at least ``max(min_test,
-    test_fraction/2 * n)`` test studies (and, with ``strata``, every class) (a curated real dataset with its official split, or a
+    test_fraction/2 * n)`` test studies (and, with ``strata``, every class) (a curated real
+    dataset with its official split, or a
     split file). Otherwise (the store's generic 80/10/10 hash split leaves small downstream
     sets with one test study or none) the task's studies are split again, deterministically:
     ordered by a hash of the study id, the first ``round(test_fraction * n)`` are test, the rest
@@ -245,19 +299,25 @@ def split_studies(
     studies = sorted(rows["study"].astype(str))
     if len(studies) < 2:
         raise ValueError(f"need at least two studies (train and test), got {len(studies)}")
-    split = rows["split"].fillna("train").astype(str) if "split" in rows.columns else pd.Series("train", rows.index)
+    split = (
+        rows["split"].fillna("train").astype(str)
+        if "split" in rows.columns
+        else pd.Series("train", rows.index)
+    )
     out = {k: sorted(rows.loc[split == k, "study"].astype(str)) for k in ("train", "val", "test")}
     need = max(min(min_test, len(studies) - 1), int(np.ceil(test_fraction / 2 * len(studies))))
     classes_ok = strata is None or {strata.get(s) for s in out["test"]} >= {
-        c for c in set(strata.values()) if sum(v == c for v in strata.values()) >= 2}
+        c for c in set(strata.values()) if sum(v == c for v in strata.values()) >= 2
+    }
     if len(out["test"]) >= need and out["train"] and classes_ok:
         return out
+
     def _hash(s: str) -> str:
         return hashlib.sha1(s.encode()).hexdigest()
 
     if strata:
         test: list[str] = []
-        for cls in sorted(set(strata.get(s, "") for s in studies)):
+        for cls in sorted({strata.get(s, "") for s in studies}):
             members = sorted((s for s in studies if strata.get(s, "") == cls), key=_hash)
             if len(members) >= 2:
                 test += members[: max(1, int(round(test_fraction * len(members))))]
@@ -272,11 +332,15 @@ def task_splits(spec: TaskSpec, rows: pd.DataFrame, seed: int = 0) -> dict[str, 
     """:func:`split_studies` of a task, stratified by class for classification tasks."""
     strata = None
     if spec.kind == "classification":
-        strata = {str(r["study"]): str(_attrs_of(r).get(spec.attr, "")) for _, r in rows.iterrows()}
+        attr = spec.attr
+        assert attr is not None  # TaskSpec checks that a classification task names its attr
+        strata = {str(r["study"]): str(_attrs_of(r).get(attr, "")) for _, r in rows.iterrows()}
     return split_studies(rows, seed=seed, strata=strata)
 
 
-def label_subset(train: Sequence[str], fraction: float, seed: int = 0, minimum: int = 1) -> list[str]:
+def label_subset(
+    train: Sequence[str], fraction: float, seed: int = 0, minimum: int = 1
+) -> list[str]:
     """The labelled training studies for a label fraction: nested across fractions.
 
     A fixed permutation of the training studies (``seed``) is cut at ``ceil(fraction * n)``,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 import torch
@@ -54,9 +55,14 @@ def detect_convention(values: Iterable[int], where: str = "labels") -> str:
     present = {int(v) for v in values}
     unknown = present - {0, 1, 2, 3, 4}
     if unknown:
-        raise ValueError(f"{where}: label values {sorted(unknown)} are not BraTS labels (0, 1, 2, 3 or 4)")
+        raise ValueError(
+            f"{where}: label values {sorted(unknown)} are not BraTS labels (0, 1, 2, 3 or 4)"
+        )
     if 3 in present and 4 in present:
-        raise ValueError(f"{where}: both 3 and 4 occur; BraTS labels use one of them for enhancing tumour, not both")
+        raise ValueError(
+            f"{where}: both 3 and 4 occur; BraTS labels use one of them for enhancing tumour, "
+            "not both"
+        )
     if 4 in present:
         return "brats2021"
     if 3 in present:
@@ -73,7 +79,13 @@ def _values(label: np.ndarray | torch.Tensor) -> set[int]:
     return {int(v) for v in np.unique(np.asarray(label))}
 
 
-def brats_regions(label: np.ndarray | torch.Tensor, convention: str = "auto") -> np.ndarray | torch.Tensor:
+@overload
+def brats_regions(label: np.ndarray, convention: str = "auto") -> np.ndarray: ...
+@overload
+def brats_regions(label: torch.Tensor, convention: str = "auto") -> torch.Tensor: ...
+def brats_regions(
+    label: np.ndarray | torch.Tensor, convention: str = "auto"
+) -> np.ndarray | torch.Tensor:
     """Nested BraTS regions TC, WT, ET of a label map.
 
     Args:
@@ -95,21 +107,29 @@ def brats_regions(label: np.ndarray | torch.Tensor, convention: str = "auto") ->
     if convention == "auto":
         convention = detect_convention(values)
     if convention not in CONVENTIONS:
-        raise ValueError(f"unknown BraTS convention {convention!r}; choose brats2021, brats2023 or auto")
+        raise ValueError(
+            f"unknown BraTS convention {convention!r}; choose brats2021, brats2023 or auto"
+        )
     et = CONVENTIONS[convention]
     allowed = {0, 1, 2, et}
     if values - allowed:
         other = 3 if et == 4 else 4
         hint = (
-            f" (label {other} is enhancing tumour in the other convention: with {convention} ET would be "
-            f"silently empty; use convention='{'brats2023' if other == 3 else 'brats2021'}' or 'auto')"
+            f" (label {other} is enhancing tumour in the other convention: with {convention} "
+            "ET would be "
+            "silently empty; use convention="
+            f"'{'brats2023' if other == 3 else 'brats2021'}' or 'auto')"
             if other in values
             else ""
         )
-        raise ValueError(f"labels hold {sorted(values - allowed)}, not defined under {convention}{hint}")
+        raise ValueError(
+            f"labels hold {sorted(values - allowed)}, not defined under {convention}{hint}"
+        )
     if label.ndim == 5:
         if label.shape[1] != 1:
-            raise ValueError(f"label of shape {tuple(label.shape)}: expected one channel, (B, 1, X, Y, Z)")
+            raise ValueError(
+                f"label of shape {tuple(label.shape)}: expected one channel, (B, 1, X, Y, Z)"
+            )
         label = label[:, 0]
     axis = 0 if label.ndim == 3 else 1
     tc = (label == 1) | (label == et)
@@ -139,7 +159,9 @@ class RegionSpec:
 
     def __post_init__(self) -> None:
         if self.kind not in {"brats", "binary", "classes"}:
-            raise ValueError(f"RegionSpec.kind should be brats, binary or classes, got {self.kind!r}")
+            raise ValueError(
+                f"RegionSpec.kind should be brats, binary or classes, got {self.kind!r}"
+            )
         if self.kind == "brats" and len(self.names) != 3:
             raise ValueError("RegionSpec(kind='brats') has exactly three regions TC, WT, ET")
         if self.kind == "binary" and len(self.names) != 1:

@@ -33,7 +33,9 @@ def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerD
     if p.is_dir():
         if is_run_folder(p):
             return read_run
-        shallow = (f for pattern in ("*", "*/*", "*/*/*") for f in p.glob(pattern))  # BIDS: sub/ses/anat
+        shallow = (
+            f for pattern in ("*", "*/*", "*/*/*") for f in p.glob(pattern)
+        )  # BIDS: sub/ses/anat
         if any(f.name.lower().endswith(_NIFTI) and _role(f) for f in shallow):
             return read_study
         return None
@@ -81,7 +83,9 @@ def read_nifti(path: str | list[str]) -> list[LayerData]:
     affine = np.asarray(img.affine, dtype=np.float64)
     role = _role(p)
     if role == "label":
-        return [labels_layer(np.asarray(img.dataobj).astype(np.int32), affine=affine, name=_stem(p))]
+        return [
+            labels_layer(np.asarray(img.dataobj).astype(np.int32), affine=affine, name=_stem(p))
+        ]
     data = np.asarray(img.dataobj, dtype=np.float32)
     if data.ndim == 4:
         data = data[..., 0]

@@ -1,4 +1,5 @@
-"""npe2 sample data: the ICBM 2009a template with tissue labels, from the nilearn wheel (no download)."""
+"""npe2 sample data: the ICBM 2009a template with tissue labels, from the nilearn wheel
+(no download)."""
 
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from magicgui.types import FileDialogMode
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label
 
 from mmlib.proxy.templates import load_templates
@@ -37,7 +38,7 @@ class RunBrowser(Container):
     """
 
     def __init__(self, napari_viewer: napari.Viewer, run_dir: str | Path | None = None) -> None:
-        self._run_dir = FileEdit(mode="d", label="run folder")
+        self._run_dir = FileEdit(mode=FileDialogMode.EXISTING_DIRECTORY, label="run folder")
         self._what = ComboBox(choices=[VIEWS, TEMPLATES], value=VIEWS, label="show")
         # napari calls reset_choices() on docked widgets whenever layers change: the choices are
         # callables reading the browser's state, so they survive it.
@@ -47,11 +48,22 @@ class RunBrowser(Container):
         self._step = ComboBox(choices=lambda _: self._steps, label="step")
         self._study = ComboBox(choices=lambda _: self._studies, label="study")
         self._modality = ComboBox(choices=lambda _: self._modalities, label="modality")
-        self._plane = ComboBox(choices=["axial", "coronal", "sagittal"], value="axial", label="plane")
+        self._plane = ComboBox(
+            choices=["axial", "coronal", "sagittal"], value="axial", label="plane"
+        )
         self._grid = CheckBox(value=True, text="grid")
         self._info = Label(value="pick a run folder")
         super().__init__(
-            widgets=[self._run_dir, self._what, self._step, self._study, self._modality, self._plane, self._grid, self._info],
+            widgets=[
+                self._run_dir,
+                self._what,
+                self._step,
+                self._study,
+                self._modality,
+                self._plane,
+                self._grid,
+                self._info,
+            ],
             labels=True,
         )
         self.viewer = napari_viewer
@@ -88,7 +100,14 @@ class RunBrowser(Container):
         self._busy = False
         self._on_step()
 
-    def select(self, *, step: int | None = None, study: str | None = None, modality: str | None = None, what: str | None = None) -> None:
+    def select(
+        self,
+        *,
+        step: int | None = None,
+        study: str | None = None,
+        modality: str | None = None,
+        what: str | None = None,
+    ) -> None:
         """Choose any of step, study, modality and what to show, then show it once."""
         self._busy = True
         if what is not None:
@@ -112,9 +131,13 @@ class RunBrowser(Container):
         if self._busy or self.run is None:
             return
         step = self._step.value
-        self.samples = self.run.samples(step) if step is not None and step in self.run.sample_steps() else None
+        self.samples = (
+            self.run.samples(step) if step is not None and step in self.run.sample_steps() else None
+        )
         self._busy = True
-        studies = self._studies = list(dict.fromkeys(self.samples.study)) if self.samples is not None else []
+        studies = self._studies = (
+            list(dict.fromkeys(self.samples.study)) if self.samples is not None else []
+        )
         current = self._study.value
         self._study.reset_choices()
         if studies:
@@ -126,7 +149,11 @@ class RunBrowser(Container):
         if self._busy:
             return
         s = self.samples
-        mods = [m for st, m in zip(s.study, s.modality) if st == self._study.value] if s is not None else []
+        mods = (
+            [m for st, m in zip(s.study, s.modality) if st == self._study.value]
+            if s is not None
+            else []
+        )
         self._busy = True
         current = self._modality.value
         self._modalities = list(dict.fromkeys(mods))
@@ -142,7 +169,8 @@ class RunBrowser(Container):
         remove_layers(self.viewer, self.layers)
         self.layers = []
 
-    def show(self) -> None:
+    # shadows magicgui Widget.show(run=False) (which opens a window); kept: callers use this name
+    def show(self) -> None:  # type: ignore[override]
         """Show the current choice (replacing the browser's previous layers)."""
         if self._busy or self.run is None:
             return
@@ -155,7 +183,9 @@ class RunBrowser(Container):
             if self.samples is None:
                 self._info.value = f"step {step}: no samples file (samples/step_{step:07d}.npz)"
                 return
-            data = sample_layers(self.samples, study=self._study.value, modality=self._modality.value)
+            data = sample_layers(
+                self.samples, study=self._study.value, modality=self._modality.value
+            )
             self._info.value = f"step {step}: {self._study.value} / {self._modality.value}"
         else:
             try:

@@ -10,8 +10,9 @@ import numpy as np
 from mmlib.data.phantom import report as R
 
 
-def overlay_axial(ax: Any, image: nib.Nifti1Image, label: np.ndarray | None, title: str,
-                  z: int | None = None) -> int:
+def overlay_axial(
+    ax: Any, image: nib.Nifti1Image, label: np.ndarray | None, title: str, z: int | None = None
+) -> int:
     """Draw an axial slice of a NIfTI image with its label map on top, in RAS display order.
 
     Args:
@@ -32,8 +33,15 @@ def overlay_axial(ax: Any, image: nib.Nifti1Image, label: np.ndarray | None, tit
     inside = vol[vol > 0]
     vmax = float(np.percentile(inside, 99.5)) if inside.size else None
     ax.imshow(R.axial(vol, z), cmap="gray", vmax=vmax, aspect=sp[1] / sp[0])
-    ax.imshow(np.ma.masked_equal(R.axial(lab, z), 0), cmap="Set1", alpha=0.45, vmin=1, vmax=9,
-              interpolation="nearest", aspect=sp[1] / sp[0])
+    ax.imshow(
+        np.ma.masked_equal(R.axial(lab, z), 0),
+        cmap="Set1",
+        alpha=0.45,
+        vmin=1,
+        vmax=9,
+        interpolation="nearest",
+        aspect=sp[1] / sp[0],
+    )
     ax.set_title(title)
     ax.axis("off")
     return int(z)

@@ -154,7 +154,10 @@ def load_store_study(store_root: str | Path, study: str, scheme: str | None = No
     store = Store(Path(store_root))
     names = [str(s) for s in store.manifest["study"]]
     if study not in names:
-        raise KeyError(f"{store_root}: no study {study!r} in the store; some that exist: {', '.join(names[:5])}")
+        raise KeyError(
+            f"{store_root}: no study {study!r} in the store; some that exist: "
+            f"{', '.join(names[:5])}"
+        )
     row = store.row(study)
     affine = np.asarray(_field(row, "affine"), dtype=np.float64).reshape(4, 4)
     modalities = [m.strip("'\"") for m in _as_list(_field(row, "modalities"))]
@@ -203,10 +206,10 @@ def as_volume_array(x: Any, index: int = 0) -> np.ndarray:
     elif a.ndim == 4:
         a = a[index]
     elif a.ndim != 3:
-        raise ValueError(f"expected a 3-D volume, (N, X, Y, Z) or (B, 1, X, Y, Z); got shape {a.shape}")
+        raise ValueError(
+            f"expected a 3-D volume, (N, X, Y, Z) or (B, 1, X, Y, Z); got shape {a.shape}"
+        )
     return a
-
-
 
 
 def parse_store_entry(spec: str) -> tuple[Path, str] | None:
@@ -251,8 +254,11 @@ def mni_study(step: int = 1) -> Study:
     )
 
 
-def pick_store_study(store: Any, source: str | None = None, min_modalities: int = 3, need_label: bool = True) -> str:
-    """A study of a :class:`mmlib.data.store.Store` worth looking at: labelled, with many modalities.
+def pick_store_study(
+    store: Any, source: str | None = None, min_modalities: int = 3, need_label: bool = True
+) -> str:
+    """A study of a :class:`mmlib.data.store.Store` worth looking at: labelled, with many
+    modalities.
 
     Among the studies with a label map (when ``need_label``) and at least ``min_modalities``,
     the first (sorted) of those with the most modalities.

@@ -17,7 +17,8 @@ _XVFB: subprocess.Popen[bytes] | None = None
 
 
 def has_display() -> bool:
-    """Whether a display is set for this process (``DISPLAY``/``WAYLAND_DISPLAY``; always on macOS/Windows)."""
+    """Whether a display is set for this process (``DISPLAY``/``WAYLAND_DISPLAY``; always on
+    macOS/Windows)."""
     if sys.platform in ("darwin", "win32"):
         return True
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
@@ -44,10 +45,22 @@ def start_xvfb(size: tuple[int, int] = (1600, 1200)) -> str:
     global _XVFB
     binary = shutil.which("Xvfb")
     if binary is None:
-        raise RuntimeError("Xvfb is not installed; install it (apt-get install -y xvfb xauth) or run with a display")
+        raise RuntimeError(
+            "Xvfb is not installed; install it (apt-get install -y xvfb xauth) or run with "
+            "a display"
+        )
     read, write = os.pipe()
     proc = subprocess.Popen(
-        [binary, "-displayfd", str(write), "-screen", "0", f"{size[0]}x{size[1]}x24", "-nolisten", "tcp"],
+        [
+            binary,
+            "-displayfd",
+            str(write),
+            "-screen",
+            "0",
+            f"{size[0]}x{size[1]}x24",
+            "-nolisten",
+            "tcp",
+        ],
         pass_fds=(write,),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -66,7 +79,8 @@ def start_xvfb(size: tuple[int, int] = (1600, 1200)) -> str:
 
 
 def _die_with_parent() -> None:
-    """In the child: ask Linux to SIGTERM it when its parent dies (a killed kernel runs no atexit)."""
+    """In the child: ask Linux to SIGTERM it when its parent dies (a killed kernel runs no
+    atexit)."""
     import ctypes
     import signal
 
@@ -107,7 +121,10 @@ def ensure_display(start: bool = True) -> bool:
             start_xvfb()
         except RuntimeError:
             return False
-    if sys.platform.startswith("linux") and os.environ.get("QT_QPA_PLATFORM", "offscreen") == "offscreen":
+    if (
+        sys.platform.startswith("linux")
+        and os.environ.get("QT_QPA_PLATFORM", "offscreen") == "offscreen"
+    ):
         if os.environ.get("DISPLAY"):
             os.environ["QT_QPA_PLATFORM"] = "xcb"
     return True
@@ -118,5 +135,7 @@ def no_display_reason() -> str:
     if has_display():
         return ""
     if not xvfb_available():
-        return "no display: DISPLAY is unset and Xvfb is not installed (apt-get install -y xvfb xauth)"
+        return (
+            "no display: DISPLAY is unset and Xvfb is not installed (apt-get install -y xvfb xauth)"
+        )
     return "no display: DISPLAY is unset and Xvfb did not start"

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from mmlib.modalities import MODALITIES
+from mmlib.models.base import Backbone
 from mmlib.proxy.brainmvp import BrainMVPObjective, ObjectiveConfig
 from mmlib.proxy.masking import block_mask, cross_modal_fill, select_slot, template_fill
 from mmlib.proxy.templates import Templates, minmax_scale
@@ -45,8 +46,14 @@ PREVIEW_TITLES: dict[str, str] = {
 }
 
 
-def sample_batch(store: Any, n: int = 4, crop_size: int | Sequence[int] = 32, k: int = 4,
-                 seed: int = 0, min_modalities: int = 2) -> dict[str, Any]:
+def sample_batch(
+    store: Any,
+    n: int = 4,
+    crop_size: int | Sequence[int] = 32,
+    k: int = 4,
+    seed: int = 0,
+    min_modalities: int = 2,
+) -> dict[str, Any]:
     """A collated sampler batch of ``n`` pre-training studies, multi-modal ones first.
 
     Args:
@@ -78,21 +85,32 @@ def _slot_of(batch: Mapping[str, Any], index: int, modality: str | None) -> int:
     want = MODALITIES.index(modality)
     if want not in mods or not present[mods.index(want)]:
         have = [MODALITIES[m] for m, p in zip(mods, present) if p]
-        raise ValueError(f"study {batch['study'][index]}: modality {modality!r} not in the crop; "
-                         f"choose one of {have}")
+        raise ValueError(
+            f"study {batch['study'][index]}: modality {modality!r} not in the crop; "
+            f"choose one of {have}"
+        )
     return mods.index(want)
 
 
 def present_modalities(batch: Mapping[str, Any], index: int = 0) -> list[str]:
     """Names of the modalities present for study ``index`` of a batch."""
-    return [MODALITIES[int(m)] for m, p in zip(batch["modality"][index], batch["present"][index])
-            if bool(p)]
+    return [
+        MODALITIES[int(m)]
+        for m, p in zip(batch["modality"][index], batch["present"][index])
+        if bool(p)
+    ]
 
 
 @torch.no_grad()
-def preview(batch: Mapping[str, Any], index: int = 0, modality: str | None = None,
-            mask_rate: float = 0.8, block_size: int = 4, templates: Templates | None = None,
-            seed: int = 0) -> dict[str, Any]:
+def preview(
+    batch: Mapping[str, Any],
+    index: int = 0,
+    modality: str | None = None,
+    mask_rate: float = 0.8,
+    block_size: int = 4,
+    templates: Templates | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
     """The two BrainMVP views of one study, as numpy arrays for figures.
 
     Args:
@@ -129,8 +147,10 @@ def preview(batch: Mapping[str, Any], index: int = 0, modality: str | None = Non
     view_b, source, _ = cross_modal_fill(image, present, slot, mask_b, crop_b, g, target)
     src = int(source[0])
     return {
-        "target": target[0, 0].numpy(), "mask": mask_a[0, 0].numpy().astype(np.float32),
-        "view_a": view_a[0, 0].numpy(), "view_b": view_b[0, 0].numpy(),
+        "target": target[0, 0].numpy(),
+        "mask": mask_a[0, 0].numpy().astype(np.float32),
+        "view_a": view_a[0, 0].numpy(),
+        "view_b": view_b[0, 0].numpy(),
         "mask_b": mask_b[0, 0].numpy().astype(np.float32),
         "modality": MODALITIES[int(mod)],
         "source": "template" if src < 0 else MODALITIES[int(batch["modality"][index, src])],
@@ -138,8 +158,13 @@ def preview(batch: Mapping[str, Any], index: int = 0, modality: str | None = Non
     }
 
 
-def preview_figure(p: Mapping[str, Any], axis: str | int = "axial", index: int | None = None,
-                   keys: Sequence[str] = PREVIEW_KEYS, size: float = 2.6) -> Figure:
+def preview_figure(
+    p: Mapping[str, Any],
+    axis: str | int = "axial",
+    index: int | None = None,
+    keys: Sequence[str] = PREVIEW_KEYS,
+    size: float = 2.6,
+) -> Figure:
     """One row of panels of a :func:`preview` (target, mask, view A, view B) at one slice."""
     fig = BookFigure(figsize=(size * len(keys), size + 0.5), layout="constrained")
     axes = fig.subplots(1, len(keys), squeeze=False)[0]
@@ -148,15 +173,29 @@ def preview_figure(p: Mapping[str, Any], axis: str | int = "axial", index: int |
         if key == "view_b":
             title = f"view B: blocks from {p['source']}"
         lim = (0.0, 1.0)
-        draw_slice(ax, p[key], axis, index, cmap="magma" if key.startswith("mask") else "gray",
-                   vmin=lim[0], vmax=lim[1], title=title)
+        draw_slice(
+            ax,
+            p[key],
+            axis,
+            index,
+            cmap="magma" if key.startswith("mask") else "gray",
+            vmin=lim[0],
+            vmax=lim[1],
+            title=title,
+        )
     fig.suptitle(f"{p['study']}: target {p['modality']}", fontsize=10)
     return fig
 
 
-def explorer(batch: Mapping[str, Any], templates: Templates | None = None, index: int = 0,
-             mask_rate: float = 0.8, block_size: int = 4, block_sizes: Sequence[int] = (2, 4, 8),
-             seed: int = 0) -> Any:
+def explorer(
+    batch: Mapping[str, Any],
+    templates: Templates | None = None,
+    index: int = 0,
+    mask_rate: float = 0.8,
+    block_size: int = 4,
+    block_sizes: Sequence[int] = (2, 4, 8),
+    seed: int = 0,
+) -> Any:
     """An ipywidgets explorer of :func:`preview`: modality, mask rate, block size, slice.
 
     Returns:
@@ -172,8 +211,9 @@ def explorer(batch: Mapping[str, Any], templates: Templates | None = None, index
     depth = int(batch["image"].shape[-1])
     c_mod = w.Dropdown(options=mods, value=mods[0], description="modality")
     c_rate = w.FloatSlider(value=mask_rate, min=0.0, max=1.0, step=0.025, description="mask rate")
-    c_block = w.Dropdown(options=[b for b in block_sizes if b <= depth], value=block_size,
-                         description="block size")
+    c_block = w.Dropdown(
+        options=[b for b in block_sizes if b <= depth], value=block_size, description="block size"
+    )
     c_slice = w.IntSlider(value=depth // 2, min=0, max=depth - 1, description="slice")
     image = w.Image(format="png")
 
@@ -203,23 +243,40 @@ def run_errors(run_dir: str | Path) -> dict[str, dict[str, float]]:
     """
     files = list_samples(run_dir)
     if len(files) < 2:
-        raise FileNotFoundError(f"{run_dir}: needs samples/step_*.npz at two steps; run "
-                                "mmlib pretrain with samples.n > 0")
-    return {"before": sample_errors(files[0]), "after": sample_errors(files[-1]),
-            "steps": {"before": step_of(files[0]), "after": step_of(files[-1])}}
+        raise FileNotFoundError(
+            f"{run_dir}: needs samples/step_*.npz at two steps; run "
+            "mmlib pretrain with samples.n > 0"
+        )
+    return {
+        "before": sample_errors(files[0]),
+        "after": sample_errors(files[-1]),
+        "steps": {"before": step_of(files[0]), "after": step_of(files[-1])},
+    }
 
 
 @torch.no_grad()
-def view_embeddings(backbone: torch.nn.Module, templates: Templates, batch: Mapping[str, Any],
-                    mask_rate: float = 0.8, block_size: int = 4, seed: int = 0
-                    ) -> tuple[Tensor, Tensor]:
+def view_embeddings(
+    backbone: Backbone,
+    templates: Templates,
+    batch: Mapping[str, Any],
+    mask_rate: float = 0.8,
+    block_size: int = 4,
+    seed: int = 0,
+) -> tuple[Tensor, Tensor]:
     """L2-normalised flattened deepest features of view A and view B of every study.
 
     Returns:
         ``(za, zb)``, each ``(B, D)``; row ``i`` of both comes from study ``i``.
     """
-    cfg = ObjectiveConfig(mask_rate=mask_rate, block_size=block_size, warmup_epochs=0,
-                          cl_start_epoch=0, w_md=1.0, w_cmr=1.0, w_cl=1.0)
+    cfg = ObjectiveConfig(
+        mask_rate=mask_rate,
+        block_size=block_size,
+        warmup_epochs=0,
+        cl_start_epoch=0,
+        w_md=1.0,
+        w_cmr=1.0,
+        w_cl=1.0,
+    )
     obj = BrainMVPObjective(backbone, templates, cfg).eval()
     out = obj(dict(batch), epoch=0, generator=torch.Generator().manual_seed(int(seed)))
     views = torch.cat([out["view_a"], out["view_b"]])
@@ -242,16 +299,23 @@ def retrieval(za: Tensor, zb: Tensor, temperature: float = 1.0) -> dict[str, flo
     n = sim.shape[0]
     eye = torch.eye(n, dtype=torch.bool)
     labels = torch.arange(n)
-    top1 = 0.5 * ((sim.argmax(1) == labels).float().mean()
-                  + (sim.argmax(0) == labels).float().mean())
+    top1 = 0.5 * (
+        (sim.argmax(1) == labels).float().mean() + (sim.argmax(0) == labels).float().mean()
+    )
     pos = sim[eye].mean()
     neg = sim[~eye].mean() if n > 1 else torch.tensor(0.0)
-    return {"top1": float(top1), "pos_cos": float(pos), "neg_cos": float(neg),
-            "gap": float(pos - neg), "info_nce": float(info_nce(za, zb, temperature))}
+    return {
+        "top1": float(top1),
+        "pos_cos": float(pos),
+        "neg_cos": float(neg),
+        "gap": float(pos - neg),
+        "info_nce": float(info_nce(za, zb, temperature)),
+    }
 
 
-def modality_mean(store: Any, modality: str, templates: Templates,
-                  studies: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def modality_mean(
+    store: Any, modality: str, templates: Templates, studies: Sequence[str] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean image of one modality over a store's studies, on the template grid.
 
     Each study is placed by its head-centred frame (world minus ``center_world``, as the
@@ -297,18 +361,25 @@ def template_agreement(template: np.ndarray | Tensor, mean: np.ndarray, count: n
 
     Returns 0.0 for a constant template (e.g. the zeros it starts from).
     """
-    t = template.detach().float().cpu() if isinstance(template, Tensor) else torch.as_tensor(
-        np.asarray(template, dtype=np.float32))
-    t = minmax_scale(t.view(1, 1, *t.shape))[0, 0].numpy()
+    t = (
+        template.detach().float().cpu()
+        if isinstance(template, Tensor)
+        else torch.as_tensor(np.asarray(template, dtype=np.float32))
+    )
+    scaled = minmax_scale(t.view(1, 1, *t.shape))[0, 0].numpy()
     sel = np.asarray(count) > 0
-    a, b = t[sel].astype(np.float64), np.asarray(mean)[sel].astype(np.float64)
+    a, b = scaled[sel].astype(np.float64), np.asarray(mean)[sel].astype(np.float64)
     if a.size < 2 or a.std() < 1e-12 or b.std() < 1e-12:
         return 0.0
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def template_figure(templates: Templates, means: Mapping[str, tuple[np.ndarray, np.ndarray]],
-                    axis: str | int = "axial", size: float = 2.4) -> Figure:
+def template_figure(
+    templates: Templates,
+    means: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    axis: str | int = "axial",
+    size: float = 2.4,
+) -> Figure:
     """Learned templates (top row, min-max scaled) against their modality's mean image (bottom)."""
     names = list(means)
     fig = BookFigure(figsize=(size * len(names), 2 * size + 0.4), layout="constrained")
@@ -319,10 +390,26 @@ def template_figure(templates: Templates, means: Mapping[str, tuple[np.ndarray, 
         t = minmax_scale(vols[MODALITIES.index(name)].view(1, 1, *vols.shape[1:]))[0, 0].numpy()
         z = None  # the middle slice: the grid is centred on the head
         r = template_agreement(vols[MODALITIES.index(name)], mean, count)
-        draw_slice(axes[0, c], t, axis, z, cmap="gray", vmin=0.0, vmax=1.0,
-                   title=f"template {name} (r = {r:.2f})")
-        draw_slice(axes[1, c], mean, axis, z, cmap="gray", vmin=0.0, vmax=1.0,
-                   title=f"mean {name} ({int(count.max())} studies)")
+        draw_slice(
+            axes[0, c],
+            t,
+            axis,
+            z,
+            cmap="gray",
+            vmin=0.0,
+            vmax=1.0,
+            title=f"template {name} (r = {r:.2f})",
+        )
+        draw_slice(
+            axes[1, c],
+            mean,
+            axis,
+            z,
+            cmap="gray",
+            vmin=0.0,
+            vmax=1.0,
+            title=f"mean {name} ({int(count.max())} studies)",
+        )
     return fig
 
 
@@ -378,8 +465,13 @@ def similarity_figure(pairs: Mapping[str, tuple[Tensor, Tensor]], size: float = 
     return fig
 
 
-def crop_boxes_figure(image: np.ndarray, templates: Templates, batch: Mapping[str, Any],
-                      size: float = 4.0, title: str | None = None) -> Figure:
+def crop_boxes_figure(
+    image: np.ndarray,
+    templates: Templates,
+    batch: Mapping[str, Any],
+    size: float = 4.0,
+    title: str | None = None,
+) -> Figure:
     """Where the crops of a batch fall in template space (axial view through the grid centre).
 
     Args:
@@ -401,8 +493,16 @@ def crop_boxes_figure(image: np.ndarray, templates: Templates, batch: Mapping[st
     for b, study in enumerate(batch["study"]):
         start = (batch["template_origin"][b].numpy() - org) / sp
         extent = crop * batch["spacing"][b].numpy() / sp
-        ax.add_patch(Rectangle((start[0] - 0.5, start[1] - 0.5), extent[0], extent[1], fill=False,
-                               lw=1.2, color=f"C{b % 10}"))
+        ax.add_patch(
+            Rectangle(
+                (start[0] - 0.5, start[1] - 0.5),
+                extent[0],
+                extent[1],
+                fill=False,
+                lw=1.2,
+                color=f"C{b % 10}",
+            )
+        )
         ax.text(start[0], start[1] + extent[1], study, color=f"C{b % 10}", fontsize=6, va="bottom")
     ax.set_title(title or f"crops in template space (axial, z = {z})", fontsize=9)
     ax.set_axis_off()

@@ -3,7 +3,8 @@
 BraTS labels are 1 necrotic / non-enhancing tumour core, 2 peritumoural oedema and enhancing
 tumour as 4 (BraTS <= 2021) or 3 (BraTS 2023); tissue labels (MRBrainS, the embedded cohort) are
 1 CSF, 2 grey matter, 3 white matter; the Decathlon's Task01 numbers 1 oedema, 2 non-enhancing,
-3 enhancing tumour; ISLES has one lesion label. Colours follow the BraTS papers' figures: core red, oedema
+3 enhancing tumour; ISLES has one lesion label. Colours follow the BraTS papers' figures: core
+red, oedema
 green, enhancing yellow.
 """
 
@@ -35,7 +36,7 @@ class LabelScheme:
         scheme does not expect stands out instead of vanishing.
         """
         out: dict[int | None, tuple[float, float, float, float]] = {0: (0.0, 0.0, 0.0, 0.0)}
-        out.update(self.colors)
+        out.update(self.colors.items())
         out[None] = (1.0, 0.0, 1.0, 1.0)
         return out
 

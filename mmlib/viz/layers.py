@@ -36,7 +36,8 @@ AXIS_LABELS: tuple[str, str, str] = ("x", "y", "z")
 
 
 def transform_kwargs(affine: np.ndarray | None) -> dict[str, Any]:
-    """napari layer arguments (``scale``, ``translate``, ``affine``) for a voxel -> mm affine ``(4, 4)``.
+    """napari layer arguments (``scale``, ``translate``, ``affine``) for a voxel -> mm affine
+    ``(4, 4)``.
 
     An axis-aligned affine with positive spacing becomes ``scale`` + ``translate``; any other
     keeps ``scale`` as the voxel sizes and puts the rest (rotation, flips) in ``affine``, so that
@@ -47,8 +48,13 @@ def transform_kwargs(affine: np.ndarray | None) -> dict[str, Any]:
     a = np.asarray(affine, dtype=np.float64).reshape(4, 4)
     m, t = a[:3, :3], a[:3, 3]
     spacing = np.linalg.norm(m, axis=0)
-    if np.allclose(m, np.diag(np.diag(m)), atol=1e-6 * max(float(spacing.max()), 1.0)) and np.all(np.diag(m) > 0):
-        return {"scale": tuple(float(v) for v in np.diag(m)), "translate": tuple(float(v) for v in t)}
+    if np.allclose(m, np.diag(np.diag(m)), atol=1e-6 * max(float(spacing.max()), 1.0)) and np.all(
+        np.diag(m) > 0
+    ):
+        return {
+            "scale": tuple(float(v) for v in np.diag(m)),
+            "translate": tuple(float(v) for v in t),
+        }
     rest = np.eye(4)
     rest[:3, :3] = m / spacing
     rest[:3, 3] = t
@@ -56,7 +62,8 @@ def transform_kwargs(affine: np.ndarray | None) -> dict[str, Any]:
 
 
 def contrast_for(data: np.ndarray) -> tuple[float, float]:
-    """Contrast limits: ``(0, 1)`` for store-scaled arrays, else the 0.5-99.5th percentiles of the foreground."""
+    """Contrast limits: ``(0, 1)`` for store-scaled arrays, else the 0.5-99.5th percentiles
+    of the foreground."""
     lo, hi = float(np.min(data)), float(np.max(data))
     if lo >= 0.0 and hi <= 1.0:
         return (0.0, 1.0)
@@ -126,7 +133,9 @@ def labels_layer(
         data = data.astype(np.int32)
     sch = get_scheme(scheme, data)
     values = [0, *sorted(sch.names)]
-    features = pd.DataFrame({"index": values, "name": ["background"] + [sch.names[v] for v in values[1:]]})
+    features = pd.DataFrame(
+        {"index": values, "name": ["background"] + [sch.names[v] for v in values[1:]]}
+    )
     kwargs = {
         "name": name,
         "colormap": sch.color_dict(),
@@ -198,23 +207,37 @@ def study_layers(
     names = list(modalities) if modalities is not None else st.modalities
     missing = [m for m in names if m not in st.images]
     if missing:
-        raise KeyError(f"modalities: {st.name} has no {', '.join(missing)}; it has {', '.join(st.modalities)}")
+        raise KeyError(
+            f"modalities: {st.name} has no {', '.join(missing)}; it has {', '.join(st.modalities)}"
+        )
     sch = scheme if scheme is not None else st.scheme
     out: list[LayerData] = []
     for i, m in enumerate(names):
-        out.append(image_layer(st.images[m], name=f"{st.name}/{m}", metadata={"study": st.name, "modality": m}))
+        out.append(
+            image_layer(
+                st.images[m], name=f"{st.name}/{m}", metadata={"study": st.name, "modality": m}
+            )
+        )
         if st.label is not None and (grid or i == len(names) - 1):
             suffix = f" ({m})" if grid else ""
             out.append(
                 labels_layer(
-                    st.label, scheme=sch, name=f"{st.name}/segmentation{suffix}", opacity=label_opacity,
+                    st.label,
+                    scheme=sch,
+                    name=f"{st.name}/segmentation{suffix}",
+                    opacity=label_opacity,
                     metadata={"study": st.name},
                 )
             )
     return out
 
 
-def pick_entry(samples: Samples, index: int | None = None, study: str | None = None, modality: str | None = None) -> int:
+def pick_entry(
+    samples: Samples,
+    index: int | None = None,
+    study: str | None = None,
+    modality: str | None = None,
+) -> int:
     """The entry ``index``, or the first matching ``study``/``modality`` (0 when all are None).
 
     Raises:
@@ -267,8 +290,11 @@ def sample_layers(
         limits = (0.0, 1.0) if key == "mask" else contrast_for(data)
         out.append(
             image_layer(
-                Volume(key, data, affine), name=f"{prefix}{key}", contrast_limits=limits,
-                colormap="magma" if key == "mask" else "gray", metadata={**meta, "key": key},
+                Volume(key, data, affine),
+                name=f"{prefix}{key}",
+                contrast_limits=limits,
+                colormap="magma" if key == "mask" else "gray",
+                metadata={**meta, "key": key},
             )
         )
     return out
@@ -289,7 +315,7 @@ def as_templates(templates: Any, affine: np.ndarray | None = None) -> Templates:
     aff = affine if affine is not None else getattr(templates, "affine", None)
     if hasattr(vol, "detach"):
         vol = vol.detach().float().cpu().numpy()
-    if hasattr(aff, "detach"):
+    if aff is not None and hasattr(aff, "detach"):
         aff = aff.detach().cpu().numpy()
     vol = np.asarray(vol, dtype=np.float32)
     if vol.ndim != 4:
@@ -297,7 +323,9 @@ def as_templates(templates: Any, affine: np.ndarray | None = None) -> Templates:
     return Templates.from_volumes(vol, np.eye(4) if aff is None else aff)
 
 
-def template_layers(templates: Any, *, affine: np.ndarray | None = None, modalities: Sequence[str] | None = None) -> list[LayerData]:
+def template_layers(
+    templates: Any, *, affine: np.ndarray | None = None, modalities: Sequence[str] | None = None
+) -> list[LayerData]:
     """Layer data of the learned templates, one per modality, min-max scaled as they are used.
 
     Layers are named ``template/<modality>``.
@@ -306,8 +334,10 @@ def template_layers(templates: Any, *, affine: np.ndarray | None = None, modalit
     names = list(modalities) if modalities is not None else list(MODALITIES[: t.volumes.shape[0]])
     return [
         image_layer(
-            Volume(m, minmax(t.volumes[MODALITIES.index(m)].detach().cpu().numpy()), t.affine), name=f"template/{m}",
-            contrast_limits=(0.0, 1.0), metadata={"template": m},
+            Volume(m, minmax(t.volumes[MODALITIES.index(m)].detach().cpu().numpy()), t.affine),
+            name=f"template/{m}",
+            contrast_limits=(0.0, 1.0),
+            metadata={"template": m},
         )
         for m in names
     ]

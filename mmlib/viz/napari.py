@@ -49,7 +49,9 @@ PLANES: dict[str, tuple[tuple[int, int, int], tuple[str, str]]] = {
 }
 
 
-def new_viewer(show: bool = True, title: str = "mmlib", size: tuple[int, int] | None = None) -> napari.Viewer:
+def new_viewer(
+    show: bool = True, title: str = "mmlib", size: tuple[int, int] | None = None
+) -> napari.Viewer:
     """A napari viewer, on the current display or a private Xvfb started for it.
 
     Without any display, a hidden viewer (``show=False``) still works on Qt's offscreen
@@ -96,7 +98,10 @@ def add_layers(viewer: napari.Viewer, layer_data: Sequence[LayerData]) -> list[L
     from napari.layers import Layer
 
     with batched(viewer):
-        return [viewer.add_layer(Layer.create(data, dict(kwargs), kind)) for data, kwargs, kind in layer_data]
+        return [
+            viewer.add_layer(Layer.create(data, dict(kwargs), kind))
+            for data, kwargs, kind in layer_data
+        ]
 
 
 def remove_layers(viewer: napari.Viewer, layers: Sequence[Layer]) -> None:
@@ -108,7 +113,8 @@ def remove_layers(viewer: napari.Viewer, layers: Sequence[Layer]) -> None:
 
 
 def batched(viewer: napari.Viewer) -> Any:
-    """A context that pauses napari's scene-graph updates (one update, one ``gc.collect``, at exit)."""
+    """A context that pauses napari's scene-graph updates (one update, one ``gc.collect``,
+    at exit)."""
     import contextlib
 
     batch = getattr(viewer.layers, "batched_update", None)
@@ -140,7 +146,9 @@ def open_segmentation(
         The labels layer; hovering shows each label's name (``layer.features["name"]``).
     """
     viewer = _viewer(viewer)
-    return add_layers(viewer, [labels_layer(label, affine=affine, scheme=scheme, name=name, opacity=opacity)])[0]
+    return add_layers(
+        viewer, [labels_layer(label, affine=affine, scheme=scheme, name=name, opacity=opacity)]
+    )[0]
 
 
 def open_study(
@@ -175,7 +183,9 @@ def open_study(
     Raises:
         KeyError: When a requested modality is not in the study.
     """
-    data = study_layers(study, modalities=modalities, scheme=scheme, grid=grid, label_opacity=label_opacity)
+    data = study_layers(
+        study, modalities=modalities, scheme=scheme, grid=grid, label_opacity=label_opacity
+    )
     viewer = _viewer(viewer)
     layers = add_layers(viewer, data)
     set_plane(viewer, plane)
@@ -189,7 +199,9 @@ def open_study(
     return layers
 
 
-def focus_on_label(viewer: napari.Viewer, layers: Labels | Sequence[Labels]) -> tuple[float, ...] | None:
+def focus_on_label(
+    viewer: napari.Viewer, layers: Labels | Sequence[Labels]
+) -> tuple[float, ...] | None:
     """Show the slices through a label's centre, with its labels layer(s) visible.
 
     The viewer's position moves to the labelled voxel nearest the label's centre of mass
@@ -249,7 +261,9 @@ def open_sample(
     Returns:
         The image layers, named ``<study>/<modality>: <key>`` (just ``<key>`` without ids).
     """
-    data = sample_layers(sample, index=index, study=study, modality=modality, keys=keys, spacing=spacing)
+    data = sample_layers(
+        sample, index=index, study=study, modality=modality, keys=keys, spacing=spacing
+    )
     viewer = _viewer(viewer)
     layers = add_layers(viewer, data)
     set_plane(viewer, plane)
@@ -321,8 +335,16 @@ def compare_runs(
         i = s.index(study, modality)
         entry = s.entry(i)
         if j == 0:
-            data.append(image_layer(Volume("target", entry["target"]), name=f"{s.study[i]}/{s.modality[i]}: target"))
-        data.append(image_layer(Volume(key, entry[key]), name=f"{run.name}: {key}", metadata={"run": str(run.path)}))
+            data.append(
+                image_layer(
+                    Volume("target", entry["target"]), name=f"{s.study[i]}/{s.modality[i]}: target"
+                )
+            )
+        data.append(
+            image_layer(
+                Volume(key, entry[key]), name=f"{run.name}: {key}", metadata={"run": str(run.path)}
+            )
+        )
     viewer = _viewer(viewer)
     layers = add_layers(viewer, data)
     set_plane(viewer, plane)
@@ -354,7 +376,8 @@ def set_3d(
     rendering: str = "attenuated_mip",
     surfaces: bool = True,
 ) -> list[Layer]:
-    """Render in 3-D: image layers as (attenuated) maximum-intensity projections, labels as surfaces.
+    """Render in 3-D: image layers as (attenuated) maximum-intensity projections, labels as
+    surfaces.
 
     Args:
         viewer: the viewer.
@@ -373,9 +396,15 @@ def set_3d(
 
     added: list[Layer] = []
     if surfaces:
-        for layer in [layer for layer in viewer.layers if isinstance(layer, Labels) and layer.visible]:
-            data = surface_layers(np.asarray(layer.data), affine=_data_to_world(layer),
-                                  scheme=layer.metadata.get("mmlib", {}).get("scheme"), name=layer.name)
+        for layer in [
+            layer for layer in viewer.layers if isinstance(layer, Labels) and layer.visible
+        ]:
+            data = surface_layers(
+                np.asarray(layer.data),
+                affine=_data_to_world(layer),
+                scheme=layer.metadata.get("mmlib", {}).get("scheme"),
+                name=layer.name,
+            )
             added += add_layers(viewer, data)
             layer.visible = False
     viewer.dims.ndisplay = 3
@@ -393,11 +422,16 @@ def set_3d(
 
 
 def _data_to_world(layer: Layer) -> np.ndarray:
-    """The 4 x 4 voxel -> world matrix of a 3-D layer (its scale, translate, rotate, shear and affine)."""
+    """The 4 x 4 voxel -> world matrix of a 3-D layer (its scale, translate, rotate, shear
+    and affine)."""
     from napari.utils.transforms import Affine
 
-    physical = Affine(scale=layer.scale, translate=layer.translate, rotate=layer.rotate, shear=layer.shear)
-    return np.asarray(layer.affine.affine_matrix, dtype=np.float64) @ np.asarray(physical.affine_matrix, dtype=np.float64)
+    physical = Affine(
+        scale=layer.scale, translate=layer.translate, rotate=layer.rotate, shear=layer.shear
+    )
+    return np.asarray(layer.affine.affine_matrix, dtype=np.float64) @ np.asarray(
+        physical.affine_matrix, dtype=np.float64
+    )
 
 
 def camera_of(viewer: napari.Viewer) -> Any:
@@ -408,14 +442,22 @@ def camera_of(viewer: napari.Viewer) -> Any:
 
 
 def grid_of(viewer: napari.Viewer) -> Any:
-    """The viewer's grid settings (``viewer.canvas.grid`` since napari 0.9, ``viewer.grid`` before)."""
+    """The viewer's grid settings (``viewer.canvas.grid`` since napari 0.9, ``viewer.grid``
+    before)."""
     canvas = getattr(viewer, "canvas", None)
     grid = getattr(canvas, "grid", None)
     return grid if grid is not None else viewer.grid
 
 
-def set_grid(viewer: napari.Viewer, enabled: bool = True, *, stride: int = 1, shape: tuple[int, int] | None = None) -> None:
-    """Turn napari's grid mode on or off: ``stride`` layers per cell, ``shape`` (rows, columns) or automatic."""
+def set_grid(
+    viewer: napari.Viewer,
+    enabled: bool = True,
+    *,
+    stride: int = 1,
+    shape: tuple[int, int] | None = None,
+) -> None:
+    """Turn napari's grid mode on or off: ``stride`` layers per cell, ``shape``
+    (rows, columns) or automatic."""
     grid = grid_of(viewer)
     grid.enabled = enabled
     grid.stride = stride
@@ -424,7 +466,11 @@ def set_grid(viewer: napari.Viewer, enabled: bool = True, *, stride: int = 1, sh
 
 
 def screenshot(
-    viewer: napari.Viewer, path: str | Path | None = None, *, canvas_only: bool = True, reset_view: bool = True
+    viewer: napari.Viewer,
+    path: str | Path | None = None,
+    *,
+    canvas_only: bool = True,
+    reset_view: bool = True,
 ) -> np.ndarray:
     """An RGBA screenshot ``(H, W, 4)`` uint8 of a *shown* viewer, also saved as PNG when ``path``.
 
@@ -441,7 +487,9 @@ def screenshot(
     from qtpy.QtWidgets import QApplication  # a shown viewer already runs Qt
 
     if not viewer.window._qt_window.isVisible():
-        raise RuntimeError("screenshot: the viewer is hidden; make it with show=True (under Xvfb when headless)")
+        raise RuntimeError(
+            "screenshot: the viewer is hidden; make it with show=True (under Xvfb when headless)"
+        )
     QApplication.processEvents()
     if reset_view:
         viewer.reset_view()

@@ -49,7 +49,9 @@ def axis_index(axis: str | int) -> int:
     """
     if isinstance(axis, str):
         if axis not in AXES:
-            raise ValueError(f"axis: unknown plane {axis!r}; choose one of {', '.join(AXES)} or 0, 1, 2")
+            raise ValueError(
+                f"axis: unknown plane {axis!r}; choose one of {', '.join(AXES)} or 0, 1, 2"
+            )
         return AXES[axis]
     if axis not in (0, 1, 2):
         raise ValueError(f"axis: expected 0, 1 or 2, got {axis}")
@@ -71,7 +73,8 @@ def take_slice(volume: np.ndarray, axis: str | int, index: int | None = None) ->
 
 
 def best_slice(volume: np.ndarray, axis: str | int) -> int:
-    """The slice with the most non-zero voxels (a label's largest cross-section), else the middle."""
+    """The slice with the most non-zero voxels (a label's largest cross-section), else the
+    middle."""
     a = axis_index(axis)
     v = np.asarray(volume)
     counts = (v != 0).sum(axis=tuple(i for i in range(3) if i != a))
@@ -111,25 +114,58 @@ def draw_slice(
     a = axis_index(axis)
     img = take_slice(volume, a, index)
     if vmin is None or vmax is None:
-        lo, hi = (0.0, 1.0) if (np.min(volume) >= 0 and np.max(volume) <= 1) else np.percentile(volume, [0.5, 99.5])
+        lo, hi = (
+            (0.0, 1.0)
+            if (np.min(volume) >= 0 and np.max(volume) <= 1)
+            else np.percentile(volume, [0.5, 99.5])
+        )
         vmin = lo if vmin is None else vmin
         vmax = hi if vmax is None else vmax
-    ax.imshow(img, cmap=cmap, vmin=vmin, vmax=vmax, origin="lower", aspect=_aspect(spacing, a), interpolation="nearest")
+    ax.imshow(
+        img,
+        cmap=cmap,
+        vmin=vmin,
+        vmax=vmax,
+        origin="lower",
+        aspect=_aspect(spacing, a),
+        interpolation="nearest",
+    )
     if label is not None and alpha > 0:
         sch = get_scheme(scheme, label)
-        ax.imshow(overlay_rgba(take_slice(label, a, index), sch, alpha), origin="lower", aspect=_aspect(spacing, a), interpolation="nearest")
+        ax.imshow(
+            overlay_rgba(take_slice(label, a, index), sch, alpha),
+            origin="lower",
+            aspect=_aspect(spacing, a),
+            interpolation="nearest",
+        )
     ax.set_axis_off()
     if title:
         ax.set_title(title, fontsize=9)
 
 
-def label_legend(fig: Figure, scheme: str | LabelScheme | None, label: np.ndarray | None = None, ncol: int | None = None) -> None:
-    """A legend below the panels of the label names present in ``label`` (all of the scheme's when None)."""
+def label_legend(
+    fig: Figure,
+    scheme: str | LabelScheme | None,
+    label: np.ndarray | None = None,
+    ncol: int | None = None,
+) -> None:
+    """A legend below the panels of the label names present in ``label`` (all of the
+    scheme's when None)."""
     sch = get_scheme(scheme, label)
     present = set(np.unique(label).tolist()) if label is not None else set(sch.names)
-    handles = [Patch(color=sch.colors[v][:3], label=f"{v} {n}") for v, n in sch.names.items() if v in present]
+    handles = [
+        Patch(color=sch.colors[v][:3], label=f"{v} {n}")
+        for v, n in sch.names.items()
+        if v in present
+    ]
     if handles:
-        fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), ncol or len(handles)), fontsize=8, frameon=False)
+        fig.legend(
+            handles=handles,
+            loc="outside lower center",
+            ncol=min(len(handles), ncol or len(handles)),
+            fontsize=8,
+            frameon=False,
+        )
 
 
 def _grid(n: int, ncols: int | None, size: float) -> tuple[Figure, np.ndarray]:
@@ -176,7 +212,9 @@ def modality_grid(
         index = best_slice(label, a) if label is not None else None
     fig, axes = _grid(len(volumes), ncols, size)
     for ax, (name, vol) in zip(axes, volumes.items()):
-        draw_slice(ax, vol, a, index, spacing=spacing, label=label, scheme=scheme, alpha=alpha, title=name)
+        draw_slice(
+            ax, vol, a, index, spacing=spacing, label=label, scheme=scheme, alpha=alpha, title=name
+        )
     if label is not None and alpha > 0:
         label_legend(fig, scheme, label, ncol=2 * min(len(volumes), ncols or len(volumes)))
     if title:
@@ -209,10 +247,24 @@ def montage(
     ref = (np.asarray(label) > 0) if extent == "label" else (v > v.min())
     fg = np.nonzero(ref.sum(axis=tuple(i for i in range(3) if i != a)))[0]
     lo, hi = (int(fg[0]), int(fg[-1])) if fg.size else (0, v.shape[a] - 1)
-    indices = (np.linspace(lo, hi, n) if extent == "label" else np.linspace(lo, hi, n + 2)[1:-1]).round().astype(int)
+    indices = (
+        (np.linspace(lo, hi, n) if extent == "label" else np.linspace(lo, hi, n + 2)[1:-1])
+        .round()
+        .astype(int)
+    )
     fig, axes = _grid(n, ncols, size)
     for ax, i in zip(axes, indices):
-        draw_slice(ax, v, a, int(i), spacing=spacing, label=label, scheme=scheme, alpha=alpha, title=f"{plane_name(a)} {i}")
+        draw_slice(
+            ax,
+            v,
+            a,
+            int(i),
+            spacing=spacing,
+            label=label,
+            scheme=scheme,
+            alpha=alpha,
+            title=f"{plane_name(a)} {i}",
+        )
     if label is not None and alpha > 0:
         label_legend(fig, scheme, label)
     if title:
@@ -237,7 +289,9 @@ def overlay(
     index = best_slice(label, a) if index is None else index
     fig = BookFigure(figsize=(size, size + 0.5), layout="constrained")
     ax = fig.subplots()
-    draw_slice(ax, image, a, index, spacing=spacing, label=label, scheme=scheme, alpha=alpha, title=title)
+    draw_slice(
+        ax, image, a, index, spacing=spacing, label=label, scheme=scheme, alpha=alpha, title=title
+    )
     label_legend(fig, scheme, label, ncol=2)
     return fig
 
@@ -263,7 +317,11 @@ def sample_figure(
         size: inches per panel. Defaults to 2.0.
         title: figure title. Defaults to None.
     """
-    arrays = samples.arrays if isinstance(samples, Samples) else {k: np.asarray(v) for k, v in samples.items()}
+    arrays = (
+        samples.arrays
+        if isinstance(samples, Samples)
+        else {k: np.asarray(v) for k, v in samples.items()}
+    )
     keys = [k for k in keys if k in arrays]
     n = next(iter(arrays.values())).shape[0]
     rows = list(entries) if entries is not None else list(range(min(n, 4)))
@@ -273,11 +331,26 @@ def sample_figure(
         for c, k in enumerate(keys):
             vol = arrays[k][e]
             lim = (0.0, 1.0) if k == "mask" else (None, None)
-            draw_slice(axes[r, c], vol, axis, index, cmap="magma" if k == "mask" else "gray", vmin=lim[0], vmax=lim[1],
-                       title=SAMPLE_TITLES.get(k, k) if r == 0 else None)
+            draw_slice(
+                axes[r, c],
+                vol,
+                axis,
+                index,
+                cmap="magma" if k == "mask" else "gray",
+                vmin=lim[0],
+                vmax=lim[1],
+                title=SAMPLE_TITLES.get(k, k) if r == 0 else None,
+            )
         if isinstance(samples, Samples):
-            axes[r, 0].text(-0.05, 0.5, f"{samples.study[e]}\n{samples.modality[e]}", transform=axes[r, 0].transAxes,
-                            ha="right", va="center", fontsize=8)
+            axes[r, 0].text(
+                -0.05,
+                0.5,
+                f"{samples.study[e]}\n{samples.modality[e]}",
+                transform=axes[r, 0].transAxes,
+                ha="right",
+                va="center",
+                fontsize=8,
+            )
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
@@ -344,8 +417,14 @@ def draw_loss_curves(
         ys = d[key].rolling(max(smooth, 1), min_periods=1).mean()
         if groups:
             g = groups[name]
-            ax.plot(xs, ys, color=f"C{order.index(g) % 10}", alpha=0.7, lw=1,
-                    label=None if g in seen else g)
+            ax.plot(
+                xs,
+                ys,
+                color=f"C{order.index(g) % 10}",
+                alpha=0.7,
+                lw=1,
+                label=None if g in seen else g,
+            )
             seen.add(g)
         else:
             ax.plot(xs, ys, label=name or None, lw=1.2)
@@ -384,17 +463,26 @@ def loss_curves(
     groups = None
     if group is not None:
         if not isinstance(metrics, list | tuple):
-            raise ValueError("loss_curves: group= needs a list of run folders (their "
-                             "results.json holds the group)")
+            raise ValueError(
+                "loss_curves: group= needs a list of run folders (their "
+                "results.json holds the group)"
+            )
         groups = {name: str(r.results.get(group)) for name, r in _named_folders(metrics).items()}
     skip = {x, "epoch", "lr", "time", "seconds", "wall", "split"}
     if keys is None:
-        keys = list(dict.fromkeys(c for df in runs.values()
-                                  for c in df.select_dtypes("number").columns if c not in skip))
+        keys = list(
+            dict.fromkeys(
+                c
+                for df in runs.values()
+                for c in df.select_dtypes("number").columns
+                if c not in skip
+            )
+        )
     keys = [k for k in keys if any(k in df for df in runs.values())]
     if not keys:
-        raise ValueError("metrics: no numeric columns to plot; pass keys=[...] naming columns of "
-                         "metrics.csv")
+        raise ValueError(
+            "metrics: no numeric columns to plot; pass keys=[...] naming columns of metrics.csv"
+        )
     fig = BookFigure(figsize=(size[0] * len(keys), size[1]), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(keys), squeeze=False)).ravel()
     for ax, k in zip(axes, keys, strict=False):

@@ -83,16 +83,31 @@ class SliceViewer:
         self.title = title
         self.size = size
         a = axis_index(axis)
-        start = index if index is not None else (best_slice(self.label, a) if self.label is not None else self.shape[a] // 2)
+        start = (
+            index
+            if index is not None
+            else (best_slice(self.label, a) if self.label is not None else self.shape[a] // 2)
+        )
         names = list(self.volumes)
         options = names + ([SIDE_BY_SIDE] if len(names) > 1 else [])
         self.axis = w.ToggleButtons(options=list(AXES), value=plane_name(a), description="plane")
-        self.slice = w.IntSlider(value=start, min=0, max=self.shape[a] - 1, description="slice", continuous_update=False)
+        self.slice = w.IntSlider(
+            value=start, min=0, max=self.shape[a] - 1, description="slice", continuous_update=False
+        )
         self.volume = w.Dropdown(options=options, value=volume or names[0], description="volume")
-        self.opacity = w.FloatSlider(value=opacity, min=0.0, max=1.0, step=0.05, description="overlay",
-                                     disabled=self.label is None, continuous_update=False)
+        self.opacity = w.FloatSlider(
+            value=opacity,
+            min=0.0,
+            max=1.0,
+            step=0.05,
+            description="overlay",
+            disabled=self.label is None,
+            continuous_update=False,
+        )
         self.image = w.Image(format="png")
-        self.widget = w.VBox([w.HBox([self.axis, self.volume]), w.HBox([self.slice, self.opacity]), self.image])
+        self.widget = w.VBox(
+            [w.HBox([self.axis, self.volume]), w.HBox([self.slice, self.opacity]), self.image]
+        )
         self.axis.observe(self._on_axis, names="value")
         for control in (self.slice, self.volume, self.opacity):
             control.observe(lambda _: self.update(), names="value")
@@ -102,17 +117,33 @@ class SliceViewer:
         a = axis_index(self.axis.value)
         with self.slice.hold_trait_notifications():
             self.slice.max = self.shape[a] - 1
-            self.slice.value = best_slice(self.label, a) if self.label is not None else self.shape[a] // 2
+            self.slice.value = (
+                best_slice(self.label, a) if self.label is not None else self.shape[a] // 2
+            )
         self.update()
 
     def figure(self) -> Figure:
         """The current view as a matplotlib figure (what the book shows)."""
-        shown = self.volumes if self.volume.value == SIDE_BY_SIDE else {self.volume.value: self.volumes[self.volume.value]}
+        shown = (
+            self.volumes
+            if self.volume.value == SIDE_BY_SIDE
+            else {self.volume.value: self.volumes[self.volume.value]}
+        )
         a = axis_index(self.axis.value)
-        title = f"{self.title + ' - ' if self.title else ''}{plane_name(a)} slice {self.slice.value}"
+        title = (
+            f"{self.title + ' - ' if self.title else ''}{plane_name(a)} slice {self.slice.value}"
+        )
         return modality_grid(
-            shown, a, self.slice.value, label=self.label, scheme=self.scheme, alpha=float(self.opacity.value),
-            spacing=self.spacing, ncols=4, size=self.size, title=title,
+            shown,
+            a,
+            self.slice.value,
+            label=self.label,
+            scheme=self.scheme,
+            alpha=float(self.opacity.value),
+            spacing=self.spacing,
+            ncols=4,
+            size=self.size,
+            title=title,
         )
 
     def png(self) -> bytes:
@@ -133,7 +164,8 @@ class SliceViewer:
         return bundle
 
     def __repr__(self) -> str:
-        return f"SliceViewer({', '.join(self.volumes)}; shape {self.shape}{'; label' if self.label is not None else ''})"
+        label = "; label" if self.label is not None else ""
+        return f"SliceViewer({', '.join(self.volumes)}; shape {self.shape}{label})"
 
 
 def show(viewer: SliceViewer, static: bool = True) -> None:
@@ -149,7 +181,8 @@ def show(viewer: SliceViewer, static: bool = True) -> None:
 
 
 def study_viewer(study: Study | str, **kwargs: Any) -> SliceViewer:
-    """A viewer of every modality of a study (a Study, NIfTI folder or ``STORE::STUDY``) with its labels.
+    """A viewer of every modality of a study (a Study, NIfTI folder or ``STORE::STUDY``)
+    with its labels.
 
     Modalities on different grids are not resampled: the study's images must share one shape.
     """
@@ -165,22 +198,40 @@ def study_viewer(study: Study | str, **kwargs: Any) -> SliceViewer:
     )
 
 
-def sample_viewer(samples: Samples, index: int | None = None, *, study: str | None = None, modality: str | None = None, **kwargs: Any) -> SliceViewer:
+def sample_viewer(
+    samples: Samples,
+    index: int | None = None,
+    *,
+    study: str | None = None,
+    modality: str | None = None,
+    **kwargs: Any,
+) -> SliceViewer:
     """A viewer of one proxy-task sample: target, mask, views and reconstructions, side by side."""
     i = pick_entry(samples, index, study, modality)
     vols = {SAMPLE_TITLES[k]: samples.arrays[k][i] for k in SAMPLE_KEYS if k in samples.arrays}
-    kwargs.setdefault("title", f"{samples.study[i]} / {samples.modality[i]}" + (f", step {samples.step}" if samples.step is not None else ""))
+    kwargs.setdefault(
+        "title",
+        f"{samples.study[i]} / {samples.modality[i]}"
+        + (f", step {samples.step}" if samples.step is not None else ""),
+    )
     kwargs.setdefault("volume", SIDE_BY_SIDE)
     if samples.spacing is not None:
         kwargs.setdefault("spacing", tuple(float(v) for v in samples.spacing[i]))
     return SliceViewer(vols, **kwargs)
 
 
-def template_viewer(templates: Any, modalities: Sequence[str] | None = None, **kwargs: Any) -> SliceViewer:
-    """A viewer of the learned templates (checkpoint folder, templates object or ``(8, X, Y, Z)``), min-max scaled."""
+def template_viewer(
+    templates: Any, modalities: Sequence[str] | None = None, **kwargs: Any
+) -> SliceViewer:
+    """A viewer of the learned templates (checkpoint folder, templates object or
+    ``(8, X, Y, Z)``), min-max scaled."""
     t = as_templates(templates)
     names = list(modalities) if modalities is not None else list(MODALITIES[: t.volumes.shape[0]])
     spacing = tuple(float(s) for s in np.linalg.norm(t.affine[:3, :3], axis=0))
     kwargs.setdefault("title", "templates")
     kwargs.setdefault("volume", SIDE_BY_SIDE)
-    return SliceViewer({m: minmax(t.volumes[MODALITIES.index(m)].detach().cpu().numpy()) for m in names}, spacing=spacing, **kwargs)
+    return SliceViewer(
+        {m: minmax(t.volumes[MODALITIES.index(m)].detach().cpu().numpy()) for m in names},
+        spacing=spacing,
+        **kwargs,
+    )

@@ -19,8 +19,10 @@ def check(results: dict, out_dir: pathlib.Path) -> None:
     assert check["status"] == 3 and list(check["failed"]) == [check["truncated"]]
     assert "truncated or corrupt" in check["failed"][check["truncated"]]
     assert check["curated"] == 5
-    assert sorted(map(tuple, check["flagged"])) == [(check["swapped"], "t1", "t2"),
-                                                    (check["swapped"], "t2", "t1")]
+    assert sorted(map(tuple, check["flagged"])) == [
+        (check["swapped"], "t1", "t2"),
+        (check["swapped"], "t2", "t1"),
+    ]
     # the sampler batch follows the contract
     b = results["batch"]
     assert b["image"] == [4, 4, results["crop"], results["crop"], results["crop"]]

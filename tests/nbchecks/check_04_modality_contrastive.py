@@ -19,7 +19,9 @@ def check(results: dict, out_dir: pathlib.Path) -> None:
         assert lo - 1e-6 <= r["info_nce"] <= math.log(n) + 2.0, name
     # contrastive training separates the positive pairs more than the untrained encoder does
     assert results["retrieval"]["cl_only"]["gap"] > results["retrieval"]["untrained"]["gap"]
-    assert results["retrieval"]["cl_only"]["info_nce"] < results["retrieval"]["untrained"]["info_nce"]
+    assert (
+        results["retrieval"]["cl_only"]["info_nce"] < results["retrieval"]["untrained"]["info_nce"]
+    )
     for run in results["run_dirs"].values():
         assert pathlib.Path(run, "DONE").is_file()
     for name in ("views.png", "loss.png", "similarity.png", "reconstruction.png"):

@@ -26,6 +26,11 @@ def check(results: dict, out_dir: pathlib.Path) -> None:
     assert max(results["template_std"].values()) > 0
     assert all(-1.0 <= r <= 1.0 for r in results["template_corr"].values())
     assert pathlib.Path(results["run_dir"], "DONE").is_file()
-    for name in ("template_space.png", "views.png", "loss.png", "reconstruction.png",
-                 "templates.png"):
+    for name in (
+        "template_space.png",
+        "views.png",
+        "loss.png",
+        "reconstruction.png",
+        "templates.png",
+    ):
         assert (out_dir / "figures" / name).stat().st_size > 1000, name

@@ -24,7 +24,10 @@ def check(results: dict, out_dir: pathlib.Path) -> None:
     run = pathlib.Path(results["run_dir"])
     assert (run / "DONE").is_file() and (run / "metrics.csv").is_file()
     assert pathlib.Path(results["checkpoint"]).parent == run / "checkpoints"
-    assert json.loads((pathlib.Path(results["checkpoint"]) / "meta.json").read_text())["step"] == results["steps"]
+    assert (
+        json.loads((pathlib.Path(results["checkpoint"]) / "meta.json").read_text())["step"]
+        == results["steps"]
+    )
     assert results["n_samples_files"] >= 2
     for name in ("losses", "lr_throughput", "samples_last", "recon_across_training", "templates"):
         assert (out_dir / "figures" / f"{name}.png").stat().st_size > 5_000, name

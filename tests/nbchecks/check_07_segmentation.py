@@ -13,7 +13,11 @@ def check(results: dict, out_dir: pathlib.Path) -> None:
         assert 0.0 <= v <= 1.0
     for init, p in results["paired"].items():
         assert init != "scratch" and p["n_seeds"] == results["n_seeds"]
-        assert math.isfinite(p["mean_diff"]) and -1.0 <= p["mean_diff"] <= 1.0 and 0 <= p["wins"] <= p["n_seeds"]
+        assert (
+            math.isfinite(p["mean_diff"])
+            and -1.0 <= p["mean_diff"] <= 1.0
+            and 0 <= p["wins"] <= p["n_seeds"]
+        )
     assert results["seconds_train"] > 0
     assert all(pathlib.Path(r, "DONE").is_file() for r in results["runs"])
     for name in ("regions.png", "loss.png", "paired.png", "qualitative.png"):

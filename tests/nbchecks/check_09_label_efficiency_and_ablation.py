@@ -11,7 +11,9 @@ def check(results: dict, out_dir: pathlib.Path) -> None:
         assert f"scratch@{f}" in results["dice_mean"] and f"brainmvp@{f}" in results["dice_mean"]
     for a in results["ablations"]:
         key = f"{a}@{results['main_fraction']}"
-        assert key in results["paired"] and results["paired"][key]["n_seeds"] == len(results["ablation_seeds"])
+        assert key in results["paired"] and results["paired"][key]["n_seeds"] == len(
+            results["ablation_seeds"]
+        )
     assert all(0.0 <= v <= 1.0 for v in results["dice_mean"].values())
     assert (out_dir / "figures" / "label_efficiency.png").stat().st_size > 1000
     assert (out_dir / "figures" / "paired.png").stat().st_size > 1000

@@ -10,7 +10,10 @@ def check(results: dict, out_dir: pathlib.Path) -> None:
     assert {"brainmvp/template", "brainmvp/zero", "scratch/zero"} <= set(results["dice_full"])
     assert "scratch/template" not in results["dice_full"]  # scratch has no templates
     # with all modalities present, the fill is never used: template and zero must agree
-    assert abs(results["dice_full"]["brainmvp/template"] - results["dice_full"]["brainmvp/zero"]) < 1e-6
+    assert (
+        abs(results["dice_full"]["brainmvp/template"] - results["dice_full"]["brainmvp/zero"])
+        < 1e-6
+    )
     assert all(0.0 <= v <= 1.0 for v in results["dice_mean_over_subsets"].values())
     assert results["template_minus_zero_brainmvp"] is not None
     assert (out_dir / "figures" / "template_fill.png").stat().st_size > 1000

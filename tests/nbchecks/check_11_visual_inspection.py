@@ -29,7 +29,9 @@ def check(results: dict, out_dir: pathlib.Path) -> None:
     assert _png_std(figures / "study_slices.png") > 0.02
     if "label_voxels" in results:
         scheme = SCHEMES[study["scheme"]]
-        assert results["label_voxels"] and {int(k) for k in results["label_voxels"]} <= set(scheme.names)
+        assert results["label_voxels"] and {int(k) for k in results["label_voxels"]} <= set(
+            scheme.names
+        )
         assert _png_std(figures / "segmentation_montage.png") > 0.02
 
     run = results["run"]  # the smoke book pre-trains (chapter 6) before this chapter
@@ -42,7 +44,9 @@ def check(results: dict, out_dir: pathlib.Path) -> None:
 
     napari = results["napari"]
     if shutil.which("Xvfb") or os.environ.get("DISPLAY"):
-        assert napari["used"], f"napari figures were not made although a display can be had: {napari['reason']}"
+        assert napari["used"], (
+            f"napari figures were not made although a display can be had: {napari['reason']}"
+        )
     if napari["used"]:
         assert set(napari["screenshots"]) == {"study", "study_3d", "samples", "templates"}
         for name, shot in napari["screenshots"].items():

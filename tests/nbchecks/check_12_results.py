@@ -10,5 +10,8 @@ def check(results: dict, out_dir: pathlib.Path) -> None:
     if "segmentation" in results:
         for key, v in results["segmentation"].items():
             assert 0.0 <= v["mean"] <= 1.0 and v["n_seeds"] >= 1, key
-        assert all(k.split("/")[1].split("@")[0] != "scratch" for k in results.get("segmentation_paired", {}))
+        assert all(
+            k.split("/")[1].split("@")[0] != "scratch"
+            for k in results.get("segmentation_paired", {})
+        )
     assert (out_dir / "runs.csv").is_file()

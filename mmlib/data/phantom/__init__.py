@@ -18,11 +18,32 @@ the layouts.
 
 from __future__ import annotations
 
-from mmlib.data.phantom.cohort import (PRESETS, CohortSpec, SourceSpec, cohort_spec,
-                                       ensure_cohort, make_cohort, only, simulate_study,
-                                       spec_hash, study_id, validate_spec, with_counts)
+from mmlib.data.phantom.cohort import (
+    PRESETS,
+    CohortSpec,
+    SourceSpec,
+    cohort_spec,
+    ensure_cohort,
+    make_cohort,
+    only,
+    simulate_study,
+    spec_hash,
+    study_id,
+    validate_spec,
+    with_counts,
+)
 
 __all__ = [
-    "PRESETS", "CohortSpec", "SourceSpec", "cohort_spec", "ensure_cohort", "make_cohort", "only",
-    "simulate_study", "spec_hash", "study_id", "validate_spec", "with_counts",
+    "PRESETS",
+    "CohortSpec",
+    "SourceSpec",
+    "cohort_spec",
+    "ensure_cohort",
+    "make_cohort",
+    "only",
+    "simulate_study",
+    "spec_hash",
+    "study_id",
+    "validate_spec",
+    "with_counts",
 ]

@@ -28,6 +28,7 @@ import functools
 import os
 import tempfile
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -154,7 +155,7 @@ def load_anatomy(factor: int) -> Anatomy:
         keep = np.arange(1, n + 1)[sizes >= max(2.0, 0.05 * sizes.max())]
         ventricles = np.isin(lab, keep)
     smooth = ndi.gaussian_filter(ventricles.astype(np.float32), sigma=5.0 / f)
-    grad = np.stack(np.gradient(smooth, f)).astype(np.float32)
+    grad = np.stack(cast(list[np.ndarray], np.gradient(smooth, f))).astype(np.float32)
     norm = np.sqrt((grad**2).sum(0)).max()
     ventricle_grad = grad / max(float(norm), 1e-6)
 
@@ -174,5 +175,6 @@ def load_anatomy(factor: int) -> Anatomy:
 
     maps = np.stack([csf, gmf, wmf, skull, scalp, choroid, sinus]).astype(np.float32)
     maps = np.clip(maps, 0.0, 1.0)
-    return Anatomy(f, affine, maps, brain_dist, ventricle_grad, cortex.astype(np.float32),
-                   ventricles)
+    return Anatomy(
+        f, affine, maps, brain_dist, ventricle_grad, cortex.astype(np.float32), ventricles
+    )

@@ -37,8 +37,14 @@ from mmlib.configs.scales import SCALES
 from mmlib.data.phantom import writers as W
 from mmlib.data.phantom.anatomy import Anatomy, load_anatomy
 from mmlib.data.phantom.lesions import LESION_KINDS, random_lesion
-from mmlib.data.phantom.subject import (Rendered, Subject, grow_vessels, random_displacement,
-                                        random_pose, render)
+from mmlib.data.phantom.subject import (
+    Rendered,
+    Subject,
+    grow_vessels,
+    random_displacement,
+    random_pose,
+    render,
+)
 from mmlib.data.phantom.tissues import jitter_tissues
 from mmlib.modalities import MODALITIES
 
@@ -49,10 +55,13 @@ ROLES = ("pretrain", "downstream")
 
 #: Modalities each layout can hold.
 LAYOUT_MODALITIES: dict[str, tuple[str, ...]] = {
-    "brats2021": ("flair", "t1", "t1c", "t2"), "brats2023": ("flair", "t1", "t1c", "t2"),
-    "brats2018": ("flair", "t1", "t1c", "t2"), "decathlon": ("flair", "t1", "t1c", "t2"),
+    "brats2021": ("flair", "t1", "t1c", "t2"),
+    "brats2023": ("flair", "t1", "t1c", "t2"),
+    "brats2018": ("flair", "t1", "t1c", "t2"),
+    "decathlon": ("flair", "t1", "t1c", "t2"),
     "ucsf_pdgm": ("flair", "t1", "t1c", "t2", "dwi", "adc"),
-    "ixi": ("t1", "t2", "mra", "pd"), "isles2022": ("flair", "dwi", "adc"),
+    "ixi": ("t1", "t2", "mra", "pd"),
+    "isles2022": ("flair", "dwi", "adc"),
     "pattern": MODALITIES,
 }
 BRATS2023_SUBSETS = ("GLI", "MEN", "SSA", "PED", "MET")
@@ -122,47 +131,188 @@ class CohortSpec:
 
 def _default_sources(n: dict[str, int]) -> tuple[SourceSpec, ...]:
     return (
-        SourceSpec("brats2021", "BraTS2021", "brats2021", "pretrain", None, n["brats2021"],
-                   ("flair", "t1", "t1c", "t2"), "glioma", (20.0, 110.0)),
-        SourceSpec("brats2023_men", "BraTS2023-MEN", "brats2023", "pretrain", None, n["men"],
-                   ("flair", "t1", "t1c", "t2"), "meningioma", (8.0, 60.0), subset="MEN"),
-        SourceSpec("brats2023_ssa", "BraTS2023-SSA", "brats2023", "pretrain", None, n["ssa"],
-                   ("flair", "t1", "t1c", "t2"), "glioma", (25.0, 120.0), subset="SSA",
-                   hgg_fraction=0.95, noise=0.06),
-        SourceSpec("ucsf_pdgm", "UCSF-PDGM", "ucsf_pdgm", "pretrain", None, n["ucsf"],
-                   ("flair", "t1", "t1c", "t2", "dwi", "adc"), "glioma", (20.0, 110.0),
-                   hgg_fraction=0.8),
-        SourceSpec("ixi", "IXI", "ixi", "pretrain", None, n["ixi"], ("t1", "t2", "pd", "mra"),
-                   None, labels=None),
-        SourceSpec("brats2023_ped", "BraTS2023-PED", "brats2023", "downstream", "brats_ped",
-                   n["ped"], ("flair", "t1", "t1c", "t2"), "glioma", (15.0, 80.0),
-                   subset="PED", hgg_fraction=0.6, paediatric=True),
-        SourceSpec("isles2022", "ISLES-2022", "isles2022", "downstream", "isles", n["isles"],
-                   ("dwi", "adc", "flair"), "stroke", (4.0, 60.0)),
-        SourceSpec("mrbrains13", "MRBrainS13", "pattern", "downstream", "mrbrains",
-                   n["mrbrains"], ("t1", "flair"), None, profile="mrbrains",
-                   pattern="TrainingData/{subject}/{modality}.nii.gz",
-                   label_pattern="TrainingLabels/{subject}_LabelsForTesting.nii.gz",
-                   labels="tissue"),
-        SourceSpec("brats2018", "BraTS2018", "brats2018", "downstream", "hgg_lgg",
-                   n["brats2018"], ("flair", "t1", "t1c", "t2"), "glioma", (20.0, 110.0),
-                   classes=("HGG", "LGG"), class_column="grade"),
-        SourceSpec("adni", "ADNI", "pattern", "downstream", "atrophy", n["adni"], ("t1",), None,
-                   classes=("NC", "MCI"), class_column="group", profile="adni",
-                   pattern="{subject}/anat/{subject}_{modality}.nii.gz", labels=None),
-        SourceSpec("msd_task01", "Task01_BrainTumour", "decathlon", "downstream",
-                   "msd_brain_tumour", n["msd"], ("flair", "t1", "t1c", "t2"), "glioma",
-                   (20.0, 110.0), hgg_fraction=0.8),
+        SourceSpec(
+            "brats2021",
+            "BraTS2021",
+            "brats2021",
+            "pretrain",
+            None,
+            n["brats2021"],
+            ("flair", "t1", "t1c", "t2"),
+            "glioma",
+            (20.0, 110.0),
+        ),
+        SourceSpec(
+            "brats2023_men",
+            "BraTS2023-MEN",
+            "brats2023",
+            "pretrain",
+            None,
+            n["men"],
+            ("flair", "t1", "t1c", "t2"),
+            "meningioma",
+            (8.0, 60.0),
+            subset="MEN",
+        ),
+        SourceSpec(
+            "brats2023_ssa",
+            "BraTS2023-SSA",
+            "brats2023",
+            "pretrain",
+            None,
+            n["ssa"],
+            ("flair", "t1", "t1c", "t2"),
+            "glioma",
+            (25.0, 120.0),
+            subset="SSA",
+            hgg_fraction=0.95,
+            noise=0.06,
+        ),
+        SourceSpec(
+            "ucsf_pdgm",
+            "UCSF-PDGM",
+            "ucsf_pdgm",
+            "pretrain",
+            None,
+            n["ucsf"],
+            ("flair", "t1", "t1c", "t2", "dwi", "adc"),
+            "glioma",
+            (20.0, 110.0),
+            hgg_fraction=0.8,
+        ),
+        SourceSpec(
+            "ixi",
+            "IXI",
+            "ixi",
+            "pretrain",
+            None,
+            n["ixi"],
+            ("t1", "t2", "pd", "mra"),
+            None,
+            labels=None,
+        ),
+        SourceSpec(
+            "brats2023_ped",
+            "BraTS2023-PED",
+            "brats2023",
+            "downstream",
+            "brats_ped",
+            n["ped"],
+            ("flair", "t1", "t1c", "t2"),
+            "glioma",
+            (15.0, 80.0),
+            subset="PED",
+            hgg_fraction=0.6,
+            paediatric=True,
+        ),
+        SourceSpec(
+            "isles2022",
+            "ISLES-2022",
+            "isles2022",
+            "downstream",
+            "isles",
+            n["isles"],
+            ("dwi", "adc", "flair"),
+            "stroke",
+            (4.0, 60.0),
+        ),
+        SourceSpec(
+            "mrbrains13",
+            "MRBrainS13",
+            "pattern",
+            "downstream",
+            "mrbrains",
+            n["mrbrains"],
+            ("t1", "flair"),
+            None,
+            profile="mrbrains",
+            pattern="TrainingData/{subject}/{modality}.nii.gz",
+            label_pattern="TrainingLabels/{subject}_LabelsForTesting.nii.gz",
+            labels="tissue",
+        ),
+        SourceSpec(
+            "brats2018",
+            "BraTS2018",
+            "brats2018",
+            "downstream",
+            "hgg_lgg",
+            n["brats2018"],
+            ("flair", "t1", "t1c", "t2"),
+            "glioma",
+            (20.0, 110.0),
+            classes=("HGG", "LGG"),
+            class_column="grade",
+        ),
+        SourceSpec(
+            "adni",
+            "ADNI",
+            "pattern",
+            "downstream",
+            "atrophy",
+            n["adni"],
+            ("t1",),
+            None,
+            classes=("NC", "MCI"),
+            class_column="group",
+            profile="adni",
+            pattern="{subject}/anat/{subject}_{modality}.nii.gz",
+            labels=None,
+        ),
+        SourceSpec(
+            "msd_task01",
+            "Task01_BrainTumour",
+            "decathlon",
+            "downstream",
+            "msd_brain_tumour",
+            n["msd"],
+            ("flair", "t1", "t1c", "t2"),
+            "glioma",
+            (20.0, 110.0),
+            hgg_fraction=0.8,
+        ),
     )
 
 
 _COUNTS: dict[str, dict[str, int]] = {
-    "smoke": dict(brats2021=3, men=2, ssa=2, ucsf=2, ixi=2, ped=8, isles=5, mrbrains=5,
-                  brats2018=6, adni=6, msd=2),
-    "demo": dict(brats2021=16, men=8, ssa=6, ucsf=10, ixi=12, ped=30, isles=18, mrbrains=16,
-                 brats2018=20, adni=20, msd=8),
-    "paper": dict(brats2021=147, men=114, ssa=8, ucsf=50, ixi=57, ped=99, isles=238,
-                  mrbrains=20, brats2018=285, adni=200, msd=48),
+    "smoke": dict(
+        brats2021=3,
+        men=2,
+        ssa=2,
+        ucsf=2,
+        ixi=2,
+        ped=8,
+        isles=5,
+        mrbrains=5,
+        brats2018=6,
+        adni=6,
+        msd=2,
+    ),
+    "demo": dict(
+        brats2021=16,
+        men=8,
+        ssa=6,
+        ucsf=10,
+        ixi=12,
+        ped=30,
+        isles=18,
+        mrbrains=16,
+        brats2018=20,
+        adni=20,
+        msd=8,
+    ),
+    "paper": dict(
+        brats2021=147,
+        men=114,
+        ssa=8,
+        ucsf=50,
+        ixi=57,
+        ped=99,
+        isles=238,
+        mrbrains=20,
+        brats2018=285,
+        adni=200,
+        msd=48,
+    ),
 }
 _FACTORS = {"smoke": 4, "demo": 2, "paper": 1}
 
@@ -203,8 +353,10 @@ def validate_spec(spec: CohortSpec) -> None:
             raise ValueError(f"{where}: name or folder used twice; give each source its own")
         seen |= {src.name, src.folder}
         if src.layout not in LAYOUT_MODALITIES:
-            raise ValueError(f"{where}: unknown layout {src.layout!r}; choose one of "
-                             f"{', '.join(LAYOUT_MODALITIES)}")
+            raise ValueError(
+                f"{where}: unknown layout {src.layout!r}; choose one of "
+                f"{', '.join(LAYOUT_MODALITIES)}"
+            )
         if src.role not in ROLES:
             raise ValueError(f"{where}: role should be pretrain or downstream, got {src.role!r}")
         if not isinstance(src.n_subjects, int) or src.n_subjects < 1:
@@ -213,31 +365,46 @@ def validate_spec(spec: CohortSpec) -> None:
             raise ValueError(f"{where}: no modalities; choose from {', '.join(MODALITIES)}")
         for m in src.modalities:
             if m not in MODALITIES:
-                raise ValueError(f"{where}: unknown modality {m!r}; use canonical names "
-                                 f"({', '.join(MODALITIES)})")
+                raise ValueError(
+                    f"{where}: unknown modality {m!r}; use canonical names "
+                    f"({', '.join(MODALITIES)})"
+                )
             if m not in LAYOUT_MODALITIES[src.layout]:
-                raise ValueError(f"{where}: layout {src.layout} cannot hold {m!r}; it holds "
-                                 f"{', '.join(LAYOUT_MODALITIES[src.layout])}")
+                raise ValueError(
+                    f"{where}: layout {src.layout} cannot hold {m!r}; it holds "
+                    f"{', '.join(LAYOUT_MODALITIES[src.layout])}"
+                )
         if src.writer not in W.GRIDS:
-            raise ValueError(f"{where}: unknown writer profile {src.writer!r}; choose one of "
-                             f"{', '.join(W.GRIDS)}")
-        if src.layout == "pattern" and (not src.pattern or "{subject}" not in src.pattern
-                                        or "{modality}" not in src.pattern):
-            raise ValueError(f"{where}: a pattern layout needs a pattern with {{subject}} and "
-                             f"{{modality}}, got {src.pattern!r}")
+            raise ValueError(
+                f"{where}: unknown writer profile {src.writer!r}; choose one of "
+                f"{', '.join(W.GRIDS)}"
+            )
+        if src.layout == "pattern" and (
+            not src.pattern or "{subject}" not in src.pattern or "{modality}" not in src.pattern
+        ):
+            raise ValueError(
+                f"{where}: a pattern layout needs a pattern with {{subject}} and "
+                f"{{modality}}, got {src.pattern!r}"
+            )
         if src.layout == "brats2023" and src.subset not in BRATS2023_SUBSETS:
-            raise ValueError(f"{where}: brats2023 needs subset one of "
-                             f"{', '.join(BRATS2023_SUBSETS)}, got {src.subset!r}")
+            raise ValueError(
+                f"{where}: brats2023 needs subset one of "
+                f"{', '.join(BRATS2023_SUBSETS)}, got {src.subset!r}"
+            )
         if src.classes and len(src.classes) < 2:
             raise ValueError(f"{where}: classes needs at least two names, got {src.classes!r}")
         if src.lesion is not None:
             if src.lesion not in LESION_KINDS:
-                raise ValueError(f"{where}: unknown lesion {src.lesion!r}; choose one of "
-                                 f"{', '.join(LESION_KINDS)} or None")
+                raise ValueError(
+                    f"{where}: unknown lesion {src.lesion!r}; choose one of "
+                    f"{', '.join(LESION_KINDS)} or None"
+                )
             lo, hi = src.lesion_ml
             if not 0 < lo <= hi:
-                raise ValueError(f"{where}: lesion_ml should be (min, max) with 0 < min <= max, "
-                                 f"got {src.lesion_ml!r}")
+                raise ValueError(
+                    f"{where}: lesion_ml should be (min, max) with 0 < min <= max, "
+                    f"got {src.lesion_ml!r}"
+                )
             anatomy = anatomy or load_anatomy(spec.factor)
             brain = anatomy.brain_volume_ml()
             radius = (3 * hi * 1000 / (4 * np.pi)) ** (1 / 3)
@@ -245,7 +412,8 @@ def validate_spec(spec: CohortSpec) -> None:
                 raise ValueError(
                     f"{where}: a lesion of up to {hi:g} ml (radius {radius:.0f} mm) is larger "
                     f"than the brain allows ({brain:.0f} ml, largest inscribed radius "
-                    f"{anatomy.max_inscribed_radius_mm():.0f} mm); lower lesion_ml")
+                    f"{anatomy.max_inscribed_radius_mm():.0f} mm); lower lesion_ml"
+                )
         elif src.labels == "lesion" and src.layout not in ("ixi", "pattern"):
             raise ValueError(f"{where}: layout {src.layout} writes lesion labels; set a lesion")
 
@@ -254,8 +422,11 @@ def spec_hash(spec: CohortSpec, seed: int) -> str:
     """The reuse key of a cohort: spec, seed, simulator and mmlib versions."""
     from mmlib import __version__
 
-    blob = json.dumps({"spec": asdict(spec), "seed": seed, "generator": GENERATOR_VERSION,
-                       "mmlib": __version__}, sort_keys=True, default=list)
+    blob = json.dumps(
+        {"spec": asdict(spec), "seed": seed, "generator": GENERATOR_VERSION, "mmlib": __version__},
+        sort_keys=True,
+        default=list,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -264,8 +435,9 @@ def spec_hash(spec: CohortSpec, seed: int) -> str:
 
 def subject_rng(seed: int, source: str, index: int, attempt: int = 0) -> np.random.Generator:
     """The generator of one subject: independent of worker count and job order."""
-    return np.random.default_rng(np.random.SeedSequence(
-        [seed, zlib.crc32(source.encode()), index, attempt]))
+    return np.random.default_rng(
+        np.random.SeedSequence([seed, zlib.crc32(source.encode()), index, attempt])
+    )
 
 
 def study_id(src: SourceSpec, index: int) -> str:
@@ -302,13 +474,15 @@ def class_of(src: SourceSpec, seed: int, index: int) -> str | None:
         return None
     k = len(src.classes)
     order = np.repeat(np.arange(k), -(-src.n_subjects // k))[: src.n_subjects]
-    perm = np.random.default_rng(np.random.SeedSequence(
-        [seed, zlib.crc32(src.name.encode()), 10**6])).permutation(order)
+    perm = np.random.default_rng(
+        np.random.SeedSequence([seed, zlib.crc32(src.name.encode()), 10**6])
+    ).permutation(order)
     return src.classes[int(perm[index - 1])]
 
 
-def make_subject(src: SourceSpec, index: int, seed: int, anatomy: Anatomy,
-                 attempt: int = 0) -> tuple[Subject, np.random.Generator]:
+def make_subject(
+    src: SourceSpec, index: int, seed: int, anatomy: Anatomy, attempt: int = 0
+) -> tuple[Subject, np.random.Generator]:
     """Draw one subject of a source (pose, warp, atrophy, vessels, lesions, attributes).
 
     Returns:
@@ -339,22 +513,37 @@ def make_subject(src: SourceSpec, index: int, seed: int, anatomy: Anatomy,
         volume = float(np.exp(rng.uniform(np.log(span[0]), np.log(span[1]))))
         template_volume = volume / scale**3
         if src.lesion == "glioma":
-            grade = cls if src.class_column == "grade" else (
-                "HGG" if rng.random() < src.hgg_fraction else "LGG")
-            lesions.append(random_lesion("glioma", rng, anatomy, template_volume, grade=grade,
-                                         paediatric=src.paediatric))
+            grade = (
+                cls
+                if src.class_column == "grade"
+                else ("HGG" if rng.random() < src.hgg_fraction else "LGG")
+            )
+            lesions.append(
+                random_lesion(
+                    "glioma", rng, anatomy, template_volume, grade=grade, paediatric=src.paediatric
+                )
+            )
             attrs.setdefault("grade", grade)
         elif src.lesion == "meningioma":
             lesions.append(random_lesion("meningioma", rng, anatomy, template_volume))
         else:
             hours = float(np.exp(rng.uniform(np.log(1.0), np.log(120.0))))
-            lesions.append(random_lesion("stroke", rng, anatomy, template_volume,
-                                         age_hours=hours))
+            lesions.append(random_lesion("stroke", rng, anatomy, template_volume, age_hours=hours))
             attrs["age_hours"] = round(hours, 1)
         attrs["lesion"] = src.lesion
         attrs["target_lesion_ml"] = round(volume, 2)
-    subject = Subject(pose, disp, disp_aff, float(vshift), float(thin), lesions, tissues,
-                      vessels, vessels.splat(anatomy), attrs)
+    subject = Subject(
+        pose,
+        disp,
+        disp_aff,
+        float(vshift),
+        float(thin),
+        lesions,
+        tissues,
+        vessels,
+        vessels.splat(anatomy),
+        attrs,
+    )
     return subject, rng
 
 
@@ -376,8 +565,9 @@ def grid_groups(src: SourceSpec, factor: int) -> list[tuple[W.Grid, tuple[str, .
 MAX_ATTEMPTS = 4
 
 
-def simulate_study(src: SourceSpec, index: int, seed: int, factor: int
-                   ) -> tuple[dict[str, Any], list[tuple[W.Grid, np.ndarray, Rendered]]]:
+def simulate_study(
+    src: SourceSpec, index: int, seed: int, factor: int
+) -> tuple[dict[str, Any], list[tuple[W.Grid, np.ndarray, Rendered]]]:
     """Simulate one study in memory: its attributes and, per grid, the render.
 
     Images are scanner-scaled (not yet cast to the on-disk dtype) and skull-stripped where
@@ -392,9 +582,22 @@ def simulate_study(src: SourceSpec, index: int, seed: int, factor: int
         renders = []
         for grid, mods in groups:
             aff = grid.affine()
-            renders.append((grid, aff, render(subject, anatomy, aff, grid.shape, mods, rng,
-                                              noise=src.noise,
-                                              bias=0.15 if src.noise < 0.05 else 0.25)))
+            renders.append(
+                (
+                    grid,
+                    aff,
+                    render(
+                        subject,
+                        anatomy,
+                        aff,
+                        grid.shape,
+                        mods,
+                        rng,
+                        noise=src.noise,
+                        bias=0.15 if src.noise < 0.05 else 0.25,
+                    ),
+                )
+            )
         if src.lesion is None:
             break
         grid, aff, r = next((g for g in renders if "dwi" in g[2].images), renders[0])
@@ -409,8 +612,11 @@ def simulate_study(src: SourceSpec, index: int, seed: int, factor: int
             img = r.images[m]
             if m != "adc":
                 ref = float(np.median(img[r.brain])) if r.brain.any() else 1.0
-                level = np.exp(rng.uniform(np.log(0.3), np.log(3.0))) if float_out else \
-                    np.exp(rng.uniform(np.log(300.0), np.log(1500.0)))
+                level = (
+                    np.exp(rng.uniform(np.log(0.3), np.log(3.0)))
+                    if float_out
+                    else np.exp(rng.uniform(np.log(300.0), np.log(1500.0)))
+                )
                 img = img * (level / max(ref, 1e-6))
             if W.SKULL_STRIPPED[src.writer]:
                 img = img * r.brain
@@ -425,24 +631,30 @@ def _job(src: SourceSpec, index: int, seed: int, factor: int, root: str) -> dict
     tmp = base / ".tmp"
     sid = study_id(src, index)
     attrs, renders = simulate_study(src, index, seed, factor)
-    paths, label_path = W.study_paths(src.layout, src.writer, sid, src.modalities, attrs,
-                                      src.pattern, src.label_pattern)
+    paths, label_path = W.study_paths(
+        src.layout, src.writer, sid, src.modalities, attrs, src.pattern, src.label_pattern
+    )
     sroot = base / src.folder
     dtype = W.DTYPES[src.writer]
     label_written = False
     if src.layout == "decathlon":
-        (grid, aff, r), = renders
-        data = np.stack([r.images[m] if m in r.images else np.zeros(grid.shape, np.float32)
-                         for m in W.DECATHLON_CHANNELS], axis=-1)
+        ((grid, aff, r),) = renders
+        data = np.stack(
+            [
+                r.images[m] if m in r.images else np.zeros(grid.shape, np.float32)
+                for m in W.DECATHLON_CHANNELS
+            ],
+            axis=-1,
+        )
         W.write_nifti(sroot / paths[src.modalities[0]], W.to_dtype(data, dtype), aff, tmp)
     else:
-        for grid, aff, r in renders:
+        for _grid, aff, r in renders:
             for m, img in r.images.items():
                 W.write_nifti(sroot / paths[m], W.to_dtype(img, dtype), aff, tmp)
                 if src.layout == "isles2022":
                     sc = str(paths[m]).replace(".nii.gz", ".json")
                     W.write_json(sroot / sc, W.sidecar(m), tmp)
-    for grid, aff, r in renders:
+    for _grid, aff, r in renders:
         if label_written or label_path is None or src.labels is None:
             break
         if src.layout == "isles2022" and "dwi" not in r.images:
@@ -453,10 +665,15 @@ def _job(src: SourceSpec, index: int, seed: int, factor: int, root: str) -> dict
             lab = W.map_labels(r.lesion_label(), src.writer)
         W.write_nifti(sroot / label_path, lab, aff, tmp)
         attrs["lesion_ml" if src.labels == "lesion" else "brain_ml"] = round(
-            float((lab > 0).sum() * abs(np.linalg.det(aff[:3, :3])) / 1000.0), 2)
+            float((lab > 0).sum() * abs(np.linalg.det(aff[:3, :3])) / 1000.0), 2
+        )
         if src.layout == "ucsf_pdgm":
-            W.write_nifti(sroot / label_path.replace("tumor_segmentation", "brain_segmentation"),
-                          r.brain.astype(np.uint8), aff, tmp)
+            W.write_nifti(
+                sroot / label_path.replace("tumor_segmentation", "brain_segmentation"),
+                r.brain.astype(np.uint8),
+                aff,
+                tmp,
+            )
         label_written = True
     row = {"participant_id": participant_id(src, sid), **attrs}
     marker = tmp / "done" / src.name / f"{sid}.json"
@@ -468,8 +685,7 @@ def _resolve(preset: str | CohortSpec) -> CohortSpec:
     return preset if isinstance(preset, CohortSpec) else cohort_spec(preset)
 
 
-def make_cohort(preset: str | CohortSpec, out: Path | str, seed: int = 0,
-                workers: int = 1) -> Path:
+def make_cohort(preset: str | CohortSpec, out: Path | str, seed: int = 0, workers: int = 1) -> Path:
     """Write a simulated cohort (or reuse a finished one) and return its root.
 
     The root holds one folder per source in that dataset's own layout, a BIDS
@@ -523,12 +739,16 @@ def _make_locked(spec: CohortSpec, root: Path, key: str, seed: int, workers: int
     if done.is_file():
         if done.read_text().strip() == key:
             return root
-        raise ValueError(f"{root}: holds a finished cohort made with another spec or seed; "
-                         f"choose another --out or delete that folder")
+        raise ValueError(
+            f"{root}: holds a finished cohort made with another spec or seed; "
+            f"choose another --out or delete that folder"
+        )
     if any(p.name not in (".lock", ".tmp") for p in root.iterdir()):
         if not (progress.is_file() and progress.read_text().strip() == key):
-            raise ValueError(f"{root}: folder is not empty and is not an unfinished cohort of "
-                             f"this spec; choose an empty or new --out")
+            raise ValueError(
+                f"{root}: folder is not empty and is not an unfinished cohort of "
+                f"this spec; choose an empty or new --out"
+            )
     (root / ".tmp").mkdir(parents=True, exist_ok=True)
     progress.write_text(key + "\n")
     load_anatomy(spec.factor)
@@ -544,8 +764,7 @@ def _make_locked(spec: CohortSpec, root: Path, key: str, seed: int, workers: int
             else:
                 jobs.append((src, i))
     total = sum(s.n_subjects for s in spec.sources)
-    bar = tqdm(total=total, initial=total - len(jobs), desc=f"cohort {spec.preset}",
-               unit="study")
+    bar = tqdm(total=total, initial=total - len(jobs), desc=f"cohort {spec.preset}", unit="study")
     if workers == 1 or len(jobs) <= 1:
         for src, i in jobs:
             res = _job(src, i, seed, spec.factor, str(root))
@@ -553,10 +772,10 @@ def _make_locked(spec: CohortSpec, root: Path, key: str, seed: int, workers: int
             bar.update()
     else:
         ctx = get_context("fork" if sys.platform.startswith("linux") else "spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
-                                 initializer=_init_worker) as pool:
-            futures = [pool.submit(_job, src, i, seed, spec.factor, str(root))
-                       for src, i in jobs]
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=ctx, initializer=_init_worker
+        ) as pool:
+            futures = [pool.submit(_job, src, i, seed, spec.factor, str(root)) for src, i in jobs]
             for fut in as_completed(futures):
                 res = fut.result()
                 rows[res["source"]][res["study"]] = res["row"]
@@ -577,8 +796,13 @@ def _init_worker() -> None:
 def source_entry(src: SourceSpec) -> dict[str, Any]:
     """The ``cohort.json`` entry of a source."""
     entry: dict[str, Any] = {
-        "name": src.name, "path": src.folder, "layout": src.layout, "role": src.role,
-        "task": src.task, "n_subjects": src.n_subjects, "modalities": list(src.modalities),
+        "name": src.name,
+        "path": src.folder,
+        "layout": src.layout,
+        "role": src.role,
+        "task": src.task,
+        "n_subjects": src.n_subjects,
+        "modalities": list(src.modalities),
     }
     if src.layout == "pattern":
         entry["pattern"] = src.pattern
@@ -605,8 +829,9 @@ def source_entry(src: SourceSpec) -> dict[str, Any]:
     return entry
 
 
-def _write_tables(spec: CohortSpec, seed: int, root: Path,
-                  rows: dict[str, dict[str, dict[str, Any]]]) -> None:
+def _write_tables(
+    spec: CohortSpec, seed: int, root: Path, rows: dict[str, dict[str, dict[str, Any]]]
+) -> None:
     from mmlib import __version__
 
     tmp = root / ".tmp"
@@ -616,27 +841,53 @@ def _write_tables(spec: CohortSpec, seed: int, root: Path,
         W.write_participants(sroot, table, tmp)
         if src.layout == "decathlon":
             ids = sorted(rows[src.name])
-            W.write_json(sroot / "dataset.json", {
-                "name": "BRATS", "description": "Simulated gliomas (mmlib embedded cohort)",
-                "reference": "mmlib.data.phantom", "licence": "CC-BY-SA 4.0",
-                "tensorImageSize": "4D",
-                "modality": {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"},
-                "labels": {"0": "background", "1": "edema", "2": "non-enhancing tumor",
-                           "3": "enhancing tumour"},
-                "numTraining": len(ids), "numTest": 0,
-                "training": [{"image": f"./imagesTr/{i}.nii.gz", "label": f"./labelsTr/{i}.nii.gz"}
-                             for i in ids],
-                "test": [],
-            }, tmp)
+            W.write_json(
+                sroot / "dataset.json",
+                {
+                    "name": "BRATS",
+                    "description": "Simulated gliomas (mmlib embedded cohort)",
+                    "reference": "mmlib.data.phantom",
+                    "licence": "CC-BY-SA 4.0",
+                    "tensorImageSize": "4D",
+                    "modality": {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"},
+                    "labels": {
+                        "0": "background",
+                        "1": "edema",
+                        "2": "non-enhancing tumor",
+                        "3": "enhancing tumour",
+                    },
+                    "numTraining": len(ids),
+                    "numTest": 0,
+                    "training": [
+                        {"image": f"./imagesTr/{i}.nii.gz", "label": f"./labelsTr/{i}.nii.gz"}
+                        for i in ids
+                    ],
+                    "test": [],
+                },
+                tmp,
+            )
         if src.layout == "isles2022":
-            W.write_json(sroot / "dataset_description.json", {
-                "Name": "ISLES 2022 (simulated by mmlib)", "BIDSVersion": "1.6.0",
-                "DatasetType": "raw"}, tmp)
-    W.write_json(root / "cohort.json", {
-        "preset": spec.preset, "seed": seed, "mmlib_version": __version__,
-        "generator_version": GENERATOR_VERSION, "factor": spec.factor,
-        "sources": [source_entry(s) for s in spec.sources],
-    }, tmp)
+            W.write_json(
+                sroot / "dataset_description.json",
+                {
+                    "Name": "ISLES 2022 (simulated by mmlib)",
+                    "BIDSVersion": "1.6.0",
+                    "DatasetType": "raw",
+                },
+                tmp,
+            )
+    W.write_json(
+        root / "cohort.json",
+        {
+            "preset": spec.preset,
+            "seed": seed,
+            "mmlib_version": __version__,
+            "generator_version": GENERATOR_VERSION,
+            "factor": spec.factor,
+            "sources": [source_entry(s) for s in spec.sources],
+        },
+        tmp,
+    )
 
 
 def ensure_cohort(scale: str, workers: int | None = None) -> Path:
@@ -667,10 +918,16 @@ def with_counts(spec: CohortSpec, **counts: int) -> CohortSpec:
     """A copy of a spec with some sources' subject counts changed (by source name)."""
     unknown = set(counts) - {s.name for s in spec.sources}
     if unknown:
-        raise ValueError(f"with_counts: unknown sources {sorted(unknown)}; the spec has "
-                         f"{', '.join(s.name for s in spec.sources)}")
-    return replace(spec, sources=tuple(replace(s, n_subjects=counts.get(s.name, s.n_subjects))
-                                       for s in spec.sources))
+        raise ValueError(
+            f"with_counts: unknown sources {sorted(unknown)}; the spec has "
+            f"{', '.join(s.name for s in spec.sources)}"
+        )
+    return replace(
+        spec,
+        sources=tuple(
+            replace(s, n_subjects=counts.get(s.name, s.n_subjects)) for s in spec.sources
+        ),
+    )
 
 
 def only(spec: CohortSpec, *names: str) -> CohortSpec:

@@ -74,9 +74,16 @@ def soft(level: np.ndarray, at: float, width: float) -> np.ndarray:
     return np.clip((at - level) / max(width, 1e-6) + 0.5, 0.0, 1.0).astype(np.float32)
 
 
-def random_lesion(kind: str, rng: np.random.Generator, anatomy: Anatomy, volume_ml: float,
-                  *, grade: str | None = None, age_hours: float = 0.0,
-                  paediatric: bool = False) -> Lesion:
+def random_lesion(
+    kind: str,
+    rng: np.random.Generator,
+    anatomy: Anatomy,
+    volume_ml: float,
+    *,
+    grade: str | None = None,
+    age_hours: float = 0.0,
+    paediatric: bool = False,
+) -> Lesion:
     """Draw a lesion of a kind, placed where that kind occurs, with a target volume.
 
     Args:
@@ -127,19 +134,39 @@ def random_lesion(kind: str, rng: np.random.Generator, anatomy: Anatomy, volume_
     if not ok.any():
         raise ValueError(
             f"a {kind} of {volume_ml:.0f} ml (radius {radius:.0f} mm) does not fit in the brain "
-            f"(largest inscribed radius {dist.max():.0f} mm); lower the lesion volume range")
+            f"(largest inscribed radius {dist.max():.0f} mm); lower the lesion volume range"
+        )
     center = mni[rng.choice(np.flatnonzero(ok))] + rng.uniform(-0.5, 0.5, 3) * anatomy.factor
     if kind == "glioma":
         hgg = grade != "LGG"
-        lesion = Lesion(kind, center, radius, shape, waves, phases, amps,
-                        core=rng.uniform(0.45, 0.65) if hgg else rng.uniform(0.55, 0.75),
-                        necrosis=rng.uniform(0.2, 0.35) if hgg else 0.0,
-                        enhancing=hgg, mass=rng.uniform(0.15, 0.3) if hgg else 0.1,
-                        grade="HGG" if hgg else "LGG")
+        lesion = Lesion(
+            kind,
+            center,
+            radius,
+            shape,
+            waves,
+            phases,
+            amps,
+            core=rng.uniform(0.45, 0.65) if hgg else rng.uniform(0.55, 0.75),
+            necrosis=rng.uniform(0.2, 0.35) if hgg else 0.0,
+            enhancing=hgg,
+            mass=rng.uniform(0.15, 0.3) if hgg else 0.1,
+            grade="HGG" if hgg else "LGG",
+        )
     elif kind == "meningioma":
-        lesion = Lesion(kind, center, radius, shape, waves, phases, amps,
-                        core=rng.uniform(0.7, 0.85), necrosis=0.0, enhancing=True,
-                        mass=rng.uniform(0.2, 0.35))
+        lesion = Lesion(
+            kind,
+            center,
+            radius,
+            shape,
+            waves,
+            phases,
+            amps,
+            core=rng.uniform(0.7, 0.85),
+            necrosis=0.0,
+            enhancing=True,
+            mass=rng.uniform(0.2, 0.35),
+        )
     else:
         lesion = Lesion(kind, center, radius, shape, waves, phases, amps, age_hours=age_hours)
     return calibrate(lesion, anatomy, volume_ml)
@@ -176,8 +203,9 @@ def calibrate(lesion: Lesion, anatomy: Anatomy, volume_ml: float, steps: int = 5
         level = lesion.level(u)
         w = f / lesion.radius
         whole, core = soft(level, 1.0, w), soft(level, core_level, w)
-        frac = (core * room_core[box].reshape(-1)
-                + np.clip(whole - core, 0, 1) * room_ed[box].reshape(-1))
+        frac = core * room_core[box].reshape(-1) + np.clip(whole - core, 0, 1) * room_ed[
+            box
+        ].reshape(-1)
         vol = float(frac.sum()) * f**3 / 1000.0
         if vol <= 0:
             break

@@ -8,22 +8,35 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
+from nibabel.spatialimages import SpatialImage
 
 from mmlib.data.phantom.subject import Rendered
 from mmlib.data.phantom.tissues import COMPARTMENTS, SEQUENCES, TISSUES, Tissue, signal_table
 
 #: Compartments shown in per-tissue tables, in display order.
-SHOWN = ("csf", "gm", "wm", "oedema", "enhancing", "necrosis", "nonenhancing", "meningioma",
-         "stroke", "vessel", "scalp")
+SHOWN = (
+    "csf",
+    "gm",
+    "wm",
+    "oedema",
+    "enhancing",
+    "necrosis",
+    "nonenhancing",
+    "meningioma",
+    "stroke",
+    "vessel",
+    "scalp",
+)
 
 
-def signal_frame(tissues: dict[str, Tissue] | None = None,
-                 modalities: tuple[str, ...] = tuple(SEQUENCES)) -> pd.DataFrame:
+def signal_frame(
+    tissues: dict[str, Tissue] | None = None, modalities: tuple[str, ...] = tuple(SEQUENCES)
+) -> pd.DataFrame:
     """Noise-free signal of each compartment per modality, relative to white matter.
 
     Returns:
@@ -42,8 +55,9 @@ def signal_frame(tissues: dict[str, Tissue] | None = None,
     return pd.DataFrame(cols, index=list(SHOWN)).round(3)
 
 
-def tissue_samples(r: Rendered, modality: str, threshold: float = 0.8,
-                   names: tuple[str, ...] = SHOWN) -> dict[str, np.ndarray]:
+def tissue_samples(
+    r: Rendered, modality: str, threshold: float = 0.8, names: tuple[str, ...] = SHOWN
+) -> dict[str, np.ndarray]:
     """Intensities of a rendered modality in (nearly) pure voxels of each compartment."""
     img = r.images[modality]
     out = {}
@@ -96,21 +110,33 @@ def source_table(root: Path) -> pd.DataFrame:
     root = Path(root)
     rows = []
     for e in read_cohort_json(root)["sources"]:
-        files = sorted(p for p in (root / e["path"]).rglob("*.nii.gz")
-                       if "derivatives" not in p.parts and "labels" not in p.as_posix().lower()
-                       and not p.name.endswith(("_seg.nii.gz", "-seg.nii.gz",
-                                                "_segmentation.nii.gz", "_msk.nii.gz")))
-        first = nib.load(files[0]) if files else None
-        rows.append({
-            "source": e["name"], "layout": e["layout"], "role": e["role"], "task": e["task"],
-            "subjects": e["n_subjects"], "modalities": ",".join(e["modalities"]),
-            "first file": files[0].relative_to(root / e["path"]).as_posix() if files else "",
-            "shape": tuple(int(s) for s in first.shape) if first else None,
-            "voxel mm": tuple(round(float(v), 2) for v in nib.affines.voxel_sizes(first.affine))
-            if first else None,
-            "orientation": "".join(nib.aff2axcodes(first.affine)) if first else "",
-            "dtype": str(first.get_data_dtype()) if first else "",
-        })
+        files = sorted(
+            p
+            for p in (root / e["path"]).rglob("*.nii.gz")
+            if "derivatives" not in p.parts
+            and "labels" not in p.as_posix().lower()
+            and not p.name.endswith(
+                ("_seg.nii.gz", "-seg.nii.gz", "_segmentation.nii.gz", "_msk.nii.gz")
+            )
+        )
+        first = cast(SpatialImage, nib.load(files[0])) if files else None
+        rows.append(
+            {
+                "source": e["name"],
+                "layout": e["layout"],
+                "role": e["role"],
+                "task": e["task"],
+                "subjects": e["n_subjects"],
+                "modalities": ",".join(e["modalities"]),
+                "first file": files[0].relative_to(root / e["path"]).as_posix() if files else "",
+                "shape": tuple(int(s) for s in first.shape) if first else None,
+                "voxel mm": tuple(round(float(v), 2) for v in nib.affines.voxel_sizes(first.affine))
+                if first
+                else None,
+                "orientation": "".join(nib.aff2axcodes(first.affine)) if first else "",
+                "dtype": str(first.get_data_dtype()) if first else "",
+            }
+        )
     return pd.DataFrame(rows).set_index("source")
 
 
@@ -126,7 +152,7 @@ def layout_tree(root: Path, source: str, max_items: int = 2) -> str:
                 lines.append(f"{prefix}└── … ({len(items) - max_items} more)")
                 break
             last = i == len(items) - 1 or (i == max_items - 1 and len(items) <= max_items)
-            branch, slash = ('└── ' if last else '├── '), ('/' if p.is_dir() else '')
+            branch, slash = ("└── " if last else "├── "), ("/" if p.is_dir() else "")
             lines.append(f"{prefix}{branch}{p.name}{slash}")
             if p.is_dir():
                 lines += walk(p, prefix + ("    " if last else "│   "))
@@ -148,8 +174,9 @@ def lesion_slice(label: np.ndarray, axis: int = 2) -> int:
 
 def to_ras(array: np.ndarray, affine: np.ndarray) -> np.ndarray:
     """Reorder/flip a (X, Y, Z[, C]) array's axes so that they run R, A, S (for display)."""
-    ornt = nib.orientations.ornt_transform(nib.orientations.io_orientation(affine),
-                                           nib.orientations.axcodes2ornt("RAS"))
+    ornt = nib.orientations.ornt_transform(
+        nib.orientations.io_orientation(affine), nib.orientations.axcodes2ornt("RAS")
+    )
     return nib.orientations.apply_orientation(array, ornt)
 
 
@@ -171,8 +198,9 @@ def study_files(root: Path, src: Any, index: int) -> tuple[dict[str, Path], Path
     attrs = {}
     if src.layout == "brats2018":
         attrs["grade"] = "HGG" if (base / "HGG" / sid).is_dir() else "LGG"
-    paths, label = W.study_paths(src.layout, src.writer, sid, src.modalities, attrs,
-                                 src.pattern, src.label_pattern)
+    paths, label = W.study_paths(
+        src.layout, src.writer, sid, src.modalities, attrs, src.pattern, src.label_pattern
+    )
     return {m: base / p for m, p in paths.items()}, (base / label if label else None)
 
 
@@ -186,8 +214,9 @@ def ras_spacing(affine: np.ndarray) -> np.ndarray:
     return out
 
 
-def load_source_study(root: Path, src: Any, index: int,
-                      modality: str) -> tuple[nib.Nifti1Image, np.ndarray | None]:
+def load_source_study(
+    root: Path, src: Any, index: int, modality: str
+) -> tuple[nib.Nifti1Image, np.ndarray | None]:
     """One modality of study ``index`` (1-based) of a source, and its label array (None if none).
 
     Args:
@@ -202,5 +231,5 @@ def load_source_study(root: Path, src: Any, index: int,
     paths, label = study_files(root, src, index)
     if modality not in paths:
         raise KeyError(f"{src.name} study {index} has no {modality}; it has {', '.join(paths)}")
-    image = nib.load(paths[modality])
-    return image, (np.asarray(nib.load(label).dataobj) if label else None)  # type: ignore[attr-defined]
+    image = cast(nib.Nifti1Image, nib.load(paths[modality]))  # the simulator writes NIfTI-1
+    return image, (np.asarray(cast(SpatialImage, nib.load(label)).dataobj) if label else None)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -20,8 +21,7 @@ from scipy.spatial import cKDTree
 
 from mmlib.data.phantom.anatomy import ANATOMY_CHANNELS, Anatomy
 from mmlib.data.phantom.lesions import Lesion, soft
-from mmlib.data.phantom.tissues import (COMPARTMENTS, SEQUENCES, Tissue, signal_table,
-                                        stroke_tissue)
+from mmlib.data.phantom.tissues import COMPARTMENTS, SEQUENCES, Tissue, signal_table, stroke_tissue
 
 _C = {name: i for i, name in enumerate(COMPARTMENTS)}
 
@@ -40,7 +40,10 @@ class VesselTree:
             return out
         tree = cKDTree(self.points)
         bound = float(self.radii.max()) + voxel_mm
-        dist, nearest = tree.query(u, k=1, distance_upper_bound=bound)
+        # k=1 over (N, 3) points: one distance and one index per point
+        dist, nearest = cast(
+            tuple[np.ndarray, np.ndarray], tree.query(u, k=1, distance_upper_bound=bound)
+        )
         hit = np.isfinite(dist)
         r = self.radii[nearest[hit]]
         out[hit] = np.clip((r - dist[hit]) / max(voxel_mm, 1e-3) + 0.5, 0.0, 1.0)
@@ -60,8 +63,9 @@ class VesselTree:
             cell = base + o
             ok = np.all((cell >= 0) & (cell < np.array(shape)), axis=1)
             d = np.linalg.norm((cell[ok] - vox[ok]) * f, axis=1)
-            val = (np.clip((self.radii[ok] - d) / f + 0.5, 0.0, 1.0)
-                   * np.minimum(1.0, (2 * self.radii[ok] / f) ** 2))
+            val = np.clip((self.radii[ok] - d) / f + 0.5, 0.0, 1.0) * np.minimum(
+                1.0, (2 * self.radii[ok] / f) ** 2
+            )
             np.maximum.at(vol, tuple(cell[ok].T), val.astype(np.float32))
         return vol
 
@@ -89,7 +93,7 @@ def grow_vessels(rng: np.random.Generator, anatomy: Anatomy, generations: int = 
     stack: list[tuple[np.ndarray, np.ndarray, float, int]] = []
     for side in (-1.0, 1.0):
         ica = np.array([18.0 * side, 2.0, -22.0]) + jitter
-        stack.append((ica, np.array([0.9 * side, 0.0, 0.35]), 1.6, 0))   # MCA
+        stack.append((ica, np.array([0.9 * side, 0.0, 0.35]), 1.6, 0))  # MCA
         stack.append((ica, np.array([-0.35 * side, 0.9, 0.3]), 1.2, 1))  # ACA
         ba = np.array([0.0, -22.0, -22.0]) + jitter
         stack.append((ba, np.array([0.6 * side, -0.8, 0.25]), 1.2, 1))  # PCA
@@ -148,8 +152,9 @@ class Subject:
     attrs: dict[str, object] = field(default_factory=dict)
 
 
-def random_pose(rng: np.random.Generator, rotation_deg: float, shift_mm: float,
-                scale: float) -> np.ndarray:
+def random_pose(
+    rng: np.random.Generator, rotation_deg: float, shift_mm: float, scale: float
+) -> np.ndarray:
     """A head pose: rotation (uniform within ``±rotation_deg`` per axis), scale, shift."""
     ang = np.radians(rng.uniform(-rotation_deg, rotation_deg, 3))
     cx, cy, cz = np.cos(ang)
@@ -163,8 +168,9 @@ def random_pose(rng: np.random.Generator, rotation_deg: float, shift_mm: float,
     return pose
 
 
-def random_displacement(rng: np.random.Generator, anatomy: Anatomy, amplitude_mm: float,
-                        spacing_mm: float = 16.0) -> tuple[np.ndarray, np.ndarray]:
+def random_displacement(
+    rng: np.random.Generator, anatomy: Anatomy, amplitude_mm: float, spacing_mm: float = 16.0
+) -> tuple[np.ndarray, np.ndarray]:
     """A smooth random displacement field on a coarse grid covering the template."""
     lo = anatomy.affine[:3, 3]
     extent = np.array(anatomy.shape) * anatomy.factor
@@ -179,8 +185,12 @@ def random_displacement(rng: np.random.Generator, anatomy: Anatomy, amplitude_mm
 
 def _sample(volumes: np.ndarray, coords: np.ndarray) -> np.ndarray:
     """Trilinear samples of (C, X, Y, Z) volumes at voxel coords (3, N) -> (C, N), 0 outside."""
-    return np.stack([ndi.map_coordinates(v, coords, order=1, mode="constant", cval=0.0,
-                                         prefilter=False) for v in volumes])
+    return np.stack(
+        [
+            ndi.map_coordinates(v, coords, order=1, mode="constant", cval=0.0, prefilter=False)
+            for v in volumes
+        ]
+    )
 
 
 def pull_back(subject: Subject, anatomy: Anatomy, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -251,8 +261,10 @@ class Rendered:
         """MRBrainS-style tissue labels (X, Y, Z) uint8: 1 CSF, 2 GM, 3 WM, 0 elsewhere.
         Lesion compartments count as the tissue they replaced (GM/WM)."""
         csf = self.fraction("csf") + self.fraction("choroid") + self.fraction("sinus")
-        les = sum(self.fraction(k) for k in ("oedema", "enhancing", "necrosis",
-                                               "nonenhancing", "stroke", "meningioma"))
+        les = sum(
+            self.fraction(k)
+            for k in ("oedema", "enhancing", "necrosis", "nonenhancing", "stroke", "meningioma")
+        )
         gm, wm = self.fraction("gm"), self.fraction("wm") + les
         lab = np.argmax(np.stack([csf, gm, wm]), axis=0).astype(np.uint8) + 1
         return np.where(csf + gm + wm >= 0.5, lab, 0).astype(np.uint8)
@@ -261,8 +273,17 @@ class Rendered:
 def bias_field(rng: np.random.Generator, x: np.ndarray, amplitude: float) -> np.ndarray:
     """A smooth multiplicative field ``exp(poly2(x))`` with ~``amplitude`` log-std over a head."""
     p = (x / 80.0).astype(np.float32)
-    terms = [p[:, 0], p[:, 1], p[:, 2], p[:, 0] * p[:, 1], p[:, 1] * p[:, 2], p[:, 0] * p[:, 2],
-             p[:, 0] ** 2, p[:, 1] ** 2, p[:, 2] ** 2]
+    terms = [
+        p[:, 0],
+        p[:, 1],
+        p[:, 2],
+        p[:, 0] * p[:, 1],
+        p[:, 1] * p[:, 2],
+        p[:, 0] * p[:, 2],
+        p[:, 0] ** 2,
+        p[:, 1] ** 2,
+        p[:, 2] ** 2,
+    ]
     coef = rng.normal(0.0, amplitude / 2.0, len(terms))
     log = sum(c * t for c, t in zip(coef, terms))
     return np.exp(log).astype(np.float32)
@@ -278,12 +299,20 @@ def rician(rng: np.random.Generator, s: np.ndarray, sigma: float) -> np.ndarray:
 def grid_points(affine: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """World mm (N, 3) of every voxel of a grid, C order."""
     idx = np.indices(shape, dtype=np.float32).reshape(3, -1).T
-    return (idx @ affine[:3, :3].T.astype(np.float32) + affine[:3, 3].astype(np.float32))
+    return idx @ affine[:3, :3].T.astype(np.float32) + affine[:3, 3].astype(np.float32)
 
 
-def render(subject: Subject, anatomy: Anatomy, affine: np.ndarray, shape: tuple[int, int, int],
-           modalities: tuple[str, ...] | list[str], rng: np.random.Generator, *,
-           noise: float = 0.03, bias: float = 0.15) -> Rendered:
+def render(
+    subject: Subject,
+    anatomy: Anatomy,
+    affine: np.ndarray,
+    shape: tuple[int, int, int],
+    modalities: tuple[str, ...] | list[str],
+    rng: np.random.Generator,
+    *,
+    noise: float = 0.03,
+    bias: float = 0.15,
+) -> Rendered:
     """Synthesise a subject's modalities on one grid (noise, bias field included).
 
     Args:

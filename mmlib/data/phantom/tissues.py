@@ -41,8 +41,20 @@ import numpy as np
 
 #: Compartments of the mixture model, in the order of the fraction matrix columns.
 COMPARTMENTS: tuple[str, ...] = (
-    "csf", "gm", "wm", "skull", "scalp", "choroid", "sinus", "vessel",
-    "oedema", "enhancing", "necrosis", "nonenhancing", "meningioma", "stroke",
+    "csf",
+    "gm",
+    "wm",
+    "skull",
+    "scalp",
+    "choroid",
+    "sinus",
+    "vessel",
+    "oedema",
+    "enhancing",
+    "necrosis",
+    "nonenhancing",
+    "meningioma",
+    "stroke",
 )
 
 #: Gadolinium relaxivity r1 in /s/mM (Rohrer et al. 2005, ~1.5-3 T).
@@ -186,12 +198,17 @@ def stroke_tissue(base: Tissue, age_hours: float) -> Tissue:
         age_hours: time since onset in hours.
     """
     rise = 1.0 - math.exp(-max(age_hours, 0.0) / 24.0)
-    return replace(base, t2=base.t2 * (1.0 + 0.9 * rise), pd=base.pd * (1.0 + 0.08 * rise),
-                   t1=base.t1 * (1.0 + 0.25 * rise))
+    return replace(
+        base,
+        t2=base.t2 * (1.0 + 0.9 * rise),
+        pd=base.pd * (1.0 + 0.08 * rise),
+        t1=base.t1 * (1.0 + 0.25 * rise),
+    )
 
 
-def signal_table(tissues: dict[str, Tissue], modality: str,
-                 sequence: Sequence | None = None) -> tuple[np.ndarray, np.ndarray]:
+def signal_table(
+    tissues: dict[str, Tissue], modality: str, sequence: Sequence | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-compartment signals ``(S, S0)`` of a modality, each ``(len(COMPARTMENTS),)``."""
     seq = sequence or SEQUENCES[modality]
     rows = [signal(tissues[c], seq) for c in COMPARTMENTS]

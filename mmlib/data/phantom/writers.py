@@ -49,8 +49,14 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-_AXES = {"R": (0, 1.0), "L": (0, -1.0), "A": (1, 1.0), "P": (1, -1.0), "S": (2, 1.0),
-         "I": (2, -1.0)}
+_AXES = {
+    "R": (0, 1.0),
+    "L": (0, -1.0),
+    "A": (1, 1.0),
+    "P": (1, -1.0),
+    "S": (2, 1.0),
+    "I": (2, -1.0),
+}
 
 
 @dataclass(frozen=True)
@@ -122,14 +128,27 @@ GRIDS: dict[str, dict[str, Grid]] = {
 
 #: Whether a layout's images are skull-stripped (zero outside the brain).
 SKULL_STRIPPED: dict[str, bool] = {
-    "brats2021": True, "brats2023": True, "brats2018": True, "ucsf_pdgm": True,
-    "decathlon": True, "ixi": False, "isles2022": False, "mrbrains": False, "adni": False,
+    "brats2021": True,
+    "brats2023": True,
+    "brats2018": True,
+    "ucsf_pdgm": True,
+    "decathlon": True,
+    "ixi": False,
+    "isles2022": False,
+    "mrbrains": False,
+    "adni": False,
 }
 
 #: On-disk dtype of images per layout.
 DTYPES: dict[str, str] = {
-    "brats2021": "int16", "brats2023": "int16", "brats2018": "int16", "ucsf_pdgm": "float32",
-    "decathlon": "float32", "ixi": "int16", "isles2022": "float32", "mrbrains": "float32",
+    "brats2021": "int16",
+    "brats2023": "int16",
+    "brats2018": "int16",
+    "ucsf_pdgm": "float32",
+    "decathlon": "float32",
+    "ixi": "int16",
+    "isles2022": "float32",
+    "mrbrains": "float32",
     "adni": "int16",
 }
 
@@ -138,8 +157,14 @@ NAMES: dict[str, dict[str, str]] = {
     "brats2021": {"flair": "flair", "t1": "t1", "t1c": "t1ce", "t2": "t2"},
     "brats2018": {"flair": "flair", "t1": "t1", "t1c": "t1ce", "t2": "t2"},
     "brats2023": {"t1c": "t1c", "t1": "t1n", "flair": "t2f", "t2": "t2w"},
-    "ucsf_pdgm": {"t1": "T1", "t1c": "T1c", "t2": "T2", "flair": "FLAIR", "dwi": "DWI",
-                  "adc": "ADC"},
+    "ucsf_pdgm": {
+        "t1": "T1",
+        "t1c": "T1c",
+        "t2": "T2",
+        "flair": "FLAIR",
+        "dwi": "DWI",
+        "adc": "ADC",
+    },
     "ixi": {"t1": "T1", "t2": "T2", "pd": "PD", "mra": "MRA"},
     "isles2022": {"dwi": "dwi", "adc": "adc", "flair": "FLAIR"},
     "decathlon": {"flair": "FLAIR", "t1": "T1w", "t1c": "t1gd", "t2": "T2w"},
@@ -149,9 +174,12 @@ NAMES: dict[str, dict[str, str]] = {
 
 #: Generic lesion codes (1 core, 2 oedema, 3 enhancing) -> each layout's label values.
 LABEL_MAPS: dict[str, dict[int, int]] = {
-    "brats2021": {1: 1, 2: 2, 3: 4}, "brats2018": {1: 1, 2: 2, 3: 4},
-    "ucsf_pdgm": {1: 1, 2: 2, 3: 4}, "brats2023": {1: 1, 2: 2, 3: 3},
-    "decathlon": {1: 2, 2: 1, 3: 3}, "isles2022": {1: 1, 2: 1, 3: 1},
+    "brats2021": {1: 1, 2: 2, 3: 4},
+    "brats2018": {1: 1, 2: 2, 3: 4},
+    "ucsf_pdgm": {1: 1, 2: 2, 3: 4},
+    "brats2023": {1: 1, 2: 2, 3: 3},
+    "decathlon": {1: 2, 2: 1, 3: 3},
+    "isles2022": {1: 1, 2: 1, 3: 1},
 }
 
 DECATHLON_CHANNELS: tuple[str, ...] = ("flair", "t1", "t1c", "t2")
@@ -224,9 +252,15 @@ def write_participants(root: Path, rows: list[dict[str, Any]], tmp_dir: Path) ->
     atomic_write(root / "participants.tsv", ("\n".join(lines) + "\n").encode(), tmp_dir)
 
 
-def study_paths(layout: str, profile: str, sid: str, modalities: tuple[str, ...],
-                attrs: dict[str, Any], pattern: str | None = None,
-                label_pattern: str | None = None) -> tuple[dict[str, str], str | None]:
+def study_paths(
+    layout: str,
+    profile: str,
+    sid: str,
+    modalities: tuple[str, ...],
+    attrs: dict[str, Any],
+    pattern: str | None = None,
+    label_pattern: str | None = None,
+) -> tuple[dict[str, str], str | None]:
     """Relative paths (from the source root) of a study's images and label.
 
     Returns:
@@ -236,24 +270,30 @@ def study_paths(layout: str, profile: str, sid: str, modalities: tuple[str, ...]
     names = NAMES[profile]
     if layout in ("brats2021", "brats2018"):
         folder = f"{attrs['grade']}/{sid}" if layout == "brats2018" else sid
-        return ({m: f"{folder}/{sid}_{names[m]}.nii.gz" for m in modalities},
-                f"{folder}/{sid}_seg.nii.gz")
+        return (
+            {m: f"{folder}/{sid}_{names[m]}.nii.gz" for m in modalities},
+            f"{folder}/{sid}_seg.nii.gz",
+        )
     if layout == "brats2023":
         return {m: f"{sid}/{sid}-{names[m]}.nii.gz" for m in modalities}, f"{sid}/{sid}-seg.nii.gz"
     if layout == "ucsf_pdgm":
         folder = f"{sid}_nifti"
-        return ({m: f"{folder}/{sid}_{names[m]}.nii.gz" for m in modalities},
-                f"{folder}/{sid}_tumor_segmentation.nii.gz")
+        return (
+            {m: f"{folder}/{sid}_{names[m]}.nii.gz" for m in modalities},
+            f"{folder}/{sid}_tumor_segmentation.nii.gz",
+        )
     if layout == "ixi":
         return {m: f"IXI-{names[m]}/{sid}-{names[m]}.nii.gz" for m in modalities}, None
     if layout == "isles2022":
         base = f"{sid}/ses-0001"
         stem = f"{sid}_ses-0001"
         kinds = {"dwi": "dwi", "adc": "dwi", "flair": "anat"}
-        return ({m: f"{base}/{kinds[m]}/{stem}_{names[m]}.nii.gz" for m in modalities},
-                f"derivatives/{sid}/ses-0001/{stem}_msk.nii.gz")
+        return (
+            {m: f"{base}/{kinds[m]}/{stem}_{names[m]}.nii.gz" for m in modalities},
+            f"derivatives/{sid}/ses-0001/{stem}_msk.nii.gz",
+        )
     if layout == "decathlon":
-        return {m: f"imagesTr/{sid}.nii.gz" for m in modalities}, f"labelsTr/{sid}.nii.gz"
+        return dict.fromkeys(modalities, f"imagesTr/{sid}.nii.gz"), f"labelsTr/{sid}.nii.gz"
     if layout == "pattern":
         assert pattern is not None
         paths = {m: pattern.format(subject=sid, modality=names[m]) for m in modalities}
@@ -267,9 +307,12 @@ def sidecar(modality: str, field_t: float = 3.0) -> dict[str, Any]:
 
     seq = SEQUENCES[modality]
     meta: dict[str, Any] = {
-        "Manufacturer": "mmlib simulated", "MagneticFieldStrength": field_t,
-        "RepetitionTime": seq.tr / 1000.0, "EchoTime": seq.te / 1000.0,
-        "Modality": "MR", "GeneratedBy": "mmlib.data.phantom",
+        "Manufacturer": "mmlib simulated",
+        "MagneticFieldStrength": field_t,
+        "RepetitionTime": seq.tr / 1000.0,
+        "EchoTime": seq.te / 1000.0,
+        "Modality": "MR",
+        "GeneratedBy": "mmlib.data.phantom",
     }
     if seq.kind == "ir":
         meta["InversionTime"] = round(flair_ti(seq.tr) / 1000.0, 4)
