@@ -29,8 +29,12 @@ torch.set_num_threads(1)
 def scored(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
     root = tmp_path_factory.mktemp("fig")
     store = tiny_store(root / "store", n_seg=5, n_cls=0)
-    over = {"data.store": str(store), "run.root": str(root / "runs"), "train.steps": 2,
-            "eval.hd95": False}
+    over = {
+        "data.store": str(store),
+        "run.root": str(root / "runs"),
+        "train.steps": 2,
+        "eval.hd95": False,
+    }
     return store, finetune_grid("smoke", ["scratch"], [1.0], [0, 1], over, progress=False)
 
 
@@ -60,23 +64,30 @@ def test_regions_and_qualitative_figures(scored: tuple[Path, list[Path]]) -> Non
 def test_drop_one_table_and_summary() -> None:
     mods = ["t1", "t2"]
     rows = []
-    for init, fill, full, no_t1, no_t2 in [("brainmvp", "template", 0.8, 0.5, 0.7),
-                                           ("brainmvp", "zero", 0.8, 0.3, 0.6),
-                                           ("scratch", "zero", 0.7, 0.2, 0.4)]:
+    for init, fill, full, no_t1, no_t2 in [
+        ("brainmvp", "template", 0.8, 0.5, 0.7),
+        ("brainmvp", "zero", 0.8, 0.3, 0.6),
+        ("scratch", "zero", 0.7, 0.2, 0.4),
+    ]:
         for subset, dice in (("t1+t2", full), ("t2", no_t1), ("t1", no_t2)):
-            rows.append({"init": init, "fill": fill, "subset": subset, "dice_mean": dice,
-                         "n_test": 3})
+            rows.append(
+                {"init": init, "fill": fill, "subset": subset, "dice_mean": dice, "n_test": 3}
+            )
     table = pd.DataFrame(rows)
     drops = drop_one_table(table, mods)
     assert len(drops) == 6
-    row = drops[(drops["init"] == "brainmvp") & (drops["fill"] == "zero")
-                & (drops["missing"] == "t1")].iloc[0]
+    row = drops[
+        (drops["init"] == "brainmvp") & (drops["fill"] == "zero") & (drops["missing"] == "t1")
+    ].iloc[0]
     assert row["dice_full"] == 0.8 and row["dice_without"] == 0.3
     assert row["drop"] == pytest.approx(0.5)
     summary = subset_summary(table, mods)
     assert summary["n_subsets"] == 3 and summary["n_test"] == 3
-    assert summary["dice_full"] == {"brainmvp/template": 0.8, "brainmvp/zero": 0.8,
-                                    "scratch/zero": 0.7}
+    assert summary["dice_full"] == {
+        "brainmvp/template": 0.8,
+        "brainmvp/zero": 0.8,
+        "scratch/zero": 0.7,
+    }
     assert summary["template_minus_zero"] == pytest.approx((2.0 - 1.7) / 3)
     assert subset_summary(table, mods, init="scratch")["template_minus_zero"] is None
 

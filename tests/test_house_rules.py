@@ -11,8 +11,20 @@ from pathlib import Path
 
 from mmlib.paths import REPO_ROOT
 
-ROOMS = ("modalities", "configs", "paths", "data", "tasks", "proxy", "models", "runs", "engine",
-         "evaluate", "viz", "cli")
+ROOMS = (
+    "modalities",
+    "configs",
+    "paths",
+    "data",
+    "tasks",
+    "proxy",
+    "models",
+    "runs",
+    "engine",
+    "evaluate",
+    "viz",
+    "cli",
+)
 VOCABULARY = {"modalities", "configs", "paths"}
 NEVER: dict[str, set[str]] = {
     "modalities": set(ROOMS) - {"modalities"},
@@ -68,7 +80,9 @@ def test_no_room_imports_a_room_downstream_of_it() -> None:
 def test_the_rules_catch_an_upstream_import(tmp_path: Path) -> None:
     bad = tmp_path / "mmlib" / "engine" / "x.py"
     bad.parent.mkdir(parents=True)
-    bad.write_text("def f():\n    from mmlib.evaluate.scoring import score_run\n    from ..viz import plots\n")
+    bad.write_text(
+        "def f():\n    from mmlib.evaluate.scoring import score_run\n    from ..viz import plots\n"
+    )
     targets = [t for _, t in _imports(bad, "mmlib.engine")]
     assert "mmlib.evaluate.scoring" in targets and "mmlib.viz.plots" in targets
     assert {_room(t) for t in targets} >= {"evaluate", "viz"} and "evaluate" in NEVER["engine"]

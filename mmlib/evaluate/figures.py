@@ -38,7 +38,7 @@ def study_with_labels(store: Any, studies: Iterable[str], values: Iterable[int])
     studies = list(studies)
     if not studies:
         raise ValueError("study_with_labels: no studies to choose from")
-    wanted = set(int(v) for v in values)
+    wanted = {int(v) for v in values}
     for study in studies:
         if wanted & set(np.unique(np.asarray(store.label(study))).tolist()):
             return study
@@ -123,14 +123,23 @@ def template_fill_figure(run_dir: str | Path, store: Any, study: str | None = No
     """
     _net, spec, templates, _cfg = load_network(run_dir)
     if templates is None:
-        raise ValueError(f"{run_dir}: its initialisation has no templates (scratch); pass a "
-                         "run pre-trained with templates, e.g. init=brainmvp")
+        raise ValueError(
+            f"{run_dir}: its initialisation has no templates (scratch); pass a "
+            "run pre-trained with templates, e.g. init=brainmvp"
+        )
     if study is None:
         study = task_splits(spec, task_rows(store.manifest, spec))["test"][0]
     sample = Volumes(store, [study], spec.modalities)[0]
     absent = torch.zeros(1, len(spec.modalities), dtype=torch.bool)
-    filled = fill_missing(sample["image"][None], absent, spec.modalities, "template", templates,
-                          sample["template_origin"][None], sample["spacing"])
+    filled = fill_missing(
+        sample["image"][None],
+        absent,
+        spec.modalities,
+        "template",
+        templates,
+        sample["template_origin"][None],
+        sample["spacing"],
+    )
     z = sample["image"].shape[-1] // 2
     n = len(spec.modalities)
     fig = BookFigure(figsize=(3 * n, 5.6))

@@ -51,8 +51,9 @@ def finetune_grid(
     return runs
 
 
-def pretrain_run_for(scale: str, run_dir: str | Path | None = None,
-                     train_if_missing: bool = True) -> Any:
+def pretrain_run_for(
+    scale: str, run_dir: str | Path | None = None, train_if_missing: bool = True
+) -> Any:
     """The pre-training run a chapter shows: the given one, else the newest with samples.
 
     Args:

@@ -112,6 +112,10 @@ def subset_robustness(
     return table
 
 
+def _dice_by_subset(group: pd.DataFrame) -> dict[str, float]:
+    return {str(k): float(v) for k, v in zip(group["subset"], group["dice_mean"])}
+
+
 def drop_one_table(table: pd.DataFrame, modalities: Sequence[str]) -> pd.DataFrame:
     """Dice with every modality against Dice with one of them missing, per initialisation and fill.
 
@@ -127,18 +131,25 @@ def drop_one_table(table: pd.DataFrame, modalities: Sequence[str]) -> pd.DataFra
     keys = [k for k in ("init", "fill") if k in table.columns]
     rows = []
     for key, group in table.groupby(keys):
-        g = group.set_index("subset")
+        dice = _dice_by_subset(group)
         labels = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
         for m in modalities:
             rest = "+".join(x for x in modalities if x != m)
-            rows.append({**labels, "missing": m, "dice_full": float(g.loc[full, "dice_mean"]),
-                         "dice_without": float(g.loc[rest, "dice_mean"]),
-                         "drop": float(g.loc[full, "dice_mean"] - g.loc[rest, "dice_mean"])})
+            rows.append(
+                {
+                    **labels,
+                    "missing": m,
+                    "dice_full": dice[full],
+                    "dice_without": dice[rest],
+                    "drop": dice[full] - dice[rest],
+                }
+            )
     return pd.DataFrame(rows)
 
 
-def subset_summary(table: pd.DataFrame, modalities: Sequence[str],
-                   init: str = "brainmvp") -> dict[str, Any]:
+def subset_summary(
+    table: pd.DataFrame, modalities: Sequence[str], init: str = "brainmvp"
+) -> dict[str, Any]:
     """The key numbers of a subsets table for a chapter's ``results.json``.
 
     Returns:
@@ -152,9 +163,14 @@ def subset_summary(table: pd.DataFrame, modalities: Sequence[str],
     return {
         "n_subsets": int(table["subset"].nunique()),
         "n_test": int(table["n_test"].iloc[0]),
-        "dice_full": {f"{i}/{f}": float(g.set_index("subset").loc[full, "dice_mean"])
-                      for (i, f), g in groups},
-        "dice_mean_over_subsets": {f"{i}/{f}": float(g["dice_mean"].mean()) for (i, f), g in groups},
-        "template_minus_zero": float(mine[mine["fill"] == "template"]["dice_mean"].mean()
-                                     - mine[mine["fill"] == "zero"]["dice_mean"].mean()) if both else None,
+        "dice_full": {f"{i}/{f}": _dice_by_subset(g)[full] for (i, f), g in groups},
+        "dice_mean_over_subsets": {
+            f"{i}/{f}": float(g["dice_mean"].mean()) for (i, f), g in groups
+        },
+        "template_minus_zero": float(
+            mine[mine["fill"] == "template"]["dice_mean"].mean()
+            - mine[mine["fill"] == "zero"]["dice_mean"].mean()
+        )
+        if both
+        else None,
     }

@@ -277,4 +277,3 @@ def pick_store_study(
     if best is None:
         raise LookupError(f"{store.root}: no study with a label and >= {min_modalities} modalities")
     return best[1]
-

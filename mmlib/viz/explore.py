@@ -485,7 +485,9 @@ def crop_boxes_figure(
 
     sp = templates.spacing.numpy().astype(float)
     org = templates.origin.numpy().astype(float)
-    fig = BookFigure(figsize=(size * image.shape[0] / image.shape[1] + 0.5, size), layout="constrained")
+    fig = BookFigure(
+        figsize=(size * image.shape[0] / image.shape[1] + 0.5, size), layout="constrained"
+    )
     ax = fig.subplots()
     z = image.shape[2] // 2
     ax.imshow(image[:, :, z].T, cmap="gray", origin="lower", vmin=0.0, vmax=1.0)
