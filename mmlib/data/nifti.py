@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import zlib
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -54,7 +55,7 @@ def size_problem(path: str | Path) -> str | None:
     """
     path = Path(path)
     try:
-        header = nib.load(str(path)).header
+        header: Any = nib.load(str(path)).header
         shape = tuple(int(s) for s in header.get_data_shape())
         dtype = np.dtype(header.get_data_dtype())
         offset = int(header.get("vox_offset", 0)) if "vox_offset" in header else 0
