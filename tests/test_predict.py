@@ -227,6 +227,6 @@ def test_kill_during_predict_leaves_no_half_written_file(run: Path, tmp_path: Pa
     assert not (out / "predict.json").exists() or len(written) == 6
     for path in written:  # complete files: the whole volume decompresses
         assert np.asarray(nib.load(path).dataobj).shape == (36, 40, 32)
-    assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
+    assert subprocess.run(cmd, env=env, capture_output=True, check=False).returncode == 0
     assert len(list(out.glob("BraTS2021_*.nii.gz"))) == 6
     assert not list(out.glob(".*.tmp*"))

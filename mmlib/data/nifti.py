@@ -65,9 +65,9 @@ def size_problem(path: str | Path) -> str | None:
     have = _data_bytes(path, offset, need)
     if have >= need:
         return None
-    return (f"{path}: the header claims shape {shape} of {dtype} ({need:,} bytes of voxel "
-            f"data) but the file holds {have:,} bytes; the file is truncated or its header is "
-            "wrong (download or export it again)")
+    return (f"{path}: truncated or corrupt: the header claims shape {shape} of {dtype} "
+            f"({need:,} bytes of voxel data) but the file holds {have:,} bytes (download or "
+            "export it again)")
 
 
 def reason(err: BaseException) -> str:

@@ -118,7 +118,7 @@ class Model:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
 
-def _sha(path: Path) -> str:
+def file_sha(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -174,13 +174,13 @@ def load_model(run_dir: str | Path, device: str = "auto") -> Model:
                      float(meta["spacing"]), meta["roi"], int(meta["sw_batch_size"]),
                      float(meta["overlap"]), meta.get("input_size"), str(run_dir.resolve()),
                      {**meta["identity"], "bundle": str(run_dir.resolve()),
-                      "bundle_weights": _sha(run_dir / BUNDLE_MODEL)}, dev)
+                      "bundle_weights": file_sha(run_dir / BUNDLE_MODEL)}, dev)
     from mmlib.evaluate.scoring import load_network
 
     net, spec, templates, cfg = load_network(run_dir)
     results = json.loads((run_dir / "results.json").read_text())
     identity = json.loads((run_dir / "identity.json").read_text())
-    identity["model_weights"] = _sha(run_dir / "model.safetensors")
+    identity["model_weights"] = file_sha(run_dir / "model.safetensors")
     identity["run"] = str(run_dir.resolve())
     fill = str(results.get("fill", "zero"))
     return Model(net.to(dev).eval(), spec, templates, fill, store_spacing(cfg), window_size(cfg),
