@@ -230,3 +230,26 @@ def test_kill_during_predict_leaves_no_half_written_file(run: Path, tmp_path: Pa
     assert subprocess.run(cmd, env=env, capture_output=True, check=False).returncode == 0
     assert len(list(out.glob("BraTS2021_*.nii.gz"))) == 6
     assert not list(out.glob(".*.tmp*"))
+
+
+def test_isles_output_on_the_dwi_grid(run: Path, tmp_path: Path) -> None:
+    """Modalities on different grids (ISLES: FLAIR finer and shifted): the output lies on the
+    grid of the task's reference modality, DWI, where the lesion masks are drawn."""
+    from test_layouts import make_isles
+
+    from mmlib.tasks import get_task
+
+    src = make_isles(tmp_path / "isles", n=1)
+    (study,) = discover(src)
+    model = dataclasses.replace(load_model(run, "cpu"), spec=get_task("isles"), spacing=3.0)
+    prep = prepare_study(study, model)
+    dwi = nib.load(study.modalities["dwi"].path)
+    assert prep.reference == "dwi" and prep.native_shape == dwi.shape
+    np.testing.assert_allclose(prep.native_affine, dwi.affine)
+    cur = curate_study(study, spacing=3.0)
+    assert cur.row["reference"] == "flair"  # curation's grid follows the widest field of view
+    logits = np.where(cur.label[None] > 0, 5.0, -5.0).astype(np.float32)
+    back = native_labels(logits, prep, model.spec)
+    seg = np.asarray(nib.load(study.label).dataobj) > 0
+    assert back.shape == seg.shape and set(np.unique(back)) <= {0, 1}
+    assert 2 * ((back > 0) & seg).sum() / ((back > 0).sum() + seg.sum()) > 0.7
