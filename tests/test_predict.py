@@ -253,3 +253,23 @@ def test_isles_output_on_the_dwi_grid(run: Path, tmp_path: Path) -> None:
     seg = np.asarray(nib.load(study.label).dataobj) > 0
     assert back.shape == seg.shape and set(np.unique(back)) <= {0, 1}
     assert 2 * ((back > 0) & seg).sum() / ((back > 0).sum() + seg.sum()) > 0.7
+
+
+def test_classification_run_writes_predictions_csv(tmp_path: Path) -> None:
+    import pandas as pd
+
+    store = tiny_store(tmp_path / "store", n_seg=0, n_cls=6)
+    cls = finetune("smoke", {"data.store": str(store), "run.root": str(tmp_path / "runs"),
+                             "task": "hgg_lgg", "train.steps": 1}, progress=False)
+    src = tmp_path / "src"
+    _brats2021(src, "BraTS2021_00020", "lps")
+    _brats2021(src, "BraTS2021_00021", "ras", seed=1, skip=("t2",))
+    report = predict(cls, [src], tmp_path / "out", device="cpu", progress=False)
+    assert report.status == 0
+    table = pd.read_csv(tmp_path / "out" / "predictions.csv")
+    assert list(table.columns) == ["study", "predicted", "p_LGG", "p_HGG"]
+    assert list(table["study"]) == ["BraTS2021_00020", "BraTS2021_00021"]
+    assert set(table["predicted"]) <= {"LGG", "HGG"}
+    np.testing.assert_allclose(table[["p_LGG", "p_HGG"]].sum(axis=1), 1.0, atol=1e-5)
+    assert not list((tmp_path / "out").glob("*.nii.gz"))
+    assert any("missing t2" in n for n in report.notes["BraTS2021_00021"])
