@@ -273,3 +273,19 @@ def test_classification_run_writes_predictions_csv(tmp_path: Path) -> None:
     np.testing.assert_allclose(table[["p_LGG", "p_HGG"]].sum(axis=1), 1.0, atol=1e-5)
     assert not list((tmp_path / "out").glob("*.nii.gz"))
     assert any("missing t2" in n for n in report.notes["BraTS2021_00021"])
+
+
+def test_oversized_header_reason_in_prediction(run: Path, tmp_path: Path) -> None:
+    """A file whose header claims far more voxels than it holds: the reason names the file,
+    the claimed shape and the byte counts (never IndexError or a bare MemoryError)."""
+    from test_p14_bugs import _oversized
+
+    src = tmp_path / "src"
+    _brats2021(src, "BraTS2021_00030", "ras")
+    _brats2021(src, "BraTS2021_00031", "ras", seed=1)
+    _oversized(src / "BraTS2021_00031" / "BraTS2021_00031_t2.nii.gz", (2000, 2000, 2000))
+    report = predict(run, [src], tmp_path / "out", device="cpu", progress=False)
+    assert report.status == 3 and list(report.written) == ["BraTS2021_00030"]
+    why = report.failed["BraTS2021_00031"]
+    assert "BraTS2021_00031_t2.nii.gz" in why and "(2000, 2000, 2000)" in why
+    assert "bytes" in why and "IndexError" not in why and "MemoryError" not in why
