@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("mmlib.cli.finetune", "fine-tune on a downstream task"),
     "evaluate": ("mmlib.cli.evaluate", "evaluate fine-tuned models, gather reports"),
     "view": ("mmlib.cli.view", "open a study, store entry or run folder in napari"),
+    "predict": ("mmlib.cli.predict", "segment or classify new studies with a fine-tuned model"),
+    "export": ("mmlib.cli.export", "export a fine-tuned model as a MONAI Bundle"),
 }
 
 

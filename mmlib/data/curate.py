@@ -40,6 +40,7 @@ from nibabel.spatialimages import SpatialImage
 from scipy import ndimage
 from tqdm.auto import tqdm
 
+from mmlib.data import nifti
 from mmlib.data import store as store_mod
 from mmlib.data.layouts import ScanRef, Study
 from mmlib.modalities import MODALITIES
@@ -75,9 +76,12 @@ def _load(ref: ScanRef, what: str) -> tuple[np.ndarray, np.ndarray, dict[str, An
     except FileNotFoundError:
         raise CurationError(f"{what}: file not found {path}") from None
     except Exception as err:  # nibabel raises many types for corrupt gzip/headers
+        # a header claiming more voxels than the file holds: say so, with the sizes
+        problem = nifti.size_problem(path)
+        if problem is not None:
+            raise CurationError(f"{what}: {problem}") from None
         raise CurationError(
-            f"{what}: cannot read {path} (truncated or corrupt: "
-            f"{type(err).__name__}: {str(err).splitlines()[0][:80]})"
+            f"{what}: cannot read {path} (truncated or corrupt: {nifti.reason(err)})"
         ) from None
     if ref.channel is not None:
         if data.ndim != 4 or data.shape[3] <= ref.channel:
@@ -502,7 +506,7 @@ def _process(
     except MemoryError:
         return study.study, "failed", f"{study.study}: out of memory while curating"
     except Exception as err:  # a bug or an unforeseen input: report it, keep going
-        return study.study, "failed", f"{study.study}: {type(err).__name__}: {err}".splitlines()[0]
+        return study.study, "failed", f"{study.study}: {nifti.reason(err)}"
     cur.row["split"] = split
     store_mod.write_study(root, cur.row, cur.images, cur.label, cur.qc)
     return study.study, "curated", cur.qc["warnings"]

@@ -23,6 +23,11 @@ def _multiple(net: nn.Module) -> int:
     return int(max(getattr(bb, "input_multiple", 1), max(strides)))
 
 
+def input_multiple(net: nn.Module) -> int:
+    """The multiple every spatial size of a network's input must be (its deepest stride)."""
+    return _multiple(net)
+
+
 def window_size(cfg: Mapping[str, Any]) -> list[int] | str:
     """The sliding-window size of a fine-tuning config: ``eval.roi`` (a size, or ``"full"``)
     or, when unset, the training crop ``data.crop_size``."""

@@ -5,11 +5,13 @@ The encoder is any mmlib backbone (``encode(x) -> list[Tensor]``, deepest last, 
 
 :class:`SegmentationNet` adds a decoder with skip connections, built from MONAI's blocks:
 ``"unetr"`` (UNETR-style, Hatamizadeh et al., WACV 2022, the decoder BrainMVP uses for
-UniFormer): every encoder feature is first projected by a residual block, a full-resolution
-residual stem sees the raw input, and each up-step is a transposed convolution, a
-concatenation and a residual block; ``"unet"`` (U-Net decoder, for the U-Net encoder): raw
-encoder features are concatenated after each transposed convolution and refined by two
-convolutions. Optional deep supervision adds a 1x1 head at each decoder level. For sigmoid
+UniFormer): every encoder feature is first projected by a residual block (a stride-1 first
+feature, the raw input that UniFormer returns, is projected by a 3³ convolution to the first
+stage's width and decoded at that width, as in the official network), a full-resolution
+residual stem sees the raw input (strided first features), and each up-step is a transposed
+convolution, a concatenation and a residual block; ``"unet"`` (U-Net decoder, for the U-Net
+encoder): raw encoder features are concatenated after each transposed convolution and refined by
+two convolutions. Optional deep supervision adds a 1x1 head at each decoder level. For sigmoid
 (multi-label) outputs the 1x1 heads' bias can start at a foreground prior ``head_bias``
 (RetinaNet's prior initialisation, Lin et al., ICCV 2017): with a zero bias every voxel starts
 at probability 0.5, and on a short schedule the network is still predicting several times the
@@ -96,24 +98,31 @@ class SegmentationNet(nn.Module):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.strides = strides
+        # A stride-1 first feature is the raw input (UniFormer returns it, C = number of
+        # modalities): decoding at C channels starves the last stage and the head, so the
+        # official network projects it with a 3³ convolution to the first stage's width (64 in
+        # UniFormer-S) and decodes at that width.
+        dec = list(chans)
+        if strides[0] == 1 and len(chans) > 1:
+            dec[0] = max(chans[0], chans[1])
+        self.decoder_channels = dec
         with seeded(seed):
             self.proj = nn.ModuleList()
             self.ups = nn.ModuleList()
+            self.input_stem: nn.Module | None = None
             if decoder == "unetr":
-                for c in chans[:-1]:
-                    self.proj.append(UnetrBasicBlock(3, c, c, 3, 1, norm, res_block=True))
+                for c, d in zip(chans[:-1], dec[:-1]):
+                    self.proj.append(UnetrBasicBlock(3, c, d, 3, 1, norm, res_block=True))
                 for i in range(len(chans) - 1, 0, -1):
                     self.ups.append(
-                        UnetrUpBlock(
-                            3, chans[i], chans[i - 1], 3, ratios[i - 1], norm, res_block=True
-                        )
+                        UnetrUpBlock(3, dec[i], dec[i - 1], 3, ratios[i - 1], norm, res_block=True)
                     )
             else:
+                if dec[0] != chans[0]:
+                    self.input_stem = UnetResBlock(3, chans[0], dec[0], 3, 1, norm)
                 for i in range(len(chans) - 1, 0, -1):
-                    self.ups.append(
-                        UnetUpBlock(3, chans[i], chans[i - 1], 3, 1, ratios[i - 1], norm)
-                    )
-            head_in = chans[0]
+                    self.ups.append(UnetUpBlock(3, dec[i], dec[i - 1], 3, 1, ratios[i - 1], norm))
+            head_in = dec[0]
             self.stem: nn.Module | None = None
             self.final_up: nn.Module | None = None
             if strides[0] > 1:
@@ -121,15 +130,15 @@ class SegmentationNet(nn.Module):
                 if decoder == "unetr":
                     self.stem = UnetrBasicBlock(3, in_channels, stem_c, 3, 1, norm, res_block=True)
                     self.final_up = UnetrUpBlock(
-                        3, chans[0], stem_c, 3, strides[0], norm, res_block=True
+                        3, dec[0], stem_c, 3, strides[0], norm, res_block=True
                     )
                 else:
                     self.stem = UnetResBlock(3, in_channels, stem_c, 3, 1, norm)
-                    self.final_up = UnetUpBlock(3, chans[0], stem_c, 3, 1, strides[0], norm)
+                    self.final_up = UnetUpBlock(3, dec[0], stem_c, 3, 1, strides[0], norm)
                 head_in = stem_c
             self.head = UnetOutBlock(3, head_in, out_channels)
             self.aux_heads = nn.ModuleList(
-                [UnetOutBlock(3, chans[i - 1], out_channels) for i in range(len(chans) - 1, 1, -1)]
+                [UnetOutBlock(3, dec[i - 1], out_channels) for i in range(len(chans) - 1, 1, -1)]
                 if deep_supervision
                 else []
             )
@@ -161,6 +170,8 @@ class SegmentationNet(nn.Module):
             skips = [p(f) for p, f in zip(self.proj, feats[:-1])] + [feats[-1]]
         else:
             skips = list(feats)
+            if self.input_stem is not None:
+                skips[0] = self.input_stem(skips[0])
         y = skips[-1]
         aux: list[torch.Tensor] = []
         for j, up in enumerate(self.ups):
