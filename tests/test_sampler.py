@@ -222,3 +222,26 @@ def test_worker_batches_are_built_in_shared_memory(store):
     assert torch.equal(torch.cat([b["image"] for b in batches]), want["image"])
     in_process = list(DataLoader(ds, batch_size=2, num_workers=0, collate_fn=_collate_and_report))
     assert not any(b["shared_in_worker"] for b in in_process)
+
+
+def test_float16_transport_is_the_float32_batch_exactly(store):
+    """``image_dtype=float16`` serves the store's values unconverted; float32 of them is the
+    default batch bit for bit, in process and from shared memory in workers."""
+    want = PretrainDataset(store, crop_size=(9, 7, 12), k=3, seed=5)
+    half = PretrainDataset(store, crop_size=(9, 7, 12), k=3, seed=5, image_dtype=torch.float16)
+    for ds in (want, half):
+        ds.set_epoch(3)
+    order = [3, 1, 0, 2]
+    a = PretrainDataset.collate(want.__getitems__(order))
+    b = PretrainDataset.collate(half.__getitems__(order))
+    assert a["image"].dtype == torch.float32 and b["image"].dtype == torch.float16
+    assert torch.equal(b["image"].float(), a["image"])
+    for key in ("present", "modality", "template_origin", "spacing", "study"):
+        assert (torch.equal(a[key], b[key]) if key != "study" else a[key] == b[key]), key
+    loader = DataLoader(half, batch_size=2, num_workers=1, collate_fn=_collate_and_report)
+    batches = list(loader)
+    assert all(x["shared_in_worker"] and x["image"].dtype == torch.float16 for x in batches)
+    direct = PretrainDataset.collate(want.__getitems__(range(len(want))))
+    assert torch.equal(torch.cat([x["image"] for x in batches]).float(), direct["image"])
+    with pytest.raises(ValueError, match="image_dtype"):
+        PretrainDataset(store, crop_size=8, image_dtype=torch.bfloat16)

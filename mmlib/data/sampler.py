@@ -28,6 +28,11 @@ from mmlib.data.store import CropReader, Store
 from mmlib.modalities import MODALITIES, MODALITY_INDEX, canonical
 
 
+IMAGE_DTYPES = (torch.float32, torch.float16)
+"""The image dtypes :class:`PretrainDataset` serves: float32 (the batch contract) and float16
+(the store's dtype, for consumers that convert on arrival)."""
+
+
 def _size3(crop_size: int | Sequence[int]) -> tuple[int, int, int]:
     size = (crop_size,) * 3 if isinstance(crop_size, int) else tuple(int(c) for c in crop_size)
     if len(size) != 3 or min(size) < 1:
@@ -103,9 +108,14 @@ class PretrainDataset(_EpochDataset):
         studies: study ids; when None, the studies whose ``role`` is ``pretrain`` (all studies
             when the store records no roles). Defaults to None.
         seed: the base seed. Defaults to 0.
+        image_dtype: dtype of ``image``: ``torch.float32`` (the batch contract) or
+            ``torch.float16``, the store's own dtype, for a consumer that converts on arrival
+            (``image.to(device, dtype=torch.float32)``, exact): half the bytes through shared
+            memory and no conversion in the worker. Defaults to ``torch.float32``.
 
     Raises:
-        ValueError: When ``k < 1``, the crop size is invalid, or no study is selected.
+        ValueError: When ``k < 1``, the crop size or ``image_dtype`` is invalid, or no study is
+            selected.
 
     Examples::
 
@@ -114,9 +124,14 @@ class PretrainDataset(_EpochDataset):
     """
 
     def __init__(self, store: Store | str | Path, crop_size: int | Sequence[int], k: int = 4,
-                 studies: Sequence[str] | None = None, seed: int = 0) -> None:
+                 studies: Sequence[str] | None = None, seed: int = 0,
+                 image_dtype: torch.dtype = torch.float32) -> None:
         if k < 1:
             raise ValueError(f"k should be >= 1, got {k}")
+        if image_dtype not in IMAGE_DTYPES:
+            raise ValueError(f"image_dtype should be one of {IMAGE_DTYPES}, got {image_dtype!r}; "
+                             "float16 is exact for the store's values, other dtypes would round")
+        self.image_dtype = image_dtype
         self.store = _open(store)
         self.crop_size = _size3(crop_size)
         self.k = int(k)
@@ -192,7 +207,7 @@ class PretrainDataset(_EpochDataset):
 
     def _batch(self, indices: Sequence[int]) -> _Items:
         n = len(indices)
-        image = _empty((n, self.k, *self.crop_size), torch.float32)
+        image = _empty((n, self.k, *self.crop_size), self.image_dtype)
         present = np.zeros((n, self.k), dtype=bool)
         modality = np.full((n, self.k), -1, dtype=np.int64)
         origin = np.zeros((n, 3), dtype=np.float64)
