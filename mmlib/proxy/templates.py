@@ -44,14 +44,23 @@ def _vec3(value: float | Sequence[float], name: str) -> tuple[float, float, floa
     return vals  # type: ignore[return-value]
 
 
-def _tree_reduce(t: Tensor, op, dims: Sequence[int]) -> Tensor:
-    """Reduce ``dims`` of ``t`` to size 1 by pairwise ``op`` on halves (fast on CPU and GPU)."""
+def _tree_reduce(t: Tensor, op, dims: Sequence[int], overwrite: bool = False) -> Tensor:
+    """Reduce ``dims`` of ``t`` to size 1 by pairwise ``op`` on halves (fast on CPU and GPU).
+
+    With ``overwrite`` (``t`` is the caller's temporary) every step writes into the first half
+    of ``t`` instead of a new tensor: the same values, no further allocation.
+    """
     for d in dims:
         while t.shape[d] > 1:
             n = t.shape[d]
             h = n // 2
-            head = op(t.narrow(d, 0, h), t.narrow(d, h, h))
-            t = op(head, t.narrow(d, n - 1, 1)) if n % 2 else head
+            first = t.narrow(d, 0, h)
+            head = op(first, t.narrow(d, h, h), out=first) if overwrite else op(
+                first, t.narrow(d, h, h))
+            if n % 2:
+                last = t.narrow(d, n - 1, 1)
+                head = op(head, last, out=head) if overwrite else op(head, last)
+            t = head
     return t
 
 
@@ -73,8 +82,10 @@ def block_minmax(crop: Tensor, block: int) -> tuple[Tensor, Tensor]:
             lo, hi = torch.minimum(lo, last), torch.maximum(hi, last)
     else:
         lo = hi = v
-    lo = _tree_reduce(lo, torch.minimum, (2, 4, 6)).reshape(bsz, gx, gy, gz)
-    hi = _tree_reduce(hi, torch.maximum, (2, 4, 6)).reshape(bsz, gx, gy, gz)
+    # lo and hi are new tensors when block > 1: reduced in place unless autograd records them
+    own = block > 1 and not (torch.is_grad_enabled() and crop.requires_grad)
+    lo = _tree_reduce(lo, torch.minimum, (2, 4, 6), own).reshape(bsz, gx, gy, gz)
+    hi = _tree_reduce(hi, torch.maximum, (2, 4, 6), own).reshape(bsz, gx, gy, gz)
     return lo, hi
 
 
@@ -104,11 +115,21 @@ def minmax_scale(crop: Tensor, where: Tensor | None = None, eps: float = 1e-6,
     Returns:
         ``(B, 1, X, Y, Z)``.
     """
+    return _minmax_scale(crop, where, eps, block, straight_through, overwrite=False)
+
+
+def _minmax_scale(crop: Tensor, where: Tensor | None, eps: float, block: int | None,
+                  straight_through: bool, overwrite: bool) -> Tensor:
+    """:func:`minmax_scale`; with ``overwrite`` the result is written into ``crop`` (a fresh
+    temporary of the caller) unless the exact gradient needs its values: the same numbers
+    (the same kernel) and one full-size allocation fewer, i.e. no fresh pages to fault in."""
     if straight_through and crop.requires_grad:
         with torch.no_grad():  # the statistics are constants of the straight-through map
             inv, off = _minmax_coefficients(crop.detach(), where, eps, block)
-        return _AffineStraightThrough.apply(crop, inv, off)
+        return _AffineStraightThrough.apply(crop, inv, off, overwrite)
     inv, off = _minmax_coefficients(crop, where, eps, block)
+    if overwrite and not (crop.requires_grad and torch.is_grad_enabled()):
+        return torch.addcmul(off, crop, inv, out=crop)
     return torch.addcmul(off, crop, inv)
 
 
@@ -142,15 +163,20 @@ def _minmax_coefficients(crop: Tensor, where: Tensor | None, eps: float,
 
 
 class _AffineStraightThrough(torch.autograd.Function):
-    """``crop * inv + off`` in one pass forward, identity gradient to ``crop`` backward."""
+    """``crop * inv + off`` in one pass forward, identity gradient to ``crop`` backward;
+    written into ``crop`` when ``overwrite`` (the backward needs no value)."""
 
     @staticmethod
-    def forward(ctx, crop: Tensor, inv: Tensor, off: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx, crop: Tensor, inv: Tensor, off: Tensor,  # type: ignore[override]
+                overwrite: bool = False) -> Tensor:
+        if overwrite:
+            ctx.mark_dirty(crop)
+            return torch.addcmul(off, crop, inv, out=crop)
         return torch.addcmul(off, crop, inv)
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
-        return grad, None, None
+        return grad, None, None, None
 
 
 class _WindowGather(torch.autograd.Function):
@@ -338,8 +364,9 @@ class Templates(nn.Module):
         if scale:
             if inside is None:
                 where = None if scale_where is None else scale_where.to(dev).bool()
-                out = minmax_scale(out, where, block=scale_block,
-                                   straight_through=straight_through)
+                # `out` is this call's own gather: scaled in place
+                out = _minmax_scale(out, where, 1e-6, scale_block, straight_through,
+                                    overwrite=True)
             else:
                 where = inside if scale_where is None else scale_where.to(dev).bool() & inside
                 out = minmax_scale(out, where, straight_through=straight_through) * inside
