@@ -245,3 +245,40 @@ def test_float16_transport_is_the_float32_batch_exactly(store):
     assert torch.equal(torch.cat([x["image"] for x in batches]).float(), direct["image"])
     with pytest.raises(ValueError, match="image_dtype"):
         PretrainDataset(store, crop_size=8, image_dtype=torch.bfloat16)
+
+
+def _shm_inode(t: torch.Tensor) -> int:
+    """The inode of the shared-memory file behind a tensor received from a worker."""
+    import os
+
+    fd, _ = t.untyped_storage()._share_fd_cpu_()
+    return os.fstat(fd).st_ino
+
+
+@pytest.mark.parametrize("image_dtype", [torch.float32, torch.float16])
+def test_worker_ring_reuses_released_buffers_and_never_held_ones(store, image_dtype):
+    """A worker rewrites a shared batch buffer only after the main process dropped every
+    tensor on it: batches kept alive keep their values; dropped ones are recycled."""
+    from mmlib.data.sampler import RING_SLOTS
+
+    ds = PretrainDataset(store, crop_size=8, k=4, seed=9, image_dtype=image_dtype)
+    order = [i % len(ds) for i in range(4 * RING_SLOTS)]
+    want = PretrainDataset.collate(ds.__getitems__(order))["image"]
+
+    def loader():
+        return DataLoader(ds, batch_size=1, sampler=order, num_workers=1, prefetch_factor=2,
+                          collate_fn=PretrainDataset.collate)
+
+    kept = list(loader())  # every batch held: every buffer is fresh, nothing overwritten
+    assert len({_shm_inode(b["image"]) for b in kept}) == len(order)
+    assert torch.equal(torch.cat([b["image"] for b in kept]), want)
+    del kept
+    inodes, views = [], []
+    for i, batch in enumerate(loader()):  # dropped after use, but a view of every 5th is kept
+        assert torch.equal(batch["image"][0], want[i])
+        inodes.append(_shm_inode(batch["image"]))
+        if i % 5 == 0:
+            views.append((i, batch["image"][0, 1:]))
+    assert len(set(inodes)) <= RING_SLOTS + len(views) < len(order)
+    for i, view in views:  # a held view keeps its buffer out of the ring
+        assert torch.equal(view, want[i, 1:])

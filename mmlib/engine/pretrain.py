@@ -134,9 +134,12 @@ class Trainer:
 
         self.store = Store(d["store"])
         studies = _select_studies(self.store, d.get("studies"))
-        # float16 through the loader's shared memory, float32 from _to_device on (exact)
-        self.dataset = PretrainDataset(self.store, d["crop_size"], d["k"], studies, self.seed,
-                                       image_dtype=torch.float16)
+        # for a GPU, float16 through shared memory, pinning and the copy to the device, which
+        # converts to float32 (exact, in _to_device); on CPU that conversion would be one more
+        # pass over the batch in the training process, so the loader serves float32
+        self.dataset = PretrainDataset(
+            self.store, d["crop_size"], d["k"], studies, self.seed,
+            image_dtype=torch.float16 if info.device.type == "cuda" else torch.float32)
         self.sampler = StepBatchSampler(len(self.dataset), t["batch_size"], self.accum, info.rank,
                                         info.world_size, self.seed)
         self.steps_per_epoch = self.sampler.steps
