@@ -30,7 +30,6 @@ from torch.utils.data import Dataset, get_worker_info
 from mmlib.data.store import CropReader, Store
 from mmlib.modalities import MODALITIES, MODALITY_INDEX, canonical
 
-
 IMAGE_DTYPES = (torch.float32, torch.float16)
 """The image dtypes :class:`PretrainDataset` serves: float32 (the batch contract) and float16
 (the store's dtype, for consumers that convert on arrival)."""
