@@ -173,9 +173,9 @@ def test_straight_through_scaling_has_exact_values_and_identity_gradient():
 
 
 @pytest.mark.parametrize("grad", ["none", "exact", "straight_through"])
-def test_scaled_crop_written_in_place_equals_the_formula(grad):
-    """Templates.crop scales its own gather in place (no extra full-size tensor): the values
-    and the template gradient are those of min-max scaling the plain gather, in every mode."""
+def test_scaled_crop_equals_scaling_the_plain_gather(grad):
+    """Templates.crop with block statistics (reduced in place where autograd records nothing):
+    the values and the template gradient of min-max scaling the plain gather, in every mode."""
     from mmlib.proxy.masking import block_mask
 
     g = torch.Generator().manual_seed(6)
@@ -194,7 +194,7 @@ def test_scaled_crop_written_in_place_equals_the_formula(grad):
     want = minmax_scale(raw, mask, straight_through=grad == "straight_through")
     assert torch.allclose(got, want, atol=1e-6)
     fast = minmax_scale(raw.detach().clone(), mask, block=4)
-    assert torch.equal(got.detach(), fast)  # the same kernel as the out-of-place scaling
+    assert torch.equal(got.detach(), fast)  # the same kernels as scaling the gather
     if grad == "none":
         return
     (got * w).sum().backward()

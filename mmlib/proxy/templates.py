@@ -115,21 +115,11 @@ def minmax_scale(crop: Tensor, where: Tensor | None = None, eps: float = 1e-6,
     Returns:
         ``(B, 1, X, Y, Z)``.
     """
-    return _minmax_scale(crop, where, eps, block, straight_through, overwrite=False)
-
-
-def _minmax_scale(crop: Tensor, where: Tensor | None, eps: float, block: int | None,
-                  straight_through: bool, overwrite: bool) -> Tensor:
-    """:func:`minmax_scale`; with ``overwrite`` the result is written into ``crop`` (a fresh
-    temporary of the caller) unless the exact gradient needs its values: the same numbers
-    (the same kernel) and one full-size allocation fewer, i.e. no fresh pages to fault in."""
     if straight_through and crop.requires_grad:
         with torch.no_grad():  # the statistics are constants of the straight-through map
             inv, off = _minmax_coefficients(crop.detach(), where, eps, block)
-        return _AffineStraightThrough.apply(crop, inv, off, overwrite)
+        return _AffineStraightThrough.apply(crop, inv, off)
     inv, off = _minmax_coefficients(crop, where, eps, block)
-    if overwrite and not (crop.requires_grad and torch.is_grad_enabled()):
-        return torch.addcmul(off, crop, inv, out=crop)
     return torch.addcmul(off, crop, inv)
 
 
@@ -163,20 +153,15 @@ def _minmax_coefficients(crop: Tensor, where: Tensor | None, eps: float,
 
 
 class _AffineStraightThrough(torch.autograd.Function):
-    """``crop * inv + off`` in one pass forward, identity gradient to ``crop`` backward;
-    written into ``crop`` when ``overwrite`` (the backward needs no value)."""
+    """``crop * inv + off`` in one pass forward, identity gradient to ``crop`` backward."""
 
     @staticmethod
-    def forward(ctx, crop: Tensor, inv: Tensor, off: Tensor,  # type: ignore[override]
-                overwrite: bool = False) -> Tensor:
-        if overwrite:
-            ctx.mark_dirty(crop)
-            return torch.addcmul(off, crop, inv, out=crop)
+    def forward(ctx, crop: Tensor, inv: Tensor, off: Tensor) -> Tensor:  # type: ignore[override]
         return torch.addcmul(off, crop, inv)
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
-        return grad, None, None, None
+        return grad, None, None
 
 
 class _WindowGather(torch.autograd.Function):
@@ -364,9 +349,8 @@ class Templates(nn.Module):
         if scale:
             if inside is None:
                 where = None if scale_where is None else scale_where.to(dev).bool()
-                # `out` is this call's own gather: scaled in place
-                out = _minmax_scale(out, where, 1e-6, scale_block, straight_through,
-                                    overwrite=True)
+                out = minmax_scale(out, where, block=scale_block,
+                                   straight_through=straight_through)
             else:
                 where = inside if scale_where is None else scale_where.to(dev).bool() & inside
                 out = minmax_scale(out, where, straight_through=straight_through) * inside
