@@ -53,7 +53,7 @@ dropped every tensor on it (a finalizer on the storage hands its token back; see
 transport halves the bytes but the consumer's conversion to float32 is then one more pass over
 the batch in the main process, which on CPU costs more than it saves (``mmlib16``).
 
-Usage (about 4 minutes on 2 quiet cores; ``--quick`` about 1.5)::
+Usage (about 4-5 minutes on 2 quiet cores, 6 under load 7-9; ``--quick`` about 1.5)::
 
     .venv/bin/python benchmarks/loader.py                  # 4 studies, 3 rounds
     .venv/bin/python benchmarks/loader.py --quick          # 2 studies, fewer samples
