@@ -11,7 +11,10 @@ processes (``--workers``, default 2), each worker limited to one CPU thread:
   SpatialPadd, in a torch DataLoader with MONAI's ``list_data_collate``;
 * ``mmlib``: ``mmlib curate`` once (timed apart, with the peak memory of one study), then
   :class:`mmlib.data.sampler.PretrainDataset` over the store in a torch DataLoader with
-  :meth:`PretrainDataset.collate` (the pre-training engine's loader);
+  :meth:`PretrainDataset.collate` (the pre-training engine's loader on CPU: float32 batches);
+* ``mmlib16``: the same with ``image_dtype=torch.float16`` (the engine's loader for a GPU),
+  each batch converted to float32 by the consumer (``image.float()``, here on the CPU, inside
+  the timing: the GPU engine does it on the device);
 * ``nnunet`` (the optional extra ``bench``: ``pip install -e .[bench]``): nnU-Net v2's own
   storage and loading: the cases written by ``nnUNetDatasetBlosc2.save_case`` (blosc2 LZ4HC,
   float32 ``(4, X, Y, Z)`` data + int16 segmentation, chunks and blocks from
@@ -42,9 +45,15 @@ samples/s where one process read ~150/s. Now the sampler ``pread``s the crop's r
 converts them with one vectorised torch copy straight into the batch, which a worker allocates
 in shared memory (2.5 ms per sample in one process); what is left per sample in a worker is
 mostly the kernel's cost of fresh shared pages for the 14 MB float32 batch the contract asks
-for.
+for: per batch of 2, reading the crops into a reused buffer took 3-8 ms, into a fresh
+shared-memory batch 41-61 ms (float32) or 20-28 ms (float16) under load 6. So each worker now
+keeps a small ring of shared batch buffers and rewrites one only after the main process has
+dropped every tensor on it (a finalizer on the storage hands its token back; see
+``mmlib.data.sampler._BatchRing``): no page is faulted in after the first batches. float16
+transport halves the bytes but the consumer's conversion to float32 is then one more pass over
+the batch in the main process, which on CPU costs more than it saves (``mmlib16``).
 
-Usage (about 4 minutes on 2 quiet cores; ``--quick`` about 1.5)::
+Usage (about 4-5 minutes on 2 quiet cores, 6 under load 7-9; ``--quick`` about 1.5)::
 
     .venv/bin/python benchmarks/loader.py                  # 4 studies, 3 rounds
     .venv/bin/python benchmarks/loader.py --quick          # 2 studies, fewer samples
@@ -78,7 +87,7 @@ SHAPE = (240, 240, 155)
 NAMES = {"flair": "flair", "t1": "t1", "t1c": "t1ce", "t2": "t2"}
 CONTRAST = {"flair": (30, 700, 550, 200), "t1": (250, 600, 900, 300),
             "t1c": (250, 600, 900, 1200), "t2": (1000, 700, 500, 900)}  # csf, gm, wm, lesion
-SIDES = ("authors", "mmlib", "nnunet")
+SIDES = ("authors", "mmlib", "mmlib16", "nnunet")
 MISSING_EXTRA = 2
 
 
@@ -141,8 +150,10 @@ def _worker_init(_: int) -> None:
 
 
 def time_torch_loader(dataset, collate, samples: int, workers: int, batch: int,
-                      memory_every: int = 0) -> tuple[float, list[tuple[int, float, float]]]:
-    """Samples/s of a torch DataLoader from the first batch to the last; memory if asked."""
+                      memory_every: int = 0, consume=None
+                      ) -> tuple[float, list[tuple[int, float, float]]]:
+    """Samples/s of a torch DataLoader from the first batch to the last; memory if asked.
+    ``consume(batch)`` runs on every batch inside the timing (e.g. a conversion)."""
     n_batches = max(1, samples // batch)
     sampler = RandomSampler(dataset, replacement=True, num_samples=(n_batches + 1) * batch,
                             generator=torch.Generator().manual_seed(0))
@@ -153,6 +164,8 @@ def time_torch_loader(dataset, collate, samples: int, workers: int, batch: int,
     t0 = 0.0
     next_memory = 0
     for i, _batch in enumerate(loader):
+        if consume is not None:
+            consume(_batch)
         if i == 0:
             t0 = time.perf_counter()
         if memory_every and i * batch >= next_memory:
@@ -361,6 +374,7 @@ def main() -> int:
     from monai.data import list_data_collate
 
     ds = PretrainDataset(store, args.crop, k=4, studies=names)
+    ds16 = PretrainDataset(store, args.crop, k=4, studies=names, image_dtype=torch.float16)
     memory: list[tuple[int, float, float]] = []
 
     def run_mmlib() -> float:
@@ -374,6 +388,9 @@ def main() -> int:
         "authors": lambda: time_torch_loader(monai_dataset(folders, args.crop), list_data_collate,
                                              args.monai_samples, args.workers, args.batch)[0],
         "mmlib": run_mmlib,
+        "mmlib16": lambda: time_torch_loader(ds16, PretrainDataset.collate, args.store_samples,
+                                             args.workers, args.batch,
+                                             consume=lambda b: b["image"].float())[0],
         "nnunet": lambda: time_nnunet_loader(nn_dir, names, args.nnunet_samples, args.workers,
                                              args.batch, args.crop),
     }
@@ -381,6 +398,7 @@ def main() -> int:
     plan["memcpy"] = lambda: memcpy_bytes_per_s(args.batch * sample_bytes, args.workers)
     runs = interleave(plan, args.repeats)
     labels = {"authors": "authors' MONAI chain", "mmlib": "mmlib store + sampler",
+              "mmlib16": "mmlib, float16 transport + consumer's float32 conversion",
               "nnunet": "nnU-Net blosc2 + nnUNetDataLoader"}
     for name in sides:
         print(summarize(labels[name], runs[name], "samples/s"))

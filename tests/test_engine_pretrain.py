@@ -306,3 +306,15 @@ def test_mixed_precision_modes(store, tmp_path) -> None:
     )
     res = json.loads((run / "results.json").read_text())
     assert res["amp"] == "bf16" and all(np.isfinite(v) for v in res["final"].values())
+
+
+def test_to_device_turns_the_float16_transport_into_the_float32_batch(store) -> None:
+    from mmlib.data.sampler import PretrainDataset
+    from mmlib.engine.pretrain import _to_device
+
+    half = PretrainDataset(store, 16, k=4, image_dtype=torch.float16)
+    full = PretrainDataset(store, 16, k=4)
+    a = _to_device(half.collate(half.__getitems__([0, 3])), torch.device("cpu"))
+    b = _to_device(full.collate(full.__getitems__([0, 3])), torch.device("cpu"))
+    assert a["image"].dtype == torch.float32 and torch.equal(a["image"], b["image"])
+    assert all(torch.equal(a[k], b[k]) for k in ("present", "modality", "template_origin", "spacing"))

@@ -114,3 +114,37 @@ def test_cross_modal_fill_rejects_bad_shapes():
     with pytest.raises(ValueError, match="cross_modal_fill"):
         cross_modal_fill(torch.zeros(2, 3, 4, 4, 4), torch.ones(2, 2, dtype=torch.bool),
                          torch.zeros(2, dtype=torch.long), torch.zeros(2, 1, 4, 4, 4).bool())
+
+
+def test_cross_modal_fill_in_place_leaves_inputs_and_gradients_alone():
+    """The view is written over the fill's own source gather only when autograd records
+    nothing; the batch, the target and the fallback are never written, and a fallback that
+    requires grad still receives its gradient through the masked voxels."""
+    g = torch.Generator().manual_seed(3)
+    bsz, k = 3, 3
+    image = torch.rand(bsz, k, 4, 4, 4, generator=g)
+    present = torch.ones(bsz, k, dtype=torch.bool)
+    present[0, 1:] = False  # single modality: falls back
+    slot = torch.zeros(bsz, dtype=torch.long)
+    mask = block_mask(bsz, (4, 4, 4), 2, 0.5, g)
+    image_before = image.clone()
+    target = select_slot(image, slot)
+    target_before = target.clone()
+    fallback = torch.rand(bsz, 1, 4, 4, 4, generator=g).requires_grad_(True)
+    for weights in (False, True):
+        m = mask.float() if weights else mask
+        for track in (False, True):
+            with torch.set_grad_enabled(track):
+                view, source, _ = cross_modal_fill(image, present, slot, m, fallback,
+                                                   torch.Generator().manual_seed(1), target)
+            expected = torch.where(mask, torch.where(
+                (source >= 0).view(-1, 1, 1, 1, 1), select_slot(image, source.clamp(min=0)),
+                fallback.detach()), target)
+            assert torch.equal(view.detach(), expected)
+            assert torch.equal(image, image_before) and torch.equal(target, target_before)
+            assert view.requires_grad == track
+            if track:
+                fallback.grad = None
+                view.sum().backward()
+                assert torch.equal(fallback.grad[0], mask[0].float())
+                assert not fallback.grad[1:].any()

@@ -170,3 +170,48 @@ def test_straight_through_scaling_has_exact_values_and_identity_gradient():
     hi = x2.flatten(1).amax(1).view(-1, 1, 1, 1, 1)
     (((x2 - lo) / (hi - lo)) * w).sum().backward()
     assert torch.allclose(g_exact, x2.grad, rtol=1e-4, atol=1e-2)
+
+
+@pytest.mark.parametrize("grad", ["none", "exact", "straight_through"])
+def test_scaled_crop_equals_scaling_the_plain_gather(grad):
+    """Templates.crop with block statistics (reduced in place where autograd records nothing):
+    the values and the template gradient of min-max scaling the plain gather, in every mode."""
+    from mmlib.proxy.masking import block_mask
+
+    g = torch.Generator().manual_seed(6)
+    t = Templates(spacing=2.0, shape=(20, 24, 18))
+    t.volumes.data.uniform_(0, 1, generator=g)
+    t.volumes.requires_grad_(grad != "none")
+    starts = torch.tensor([[0, 0, 0], [5, 7, 3], [12, 14, 10]])
+    modality = torch.tensor([3, 1, 3])
+    size = (8, 8, 8)
+    mask = block_mask(3, size, 4, 0.6, g)
+    w = torch.rand(3, 1, *size, generator=g)
+    origin = t.origin + starts.float() * 2.0
+    got = t.crop(modality, origin, size, scale=True, scale_where=mask, scale_block=4,
+                 straight_through=grad == "straight_through")
+    raw = t.crop(modality, origin, size, scale=False)
+    want = minmax_scale(raw, mask, straight_through=grad == "straight_through")
+    assert torch.allclose(got, want, atol=1e-6)
+    fast = minmax_scale(raw.detach().clone(), mask, block=4)
+    assert torch.equal(got.detach(), fast)  # the same kernels as scaling the gather
+    if grad == "none":
+        return
+    (got * w).sum().backward()
+    g_in_place = t.volumes.grad.clone()
+    t.volumes.grad = None
+    (want * w).sum().backward()
+    assert torch.allclose(g_in_place, t.volumes.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_block_statistics_leave_the_input_unchanged():
+    from mmlib.proxy.templates import block_minmax
+
+    x = torch.rand(2, 1, 12, 12, 12, generator=torch.Generator().manual_seed(8))
+    before = x.clone()
+    for block in (1, 2, 3, 4, 6):
+        lo, hi = block_minmax(x, block)
+        n = 12 // block
+        v = x.view(2, n, block, n, block, n, block)
+        assert torch.equal(lo, v.amin(dim=(2, 4, 6))) and torch.equal(hi, v.amax(dim=(2, 4, 6)))
+    assert torch.equal(x, before)

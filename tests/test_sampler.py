@@ -194,3 +194,63 @@ def test_worker_batches_are_built_in_shared_memory(store):
     assert torch.equal(torch.cat([b["image"] for b in batches]), want["image"])
     in_process = list(DataLoader(ds, batch_size=2, num_workers=0, collate_fn=_collate_and_report))
     assert not any(b["shared_in_worker"] for b in in_process)
+
+
+def test_float16_transport_is_the_float32_batch_exactly(store):
+    """``image_dtype=float16`` serves the store's values unconverted; float32 of them is the
+    default batch bit for bit, in process and from shared memory in workers."""
+    want = PretrainDataset(store, crop_size=(9, 7, 12), k=3, seed=5)
+    half = PretrainDataset(store, crop_size=(9, 7, 12), k=3, seed=5, image_dtype=torch.float16)
+    for ds in (want, half):
+        ds.set_epoch(3)
+    order = [3, 1, 0, 2]
+    a = PretrainDataset.collate(want.__getitems__(order))
+    b = PretrainDataset.collate(half.__getitems__(order))
+    assert a["image"].dtype == torch.float32 and b["image"].dtype == torch.float16
+    assert torch.equal(b["image"].float(), a["image"])
+    for key in ("present", "modality", "template_origin", "spacing", "study"):
+        assert (torch.equal(a[key], b[key]) if key != "study" else a[key] == b[key]), key
+    loader = DataLoader(half, batch_size=2, num_workers=1, collate_fn=_collate_and_report)
+    batches = list(loader)
+    assert all(x["shared_in_worker"] and x["image"].dtype == torch.float16 for x in batches)
+    direct = PretrainDataset.collate(want.__getitems__(range(len(want))))
+    assert torch.equal(torch.cat([x["image"] for x in batches]).float(), direct["image"])
+    with pytest.raises(ValueError, match="image_dtype"):
+        PretrainDataset(store, crop_size=8, image_dtype=torch.bfloat16)
+
+
+def _shm_inode(t: torch.Tensor) -> int:
+    """The inode of the shared-memory file behind a tensor received from a worker."""
+    import os
+
+    fd, _ = t.untyped_storage()._share_fd_cpu_()
+    return os.fstat(fd).st_ino
+
+
+@pytest.mark.parametrize("image_dtype", [torch.float32, torch.float16])
+def test_worker_ring_reuses_released_buffers_and_never_held_ones(store, image_dtype):
+    """A worker rewrites a shared batch buffer only after the main process dropped every
+    tensor on it: batches kept alive keep their values; dropped ones are recycled."""
+    from mmlib.data.sampler import RING_SLOTS
+
+    ds = PretrainDataset(store, crop_size=8, k=4, seed=9, image_dtype=image_dtype)
+    order = [i % len(ds) for i in range(4 * RING_SLOTS)]
+    want = PretrainDataset.collate(ds.__getitems__(order))["image"]
+
+    def loader():
+        return DataLoader(ds, batch_size=1, sampler=order, num_workers=1, prefetch_factor=2,
+                          collate_fn=PretrainDataset.collate)
+
+    kept = list(loader())  # every batch held: every buffer is fresh, nothing overwritten
+    assert len({_shm_inode(b["image"]) for b in kept}) == len(order)
+    assert torch.equal(torch.cat([b["image"] for b in kept]), want)
+    del kept
+    inodes, views = [], []
+    for i, batch in enumerate(loader()):  # dropped after use, but a view of every 5th is kept
+        assert torch.equal(batch["image"][0], want[i])
+        inodes.append(_shm_inode(batch["image"]))
+        if i % 5 == 0:
+            views.append((i, batch["image"][0, 1:]))
+    assert len(set(inodes)) <= RING_SLOTS + len(views) < len(order)
+    for i, view in views:  # a held view keeps its buffer out of the ring
+        assert torch.equal(view, want[i, 1:])

@@ -15,6 +15,9 @@ The downstream datasets (labelled crops, whole volumes, classification inputs) a
 
 from __future__ import annotations
 
+import os
+import uuid
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,10 @@ from torch.utils.data import Dataset, get_worker_info
 
 from mmlib.data.store import CropReader, Store
 from mmlib.modalities import MODALITY_INDEX
+
+IMAGE_DTYPES = (torch.float32, torch.float16)
+"""The image dtypes :class:`PretrainDataset` serves: float32 (the batch contract) and float16
+(the store's dtype, for consumers that convert on arrival)."""
 
 
 def _size3(crop_size: int | Sequence[int]) -> tuple[int, int, int]:
@@ -102,9 +109,14 @@ class PretrainDataset(_EpochDataset):
         studies: study ids; when None, the studies whose ``role`` is ``pretrain`` (all studies
             when the store records no roles). Defaults to None.
         seed: the base seed. Defaults to 0.
+        image_dtype: dtype of ``image``: ``torch.float32`` (the batch contract) or
+            ``torch.float16``, the store's own dtype, for a consumer that converts on arrival
+            (``image.to(device, dtype=torch.float32)``, exact): half the bytes through shared
+            memory and no conversion in the worker. Defaults to ``torch.float32``.
 
     Raises:
-        ValueError: When ``k < 1``, the crop size is invalid, or no study is selected.
+        ValueError: When ``k < 1``, the crop size or ``image_dtype`` is invalid, or no study is
+            selected.
 
     Examples::
 
@@ -113,9 +125,14 @@ class PretrainDataset(_EpochDataset):
     """
 
     def __init__(self, store: Store | str | Path, crop_size: int | Sequence[int], k: int = 4,
-                 studies: Sequence[str] | None = None, seed: int = 0) -> None:
+                 studies: Sequence[str] | None = None, seed: int = 0,
+                 image_dtype: torch.dtype = torch.float32) -> None:
         if k < 1:
             raise ValueError(f"k should be >= 1, got {k}")
+        if image_dtype not in IMAGE_DTYPES:
+            raise ValueError(f"image_dtype should be one of {IMAGE_DTYPES}, got {image_dtype!r}; "
+                             "float16 is exact for the store's values, other dtypes would round")
+        self.image_dtype = image_dtype
         self.store = _open(store)
         self.crop_size = _size3(crop_size)
         self.k = int(k)
@@ -135,12 +152,23 @@ class PretrainDataset(_EpochDataset):
             raise ValueError(f"{self.store.root}: no studies selected for pre-training")
         self._rows = {s: self.store.row(s) for s in self.studies}
         self._reader: CropReader | None = None
+        # tokens of the worker batches the main process has released (see _BatchRing)
+        self._released = torch.zeros((RING_WORKERS, RING_SLOTS), dtype=torch.int64)
+        self._released.share_memory_()
+        self._uid = uuid.uuid4().hex
+        _RELEASED[self._uid] = self._released
+        self._ring: _BatchRing | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        # a spawned worker builds its own reader (header cache and scratch buffer)
+        # a spawned worker builds its own reader (header cache and scratch buffer) and ring
         state = self.__dict__.copy()
         state["_reader"] = None
+        state["_ring"] = None
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        _RELEASED.setdefault(self._uid, self._released)
 
     def _draw(self, index: int) -> tuple[str, list[str], np.ndarray]:
         """The study, its chosen modalities and the crop start of ``index`` (the seed's draws)."""
@@ -191,17 +219,29 @@ class PretrainDataset(_EpochDataset):
 
     def _batch(self, indices: Sequence[int]) -> _Items:
         n = len(indices)
-        image = _empty((n, self.k, *self.crop_size), torch.float32)
+        shape = (n, self.k, *self.crop_size)
+        info = get_worker_info()
+        lease = None
+        if info is None:
+            image = torch.empty(shape, dtype=self.image_dtype)
+        elif info.id < RING_WORKERS:
+            if self._ring is None or self._ring.pid != os.getpid():
+                self._ring = _BatchRing(self._released[info.id])
+            image, lease = self._ring.lend(shape, self.image_dtype)
+            lease = (self._uid, info.id, *lease) if lease is not None else None
+        else:
+            image = _empty(shape, self.image_dtype)
         present = np.zeros((n, self.k), dtype=bool)
         modality = np.full((n, self.k), -1, dtype=np.int64)
         origin = np.zeros((n, 3), dtype=np.float64)
         spacing = np.zeros((n, 3), dtype=np.float64)
         study = [self._fill(int(i), image[b], present[b], modality[b], origin[b], spacing[b])
                  for b, i in enumerate(indices)]
-        batch = {"image": image, "present": torch.from_numpy(present),
+        batch = _Batch({"image": image, "present": torch.from_numpy(present),
                  "modality": torch.from_numpy(modality),
                  "template_origin": torch.from_numpy(origin.astype(np.float32)),
-                 "spacing": torch.from_numpy(spacing.astype(np.float32)), "study": study}
+                 "spacing": torch.from_numpy(spacing.astype(np.float32)), "study": study})
+        batch.lease = lease
         items = _Items({key: value[b] for key, value in batch.items()} for b in range(n))
         items.batch = batch
         return items
@@ -225,6 +265,81 @@ class _Items(list):
     """
 
     batch: dict[str, Any] | None = None
+
+
+RING_WORKERS = 64
+"""DataLoader workers (ids below this) that reuse their shared-memory batch buffers."""
+RING_SLOTS = 8
+"""Shared-memory batch buffers a worker keeps for reuse; beyond them, fresh buffers."""
+
+_RELEASED: weakref.WeakValueDictionary[str, torch.Tensor] = weakref.WeakValueDictionary()
+"""Dataset uid -> its shared ``int64 (RING_WORKERS, RING_SLOTS)`` tokens of released batches,
+in every process that holds the dataset (the main process writes, workers read)."""
+
+
+class _BatchRing:
+    """A worker's shared-memory image buffers, reused once the main process is done with them.
+
+    Why: a fresh shared-memory buffer per batch costs the kernel a page fault (allocate and
+    zero a 4 KiB page) per page, several times the cost of reading the crops. Safety: a buffer
+    is lent with a new token (process id and a counter); the batch carries the token, and when
+    the main process unpickles it (:func:`_lease`) a finalizer on the image's storage writes
+    the token into the shared ``released`` row once the last tensor using that memory (views
+    included) is gone. A buffer is rewritten only when its current token is back; otherwise
+    the worker takes another buffer, or a fresh one beyond :data:`RING_SLOTS`. A consumer that
+    keeps every batch (``list(loader)``) or a collate that never returns the batch itself thus
+    gets fresh buffers, as before; nothing it holds is ever overwritten.
+    """
+
+    def __init__(self, released: torch.Tensor) -> None:
+        self.pid = os.getpid()
+        self.released = released  # int64 (RING_SLOTS,), shared, written by the main process
+        self.storages: list[torch.UntypedStorage] = []
+        self.tokens: list[int] = []
+        self.count = 0
+
+    def lend(self, shape: tuple[int, ...], dtype: torch.dtype
+             ) -> tuple[torch.Tensor, tuple[int, int] | None]:
+        """An uninitialised shared tensor and its ``(slot, token)`` (None: not in the ring)."""
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        self.count += 1
+        token = (self.pid << 32) | self.count
+        back = self.released.tolist()
+        slot = next((i for i, st in enumerate(self.storages)
+                     if back[i] == self.tokens[i] and st.nbytes() >= nbytes), None)
+        if slot is None and len(self.storages) < len(back):
+            self.storages.append(torch.UntypedStorage._new_shared(nbytes))
+            self.tokens.append(token)
+            slot = len(self.storages) - 1
+        if slot is None:
+            return _empty(shape, dtype), None
+        self.tokens[slot] = token
+        out = torch.empty(0, dtype=dtype).set_(self.storages[slot], 0, shape)
+        return out, (slot, token)
+
+
+class _Batch(dict):
+    """A collated batch whose image may be a worker's ring buffer; pickles as a plain dict
+    that, once rebuilt in the main process, returns the buffer when its storage dies."""
+
+    lease: tuple[str, int, int, int] | None = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_lease, (dict(self), self.lease))
+
+
+def _lease(batch: dict[str, Any], lease: tuple[str, int, int, int] | None) -> dict[str, Any]:
+    """Rebuild a worker's batch (a plain dict); arrange for its ring buffer to be returned."""
+    released = None if lease is None else _RELEASED.get(lease[0])
+    if released is not None:
+        _, worker, slot, token = lease
+        weakref.finalize(batch["image"].untyped_storage(), _give_back, released, worker, slot,
+                         token)
+    return batch
+
+
+def _give_back(released: torch.Tensor, worker: int, slot: int, token: int) -> None:
+    released[worker, slot] = token
 
 
 def _empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:

@@ -20,7 +20,8 @@ no locks, so many nodes can read one store on a shared file system at once. Chun
 formats (zarr/HDF5) would save disk at the cost of decompressing whole chunks per crop and an
 extra dependency. ``float16`` halves the disk and page-cache footprint (about 11 MB per 1 mm
 scan, ~180 GB for the paper's 16k scans); values lie in [0, 1] after percentile scaling, where
-float16's step is at most 2⁻¹¹ ≈ 5·10⁻⁴, far below MRI noise. The sampler returns float32.
+float16's step is at most 2⁻¹¹ ≈ 5·10⁻⁴, far below MRI noise. The sampler returns float32, or
+float16 for a consumer that converts on arrival (the pre-training engine does, on the device).
 
 Writes are atomic: a study is written into ``studies/.tmp-<study>-<host>-<pid>/`` and renamed
 to ``studies/<study>/`` when complete (a rename within one folder is atomic on POSIX file

@@ -155,6 +155,19 @@ def fill(target: Tensor, source: Tensor, mask: Tensor) -> Tensor:
     return torch.lerp(target, source, mask.to(target.dtype))
 
 
+def _fill_over_source(target: Tensor, source: Tensor, mask: Tensor) -> Tensor:
+    """:func:`fill` written into ``source``, a fresh temporary of the caller, when autograd
+    records nothing: the same kernel and numbers, one full-size allocation (fresh pages to fault
+    in) fewer."""
+    tracked = torch.is_grad_enabled() and (
+        target.requires_grad or source.requires_grad or mask.requires_grad)
+    if tracked or source.shape != target.shape or source.dtype != target.dtype:
+        return fill(target, source, mask)
+    if not mask.is_floating_point():
+        return torch.where(mask, source, target, out=source)
+    return torch.lerp(target, source, mask.to(target.dtype), out=source)
+
+
 def template_fill(target: Tensor, template_crop: Tensor, mask: Tensor) -> Tensor:
     """View A: masked blocks of ``target`` filled from the same modality's template crop.
 
@@ -270,4 +283,5 @@ def cross_modal_fill(
         if fallback is None:
             fallback = torch.zeros_like(target)
         source = torch.where(found.view(-1, 1, 1, 1, 1), source, fallback.to(source.dtype))
-    return fill(target, source, mask), source_slot, ~found
+    # `source` is this call's own gather (or blend): the view may overwrite it
+    return _fill_over_source(target, source, mask), source_slot, ~found

@@ -44,14 +44,23 @@ def _vec3(value: float | Sequence[float], name: str) -> tuple[float, float, floa
     return vals  # type: ignore[return-value]
 
 
-def _tree_reduce(t: Tensor, op, dims: Sequence[int]) -> Tensor:
-    """Reduce ``dims`` of ``t`` to size 1 by pairwise ``op`` on halves (fast on CPU and GPU)."""
+def _tree_reduce(t: Tensor, op, dims: Sequence[int], overwrite: bool = False) -> Tensor:
+    """Reduce ``dims`` of ``t`` to size 1 by pairwise ``op`` on halves (fast on CPU and GPU).
+
+    With ``overwrite`` (``t`` is the caller's temporary) every step writes into the first half
+    of ``t`` instead of a new tensor: the same values, no further allocation.
+    """
     for d in dims:
         while t.shape[d] > 1:
             n = t.shape[d]
             h = n // 2
-            head = op(t.narrow(d, 0, h), t.narrow(d, h, h))
-            t = op(head, t.narrow(d, n - 1, 1)) if n % 2 else head
+            first = t.narrow(d, 0, h)
+            head = op(first, t.narrow(d, h, h), out=first) if overwrite else op(
+                first, t.narrow(d, h, h))
+            if n % 2:
+                last = t.narrow(d, n - 1, 1)
+                head = op(head, last, out=head) if overwrite else op(head, last)
+            t = head
     return t
 
 
@@ -73,8 +82,10 @@ def block_minmax(crop: Tensor, block: int) -> tuple[Tensor, Tensor]:
             lo, hi = torch.minimum(lo, last), torch.maximum(hi, last)
     else:
         lo = hi = v
-    lo = _tree_reduce(lo, torch.minimum, (2, 4, 6)).reshape(bsz, gx, gy, gz)
-    hi = _tree_reduce(hi, torch.maximum, (2, 4, 6)).reshape(bsz, gx, gy, gz)
+    # lo and hi are new tensors when block > 1: reduced in place unless autograd records them
+    own = block > 1 and not (torch.is_grad_enabled() and crop.requires_grad)
+    lo = _tree_reduce(lo, torch.minimum, (2, 4, 6), own).reshape(bsz, gx, gy, gz)
+    hi = _tree_reduce(hi, torch.maximum, (2, 4, 6), own).reshape(bsz, gx, gy, gz)
     return lo, hi
 
 
