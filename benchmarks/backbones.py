@@ -48,7 +48,9 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def worker(name: str, mode: str, scale: str, size: int, batch: int, steps: int, threads: int) -> dict:
+def worker(
+    name: str, mode: str, scale: str, size: int, batch: int, steps: int, threads: int
+) -> dict:
     """Time ``steps`` training steps of one backbone in one mode (run in its own process)."""
     from mmlib.models import BACKBONE_PRESETS, build_backbone
 
@@ -90,8 +92,21 @@ def worker(name: str, mode: str, scale: str, size: int, batch: int, steps: int, 
 
 def _run_worker(args: argparse.Namespace, name: str, mode: str) -> dict:
     cmd = [
-        sys.executable, __file__, "--worker", name, mode, "--scale", args.scale, "--size", str(args.size),
-        "--batch", str(args.batch), "--steps", str(args.steps), "--threads", str(args.threads),
+        sys.executable,
+        __file__,
+        "--worker",
+        name,
+        mode,
+        "--scale",
+        args.scale,
+        "--size",
+        str(args.size),
+        "--batch",
+        str(args.batch),
+        "--steps",
+        str(args.steps),
+        "--threads",
+        str(args.threads),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -102,7 +117,9 @@ def _run_worker(args: argparse.Namespace, name: str, mode: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke-size networks, 2 timed steps (the default)")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke-size networks, 2 timed steps (the default)"
+    )
     parser.add_argument("--full", action="store_true", help="demo-size networks, 5 timed steps")
     parser.add_argument("--scale", default=None, choices=["smoke", "demo", "paper"])
     parser.add_argument("--size", type=int, default=64)
@@ -119,14 +136,24 @@ def main() -> None:
     if args.steps is None:
         args.steps = 5 if args.full else 2
     if args.worker:
-        out = worker(args.worker[0], args.worker[1], args.scale, args.size, args.batch, args.steps, args.threads)
+        out = worker(
+            args.worker[0],
+            args.worker[1],
+            args.scale,
+            args.size,
+            args.batch,
+            args.steps,
+            args.threads,
+        )
         print(json.dumps(out))
         return
 
     check_load(args.busy)
-    print(f"forward+backward at {args.size}^3, batch {args.batch}, {args.scale} sizes, "
-          f"{args.threads} thread(s), median of {args.steps} steps per run, torch "
-          f"{torch.__version__}")
+    print(
+        f"forward+backward at {args.size}^3, batch {args.batch}, {args.scale} sizes, "
+        f"{args.threads} thread(s), median of {args.steps} steps per run, torch "
+        f"{torch.__version__}"
+    )
     results: dict[tuple[str, str], list[dict]] = {}
 
     def side(name: str, mode: str):
@@ -134,10 +161,15 @@ def main() -> None:
             r = _run_worker(args, name, mode)
             results.setdefault((name, mode), []).append(r)
             return r.get("step_s", float("nan"))
+
         return run
 
-    sides = {f"{name} {mode}": side(name, mode) for name in args.names for mode in args.modes
-             if mode != "compile" or args.full or name in QUICK_COMPILE}
+    sides = {
+        f"{name} {mode}": side(name, mode)
+        for name in args.names
+        for mode in args.modes
+        if mode != "compile" or args.full or name in QUICK_COMPILE
+    }
     runs = interleave(sides, args.repeats)
     ratios = []
     for name in args.names:
@@ -150,20 +182,30 @@ def main() -> None:
             peak = max(r["peak_mb"] for r in rs)
             comp = [r["first_step_s"] - r["step_s"] for r in rs]
             extra = f", compile {fmt(sorted(comp)[len(comp) // 2])} s" if mode == "compile" else ""
-            print(summarize(f"{name} {mode} ({rs[0]['params_m']:.2f}M params, peak +{peak:.0f} MB"
-                            f"{extra})", runs[f"{name} {mode}"], "s/step"))
+            print(
+                summarize(
+                    f"{name} {mode} ({rs[0]['params_m']:.2f}M params, peak +{peak:.0f} MB{extra})",
+                    runs[f"{name} {mode}"],
+                    "s/step",
+                )
+            )
         if "eager" not in rows or any("error" in r for r in rows["eager"]):
             continue
-        variants = [runs[f"{name} {m}"].median for m in rows if m != "eager"
-                    and not any("error" in r for r in rows[m])]
+        variants = [
+            runs[f"{name} {m}"].median
+            for m in rows
+            if m != "eager" and not any("error" in r for r in rows[m])
+        ]
         if variants:
             ratios.append(runs[f"{name} eager"].median / min(variants))
     if ratios:
         geo = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
         loads = [v for r in runs.values() for v in r.loads]
-        print(f"ratio of medians eager / best variant step time (geomean over {len(ratios)} "
-              f"backbones): {geo:.2f}x (load average {min(loads):.1f}-{max(loads):.1f} on "
-              f"{os.cpu_count()} cores)")
+        print(
+            f"ratio of medians eager / best variant step time (geomean over {len(ratios)} "
+            f"backbones): {geo:.2f}x (load average {min(loads):.1f}-{max(loads):.1f} on "
+            f"{os.cpu_count()} cores)"
+        )
 
 
 if __name__ == "__main__":

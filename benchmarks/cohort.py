@@ -41,15 +41,20 @@ def _same(a: Path, b: Path) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="demo")
-    parser.add_argument("--fraction", type=float, default=0.25,
-                        help="share of each source's subjects (default 0.25)")
+    parser.add_argument(
+        "--fraction",
+        type=float,
+        default=0.25,
+        help="share of each source's subjects (default 0.25)",
+    )
     parser.add_argument("--workers", type=int, default=2)
     add_arguments(parser)
     args = parser.parse_args()
     check_load(args.busy)
     spec = cohort_spec(args.preset)
-    spec = with_counts(spec, **{s.name: max(1, round(s.n_subjects * args.fraction))
-                                for s in spec.sources})
+    spec = with_counts(
+        spec, **{s.name: max(1, round(s.n_subjects * args.fraction)) for s in spec.sources}
+    )
     n = sum(s.n_subjects for s in spec.sources)
     load_anatomy(spec.factor)  # built once, before timing (also shared by forked workers)
     same: list[bool] = []
@@ -66,13 +71,19 @@ def main() -> None:
                 if len(firsts) == 2 and not same:  # the first round: both sides written
                     same.append(_same(firsts[0], firsts[1]))
                 return rate
+
             return run
 
         runs = interleave({"1": side(1), str(args.workers): side(args.workers)}, args.repeats)
     total = sum(s.n_subjects for s in cohort_spec(args.preset).sources)
     for workers, run in runs.items():
-        print(summarize(f"{args.preset} x{args.fraction:g}: {n} studies, workers={workers}", run,
-                        f"studies/s (full {args.preset} cohort ~{total / run.median:.0f} s)"))
+        print(
+            summarize(
+                f"{args.preset} x{args.fraction:g}: {n} studies, workers={workers}",
+                run,
+                f"studies/s (full {args.preset} cohort ~{total / run.median:.0f} s)",
+            )
+        )
     print(f"identical bytes across worker counts: {same[0] if same else 'not checked'}")
     print(ratio_line(f"workers={args.workers} / workers=1", runs[str(args.workers)], runs["1"]))
 

@@ -114,7 +114,9 @@ def bench_one(name: str, args: argparse.Namespace, device: torch.device, peaks: 
     size = BACKBONE_PRESETS[args.scale][name]
     shape = (args.batch, 1, args.size, args.size, args.size)
     target = torch.rand(shape, device=device)
-    views = torch.cat([target, target]) * (torch.rand((2 * args.batch, 1, 1, 1, 1), device=device) > 0.1)
+    views = torch.cat([target, target]) * (
+        torch.rand((2 * args.batch, 1, 1, 1, 1), device=device) > 0.1
+    )
     if args.channels_last:
         views = views.contiguous(memory_format=torch.channels_last_3d)
     batch = {"views": views, "target": target}
@@ -143,7 +145,13 @@ def bench_one(name: str, args: argparse.Namespace, device: torch.device, peaks: 
             mem_gb = (torch.cuda.max_memory_allocated(device) - before) / 2**30
         else:
             mem_gb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss0) / 1024
-        built[precision] = {"net": net, "step": step, "warm_s": warm_s, "mem_gb": mem_gb, "loss": loss}
+        built[precision] = {
+            "net": net,
+            "step": step,
+            "warm_s": warm_s,
+            "mem_gb": mem_gb,
+            "loss": loss,
+        }
 
     def timed(precision: str):
         def run() -> float:
@@ -153,6 +161,7 @@ def bench_one(name: str, args: argparse.Namespace, device: torch.device, peaks: 
                 built[precision]["loss"] = step()
             _sync(device)
             return (time.perf_counter() - t) / args.steps
+
         return run
 
     runs = interleave({p: timed(p) for p in args.precisions}, args.repeats)
@@ -161,24 +170,28 @@ def bench_one(name: str, args: argparse.Namespace, device: torch.device, peaks: 
         b = built[precision]
         step_s = runs[precision].median
         achieved = flops / step_s / 1e12
-        rows.append({
-            "backbone": name,
-            "precision": precision,
-            "params_m": b["net"].num_parameters() / 1e6,
-            "step_s": step_s,
-            "step_s_min": runs[precision].spread[0],
-            "step_s_max": runs[precision].spread[1],
-            "load": max(runs[precision].loads),
-            "warmup_s": b["warm_s"],
-            "samples_per_s": args.batch / step_s,
-            "peak_mem_gb": b["mem_gb"],
-            "model_tflop_per_step": flops / 1e12,
-            "achieved_tflops": achieved,
-            "mfu_datasheet": achieved / peaks["datasheet"][precision] if peaks["datasheet"].get(precision) else None,
-            "mfu_measured_matmul": achieved / peaks["measured"][precision],
-            "loss": float(b["loss"]),
-            "runs": runs[precision],
-        })
+        rows.append(
+            {
+                "backbone": name,
+                "precision": precision,
+                "params_m": b["net"].num_parameters() / 1e6,
+                "step_s": step_s,
+                "step_s_min": runs[precision].spread[0],
+                "step_s_max": runs[precision].spread[1],
+                "load": max(runs[precision].loads),
+                "warmup_s": b["warm_s"],
+                "samples_per_s": args.batch / step_s,
+                "peak_mem_gb": b["mem_gb"],
+                "model_tflop_per_step": flops / 1e12,
+                "achieved_tflops": achieved,
+                "mfu_datasheet": achieved / peaks["datasheet"][precision]
+                if peaks["datasheet"].get(precision)
+                else None,
+                "mfu_measured_matmul": achieved / peaks["measured"][precision],
+                "loss": float(b["loss"]),
+                "runs": runs[precision],
+            }
+        )
     built.clear()
     return rows
 
@@ -192,11 +205,19 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
-    parser.add_argument("--channels-last", action="store_true", help="channels_last_3d model and input")
+    parser.add_argument(
+        "--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"]
+    )
+    parser.add_argument(
+        "--channels-last", action="store_true", help="channels_last_3d model and input"
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile the backbone")
-    parser.add_argument("--peak-tflops", type=float, default=None, help="override the bf16 datasheet peak")
-    parser.add_argument("--quick", action="store_true", help="32^3, batch 1, 2 steps: checks that it runs")
+    parser.add_argument(
+        "--peak-tflops", type=float, default=None, help="override the bf16 datasheet peak"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="32^3, batch 1, 2 steps: checks that it runs"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/gpu_step.json"))
     add_arguments(parser)
     args = parser.parse_args()
@@ -220,21 +241,29 @@ def main() -> None:
     }
     peaks = {"datasheet": datasheet, "measured": measured}
     if device.type == "cuda":
-        print(f"TF32: cudnn convolutions {torch.backends.cudnn.allow_tf32}, matmuls "
-              f"{torch.backends.cuda.matmul.allow_tf32} (the fp32 baseline uses PyTorch's defaults)")
-    print(f"device {chip}; torch {torch.__version__}; {args.size}^3, batch {args.batch} (x2 views), "
-          f"{args.scale} sizes; matmul measured bf16 {measured['bf16']:.2f} / fp32 {measured['fp32']:.2f} TFLOP/s; "
-          f"datasheet {datasheet or 'unknown'}")
+        print(
+            f"TF32: cudnn convolutions {torch.backends.cudnn.allow_tf32}, matmuls "
+            f"{torch.backends.cuda.matmul.allow_tf32} (the fp32 baseline uses PyTorch's defaults)"
+        )
+    print(
+        f"device {chip}; torch {torch.__version__}; {args.size}^3, batch {args.batch} (x2 views), "
+        f"{args.scale} sizes; matmul measured bf16 {measured['bf16']:.2f} / fp32 {measured['fp32']:.2f} TFLOP/s; "
+        f"datasheet {datasheet or 'unknown'}"
+    )
     rows = []
-    print(f"{'backbone':<10} {'prec':<5} {'params':>7} {'step ms':>9} {'samples/s':>10} {'mem GB':>7} "
-          f"{'TFLOP/step':>10} {'TFLOP/s':>8} {'MFU sheet':>9} {'MFU mm':>7}")
+    print(
+        f"{'backbone':<10} {'prec':<5} {'params':>7} {'step ms':>9} {'samples/s':>10} {'mem GB':>7} "
+        f"{'TFLOP/step':>10} {'TFLOP/s':>8} {'MFU sheet':>9} {'MFU mm':>7}"
+    )
     for name in args.backbones:
         for r in bench_one(name, args, device, peaks):
             rows.append(r)
             sheet = f"{100 * r['mfu_datasheet']:.1f}%" if r["mfu_datasheet"] is not None else "-"
-            print(f"{name:<10} {r['precision']:<5} {r['params_m']:>6.1f}M {1e3 * r['step_s']:>9.1f} "
-                  f"{r['samples_per_s']:>10.2f} {r['peak_mem_gb']:>7.2f} {r['model_tflop_per_step']:>10.3f} "
-                  f"{r['achieved_tflops']:>8.2f} {sheet:>9} {100 * r['mfu_measured_matmul']:>6.1f}%")
+            print(
+                f"{name:<10} {r['precision']:<5} {r['params_m']:>6.1f}M {1e3 * r['step_s']:>9.1f} "
+                f"{r['samples_per_s']:>10.2f} {r['peak_mem_gb']:>7.2f} {r['model_tflop_per_step']:>10.3f} "
+                f"{r['achieved_tflops']:>8.2f} {sheet:>9} {100 * r['mfu_measured_matmul']:>6.1f}%"
+            )
             print("  " + summarize(f"{name} {r['precision']} step", r["runs"], "ms", 1e3))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = {
@@ -254,9 +283,11 @@ def main() -> None:
     if ratios:
         geo = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
         loads = [v for r in rows for v in r["runs"].loads]
-        print(f"ratio of medians bf16 autocast / fp32 samples/s (geomean over {len(ratios)} "
-              f"backbones): {geo:.2f}x (load average {min(loads):.1f}-{max(loads):.1f} on "
-              f"{os.cpu_count()} cores)")
+        print(
+            f"ratio of medians bf16 autocast / fp32 samples/s (geomean over {len(ratios)} "
+            f"backbones): {geo:.2f}x (load average {min(loads):.1f}-{max(loads):.1f} on "
+            f"{os.cpu_count()} cores)"
+        )
 
 
 if __name__ == "__main__":

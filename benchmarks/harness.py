@@ -37,12 +37,19 @@ BUSY_EXIT = 3
 
 def add_arguments(parser: argparse.ArgumentParser, repeats: int = MIN_REPEATS) -> None:
     """Add ``--repeats`` (at least :data:`MIN_REPEATS`) and ``--busy {warn,refuse}``."""
-    parser.add_argument("--repeats", type=int, default=repeats,
-                        help=f"runs of each side, interleaved (>= {MIN_REPEATS}; default "
-                             f"{repeats})")
-    parser.add_argument("--busy", choices=("warn", "refuse"), default="warn",
-                        help="when the load average exceeds the core count: warn and measure "
-                             "(default) or refuse (exit 3)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=repeats,
+        help=f"runs of each side, interleaved (>= {MIN_REPEATS}; default {repeats})",
+    )
+    parser.add_argument(
+        "--busy",
+        choices=("warn", "refuse"),
+        default="warn",
+        help="when the load average exceeds the core count: warn and measure "
+        "(default) or refuse (exit 3)",
+    )
 
 
 def load() -> float:
@@ -62,11 +69,15 @@ def check_load(busy: str = "warn") -> float:
     if one > cores:
         msg = f"the machine is busy (load {one:.2f} > {cores} cores)"
         if busy == "refuse":
-            print(f"refusing to measure: {msg}; rerun on a quiet machine or pass --busy warn",
-                  file=sys.stderr)
+            print(
+                f"refusing to measure: {msg}; rerun on a quiet machine or pass --busy warn",
+                file=sys.stderr,
+            )
             sys.exit(BUSY_EXIT)
-        print(f"WARNING: {msg}: figures below are slowed by other processes, and unevenly "
-              "across sides; rerun on a quiet machine")
+        print(
+            f"WARNING: {msg}: figures below are slowed by other processes, and unevenly "
+            "across sides; rerun on a quiet machine"
+        )
     return one
 
 
@@ -86,8 +97,9 @@ class Runs:
         return float(np.min(self.values)), float(np.max(self.values))
 
 
-def interleave(sides: Mapping[str, Callable[[], float]], repeats: int = MIN_REPEATS,
-               warmup: bool = False) -> dict[str, Runs]:
+def interleave(
+    sides: Mapping[str, Callable[[], float]], repeats: int = MIN_REPEATS, warmup: bool = False
+) -> dict[str, Runs]:
     """Run every side ``repeats`` times, in turn, and collect the value each run returns.
 
     Args:
@@ -133,9 +145,11 @@ def summarize(name: str, runs: Runs, unit: str, scale: float = 1.0, digits: int 
     lo, hi = (v * scale for v in runs.spread)
     med = runs.median * scale
     half = 100.0 * (hi - lo) / 2 / med if med else float("nan")
-    return (f"{name}: median {fmt(med, digits)} {unit} (min {fmt(lo, digits)}, max "
-            f"{fmt(hi, digits)}, ±{half:.0f} %, {len(runs.values)} runs, load "
-            f"{min(runs.loads):.1f}-{max(runs.loads):.1f})")
+    return (
+        f"{name}: median {fmt(med, digits)} {unit} (min {fmt(lo, digits)}, max "
+        f"{fmt(hi, digits)}, ±{half:.0f} %, {len(runs.values)} runs, load "
+        f"{min(runs.loads):.1f}-{max(runs.loads):.1f})"
+    )
 
 
 def ratio(num: Runs, den: Runs) -> float:
@@ -146,5 +160,7 @@ def ratio(num: Runs, den: Runs) -> float:
 def ratio_line(label: str, num: Runs, den: Runs) -> str:
     """The last line of a benchmark: the ratio of medians, with the load it was measured at."""
     loads = num.loads + den.loads
-    return (f"ratio of medians {label}: {ratio(num, den):.1f}x (load average {min(loads):.1f}-"
-            f"{max(loads):.1f} on {os.cpu_count()} cores)")
+    return (
+        f"ratio of medians {label}: {ratio(num, den):.1f}x (load average {min(loads):.1f}-"
+        f"{max(loads):.1f} on {os.cpu_count()} cores)"
+    )

@@ -85,8 +85,12 @@ from harness import add_arguments, check_load, interleave, ratio_line, summarize
 
 SHAPE = (240, 240, 155)
 NAMES = {"flair": "flair", "t1": "t1", "t1c": "t1ce", "t2": "t2"}
-CONTRAST = {"flair": (30, 700, 550, 200), "t1": (250, 600, 900, 300),
-            "t1c": (250, 600, 900, 1200), "t2": (1000, 700, 500, 900)}  # csf, gm, wm, lesion
+CONTRAST = {
+    "flair": (30, 700, 550, 200),
+    "t1": (250, 600, 900, 300),
+    "t1c": (250, 600, 900, 1200),
+    "t2": (1000, 700, 500, 900),
+}  # csf, gm, wm, lesion
 SIDES = ("authors", "mmlib", "mmlib16", "nnunet")
 MISSING_EXTRA = 2
 
@@ -94,8 +98,9 @@ MISSING_EXTRA = 2
 def write_brats_like(root: Path, n: int, seed: int = 0) -> list[Path]:
     """``n`` BraTS 2021-style studies: skull-stripped ellipsoidal heads with GM/WM/CSF texture."""
     rng = np.random.default_rng(seed)
-    g = np.stack(np.meshgrid(*[np.linspace(-1, 1, s, dtype=np.float32) for s in SHAPE],
-                             indexing="ij"))
+    g = np.stack(
+        np.meshgrid(*[np.linspace(-1, 1, s, dtype=np.float32) for s in SHAPE], indexing="ij")
+    )
     folders = []
     for i in range(n):
         sid = f"BraTS2021_{i:05d}"
@@ -117,8 +122,10 @@ def write_brats_like(root: Path, n: int, seed: int = 0) -> list[Path]:
             lut = np.array((0, *CONTRAST[mod]), np.float32)
             img = lut[tissue] * (1 + 0.1 * warp) + rng.normal(0, 15, SHAPE).astype(np.float32)
             img[tissue == 0] = 0
-            nib.save(nib.Nifti1Image(np.clip(img, 0, 32000).astype(np.int16), aff),
-                     str(folder / f"{sid}_{name}.nii.gz"))
+            nib.save(
+                nib.Nifti1Image(np.clip(img, 0, 32000).astype(np.int16), aff),
+                str(folder / f"{sid}_{name}.nii.gz"),
+            )
         folders.append(folder)
     return folders
 
@@ -126,22 +133,41 @@ def write_brats_like(root: Path, n: int, seed: int = 0) -> list[Path]:
 def monai_dataset(folders: list[Path], crop: int):
     """The authors' per-sample chain as a MONAI Dataset."""
     from monai.data import Dataset
-    from monai.transforms import (Compose, CropForegroundd, EnsureChannelFirstd, LoadImaged,
-                                  Orientationd, RandSpatialCropd, ScaleIntensityRangePercentilesd,
-                                  Spacingd, SpatialPadd, ToTensord)
+    from monai.transforms import (
+        Compose,
+        CropForegroundd,
+        EnsureChannelFirstd,
+        LoadImaged,
+        Orientationd,
+        RandSpatialCropd,
+        ScaleIntensityRangePercentilesd,
+        Spacingd,
+        SpatialPadd,
+        ToTensord,
+    )
 
     items = [{"image": [str(f / f"{f.name}_{n}.nii.gz") for n in NAMES.values()]} for f in folders]
-    chain = Compose([
-        LoadImaged(keys=["image"]), EnsureChannelFirstd(keys=["image"]),
-        Orientationd(keys=["image"], axcodes="RAS"),
-        Spacingd(keys=["image"], pixdim=(1.0, 1.0, 1.0), mode="bilinear"),
-        CropForegroundd(keys=["image"], source_key="image"),
-        ScaleIntensityRangePercentilesd(keys=["image"], lower=5, upper=95, b_min=0.0, b_max=1.0,
-                                        clip=True, channel_wise=True),
-        RandSpatialCropd(keys=["image"], roi_size=(crop,) * 3, random_size=False),
-        SpatialPadd(keys=["image"], spatial_size=(crop,) * 3, mode="constant"),
-        ToTensord(keys=["image"]),
-    ])
+    chain = Compose(
+        [
+            LoadImaged(keys=["image"]),
+            EnsureChannelFirstd(keys=["image"]),
+            Orientationd(keys=["image"], axcodes="RAS"),
+            Spacingd(keys=["image"], pixdim=(1.0, 1.0, 1.0), mode="bilinear"),
+            CropForegroundd(keys=["image"], source_key="image"),
+            ScaleIntensityRangePercentilesd(
+                keys=["image"],
+                lower=5,
+                upper=95,
+                b_min=0.0,
+                b_max=1.0,
+                clip=True,
+                channel_wise=True,
+            ),
+            RandSpatialCropd(keys=["image"], roi_size=(crop,) * 3, random_size=False),
+            SpatialPadd(keys=["image"], spatial_size=(crop,) * 3, mode="constant"),
+            ToTensord(keys=["image"]),
+        ]
+    )
     return Dataset(items, transform=chain)
 
 
@@ -149,17 +175,28 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
 
-def time_torch_loader(dataset, collate, samples: int, workers: int, batch: int,
-                      memory_every: int = 0, consume=None
-                      ) -> tuple[float, list[tuple[int, float, float]]]:
+def time_torch_loader(
+    dataset, collate, samples: int, workers: int, batch: int, memory_every: int = 0, consume=None
+) -> tuple[float, list[tuple[int, float, float]]]:
     """Samples/s of a torch DataLoader from the first batch to the last; memory if asked.
     ``consume(batch)`` runs on every batch inside the timing (e.g. a conversion)."""
     n_batches = max(1, samples // batch)
-    sampler = RandomSampler(dataset, replacement=True, num_samples=(n_batches + 1) * batch,
-                            generator=torch.Generator().manual_seed(0))
-    loader = DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers,
-                        worker_init_fn=_worker_init, collate_fn=collate,
-                        persistent_workers=False, prefetch_factor=2 if workers else None)
+    sampler = RandomSampler(
+        dataset,
+        replacement=True,
+        num_samples=(n_batches + 1) * batch,
+        generator=torch.Generator().manual_seed(0),
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=batch,
+        sampler=sampler,
+        num_workers=workers,
+        worker_init_fn=_worker_init,
+        collate_fn=collate,
+        persistent_workers=False,
+        prefetch_factor=2 if workers else None,
+    )
     memory: list[tuple[int, float, float]] = []
     t0 = 0.0
     next_memory = 0
@@ -221,20 +258,33 @@ def write_nnunet_cases(store, studies: list[str], folder: Path, crop: int) -> Pa
         if (folder / f"{sid}.b2nd").is_file():
             continue
         row = store.row(sid)
-        data = np.stack([np.asarray(store.image(sid, m), dtype=np.float32)
-                         for m in row["modalities"][:4]])
+        data = np.stack(
+            [np.asarray(store.image(sid, m), dtype=np.float32) for m in row["modalities"][:4]]
+        )
         seg = np.zeros((1, *data.shape[1:]), dtype=np.int16)  # pre-training: no labels
         blocks, chunks = comp_blosc2_params(data.shape, (crop,) * 3, data.itemsize)
         blocks_s, chunks_s = comp_blosc2_params(seg.shape, (crop,) * 3, seg.itemsize)
-        props = {"spacing": [1.0] * 3, "shape_after_cropping_and_before_resampling":
-                 data.shape[1:], "class_locations": {1: np.zeros((0, 4), dtype=np.int64)}}
-        nnUNetDatasetBlosc2.save_case(data, seg, props, str(folder / sid), chunks=chunks,
-                                      blocks=blocks, chunks_seg=chunks_s, blocks_seg=blocks_s)
+        props = {
+            "spacing": [1.0] * 3,
+            "shape_after_cropping_and_before_resampling": data.shape[1:],
+            "class_locations": {1: np.zeros((0, 4), dtype=np.int64)},
+        }
+        nnUNetDatasetBlosc2.save_case(
+            data,
+            seg,
+            props,
+            str(folder / sid),
+            chunks=chunks,
+            blocks=blocks,
+            chunks_seg=chunks_s,
+            blocks_seg=blocks_s,
+        )
     return folder
 
 
-def time_nnunet_loader(folder: Path, studies: list[str], samples: int, workers: int,
-                       batch: int, crop: int) -> float:
+def time_nnunet_loader(
+    folder: Path, studies: list[str], samples: int, workers: int, batch: int, crop: int
+) -> float:
     """Samples/s of nnU-Net's loader as its trainer builds it, first batch to last."""
     from batchgenerators.dataloading.nondet_multi_threaded_augmenter import (
         NonDetMultiThreadedAugmenter,
@@ -245,11 +295,24 @@ def time_nnunet_loader(folder: Path, studies: list[str], samples: int, workers: 
 
     data = nnUNetDatasetBlosc2(str(folder), identifiers=studies)
     labels = LabelManager({"background": 0, "lesion": 1}, regions_class_order=None)
-    loader = nnUNetDataLoader(data, batch, (crop,) * 3, (crop,) * 3, labels,
-                              oversample_foreground_percent=0.0, transforms=None)
-    augmenter = NonDetMultiThreadedAugmenter(loader, None, num_processes=workers,
-                                             num_cached=max(6, workers // 2), seeds=None,
-                                             pin_memory=False, wait_time=0.002)
+    loader = nnUNetDataLoader(
+        data,
+        batch,
+        (crop,) * 3,
+        (crop,) * 3,
+        labels,
+        oversample_foreground_percent=0.0,
+        transforms=None,
+    )
+    augmenter = NonDetMultiThreadedAugmenter(
+        loader,
+        None,
+        num_processes=workers,
+        num_cached=max(6, workers // 2),
+        seeds=None,
+        pin_memory=False,
+        wait_time=0.002,
+    )
     n_batches = max(1, samples // batch)
     try:
         first = next(augmenter)
@@ -288,7 +351,7 @@ def memcpy_bytes_per_s(nbytes: int, threads: int, rounds: int = 40) -> float:
         t = time.perf_counter()
         for r in range(rounds):
             i = (r % chunks) * n
-            dst[i:i + n].copy_(src[i:i + n])
+            dst[i : i + n].copy_(src[i : i + n])
         return rounds * n * 4 / (time.perf_counter() - t)
     finally:
         torch.set_num_threads(old)
@@ -303,11 +366,13 @@ def main() -> int:
     ap.add_argument("--store-samples", type=int, default=1000, help="per run of mmlib")
     ap.add_argument("--nnunet-samples", type=int, default=300, help="per run of nnU-Net")
     ap.add_argument("--crop", type=int, default=96)
-    ap.add_argument("--sides", default=",".join(SIDES),
-                    help=f"comma-separated subset of {','.join(SIDES)} (default: all)")
+    ap.add_argument(
+        "--sides",
+        default=",".join(SIDES),
+        help=f"comma-separated subset of {','.join(SIDES)} (default: all)",
+    )
     ap.add_argument("--data", type=Path, help="folder for the synthetic files (default: temp)")
-    ap.add_argument("--quick", action="store_true",
-                    help="2 studies, 8 / 300 / 100 samples per run")
+    ap.add_argument("--quick", action="store_true", help="2 studies, 8 / 300 / 100 samples per run")
     add_arguments(ap)
     args = ap.parse_args()
     if args.quick:
@@ -317,9 +382,12 @@ def main() -> int:
     if unknown or "mmlib" not in sides:
         ap.error(f"--sides: {unknown or 'mmlib is required'}; choose among {', '.join(SIDES)}")
     if "nnunet" in sides and not nnunet_available():
-        print("the nnU-Net side needs the optional extra 'bench' (nnunetv2, blosc2, "
-              "batchgenerators): pip install -e '.[bench]' -c constraints.txt, or leave it out "
-              "with --sides authors,mmlib", file=sys.stderr)
+        print(
+            "the nnU-Net side needs the optional extra 'bench' (nnunetv2, blosc2, "
+            "batchgenerators): pip install -e '.[bench]' -c constraints.txt, or leave it out "
+            "with --sides authors,mmlib",
+            file=sys.stderr,
+        )
         return MISSING_EXTRA
     check_load(args.busy)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -333,10 +401,14 @@ def main() -> int:
     folders = folders[: args.studies]
     names = [f.name for f in folders]
     size = sum(f.stat().st_size for d in folders for f in d.iterdir()) / 2**20
-    print(f"data: {len(folders)} studies × 4 modalities {SHAPE} int16 .nii.gz ({size:.0f} MiB) "
-          f"in {base} ({time.perf_counter() - t:.1f} s)")
-    print(f"workers: {args.workers}, crop 4 × {args.crop}³ float32, batch {args.batch}, CPU "
-          "threads per worker 1")
+    print(
+        f"data: {len(folders)} studies × 4 modalities {SHAPE} int16 .nii.gz ({size:.0f} MiB) "
+        f"in {base} ({time.perf_counter() - t:.1f} s)"
+    )
+    print(
+        f"workers: {args.workers}, crop 4 × {args.crop}³ float32, batch {args.batch}, CPU "
+        "threads per worker 1"
+    )
 
     # curation: one study in a fresh process for its peak memory, then the rest
     store_dir = base / "store"
@@ -349,8 +421,10 @@ def main() -> int:
     one_s, one_peak = q.get()
     p.join()
     shutil.rmtree(one, ignore_errors=True)
-    print(f"curate one study: {one_s:.1f} s, peak memory {one_peak:.0f} MiB (process max RSS, "
-          "imports included)")
+    print(
+        f"curate one study: {one_s:.1f} s, peak memory {one_peak:.0f} MiB (process max RSS, "
+        "imports included)"
+    )
     from mmlib.data.curate import curate
     from mmlib.data.layouts import find_studies
     from mmlib.data.sampler import PretrainDataset
@@ -358,18 +432,23 @@ def main() -> int:
 
     t = time.perf_counter()
     studies = [s for s in find_studies(raw) if s.study in set(names)]
-    rep = curate(studies, store_dir, spacing=1.0, workers=args.workers, progress=False,
-                 qc_report=False)
-    print(f"curate the rest: {len(rep.curated)} studies in {time.perf_counter() - t:.1f} s "
-          f"({len(rep.skipped)} already done); store "
-          f"{sum(f.stat().st_size for f in store_dir.rglob('*.npy')) / 2**20:.0f} MiB")
+    rep = curate(
+        studies, store_dir, spacing=1.0, workers=args.workers, progress=False, qc_report=False
+    )
+    print(
+        f"curate the rest: {len(rep.curated)} studies in {time.perf_counter() - t:.1f} s "
+        f"({len(rep.skipped)} already done); store "
+        f"{sum(f.stat().st_size for f in store_dir.rglob('*.npy')) / 2**20:.0f} MiB"
+    )
     store = Store(store_dir)
     nn_dir = base / "nnunet-preprocessed"
     if "nnunet" in sides:
         t = time.perf_counter()
         write_nnunet_cases(store, names, nn_dir, args.crop)
-        print(f"nnU-Net cases (blosc2, save_case): {time.perf_counter() - t:.1f} s, "
-              f"{sum(f.stat().st_size for f in nn_dir.glob('*.b2nd')) / 2**20:.0f} MiB")
+        print(
+            f"nnU-Net cases (blosc2, save_case): {time.perf_counter() - t:.1f} s, "
+            f"{sum(f.stat().st_size for f in nn_dir.glob('*.b2nd')) / 2**20:.0f} MiB"
+        )
 
     from monai.data import list_data_collate
 
@@ -378,43 +457,68 @@ def main() -> int:
     memory: list[tuple[int, float, float]] = []
 
     def run_mmlib() -> float:
-        rate, mem = time_torch_loader(ds, PretrainDataset.collate, args.store_samples,
-                                      args.workers, args.batch, 0 if memory else 100)
+        rate, mem = time_torch_loader(
+            ds,
+            PretrainDataset.collate,
+            args.store_samples,
+            args.workers,
+            args.batch,
+            0 if memory else 100,
+        )
         memory.extend(mem)
         return rate
 
     sample_bytes = 4 * args.crop**3 * 4  # float32 image of one sample
     runners = {
-        "authors": lambda: time_torch_loader(monai_dataset(folders, args.crop), list_data_collate,
-                                             args.monai_samples, args.workers, args.batch)[0],
+        "authors": lambda: time_torch_loader(
+            monai_dataset(folders, args.crop),
+            list_data_collate,
+            args.monai_samples,
+            args.workers,
+            args.batch,
+        )[0],
         "mmlib": run_mmlib,
-        "mmlib16": lambda: time_torch_loader(ds16, PretrainDataset.collate, args.store_samples,
-                                             args.workers, args.batch,
-                                             consume=lambda b: b["image"].float())[0],
-        "nnunet": lambda: time_nnunet_loader(nn_dir, names, args.nnunet_samples, args.workers,
-                                             args.batch, args.crop),
+        "mmlib16": lambda: time_torch_loader(
+            ds16,
+            PretrainDataset.collate,
+            args.store_samples,
+            args.workers,
+            args.batch,
+            consume=lambda b: b["image"].float(),
+        )[0],
+        "nnunet": lambda: time_nnunet_loader(
+            nn_dir, names, args.nnunet_samples, args.workers, args.batch, args.crop
+        ),
     }
     plan = {name: runners[name] for name in SIDES if name in sides}
     plan["memcpy"] = lambda: memcpy_bytes_per_s(args.batch * sample_bytes, args.workers)
     runs = interleave(plan, args.repeats)
-    labels = {"authors": "authors' MONAI chain", "mmlib": "mmlib store + sampler",
-              "mmlib16": "mmlib, float16 transport + consumer's float32 conversion",
-              "nnunet": "nnU-Net blosc2 + nnUNetDataLoader"}
+    labels = {
+        "authors": "authors' MONAI chain",
+        "mmlib": "mmlib store + sampler",
+        "mmlib16": "mmlib, float16 transport + consumer's float32 conversion",
+        "nnunet": "nnU-Net blosc2 + nnUNetDataLoader",
+    }
     for name in sides:
         print(summarize(labels[name], runs[name], "samples/s"))
     print(summarize(f"memcpy, {args.workers} threads", runs["memcpy"], "GB/s", 1e-9))
     limit = runs["memcpy"].median / sample_bytes
     for name in sides:
         frac = runs[name].median * sample_bytes / runs["memcpy"].median
-        print(f"{labels[name]}: {runs[name].median * sample_bytes / 1e9:.2f} GB/s of images = "
-              f"{100 * frac:.1f} % of the memcpy limit ({limit:.0f} samples/s)")
+        print(
+            f"{labels[name]}: {runs[name].median * sample_bytes / 1e9:.2f} GB/s of images = "
+            f"{100 * frac:.1f} % of the memcpy limit ({limit:.0f} samples/s)"
+        )
     for i, rss, uss in memory:
-        print(f"  mmlib after {i:5d} samples: loader RSS {rss:7.0f} MiB, private (USS) "
-              f"{uss:7.0f} MiB")
+        print(
+            f"  mmlib after {i:5d} samples: loader RSS {rss:7.0f} MiB, private (USS) {uss:7.0f} MiB"
+        )
     if len(memory) >= 3:
         grow = memory[-1][2] - memory[1][2]
-        print(f"mmlib private memory growth from sample {memory[1][0]} to {memory[-1][0]}: "
-              f"{grow:+.0f} MiB")
+        print(
+            f"mmlib private memory growth from sample {memory[1][0]} to {memory[-1][0]}: "
+            f"{grow:+.0f} MiB"
+        )
     if "nnunet" in sides:
         print(ratio_line("mmlib / nnU-Net", runs["mmlib"], runs["nnunet"]))
     if "authors" in sides:

@@ -80,20 +80,21 @@ def _authors_block_replace(x, fill_from, block, rate):
     out = x.detach().clone()
     h, w, z = out.shape
     gh, gw, gz = h // block, w // block, z // block
-    c1, c2, c3 = torch.meshgrid(torch.arange(gh), torch.arange(gw), torch.arange(gz),
-                                indexing="ij")
+    c1, c2, c3 = torch.meshgrid(torch.arange(gh), torch.arange(gw), torch.arange(gz), indexing="ij")
     cor = torch.stack((c1, c2, c3), dim=3).reshape(-1, 3)
     kept = cor[torch.randperm(len(cor))][: math.floor(len(cor) * (1 - rate))]
-    keep = torch.sparse_coo_tensor(kept.T, torch.ones(kept.shape[0], dtype=torch.bool),
-                                   size=(gh, gw, gz)).to_dense()
+    keep = torch.sparse_coo_tensor(
+        kept.T, torch.ones(kept.shape[0], dtype=torch.bool), size=(gh, gw, gz)
+    ).to_dense()
     keep = keep.view(gh, 1, gw, 1, gz, 1).expand(-1, block, -1, block, -1, block).reshape(h, w, z)
     mask = ~keep
     out[mask] = fill_from[mask]
     return out
 
 
-def authors_style(image, present, target_slot, templates, modality, start, size, block, rate,
-                  rng, use_template):
+def authors_style(
+    image, present, target_slot, templates, modality, start, size, block, rate, rng, use_template
+):
     """Per-study loop as the released ``aug_rand_with_learnable_rep``: for every study, min-max
     scale the whole template of its modality, slice the crop, draw the other modality, replace."""
     bsz = image.shape[0]
@@ -103,7 +104,7 @@ def authors_style(image, present, target_slot, templates, modality, start, size,
         tmpl = templates[modality[i]]
         tmpl = (tmpl - tmpl.min()) / (tmpl.max() - tmpl.min() + 1e-9)
         sx, sy, sz = (int(v) for v in start[i])
-        tmpl = tmpl[sx:sx + size, sy:sy + size, sz:sz + size]
+        tmpl = tmpl[sx : sx + size, sy : sy + size, sz : sz + size]
         if use_template:
             other = tmpl
         else:
@@ -113,14 +114,31 @@ def authors_style(image, present, target_slot, templates, modality, start, size,
     return x_aug[torch.arange(bsz), target_slot].unsqueeze(1)
 
 
-def mmlib_batched(image, present, target_slot, templates, modality, origin, block, rate, gen,
-                  straight_through=False):
+def mmlib_batched(
+    image,
+    present,
+    target_slot,
+    templates,
+    modality,
+    origin,
+    block,
+    rate,
+    gen,
+    straight_through=False,
+):
     """mmlib: batched masks, batched template gather, batched fills (as the objective)."""
     bsz, _, *size = image.shape
     target = select_slot(image, target_slot)
     mask_a, weight_a = block_mask(bsz, size, block, rate, gen, image.device, return_weight=True)
-    crop = templates.crop(modality, origin, size, scale=True, scale_where=mask_a,
-                          scale_block=block, straight_through=straight_through)
+    crop = templates.crop(
+        modality,
+        origin,
+        size,
+        scale=True,
+        scale_where=mask_a,
+        scale_block=block,
+        straight_through=straight_through,
+    )
     view_a = template_fill(target, crop, weight_a)
     mask_b, weight_b = block_mask(bsz, size, block, rate, gen, image.device, return_weight=True)
     view_b, _, _ = cross_modal_fill(image, present, target_slot, weight_b, crop, gen, target)
@@ -144,11 +162,14 @@ def step_share(repeats: int) -> tuple[Runs, Runs]:
     objective = BrainMVPObjective(build_backbone("unet", in_channels=1), templates, cfg)
     opt = torch.optim.AdamW(objective.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(0)
-    batch = {"image": torch.rand(bsz, k, s, s, s, generator=g),
-             "present": torch.ones(bsz, k, dtype=torch.bool),
-             "modality": torch.arange(k).repeat(bsz, 1),
-             "template_origin": torch.full((bsz, 3), -s * spacing / 2),
-             "spacing": torch.full((bsz, 3), spacing), "study": [str(i) for i in range(bsz)]}
+    batch = {
+        "image": torch.rand(bsz, k, s, s, s, generator=g),
+        "present": torch.ones(bsz, k, dtype=torch.bool),
+        "modality": torch.arange(k).repeat(bsz, 1),
+        "template_origin": torch.full((bsz, 3), -s * spacing / 2),
+        "spacing": torch.full((bsz, 3), spacing),
+        "study": [str(i) for i in range(bsz)],
+    }
     gen = torch.Generator().manual_seed(1)
     slot, _ = sample_slot(batch["present"], g)
     modality = batch["modality"][torch.arange(bsz), slot]
@@ -163,9 +184,18 @@ def step_share(repeats: int) -> tuple[Runs, Runs]:
 
     def masking() -> float:
         t = time.perf_counter()
-        mmlib_batched(batch["image"], batch["present"], slot, templates, modality,
-                      batch["template_origin"], block, cfg.mask_rate, gen,
-                      straight_through=mmlib_settings(cfg.template_grad))
+        mmlib_batched(
+            batch["image"],
+            batch["present"],
+            slot,
+            templates,
+            modality,
+            batch["template_origin"],
+            block,
+            cfg.mask_rate,
+            gen,
+            straight_through=mmlib_settings(cfg.template_grad),
+        )
         return time.perf_counter() - t
 
     runs = interleave({"step": step, "masking": masking}, repeats, warmup=True)
@@ -179,12 +209,16 @@ def main() -> None:
     p.add_argument("--block", type=int, default=8)
     p.add_argument("--rate", type=float, default=0.8)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--template-grad", choices=("straight_through", "exact"),
-                   default="straight_through",
-                   help="mmlib's gradient through the template scaling in 'train' (default: "
-                        "the pre-training default, straight_through)")
-    p.add_argument("--no-step-share", action="store_true",
-                   help="skip the share of a demo pre-training step")
+    p.add_argument(
+        "--template-grad",
+        choices=("straight_through", "exact"),
+        default="straight_through",
+        help="mmlib's gradient through the template scaling in 'train' (default: "
+        "the pre-training default, straight_through)",
+    )
+    p.add_argument(
+        "--no-step-share", action="store_true", help="skip the share of a demo pre-training step"
+    )
     add_arguments(p, repeats=7)
     args = p.parse_args()
     check_load(args.busy)
@@ -205,8 +239,10 @@ def main() -> None:
     slot_list, mod_list = target_slot.tolist(), modality.tolist()
     rng = random.Random(0)
     gen = torch.Generator(device=dev).manual_seed(0)
-    print(f"B={bsz} size={s}^3 block={args.block} rate={args.rate} device={dev} "
-          f"threads={torch.get_num_threads()} mmlib template_grad (train)={args.template_grad}")
+    print(
+        f"B={bsz} size={s}^3 block={args.block} rate={args.rate} device={dev} "
+        f"threads={torch.get_num_threads()} mmlib template_grad (train)={args.template_grad}"
+    )
     results: dict[str, dict[str, Runs]] = {}
     for setting in ("no_grad", "train"):
         # "train": the templates are learnable (requires_grad), as during pre-training
@@ -215,35 +251,87 @@ def main() -> None:
         straight = setting == "train" and mmlib_settings(args.template_grad)
 
         def baseline(vols=vols):
-            return time_call(lambda: (
-                authors_style(image, present, slot_list, vols, mod_list, start, s, args.block,
-                              args.rate, rng, use_template=True),
-                authors_style(image, present, slot_list, vols, mod_list, start, s, args.block,
-                              args.rate, rng, use_template=False)), sync)
+            return time_call(
+                lambda: (
+                    authors_style(
+                        image,
+                        present,
+                        slot_list,
+                        vols,
+                        mod_list,
+                        start,
+                        s,
+                        args.block,
+                        args.rate,
+                        rng,
+                        use_template=True,
+                    ),
+                    authors_style(
+                        image,
+                        present,
+                        slot_list,
+                        vols,
+                        mod_list,
+                        start,
+                        s,
+                        args.block,
+                        args.rate,
+                        rng,
+                        use_template=False,
+                    ),
+                ),
+                sync,
+            )
 
         def ours(straight=straight):
-            return time_call(lambda: mmlib_batched(image, present, target_slot, templates,
-                                                   modality, origin, args.block, args.rate, gen,
-                                                   straight_through=straight), sync)
+            return time_call(
+                lambda: mmlib_batched(
+                    image,
+                    present,
+                    target_slot,
+                    templates,
+                    modality,
+                    origin,
+                    args.block,
+                    args.rate,
+                    gen,
+                    straight_through=straight,
+                ),
+                sync,
+            )
 
         with torch.set_grad_enabled(setting == "train"):
-            results[setting] = interleave({"authors": baseline, "mmlib": ours}, args.repeats,
-                                          warmup=True)
-        for name, label in (("authors", "authors-style per-study loop (views A and B)"),
-                            ("mmlib", "mmlib batched (views A and B)")):
+            results[setting] = interleave(
+                {"authors": baseline, "mmlib": ours}, args.repeats, warmup=True
+            )
+        for name, label in (
+            ("authors", "authors-style per-study loop (views A and B)"),
+            ("mmlib", "mmlib batched (views A and B)"),
+        ):
             print(summarize(f"[{setting}] {label}", results[setting][name], "ms", 1e3))
-    print(f"[no_grad] ratio of medians: "
-          f"{ratio(results['no_grad']['authors'], results['no_grad']['mmlib']):.1f}x")
+    print(
+        f"[no_grad] ratio of medians: "
+        f"{ratio(results['no_grad']['authors'], results['no_grad']['mmlib']):.1f}x"
+    )
     if not args.no_step_share and dev.type == "cpu":
         step, mask = step_share(args.repeats)
-        print(summarize("demo pre-training step (B=4, 32^3 at 2 mm, U-Net, fwd+bwd+AdamW)", step,
-                        "ms", 1e3))
-        print(summarize("  of which masking, fills and template crops (forward)", mask, "ms",
-                        1e3))
-        print(f"share of the demo step in masking, fills and template crops: "
-              f"{100 * mask.median / step.median:.1f} %")
-    print(ratio_line("per-study loop / mmlib (wall, forward, templates learnable as in "
-                     "training)", results["train"]["authors"], results["train"]["mmlib"]))
+        print(
+            summarize(
+                "demo pre-training step (B=4, 32^3 at 2 mm, U-Net, fwd+bwd+AdamW)", step, "ms", 1e3
+            )
+        )
+        print(summarize("  of which masking, fills and template crops (forward)", mask, "ms", 1e3))
+        print(
+            f"share of the demo step in masking, fills and template crops: "
+            f"{100 * mask.median / step.median:.1f} %"
+        )
+    print(
+        ratio_line(
+            "per-study loop / mmlib (wall, forward, templates learnable as in training)",
+            results["train"]["authors"],
+            results["train"]["mmlib"],
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -317,4 +317,6 @@ def test_to_device_turns_the_float16_transport_into_the_float32_batch(store) -> 
     a = _to_device(half.collate(half.__getitems__([0, 3])), torch.device("cpu"))
     b = _to_device(full.collate(full.__getitems__([0, 3])), torch.device("cpu"))
     assert a["image"].dtype == torch.float32 and torch.equal(a["image"], b["image"])
-    assert all(torch.equal(a[k], b[k]) for k in ("present", "modality", "template_origin", "spacing"))
+    assert all(
+        torch.equal(a[k], b[k]) for k in ("present", "modality", "template_origin", "spacing")
+    )

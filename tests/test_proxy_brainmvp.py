@@ -23,10 +23,14 @@ def make_batch(bsz: int = 3, k: int = 3, seed: int = 0) -> dict:
     image = image * present.view(bsz, k, 1, 1, 1)
     modality = torch.tensor([[0, 1, 3], [2, 1, 5], [6, -1, -1]])[:bsz, :k]
     return {
-        "image": image, "present": present, "modality": modality,
-        "template_origin": torch.tensor([[-8.0, -8.0, -8.0], [-16.0, 0.0, 4.0],
-                                         [0.0, -4.0, -12.0]])[:bsz],
-        "spacing": torch.full((bsz, 3), 2.0), "study": [f"s{i}" for i in range(bsz)],
+        "image": image,
+        "present": present,
+        "modality": modality,
+        "template_origin": torch.tensor(
+            [[-8.0, -8.0, -8.0], [-16.0, 0.0, 4.0], [0.0, -4.0, -12.0]]
+        )[:bsz],
+        "spacing": torch.full((bsz, 3), 2.0),
+        "study": [f"s{i}" for i in range(bsz)],
     }
 
 
@@ -47,7 +51,8 @@ def test_brainmvp_returns_terms_and_views_and_trains_templates():
     assert out["cl_active"] and not out["warmup"] and out["cl"] > 0
     cfg = obj.config
     assert out["loss"].item() == pytest.approx(
-        (cfg.w_md * out["md"] + cfg.w_cmr * out["cmr"] + cfg.w_cl * out["cl"]).item(), rel=1e-6)
+        (cfg.w_md * out["md"] + cfg.w_cmr * out["cmr"] + cfg.w_cl * out["cl"]).item(), rel=1e-6
+    )
     slot = out["target_slot"]
     assert batch["present"][torch.arange(3), slot].all()
     assert torch.equal(out["target_modality"], batch["modality"][torch.arange(3), slot])
@@ -143,7 +148,9 @@ def test_template_gradient_modes_same_loss(mode):
     out = obj(make_batch(), epoch=0, generator=torch.Generator().manual_seed(4))
     out["loss"].backward()
     t_norm = obj.templates.volumes.grad.norm()
-    b_norm = torch.stack([p.grad.norm() for p in obj.backbone.parameters() if p.grad is not None]).norm()
+    b_norm = torch.stack(
+        [p.grad.norm() for p in obj.backbone.parameters() if p.grad is not None]
+    ).norm()
     if mode == "exact":  # amplified by 1 / range: it would own a global clip
         assert t_norm > 3 * b_norm
     else:

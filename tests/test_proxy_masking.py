@@ -21,8 +21,14 @@ from mmlib.proxy.masking import (
 
 @pytest.mark.parametrize(
     "size, block, rate",
-    [((16, 16, 16), 8, 0.8), ((96, 96, 96), 8, 0.875), ((20, 17, 9), 4, 0.5),
-     ((24, 24, 24), (8, 4, 6), 0.3), ((16, 16, 16), 4, 0.0), ((16, 16, 16), 4, 1.0)],
+    [
+        ((16, 16, 16), 8, 0.8),
+        ((96, 96, 96), 8, 0.875),
+        ((20, 17, 9), 4, 0.5),
+        ((24, 24, 24), (8, 4, 6), 0.3),
+        ((16, 16, 16), 4, 0.0),
+        ((16, 16, 16), 4, 1.0),
+    ],
 )
 def test_block_mask_keeps_exact_count(size, block, rate):
     g = torch.Generator().manual_seed(0)
@@ -112,8 +118,12 @@ def test_sample_slot_respects_present_and_exclude():
 
 def test_cross_modal_fill_rejects_bad_shapes():
     with pytest.raises(ValueError, match="cross_modal_fill"):
-        cross_modal_fill(torch.zeros(2, 3, 4, 4, 4), torch.ones(2, 2, dtype=torch.bool),
-                         torch.zeros(2, dtype=torch.long), torch.zeros(2, 1, 4, 4, 4).bool())
+        cross_modal_fill(
+            torch.zeros(2, 3, 4, 4, 4),
+            torch.ones(2, 2, dtype=torch.bool),
+            torch.zeros(2, dtype=torch.long),
+            torch.zeros(2, 1, 4, 4, 4).bool(),
+        )
 
 
 def test_cross_modal_fill_in_place_leaves_inputs_and_gradients_alone():
@@ -135,11 +145,18 @@ def test_cross_modal_fill_in_place_leaves_inputs_and_gradients_alone():
         m = mask.float() if weights else mask
         for track in (False, True):
             with torch.set_grad_enabled(track):
-                view, source, _ = cross_modal_fill(image, present, slot, m, fallback,
-                                                   torch.Generator().manual_seed(1), target)
-            expected = torch.where(mask, torch.where(
-                (source >= 0).view(-1, 1, 1, 1, 1), select_slot(image, source.clamp(min=0)),
-                fallback.detach()), target)
+                view, source, _ = cross_modal_fill(
+                    image, present, slot, m, fallback, torch.Generator().manual_seed(1), target
+                )
+            expected = torch.where(
+                mask,
+                torch.where(
+                    (source >= 0).view(-1, 1, 1, 1, 1),
+                    select_slot(image, source.clamp(min=0)),
+                    fallback.detach(),
+                ),
+                target,
+            )
             assert torch.equal(view.detach(), expected)
             assert torch.equal(image, image_before) and torch.equal(target, target_before)
             assert view.requires_grad == track

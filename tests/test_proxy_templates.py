@@ -53,9 +53,10 @@ def test_resampled_crop_matches_strided_slicing_and_linear_ramp():
     t = Templates(spacing=1.0, shape=(32, 32, 32))
     x, y, z = torch.meshgrid(*(torch.arange(32.0),) * 3, indexing="ij")
     t.volumes.data[:] = (x + 2 * y + 3 * z).unsqueeze(0)
-    origin = (t.origin + torch.tensor([[2.0, 4.0, 6.0], [1.5, 0.0, 3.25]]))
-    got = t.crop(torch.tensor([1, 4]), origin, (8, 8, 8), spacing=torch.full((2, 3), 2.0),
-                 scale=False)
+    origin = t.origin + torch.tensor([[2.0, 4.0, 6.0], [1.5, 0.0, 3.25]])
+    got = t.crop(
+        torch.tensor([1, 4]), origin, (8, 8, 8), spacing=torch.full((2, 3), 2.0), scale=False
+    )
     ref = t.volumes.data[1, 2:18:2, 4:20:2, 6:22:2]
     assert torch.allclose(got[0, 0], ref, atol=1e-4)
     # trilinear interpolation reproduces a linear function at fractional positions
@@ -98,13 +99,16 @@ def test_from_released_imports_and_resamples():
     t = Templates.from_released(rep)
     assert t.shape == (24, 20, 16) and torch.equal(t.volumes.data, rep)
     assert np.allclose(t.affine[:3, 3], -(np.array([24, 20, 16]) - 1) / 2)
-    x, y, z = torch.meshgrid(torch.arange(24.0), torch.arange(20.0), torch.arange(16.0),
-                             indexing="ij")
+    x, y, z = torch.meshgrid(
+        torch.arange(24.0), torch.arange(20.0), torch.arange(16.0), indexing="ij"
+    )
     ramp = (x - 11.5) + 2 * (y - 9.5) - (z - 7.5)  # linear in head-centred mm
     t2 = Templates.from_released(ramp.expand(8, -1, -1, -1), spacing=2.0)
     assert t2.shape == (12, 10, 8)
-    w = [torch.from_numpy(t2.affine[i, 3] + 2.0 * np.arange(n)).float()
-         for i, n in enumerate(t2.shape)]
+    w = [
+        torch.from_numpy(t2.affine[i, 3] + 2.0 * np.arange(n)).float()
+        for i, n in enumerate(t2.shape)
+    ]
     expect = w[0].view(-1, 1, 1) + 2 * w[1].view(1, -1, 1) - w[2].view(1, 1, -1)
     inner = (slice(0, -1),) * 3  # the last sample lies half a voxel beyond the source grid
     assert torch.allclose(t2.volumes.data[3][inner], expect[inner], atol=1e-3)
@@ -130,8 +134,9 @@ def test_fast_window_gather_matches_general_gather_values_and_gradients():
             mods = modality
         crop = t.crop(mods, origin, size, scale=False)[:4]
         for b in range(4):
-            assert torch.equal(crop[b, 0], naive_crop(vol[modality[b]], tuple(starts[b].tolist()),
-                                                      size))
+            assert torch.equal(
+                crop[b, 0], naive_crop(vol[modality[b]], tuple(starts[b].tolist()), size)
+            )
         w = torch.rand(crop.shape, generator=torch.Generator().manual_seed(9))
         (crop * w).sum().backward()
         grads.append(t.volumes.grad.clone())
@@ -188,8 +193,15 @@ def test_scaled_crop_equals_scaling_the_plain_gather(grad):
     mask = block_mask(3, size, 4, 0.6, g)
     w = torch.rand(3, 1, *size, generator=g)
     origin = t.origin + starts.float() * 2.0
-    got = t.crop(modality, origin, size, scale=True, scale_where=mask, scale_block=4,
-                 straight_through=grad == "straight_through")
+    got = t.crop(
+        modality,
+        origin,
+        size,
+        scale=True,
+        scale_where=mask,
+        scale_block=4,
+        straight_through=grad == "straight_through",
+    )
     raw = t.crop(modality, origin, size, scale=False)
     want = minmax_scale(raw, mask, straight_through=grad == "straight_through")
     assert torch.allclose(got, want, atol=1e-6)

@@ -15,26 +15,43 @@ from mmlib.modalities import MODALITIES
 def _row(study, mods, shape, label=False, attrs=None, role="pretrain"):
     aff = np.diag([2.0, 2.0, 2.0, 1.0])
     aff[:3, 3] = [-30.0, -40.0, -20.0]
-    return {"study": study, "source": "src", "modalities": mods, "shape": list(shape),
-            "spacing": [2.0] * 3, "affine": aff.tolist(), "center_world": [1.0, 2.0, 3.0],
-            "label": label, "attrs": attrs or {}, "split": "train", "task": "t", "role": role}
+    return {
+        "study": study,
+        "source": "src",
+        "modalities": mods,
+        "shape": list(shape),
+        "spacing": [2.0] * 3,
+        "affine": aff.tolist(),
+        "center_world": [1.0, 2.0, 3.0],
+        "label": label,
+        "attrs": attrs or {},
+        "split": "train",
+        "task": "t",
+        "role": role,
+    }
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     root = init_store(tmp_path_factory.mktemp("store") / "s", spacing=2.0)
     rng = np.random.default_rng(0)
-    layout = {"six": (["flair", "t1", "t1c", "t2", "dwi", "adc"], (20, 22, 18)),
-              "four": (["flair", "t1", "t1c", "t2"], (18, 20, 16)),
-              "two": (["t1", "t2"], (16, 18, 14)),
-              "small": (["t2", "pd"], (6, 5, 4))}
+    layout = {
+        "six": (["flair", "t1", "t1c", "t2", "dwi", "adc"], (20, 22, 18)),
+        "four": (["flair", "t1", "t1c", "t2"], (18, 20, 16)),
+        "two": (["t1", "t2"], (16, 18, 14)),
+        "small": (["t2", "pd"], (6, 5, 4)),
+    }
     for i, (sid, (mods, shape)) in enumerate(layout.items()):
         imgs = {m: rng.random(shape, dtype=np.float32) for m in mods}
         seg = (imgs[mods[0]] > 0.8).astype(np.uint8)
-        write_study(root, _row(sid, mods, shape, True, {"grade": "HGG" if i % 2 else "LGG"}),
-                    imgs, seg)
-    write_study(root, _row("held_out", ["t1"], (16, 16, 16), role="downstream"),
-                {"t1": rng.random((16, 16, 16), dtype=np.float32)})
+        write_study(
+            root, _row(sid, mods, shape, True, {"grade": "HGG" if i % 2 else "LGG"}), imgs, seg
+        )
+    write_study(
+        root,
+        _row("held_out", ["t1"], (16, 16, 16), role="downstream"),
+        {"t1": rng.random((16, 16, 16), dtype=np.float32)},
+    )
     return Store(root)
 
 
@@ -53,14 +70,24 @@ def test_batch_contract(store):
     assert batch["image"].shape == (4, 4, 8, 8, 8) and batch["image"].dtype == torch.float32
     assert batch["present"].dtype == torch.bool and batch["present"].shape == (4, 4)
     assert batch["modality"].dtype == torch.int64 and batch["modality"].shape == (4, 4)
-    assert batch["template_origin"].dtype == torch.float32 and batch["template_origin"].shape == (4, 3)
+    assert batch["template_origin"].dtype == torch.float32 and batch["template_origin"].shape == (
+        4,
+        3,
+    )
     assert batch["spacing"].tolist() == [[2.0] * 3] * 4
     assert batch["study"] == ds.studies
     assert batch["present"].sum(1).tolist() == [4, 4, 2, 2]
     assert ((batch["modality"] >= 0) == batch["present"]).all()
     assert (batch["image"][~batch["present"]] == 0).all()
     six = batch["modality"][1].tolist()
-    assert six == sorted(six) and {MODALITIES[i] for i in six} <= {"flair", "t1", "t1c", "t2", "dwi", "adc"}
+    assert six == sorted(six) and {MODALITIES[i] for i in six} <= {
+        "flair",
+        "t1",
+        "t1c",
+        "t2",
+        "dwi",
+        "adc",
+    }
 
 
 def test_same_crop_box_for_every_modality(store):
@@ -71,7 +98,7 @@ def test_same_crop_box_for_every_modality(store):
         for c in np.flatnonzero(item["present"].numpy()):
             mod = MODALITIES[int(item["modality"][c])]
             vol = np.asarray(store.image(item["study"], mod), dtype=np.float32)
-            ref = vol[start[0]:start[0] + 8, start[1]:start[1] + 6, start[2]:start[2] + 4]
+            ref = vol[start[0] : start[0] + 8, start[1] : start[1] + 6, start[2] : start[2] + 4]
             assert np.array_equal(item["image"][c].numpy(), ref)
 
 
@@ -91,8 +118,9 @@ def test_deterministic_per_seed_epoch_index(store):
     assert torch.equal(a["image"], b["image"]) and torch.equal(a["modality"], b["modality"])
     ds.set_epoch(1)
     c = ds[1]
-    assert not torch.equal(a["template_origin"], c["template_origin"]) or \
-        not torch.equal(a["modality"], c["modality"])
+    assert not torch.equal(a["template_origin"], c["template_origin"]) or not torch.equal(
+        a["modality"], c["modality"]
+    )
     ds.set_epoch(0)
     assert torch.equal(ds[1]["image"], a["image"])
     other = PretrainDataset(store, crop_size=8, k=4, seed=8)[1]
@@ -107,8 +135,9 @@ def test_workers_and_distributed_sampler_agree_with_in_process(store):
     for rank in range(2):
         sampler = DistributedSampler(ds, num_replicas=2, rank=rank, shuffle=True, seed=0)
         sampler.set_epoch(2)
-        loader = DataLoader(ds, batch_size=2, sampler=sampler, num_workers=2,
-                            collate_fn=PretrainDataset.collate)
+        loader = DataLoader(
+            ds, batch_size=2, sampler=sampler, num_workers=2, collate_fn=PretrainDataset.collate
+        )
         for batch in loader:
             for sid, img in zip(batch["study"], batch["image"]):
                 assert sid not in seen
@@ -129,8 +158,9 @@ def test_bad_arguments(store):
 
 def test_set_epoch_reaches_persistent_workers(store):
     ds = PretrainDataset(store, crop_size=8, k=4, seed=5)
-    loader = DataLoader(ds, batch_size=4, num_workers=2, persistent_workers=True,
-                        collate_fn=PretrainDataset.collate)
+    loader = DataLoader(
+        ds, batch_size=4, num_workers=2, persistent_workers=True, collate_fn=PretrainDataset.collate
+    )
     for epoch in (0, 3):
         ds.set_epoch(epoch)
         got = next(iter(loader))
@@ -209,7 +239,7 @@ def test_float16_transport_is_the_float32_batch_exactly(store):
     assert a["image"].dtype == torch.float32 and b["image"].dtype == torch.float16
     assert torch.equal(b["image"].float(), a["image"])
     for key in ("present", "modality", "template_origin", "spacing", "study"):
-        assert (torch.equal(a[key], b[key]) if key != "study" else a[key] == b[key]), key
+        assert torch.equal(a[key], b[key]) if key != "study" else a[key] == b[key], key
     loader = DataLoader(half, batch_size=2, num_workers=1, collate_fn=_collate_and_report)
     batches = list(loader)
     assert all(x["shared_in_worker"] and x["image"].dtype == torch.float16 for x in batches)
@@ -238,8 +268,14 @@ def test_worker_ring_reuses_released_buffers_and_never_held_ones(store, image_dt
     want = PretrainDataset.collate(ds.__getitems__(order))["image"]
 
     def loader():
-        return DataLoader(ds, batch_size=1, sampler=order, num_workers=1, prefetch_factor=2,
-                          collate_fn=PretrainDataset.collate)
+        return DataLoader(
+            ds,
+            batch_size=1,
+            sampler=order,
+            num_workers=1,
+            prefetch_factor=2,
+            collate_fn=PretrainDataset.collate,
+        )
 
     kept = list(loader())  # every batch held: every buffer is fresh, nothing overwritten
     assert len({_shm_inode(b["image"]) for b in kept}) == len(order)

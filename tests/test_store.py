@@ -24,9 +24,19 @@ from mmlib.data.store import (
 
 def row(study, source="src", split="train", task="pretrain", shape=(6, 7, 5), label=False):
     aff = np.diag([2.0, 2.0, 2.0, 1.0])
-    return {"study": study, "source": source, "modalities": ["t1", "t2"], "shape": list(shape),
-            "spacing": [2.0] * 3, "affine": aff.tolist(), "center_world": [5.0, 6.0, 4.0],
-            "label": label, "attrs": {"grade": "HGG"}, "split": split, "task": task}
+    return {
+        "study": study,
+        "source": source,
+        "modalities": ["t1", "t2"],
+        "shape": list(shape),
+        "spacing": [2.0] * 3,
+        "affine": aff.tolist(),
+        "center_world": [5.0, 6.0, 4.0],
+        "label": label,
+        "attrs": {"grade": "HGG"},
+        "split": split,
+        "task": task,
+    }
 
 
 def arrays(shape=(6, 7, 5), seed=0):
@@ -150,9 +160,16 @@ def test_crop_reader_matches_read_crop_inside_across_and_outside(tmp_path, dtype
     path = tmp_path / "v.npy"
     np.save(path, vol)
     reader = CropReader()
-    boxes = [((2, 3, 1), (5, 4, 6)), ((0, 0, 0), (13, 11, 9)), ((-3, 2, -1), (8, 5, 12)),
-             ((10, 9, 7), (6, 6, 6)), ((-4, -4, -4), (30, 30, 30)), ((13, 0, 0), (4, 4, 4)),
-             ((-5, 0, 0), (5, 4, 4)), ((4, -2, 8), (1, 20, 1))]
+    boxes = [
+        ((2, 3, 1), (5, 4, 6)),
+        ((0, 0, 0), (13, 11, 9)),
+        ((-3, 2, -1), (8, 5, 12)),
+        ((10, 9, 7), (6, 6, 6)),
+        ((-4, -4, -4), (30, 30, 30)),
+        ((13, 0, 0), (4, 4, 4)),
+        ((-5, 0, 0), (5, 4, 4)),
+        ((4, -2, 8), (1, 20, 1)),
+    ]
     for start, size in boxes:
         want = read_crop(np.load(path, mmap_mode="r"), start, size)
         out = torch.full(size, 7.0)  # stale values must be overwritten or zeroed

@@ -41,8 +41,7 @@ def _size3(crop_size: int | Sequence[int]) -> tuple[int, int, int]:
     return size  # type: ignore[return-value]
 
 
-def crop_box(shape: Sequence[int], size: Sequence[int], rng: np.random.Generator
-             ) -> np.ndarray:
+def crop_box(shape: Sequence[int], size: Sequence[int], rng: np.random.Generator) -> np.ndarray:
     """A random crop start (3,) inside ``shape``; negative where the volume is smaller than
     the crop (the volume then sits at a random offset inside the zero-padded crop)."""
     start = np.empty(3, dtype=np.int64)
@@ -51,8 +50,9 @@ def crop_box(shape: Sequence[int], size: Sequence[int], rng: np.random.Generator
     return start
 
 
-def read_crop(volume: np.ndarray, start: Sequence[int], size: Sequence[int],
-              out: np.ndarray | None = None) -> np.ndarray:
+def read_crop(
+    volume: np.ndarray, start: Sequence[int], size: Sequence[int], out: np.ndarray | None = None
+) -> np.ndarray:
     """Read ``volume[start : start + size]`` as float32, zero where the box leaves the volume.
 
     Only the pages under the box are touched when ``volume`` is a memory map.
@@ -124,14 +124,22 @@ class PretrainDataset(_EpochDataset):
         >>> loader = DataLoader(ds, batch_size=2, collate_fn=PretrainDataset.collate)
     """
 
-    def __init__(self, store: Store | str | Path, crop_size: int | Sequence[int], k: int = 4,
-                 studies: Sequence[str] | None = None, seed: int = 0,
-                 image_dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        store: Store | str | Path,
+        crop_size: int | Sequence[int],
+        k: int = 4,
+        studies: Sequence[str] | None = None,
+        seed: int = 0,
+        image_dtype: torch.dtype = torch.float32,
+    ) -> None:
         if k < 1:
             raise ValueError(f"k should be >= 1, got {k}")
         if image_dtype not in IMAGE_DTYPES:
-            raise ValueError(f"image_dtype should be one of {IMAGE_DTYPES}, got {image_dtype!r}; "
-                             "float16 is exact for the store's values, other dtypes would round")
+            raise ValueError(
+                f"image_dtype should be one of {IMAGE_DTYPES}, got {image_dtype!r}; "
+                "float16 is exact for the store's values, other dtypes would round"
+            )
         self.image_dtype = image_dtype
         self.store = _open(store)
         self.crop_size = _size3(crop_size)
@@ -181,8 +189,15 @@ class PretrainDataset(_EpochDataset):
             mods = [mods[i] for i in pick]
         return sid, mods, crop_box(row["shape"], self.crop_size, rng)
 
-    def _fill(self, index: int, image: torch.Tensor, present: np.ndarray, modality: np.ndarray,
-              origin: np.ndarray, spacing: np.ndarray) -> str:
+    def _fill(
+        self,
+        index: int,
+        image: torch.Tensor,
+        present: np.ndarray,
+        modality: np.ndarray,
+        origin: np.ndarray,
+        spacing: np.ndarray,
+    ) -> str:
         """Write sample ``index`` into preallocated outputs (one row of a batch); its study.
 
         ``image (K, X, Y, Z)`` is written everywhere (crops, zeros where absent or outside the
@@ -199,7 +214,7 @@ class PretrainDataset(_EpochDataset):
             present[c] = True
             modality[c] = MODALITY_INDEX[mod]
         if len(mods) < self.k:
-            image[len(mods):].zero_()
+            image[len(mods) :].zero_()
         affine = np.asarray(row["affine"], dtype=np.float64)
         origin[:] = affine[:3, :3] @ start + affine[:3, 3] - np.asarray(row["center_world"])
         spacing[:] = np.abs(np.diag(affine)[:3])
@@ -235,12 +250,20 @@ class PretrainDataset(_EpochDataset):
         modality = np.full((n, self.k), -1, dtype=np.int64)
         origin = np.zeros((n, 3), dtype=np.float64)
         spacing = np.zeros((n, 3), dtype=np.float64)
-        study = [self._fill(int(i), image[b], present[b], modality[b], origin[b], spacing[b])
-                 for b, i in enumerate(indices)]
-        batch = _Batch({"image": image, "present": torch.from_numpy(present),
-                 "modality": torch.from_numpy(modality),
-                 "template_origin": torch.from_numpy(origin.astype(np.float32)),
-                 "spacing": torch.from_numpy(spacing.astype(np.float32)), "study": study})
+        study = [
+            self._fill(int(i), image[b], present[b], modality[b], origin[b], spacing[b])
+            for b, i in enumerate(indices)
+        ]
+        batch = _Batch(
+            {
+                "image": image,
+                "present": torch.from_numpy(present),
+                "modality": torch.from_numpy(modality),
+                "template_origin": torch.from_numpy(origin.astype(np.float32)),
+                "spacing": torch.from_numpy(spacing.astype(np.float32)),
+                "study": study,
+            }
+        )
         batch.lease = lease
         items = _Items({key: value[b] for key, value in batch.items()} for b in range(n))
         items.batch = batch
@@ -298,15 +321,22 @@ class _BatchRing:
         self.tokens: list[int] = []
         self.count = 0
 
-    def lend(self, shape: tuple[int, ...], dtype: torch.dtype
-             ) -> tuple[torch.Tensor, tuple[int, int] | None]:
+    def lend(
+        self, shape: tuple[int, ...], dtype: torch.dtype
+    ) -> tuple[torch.Tensor, tuple[int, int] | None]:
         """An uninitialised shared tensor and its ``(slot, token)`` (None: not in the ring)."""
         nbytes = int(np.prod(shape)) * dtype.itemsize
         self.count += 1
         token = (self.pid << 32) | self.count
         back = self.released.tolist()
-        slot = next((i for i, st in enumerate(self.storages)
-                     if back[i] == self.tokens[i] and st.nbytes() >= nbytes), None)
+        slot = next(
+            (
+                i
+                for i, st in enumerate(self.storages)
+                if back[i] == self.tokens[i] and st.nbytes() >= nbytes
+            ),
+            None,
+        )
         if slot is None and len(self.storages) < len(back):
             self.storages.append(torch.UntypedStorage._new_shared(nbytes))
             self.tokens.append(token)
@@ -333,8 +363,9 @@ def _lease(batch: dict[str, Any], lease: tuple[str, int, int, int] | None) -> di
     released = None if lease is None else _RELEASED.get(lease[0])
     if released is not None:
         _, worker, slot, token = lease
-        weakref.finalize(batch["image"].untyped_storage(), _give_back, released, worker, slot,
-                         token)
+        weakref.finalize(
+            batch["image"].untyped_storage(), _give_back, released, worker, slot, token
+        )
     return batch
 
 
@@ -362,9 +393,20 @@ def _collate(items: Sequence[dict[str, Any]], pad: bool = False) -> dict[str, An
         if isinstance(values[0], torch.Tensor):
             if pad and values[0].ndim >= 3 and len({v.shape for v in values}) > 1:
                 spatial = [max(v.shape[-3 + i] for v in values) for i in range(3)]
-                values = [torch.nn.functional.pad(
-                    v, [0, spatial[2] - v.shape[-1], 0, spatial[1] - v.shape[-2],
-                        0, spatial[0] - v.shape[-3]]) for v in values]
+                values = [
+                    torch.nn.functional.pad(
+                        v,
+                        [
+                            0,
+                            spatial[2] - v.shape[-1],
+                            0,
+                            spatial[1] - v.shape[-2],
+                            0,
+                            spatial[0] - v.shape[-3],
+                        ],
+                    )
+                    for v in values
+                ]
             out[key] = torch.stack(values)
         else:
             out[key] = list(values)

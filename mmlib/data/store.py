@@ -57,8 +57,19 @@ DTYPE = np.float16
 SPLITS = ("train", "val", "test")
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 
-MANIFEST_COLUMNS = ["study", "source", "modalities", "shape", "spacing", "affine",
-                    "center_world", "label", "attrs", "split", "task"]
+MANIFEST_COLUMNS = [
+    "study",
+    "source",
+    "modalities",
+    "shape",
+    "spacing",
+    "affine",
+    "center_world",
+    "label",
+    "attrs",
+    "split",
+    "task",
+]
 
 
 def study_dirname(study: str) -> str:
@@ -136,15 +147,26 @@ def init_store(root: str | Path, spacing: float) -> Path:
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text())
         if abs(float(meta["spacing"]) - float(spacing)) > 1e-6:
-            raise ValueError(f"{root}: existing store has spacing {meta['spacing']} mm, not "
-                             f"{spacing}; use another --out or the same --spacing")
+            raise ValueError(
+                f"{root}: existing store has spacing {meta['spacing']} mm, not "
+                f"{spacing}; use another --out or the same --spacing"
+            )
         return root
     if root.exists() and any(p for p in root.iterdir() if not p.name.startswith(".")):
         raise ValueError(f"{root}: folder exists and is not an mmlib store; choose an empty --out")
     (root / "studies").mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(meta_path, json.dumps({"format": FORMAT, "version": VERSION,
-                                              "spacing": float(spacing),
-                                              "dtype": np.dtype(DTYPE).name}, indent=1))
+    _atomic_write_text(
+        meta_path,
+        json.dumps(
+            {
+                "format": FORMAT,
+                "version": VERSION,
+                "spacing": float(spacing),
+                "dtype": np.dtype(DTYPE).name,
+            },
+            indent=1,
+        ),
+    )
     return root
 
 
@@ -159,8 +181,13 @@ def is_done(root: str | Path, study: str) -> bool:
     return (Path(root) / "studies" / study_dirname(study) / "meta.json").is_file()
 
 
-def write_study(root: str | Path, row: Mapping[str, Any], images: Mapping[str, np.ndarray],
-                label: np.ndarray | None = None, qc: Mapping[str, Any] | None = None) -> Path:
+def write_study(
+    root: str | Path,
+    row: Mapping[str, Any],
+    images: Mapping[str, np.ndarray],
+    label: np.ndarray | None = None,
+    qc: Mapping[str, Any] | None = None,
+) -> Path:
     """Write one curated study atomically (temporary folder, then rename).
 
     Args:
@@ -185,8 +212,9 @@ def write_study(root: str | Path, row: Mapping[str, Any], images: Mapping[str, n
             np.save(tmp / f"{mod}.npy", np.ascontiguousarray(arr, dtype=DTYPE))
         if label is not None:
             np.save(tmp / "label.npy", np.ascontiguousarray(label, dtype=np.uint8))
-        (tmp / "meta.json").write_text(json.dumps({"row": dict(row), "qc": dict(qc or {})},
-                                                  default=_json_default))
+        (tmp / "meta.json").write_text(
+            json.dumps({"row": dict(row), "qc": dict(qc or {})}, default=_json_default)
+        )
         try:
             os.rename(tmp, final)
         except OSError:
@@ -235,8 +263,11 @@ def _read_meta(folder: Path) -> dict[str, Any]:
 def consolidate(root: str | Path) -> Path:
     """Rewrite ``manifest.json`` from every finished study folder (atomically)."""
     root = Path(root)
-    rows = [_read_meta(f)["row"] for f in sorted((root / "studies").iterdir())
-            if not f.name.startswith(".") and (f / "meta.json").is_file()]
+    rows = [
+        _read_meta(f)["row"]
+        for f in sorted((root / "studies").iterdir())
+        if not f.name.startswith(".") and (f / "meta.json").is_file()
+    ]
     path = root / "manifest.json"
     _atomic_write_text(path, json.dumps(rows, default=_json_default))
     return path
@@ -267,8 +298,10 @@ class Store:
         self.root = Path(root)
         meta_path = self.root / "store.json"
         if not meta_path.is_file():
-            raise FileNotFoundError(f"{self.root}: not an mmlib store (no store.json); create "
-                                    "one with `mmlib curate --out STORE SOURCE...`")
+            raise FileNotFoundError(
+                f"{self.root}: not an mmlib store (no store.json); create "
+                "one with `mmlib curate --out STORE SOURCE...`"
+            )
         self.meta: dict[str, Any] = json.loads(meta_path.read_text())
         self.spacing = float(self.meta["spacing"])
         self.split_file = split_file
@@ -302,8 +335,9 @@ class Store:
     def __contains__(self, study: object) -> bool:
         return study in self._dirs
 
-    def studies(self, source: str | None = None, split: str | None = None,
-                task: str | None = None) -> list[str]:
+    def studies(
+        self, source: str | None = None, split: str | None = None, task: str | None = None
+    ) -> list[str]:
         """Study ids, optionally filtered by source, split and task (sorted)."""
         df = self.manifest
         for col, value in (("source", source), ("split", split), ("task", task)):
@@ -392,16 +426,22 @@ class CropReader:
             return hit
         with open(path, "rb") as f:
             version = np.lib.format.read_magic(f)
-            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
-                           (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            read_header = {
+                (1, 0): np.lib.format.read_array_header_1_0,
+                (2, 0): np.lib.format.read_array_header_2_0,
+            }.get(version)
             if read_header is None:
-                raise ValueError(f"{path}: .npy format {version} is not read by CropReader; "
-                                 "rewrite the file with np.save")
+                raise ValueError(
+                    f"{path}: .npy format {version} is not read by CropReader; "
+                    "rewrite the file with np.save"
+                )
             shape, fortran, dtype = read_header(f)
             offset = f.tell()
         if fortran or dtype.hasobject:
-            raise ValueError(f"{path}: CropReader reads C-order numeric .npy files; rewrite it "
-                             "with np.save(path, np.ascontiguousarray(array))")
+            raise ValueError(
+                f"{path}: CropReader reads C-order numeric .npy files; rewrite it "
+                "with np.save(path, np.ascontiguousarray(array))"
+            )
         self._headers[path] = hit = (offset, tuple(int(n) for n in shape), dtype)
         return hit
 
@@ -423,8 +463,10 @@ class CropReader:
 
         offset, shape, dtype = self.header(path)
         if len(shape) != 3 or out.dim() != 3:
-            raise ValueError(f"{path}: CropReader reads 3-D crops, got volume {shape} and "
-                             f"output {tuple(out.shape)}")
+            raise ValueError(
+                f"{path}: CropReader reads 3-D crops, got volume {shape} and "
+                f"output {tuple(out.shape)}"
+            )
         src, dst = [], []
         for s, c, n in zip(start, out.shape, shape):
             a, b = max(0, int(s)), min(n, int(s) + int(c))
@@ -447,10 +489,12 @@ class CropReader:
         try:
             for i, x in enumerate(range(x0, x1)):
                 pos = offset + ((x * ny + y0) * nz) * dtype.itemsize
-                got = os.preadv(fd, [memoryview(buf[i * row:(i + 1) * row])], pos)
+                got = os.preadv(fd, [memoryview(buf[i * row : (i + 1) * row])], pos)
                 if got != row:
-                    raise OSError(f"{path}: short read ({got} of {row} bytes at {pos}); the "
-                                  "file is truncated, curate the study again")
+                    raise OSError(
+                        f"{path}: short read ({got} of {row} bytes at {pos}); the "
+                        "file is truncated, curate the study again"
+                    )
         finally:
             os.close(fd)
         planes = buf.view(dtype).reshape(x1 - x0, y1 - y0, nz)[:, :, z0:z1]

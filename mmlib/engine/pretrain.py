@@ -82,16 +82,21 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     """The batch on ``device``; a float16 image (the loader's transport dtype) becomes float32
     there, after the transfer (half the bytes moved; float16 -> float32 is exact)."""
     nb = device.type == "cuda"
-    out = {k: (v.to(device, non_blocking=nb) if isinstance(v, torch.Tensor) else v)
-           for k, v in batch.items()}
+    out = {
+        k: (v.to(device, non_blocking=nb) if isinstance(v, torch.Tensor) else v)
+        for k, v in batch.items()
+    }
     if out["image"].dtype == torch.float16:
         out["image"] = out["image"].float()
     return out
 
 
 def _scalars(out: Mapping[str, Any]) -> dict[str, float]:
-    return {k: float(v.detach()) for k, v in out.items()
-            if isinstance(v, torch.Tensor) and v.dim() == 0 and v.is_floating_point()}
+    return {
+        k: float(v.detach())
+        for k, v in out.items()
+        if isinstance(v, torch.Tensor) and v.dim() == 0 and v.is_floating_point()
+    }
 
 
 def _select_studies(store: Any, spec: Any) -> list[str] | None:
@@ -114,8 +119,9 @@ class Trainer:
         progress: show a progress bar on rank 0. Defaults to True.
     """
 
-    def __init__(self, cfg: dict[str, Any], run_dir: Path, info: D.DistInfo,
-                 progress: bool = True) -> None:
+    def __init__(
+        self, cfg: dict[str, Any], run_dir: Path, info: D.DistInfo, progress: bool = True
+    ) -> None:
         from mmlib.data.sampler import PretrainDataset
         from mmlib.data.store import Store
         from mmlib.models import build_backbone
@@ -138,10 +144,16 @@ class Trainer:
         # converts to float32 (exact, in _to_device); on CPU that conversion would be one more
         # pass over the batch in the training process, so the loader serves float32
         self.dataset = PretrainDataset(
-            self.store, d["crop_size"], d["k"], studies, self.seed,
-            image_dtype=torch.float16 if info.device.type == "cuda" else torch.float32)
-        self.sampler = StepBatchSampler(len(self.dataset), t["batch_size"], self.accum, info.rank,
-                                        info.world_size, self.seed)
+            self.store,
+            d["crop_size"],
+            d["k"],
+            studies,
+            self.seed,
+            image_dtype=torch.float16 if info.device.type == "cuda" else torch.float32,
+        )
+        self.sampler = StepBatchSampler(
+            len(self.dataset), t["batch_size"], self.accum, info.rank, info.world_size, self.seed
+        )
         self.steps_per_epoch = self.sampler.steps
         total = math.ceil(float(cfg["schedule"]["epochs"]) * self.steps_per_epoch)
         if t["max_steps"] is not None:
@@ -153,7 +165,8 @@ class Trainer:
         backbone = build_backbone(cfg["model"]["name"], **size)
         self.templates = Templates(spacing=self.store.spacing)
         objective_cfg = ObjectiveConfig.from_dict(
-            {k: v for k, v in cfg["objective"].items() if k != "name"})
+            {k: v for k, v in cfg["objective"].items() if k != "name"}
+        )
         self.objective = BrainMVPObjective(backbone, self.templates, objective_cfg)
         if t.get("sync_bn") and info.distributed:
             self.objective = nn.SyncBatchNorm.convert_sync_batchnorm(self.objective)
@@ -161,15 +174,20 @@ class Trainer:
         self.model: nn.Module = self.objective
         if info.distributed:
             self.model = nn.parallel.DistributedDataParallel(
-                self.objective, device_ids=[info.device] if info.device.type == "cuda" else None,
+                self.objective,
+                device_ids=[info.device] if info.device.type == "cuda" else None,
                 find_unused_parameters=True,
             )
         o = cfg["optim"]
-        self.optimizer = torch.optim.AdamW(self.objective.parameters(), lr=float(o["lr"]),
-                                           betas=tuple(o["betas"]),
-                                           weight_decay=float(o["weight_decay"]))
-        self.scheduler = build_scheduler(self.optimizer, self.total, int(o["warmup_steps"]),
-                                         float(o["min_lr"]))
+        self.optimizer = torch.optim.AdamW(
+            self.objective.parameters(),
+            lr=float(o["lr"]),
+            betas=tuple(o["betas"]),
+            weight_decay=float(o["weight_decay"]),
+        )
+        self.scheduler = build_scheduler(
+            self.optimizer, self.total, int(o["warmup_steps"]), float(o["min_lr"])
+        )
         self.amp_dtype, use_scaler = amp_mode(t["amp"], info.device)
         self.scaler = torch.amp.GradScaler(info.device.type, enabled=use_scaler)
         self.generator = torch.Generator(device=info.device)
@@ -193,8 +211,10 @@ class Trainer:
         bb = self.objective.backbone
         return {
             "kind": "pretrain",
-            "model": {"name": self.cfg["model"]["name"],
-                      "size": dict(getattr(bb, "size", self.cfg["model"]["size"]))},
+            "model": {
+                "name": self.cfg["model"]["name"],
+                "size": dict(getattr(bb, "size", self.cfg["model"]["size"])),
+            },
             "modalities": list(MODALITIES),
             "template_affine": np.asarray(self.templates.affine).tolist(),
             "step": self.step,
@@ -214,8 +234,12 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": rngs,
-            "sampler": {"epoch": epoch, "position": position,
-                        "steps_per_epoch": self.steps_per_epoch, "n": self.sampler.n},
+            "sampler": {
+                "epoch": epoch,
+                "position": position,
+                "steps_per_epoch": self.steps_per_epoch,
+                "n": self.sampler.n,
+            },
             "world_size": self.info.world_size,
             "elapsed_s": self.elapsed_before
             + (time.perf_counter() - self._t0 if hasattr(self, "_t0") else 0.0),
@@ -225,15 +249,20 @@ class Trainer:
         """Restore weights and training state from a checkpoint folder."""
         state, _, ts = ckpt.load(folder)
         if ts["world_size"] != self.info.world_size:
-            raise ValueError(f"{folder}: written by {ts['world_size']} processes, resumed with "
-                             f"{self.info.world_size}; exact resume needs the same world size "
-                             "(or start a new run.name)")
+            raise ValueError(
+                f"{folder}: written by {ts['world_size']} processes, resumed with "
+                f"{self.info.world_size}; exact resume needs the same world size "
+                "(or start a new run.name)"
+            )
         if ts["sampler"]["n"] != self.sampler.n:
-            raise ValueError(f"{folder}: the run had {ts['sampler']['n']} studies, the store now "
-                             "has "
-                             f"{self.sampler.n}; start a new run.name")
-        self.objective.load_state_dict({k: v.to(self.info.device) for k, v in state.items()},
-                                       strict=True)
+            raise ValueError(
+                f"{folder}: the run had {ts['sampler']['n']} studies, the store now "
+                "has "
+                f"{self.sampler.n}; start a new run.name"
+            )
+        self.objective.load_state_dict(
+            {k: v.to(self.info.device) for k, v in state.items()}, strict=True
+        )
         self.optimizer.load_state_dict(ts["optimizer"])
         self.scheduler.load_state_dict(ts["scheduler"])
         self.scaler.load_state_dict(ts["scaler"])
@@ -248,9 +277,13 @@ class Trainer:
         from mmlib.data.sampler import PretrainDataset
 
         d = self.cfg["data"]
-        ds = PretrainDataset(self.store, d["crop_size"], d["k"],
-                             _select_studies(self.store, d.get("studies")),
-                             self.seed + 7919)
+        ds = PretrainDataset(
+            self.store,
+            d["crop_size"],
+            d["k"],
+            _select_studies(self.store, d.get("studies")),
+            self.seed + 7919,
+        )
         ds.set_epoch(0)
         n = min(int(self.cfg["samples"]["n"]), len(ds))
         return ds.collate([ds[i] for i in range(n)])
@@ -304,9 +337,13 @@ class Trainer:
         workers = int(self.cfg["data"]["workers"])
         kw: dict[str, Any] = {"prefetch_factor": 4} if workers > 0 else {}
         return DataLoader(
-            self.dataset, batch_sampler=self.sampler, num_workers=workers,
-            collate_fn=self.dataset.collate, pin_memory=self.info.device.type == "cuda",
-            generator=torch.Generator().manual_seed(D.seed_for(self.seed, epoch)), **kw,
+            self.dataset,
+            batch_sampler=self.sampler,
+            num_workers=workers,
+            collate_fn=self.dataset.collate,
+            pin_memory=self.info.device.type == "cuda",
+            generator=torch.Generator().manual_seed(D.seed_for(self.seed, epoch)),
+            **kw,
         )
 
     def checkpoint(self) -> Path | None:
@@ -315,9 +352,14 @@ class Trainer:
         state = self.train_state()
         folder = None
         if self.info.is_main:
-            folder = ckpt.save(self.run_dir / "checkpoints", self.step, self.state_dict(),
-                               self.meta(), state,
-                               keep=int(self.cfg["checkpoint"]["keep"]))
+            folder = ckpt.save(
+                self.run_dir / "checkpoints",
+                self.step,
+                self.state_dict(),
+                self.meta(),
+                state,
+                keep=int(self.cfg["checkpoint"]["keep"]),
+            )
         D.barrier(self.info)
         return folder
 
@@ -330,12 +372,20 @@ class Trainer:
         global_batch = int(cfg["train"]["batch_size"]) * self.accum * info.world_size
         params = [p for p in self.objective.parameters() if p.requires_grad]
         clip = cfg["train"]["clip"]
-        log = MetricsLogger(self.run_dir, enabled=info.is_main,
-                            tensorboard=cfg.get("log", {}).get("tensorboard", "auto"),
-                            resume_step=self.step if self.step > 0 else None)
-        bar = tqdm(total=self.total, initial=self.step,
-                   disable=not (self.progress and info.is_main),
-                   desc=f"pretrain {cfg['objective']['name']}", unit="step", dynamic_ncols=True)
+        log = MetricsLogger(
+            self.run_dir,
+            enabled=info.is_main,
+            tensorboard=cfg.get("log", {}).get("tensorboard", "auto"),
+            resume_step=self.step if self.step > 0 else None,
+        )
+        bar = tqdm(
+            total=self.total,
+            initial=self.step,
+            disable=not (self.progress and info.is_main),
+            desc=f"pretrain {cfg['objective']['name']}",
+            unit="step",
+            dynamic_ncols=True,
+        )
         self._t0 = time.perf_counter()
         if self.step == 0:
             self.write_samples()  # the untrained network, for "across training" figures
@@ -361,8 +411,9 @@ class Trainer:
         self.replica_digests = D.check_replicas(self.objective, info)
         return self.summary()
 
-    def _one_step(self, it: Any, epoch: int, params: list[nn.Parameter], clip: Any,
-                  global_batch: int) -> dict[str, Any]:
+    def _one_step(
+        self, it: Any, epoch: int, params: list[nn.Parameter], clip: Any, global_batch: int
+    ) -> dict[str, Any]:
         info = self.info
         t0 = time.perf_counter()
         wait = 0.0
@@ -395,8 +446,12 @@ class Trainer:
         terms["data_wait_frac"] = wait / max(dt, 1e-9)
         terms = D.reduce_mean(terms, info)
         return {
-            "step": self.step, "epoch": epoch, "lr": lr, **terms,
-            "samples_per_s": global_batch / max(dt, 1e-9), "step_time_s": dt,
+            "step": self.step,
+            "epoch": epoch,
+            "lr": lr,
+            **terms,
+            "samples_per_s": global_batch / max(dt, 1e-9),
+            "step_time_s": dt,
             "data_wait_frac": terms.pop("data_wait_frac"),
             "mem_mb": peak_memory_mb(info.device),
             "elapsed_s": self.elapsed_before + time.perf_counter() - self._t0,
@@ -405,10 +460,22 @@ class Trainer:
     def summary(self) -> dict[str, Any]:
         """Final numbers of the run, from ``metrics.csv``."""
         rows = read_metrics(self.run_dir / "metrics.csv")
-        terms = [k for k in (rows[0] if rows else {}) if k not in
-                 ("step", "epoch", "lr", "samples_per_s", "step_time_s", "data_wait_frac",
-                  "mem_mb", "elapsed_s")]
-        tail = rows[-max(1, min(10, len(rows) // 5 or 1)):]
+        terms = [
+            k
+            for k in (rows[0] if rows else {})
+            if k
+            not in (
+                "step",
+                "epoch",
+                "lr",
+                "samples_per_s",
+                "step_time_s",
+                "data_wait_frac",
+                "mem_mb",
+                "elapsed_s",
+            )
+        ]
+        tail = rows[-max(1, min(10, len(rows) // 5 or 1)) :]
         head = rows[: len(tail)]
 
         def mean(rs: list[dict[str, float]], k: str) -> float:
@@ -420,7 +487,8 @@ class Trainer:
             "epochs": self.step / self.steps_per_epoch,
             "steps_per_epoch": self.steps_per_epoch,
             "studies": self.sampler.n,
-            "global_batch": int(self.cfg["train"]["batch_size"]) * self.accum
+            "global_batch": int(self.cfg["train"]["batch_size"])
+            * self.accum
             * self.info.world_size,
             "world_size": self.info.world_size,
             "device": self.info.device.type,
@@ -496,9 +564,14 @@ def pretrain(
             D.teardown(info, wait=ok)
 
 
-def launch(nproc: int, config: str | Path | Mapping[str, Any] = "demo",
-           overrides: Mapping[str, Any] | Sequence[str] = (), run_dir: Path | None = None,
-           nnodes: int = 1, timeout: float | None = None) -> Path:
+def launch(
+    nproc: int,
+    config: str | Path | Mapping[str, Any] = "demo",
+    overrides: Mapping[str, Any] | Sequence[str] = (),
+    run_dir: Path | None = None,
+    nnodes: int = 1,
+    timeout: float | None = None,
+) -> Path:
     """Run :func:`pretrain` in ``nproc`` processes on this machine (one per GPU, or gloo processes
     on the CPU) from a notebook or script, and return the run folder.
 
@@ -519,8 +592,10 @@ def launch(nproc: int, config: str | Path | Mapping[str, Any] = "demo",
         RuntimeError: When a rank fails (its traceback is in the message).
     """
     if nnodes != 1:
-        raise ValueError("launch: one node only; for several nodes start torchrun on each (see "
-                         "the module docstring of mmlib.engine.pretrain)")
+        raise ValueError(
+            "launch: one node only; for several nodes start torchrun on each (see "
+            "the module docstring of mmlib.engine.pretrain)"
+        )
     ovr = dict(overrides) if isinstance(overrides, Mapping) else [str(o) for o in overrides]
     folder = D.launch(pretrain, int(nproc), config, ovr, run_dir, False, timeout=timeout)
     return Path(folder)
@@ -534,6 +609,8 @@ def _decide(folder: Path, resolved: Mapping[str, Any]) -> str:
     changed = diff(identity(saved), identity(resolved))
     if changed:
         state = "a finished" if is_done(folder) else "an unfinished"
-        raise ValueError(f"{folder}: holds {state} run with a different config (differs in "
-                         f"{', '.join(changed[:6])}); choose another run.name or remove the folder")
+        raise ValueError(
+            f"{folder}: holds {state} run with a different config (differs in "
+            f"{', '.join(changed[:6])}); choose another run.name or remove the folder"
+        )
     return "done" if is_done(folder) else "resume"

@@ -21,8 +21,8 @@ without the contrastive term.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -101,20 +101,27 @@ class ObjectiveConfig:
         if self.fill not in FILLS:
             raise ValueError(f"ObjectiveConfig: fill should be one of {FILLS}, got {self.fill!r}.")
         if self.loss_region not in LOSS_REGIONS:
-            raise ValueError(f"ObjectiveConfig: loss_region should be one of {LOSS_REGIONS}, "
-                             f"got {self.loss_region!r}.")
+            raise ValueError(
+                f"ObjectiveConfig: loss_region should be one of {LOSS_REGIONS}, "
+                f"got {self.loss_region!r}."
+            )
         if self.template_grad not in TEMPLATE_GRADS:
-            raise ValueError(f"ObjectiveConfig: template_grad should be one of {TEMPLATE_GRADS}, "
-                             f"got {self.template_grad!r}.")
+            raise ValueError(
+                f"ObjectiveConfig: template_grad should be one of {TEMPLATE_GRADS}, "
+                f"got {self.template_grad!r}."
+            )
         if not 0.0 <= self.mask_rate <= 1.0:
-            raise ValueError(f"ObjectiveConfig: mask_rate should be in the range [0, 1], got "
-                             f"{self.mask_rate}.")
+            raise ValueError(
+                f"ObjectiveConfig: mask_rate should be in the range [0, 1], got {self.mask_rate}."
+            )
         if self.block_size < 1:
-            raise ValueError(f"ObjectiveConfig: block_size should be positive, got "
-                             f"{self.block_size}.")
+            raise ValueError(
+                f"ObjectiveConfig: block_size should be positive, got {self.block_size}."
+            )
         if self.temperature <= 0:
-            raise ValueError(f"ObjectiveConfig: temperature should be positive, got "
-                             f"{self.temperature}.")
+            raise ValueError(
+                f"ObjectiveConfig: temperature should be positive, got {self.temperature}."
+            )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None = None) -> ObjectiveConfig:
@@ -132,8 +139,10 @@ class ObjectiveConfig:
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - fields)
         if unknown:
-            raise ValueError(f"ObjectiveConfig.from_dict: unknown keys {unknown}; known keys are "
-                             f"{sorted(fields)} and 'preset'.")
+            raise ValueError(
+                f"ObjectiveConfig.from_dict: unknown keys {unknown}; known keys are "
+                f"{sorted(fields)} and 'preset'."
+            )
         return dataclasses.replace(base, **d)
 
     def asdict(self) -> dict[str, Any]:
@@ -193,8 +202,12 @@ class BrainMVPObjective(nn.Module):
         >>> out["loss"].backward()
     """
 
-    def __init__(self, backbone: nn.Module, templates: Templates | None = None,
-                 config: ObjectiveConfig | str | dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        templates: Templates | None = None,
+        config: ObjectiveConfig | str | dict[str, Any] | None = None,
+    ) -> None:
         super().__init__()
         if config is None:
             config = ObjectiveConfig()
@@ -204,21 +217,26 @@ class BrainMVPObjective(nn.Module):
             config = ObjectiveConfig.from_dict(config)
         self.config: ObjectiveConfig = config
         if templates is None and config.mode == "brainmvp":
-            raise ValueError("BrainMVPObjective: mode 'brainmvp' needs templates; pass "
-                             "Templates(spacing=...) or use the 'mim' preset.")
+            raise ValueError(
+                "BrainMVPObjective: mode 'brainmvp' needs templates; pass "
+                "Templates(spacing=...) or use the 'mim' preset."
+            )
         self.backbone = backbone
         self.templates = templates
         projection = None
         if config.projection_dim > 0:
             channels = getattr(backbone, "feature_channels", None)
             if not channels:
-                raise ValueError("BrainMVPObjective: projection_dim > 0 needs "
-                                 "backbone.feature_channels; set projection_dim=0.")
+                raise ValueError(
+                    "BrainMVPObjective: projection_dim > 0 needs "
+                    "backbone.feature_channels; set projection_dim=0."
+                )
             projection = ProjectionHead(int(channels[-1]), out=config.projection_dim)
         self.contrastive = InfoNCELoss(config.temperature, config.gather_distributed, projection)
 
-    def forward(self, batch: dict[str, Any], epoch: int = 0,
-                generator: torch.Generator | None = None) -> dict[str, Any]:
+    def forward(
+        self, batch: dict[str, Any], epoch: int = 0, generator: torch.Generator | None = None
+    ) -> dict[str, Any]:
         """One step's losses and views.
 
         Args:
@@ -253,35 +271,57 @@ class BrainMVPObjective(nn.Module):
         target_modality = modality[rows, slot]
         zero = torch.zeros((), device=device)
         out: dict[str, Any] = {
-            "target": target, "target_slot": slot, "target_modality": target_modality,
-            "view_a": None, "view_b": None, "recon_a": None, "recon_b": None,
-            "mask": None, "mask_b": None, "md": zero, "cmr": zero, "cl": zero,
+            "target": target,
+            "target_slot": slot,
+            "target_modality": target_modality,
+            "view_a": None,
+            "view_b": None,
+            "recon_a": None,
+            "recon_b": None,
+            "mask": None,
+            "mask_b": None,
+            "md": zero,
+            "cmr": zero,
+            "cl": zero,
             "source_slot": torch.full_like(slot, -1),
             "fell_back": torch.zeros(bsz, dtype=torch.bool, device=device),
-            "cl_active": False, "warmup": False,
+            "cl_active": False,
+            "warmup": False,
         }
 
         def mask_like() -> tuple[Tensor, Tensor]:
-            return block_mask(bsz, size, cfg.block_size, cfg.mask_rate, generator, device,
-                              return_weight=True)  # type: ignore[return-value]
+            return block_mask(
+                bsz, size, cfg.block_size, cfg.mask_rate, generator, device, return_weight=True
+            )  # type: ignore[return-value]
 
         def template_crop(where: Tensor) -> Tensor:
             assert self.templates is not None
             if origin is None:
-                raise ValueError("BrainMVPObjective: the batch has no 'template_origin'; the "
-                                 "sampler must provide it for template fills.")
-            crop = self.templates.crop(target_modality, origin.to(device), size,
-                                       spacing=None if spacing is None else spacing.to(device),
-                                       scale=True, scale_where=where, scale_block=cfg.block_size,
-                                       straight_through=cfg.template_grad == "straight_through")
+                raise ValueError(
+                    "BrainMVPObjective: the batch has no 'template_origin'; the "
+                    "sampler must provide it for template fills."
+                )
+            crop = self.templates.crop(
+                target_modality,
+                origin.to(device),
+                size,
+                spacing=None if spacing is None else spacing.to(device),
+                scale=True,
+                scale_where=where,
+                scale_block=cfg.block_size,
+                straight_through=cfg.template_grad == "straight_through",
+            )
             return crop.to(target.dtype)
 
         region = (lambda m: m) if cfg.loss_region == "masked" else (lambda m: None)
 
         if cfg.mode == "mim":
             mask, weight = mask_like()
-            view = zero_fill(target, weight) if cfg.fill == "zero" else noise_fill(
-                target, weight, generator)
+            view = (
+                zero_fill(target, weight)
+                if cfg.fill == "zero"
+                else noise_fill(target, weight, generator)
+            )
             recon, _ = self.backbone(view)
             md = reconstruction_loss(recon, target, region(mask))
             out.update(view_a=view, recon_a=recon, mask=mask, md=md, loss=cfg.w_md * md)
@@ -304,8 +344,9 @@ class BrainMVPObjective(nn.Module):
             else:
                 single = ~(present.sum(dim=1) > 1)
                 fallback = template_crop(mask_b) if bool(single.any()) else None
-                view_b, source, fell_back = cross_modal_fill(image, present, slot, weight_b,
-                                                             fallback, generator, target)
+                view_b, source, fell_back = cross_modal_fill(
+                    image, present, slot, weight_b, fallback, generator, target
+                )
                 out.update(source_slot=source, fell_back=fell_back)
             out.update(view_b=view_b, mask_b=mask_b)
             if out["mask"] is None:

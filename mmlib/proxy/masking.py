@@ -118,8 +118,12 @@ def block_mask(
     return mask
 
 
-def expand_blocks(blocks: Tensor, block_size: int | Sequence[int],
-                  spatial_size: Sequence[int], dtype: torch.dtype = torch.bool) -> Tensor:
+def expand_blocks(
+    blocks: Tensor,
+    block_size: int | Sequence[int],
+    spatial_size: Sequence[int],
+    dtype: torch.dtype = torch.bool,
+) -> Tensor:
     """Block-level mask ``(B, gx, gy, gz)`` to voxels ``(B, 1, X, Y, Z)`` of ``dtype``.
 
     Expands one axis at a time (innermost first; bytes for a bool result), which is several
@@ -160,7 +164,8 @@ def _fill_over_source(target: Tensor, source: Tensor, mask: Tensor) -> Tensor:
     records nothing: the same kernel and numbers, one full-size allocation (fresh pages to fault
     in) fewer."""
     tracked = torch.is_grad_enabled() and (
-        target.requires_grad or source.requires_grad or mask.requires_grad)
+        target.requires_grad or source.requires_grad or mask.requires_grad
+    )
     if tracked or source.shape != target.shape or source.dtype != target.dtype:
         return fill(target, source, mask)
     if not mask.is_floating_point():

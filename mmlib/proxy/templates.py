@@ -38,7 +38,9 @@ RELEASED_SHAPE: tuple[int, int, int, int] = (8, 240, 240, 155)
 
 
 def _vec3(value: float | Sequence[float], name: str) -> tuple[float, float, float]:
-    vals = (float(value),) * 3 if isinstance(value, (int, float)) else tuple(float(v) for v in value)
+    vals = (
+        (float(value),) * 3 if isinstance(value, (int, float)) else tuple(float(v) for v in value)
+    )
     if len(vals) != 3 or min(vals) <= 0:
         raise ValueError(f"{name} should be one or three positive numbers, got {value!r}.")
     return vals  # type: ignore[return-value]
@@ -55,8 +57,11 @@ def _tree_reduce(t: Tensor, op, dims: Sequence[int], overwrite: bool = False) ->
             n = t.shape[d]
             h = n // 2
             first = t.narrow(d, 0, h)
-            head = op(first, t.narrow(d, h, h), out=first) if overwrite else op(
-                first, t.narrow(d, h, h))
+            head = (
+                op(first, t.narrow(d, h, h), out=first)
+                if overwrite
+                else op(first, t.narrow(d, h, h))
+            )
             if n % 2:
                 last = t.narrow(d, n - 1, 1)
                 head = op(head, last, out=head) if overwrite else op(head, last)
@@ -89,8 +94,13 @@ def block_minmax(crop: Tensor, block: int) -> tuple[Tensor, Tensor]:
     return lo, hi
 
 
-def minmax_scale(crop: Tensor, where: Tensor | None = None, eps: float = 1e-6,
-                 block: int | None = None, straight_through: bool = False) -> Tensor:
+def minmax_scale(
+    crop: Tensor,
+    where: Tensor | None = None,
+    eps: float = 1e-6,
+    block: int | None = None,
+    straight_through: bool = False,
+) -> Tensor:
     """Min-max scale each crop of a batch to [0, 1] over the voxels ``where`` it is used.
 
     A crop whose range is below ``eps`` (the all-zero template at initialisation) is returned
@@ -123,8 +133,9 @@ def minmax_scale(crop: Tensor, where: Tensor | None = None, eps: float = 1e-6,
     return torch.addcmul(off, crop, inv)
 
 
-def _minmax_coefficients(crop: Tensor, where: Tensor | None, eps: float,
-                         block: int | None) -> tuple[Tensor, Tensor]:
+def _minmax_coefficients(
+    crop: Tensor, where: Tensor | None, eps: float, block: int | None
+) -> tuple[Tensor, Tensor]:
     """``(inv, off)`` shaped ``(B, 1, 1, 1, 1)`` so that ``crop * inv + off`` is min-max scaled."""
     bsz = crop.shape[0]
     flat = crop.reshape(bsz, -1)
@@ -173,8 +184,13 @@ class _WindowGather(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, volumes: Tensor, modality: Tensor, start: Tensor,  # type: ignore[override]
-                size: tuple[int, int, int]) -> Tensor:
+    def forward(
+        ctx,
+        volumes: Tensor,
+        modality: Tensor,
+        start: Tensor,  # type: ignore[override]
+        size: tuple[int, int, int],
+    ) -> Tensor:
         sx, sy, sz = size
         vols = volumes.contiguous()
         st = vols.stride()
@@ -195,7 +211,7 @@ class _WindowGather(torch.autograd.Function):
         sx, sy, sz = ctx.size
         gv = grad.new_zeros(ctx.shape)
         for b, (m, x, y, z) in enumerate(zip(modality.tolist(), *start.T.tolist())):
-            gv[m, x:x + sx, y:y + sy, z:z + sz] += grad[b]
+            gv[m, x : x + sx, y : y + sy, z : z + sz] += grad[b]
         return gv, None, None, None
 
 
@@ -308,9 +324,13 @@ class Templates(nn.Module):
                 ``scale_over`` is unknown.
         """
         if resample not in ("auto", "trilinear"):
-            raise ValueError(f"Templates.crop: resample should be auto or trilinear, got {resample!r}.")
+            raise ValueError(
+                f"Templates.crop: resample should be auto or trilinear, got {resample!r}."
+            )
         if scale_over not in ("inside", "crop"):
-            raise ValueError(f"Templates.crop: scale_over should be inside or crop, got {scale_over!r}.")
+            raise ValueError(
+                f"Templates.crop: scale_over should be inside or crop, got {scale_over!r}."
+            )
         if spacing is not None:
             spacing = torch.as_tensor(spacing, dtype=torch.float32)
         modality = modality.to(self.volumes.device).long().view(-1)
@@ -328,8 +348,12 @@ class Templates(nn.Module):
             same = False
         else:
             same = spacing is None or bool(
-                torch.allclose(spacing.to(dev, torch.float32).view(bsz, 3), t_sp.expand(bsz, 3),
-                               rtol=1e-4, atol=1e-5)
+                torch.allclose(
+                    spacing.to(dev, torch.float32).view(bsz, 3),
+                    t_sp.expand(bsz, 3),
+                    rtol=1e-4,
+                    atol=1e-5,
+                )
             )
         grid_n = torch.tensor(self.shape, device=dev)
         fully_inside = True
@@ -341,23 +365,35 @@ class Templates(nn.Module):
             out = _WindowGather.apply(self.volumes, modality, start, (sx, sy, sz)).unsqueeze(1)
             inside = None
         elif same:
-            axes = [start[:, i : i + 1] + torch.arange(n, device=dev) for i, n in
-                    enumerate((sx, sy, sz))]
+            axes = [
+                start[:, i : i + 1] + torch.arange(n, device=dev)
+                for i, n in enumerate((sx, sy, sz))
+            ]
             valid = [(a >= 0) & (a < grid_n[i]) for i, a in enumerate(axes)]
             ix, iy, iz = (a.clamp(0, int(grid_n[i]) - 1) for i, a in enumerate(axes))
             out = self.volumes[
-                modality.view(bsz, 1, 1, 1), ix.view(bsz, sx, 1, 1), iy.view(bsz, 1, sy, 1),
+                modality.view(bsz, 1, 1, 1),
+                ix.view(bsz, sx, 1, 1),
+                iy.view(bsz, 1, sy, 1),
                 iz.view(bsz, 1, 1, sz),
             ]
-            inside = valid[0].view(bsz, sx, 1, 1) & valid[1].view(bsz, 1, sy, 1) \
+            inside = (
+                valid[0].view(bsz, sx, 1, 1)
+                & valid[1].view(bsz, 1, sy, 1)
                 & valid[2].view(bsz, 1, 1, sz)
+            )
             out = (out * inside).unsqueeze(1)
             inside = inside.unsqueeze(1)
         else:
-            sp = (t_sp.expand(bsz, 3) if spacing is None
-                  else spacing.to(dev, torch.float32).reshape(-1, 3).expand(bsz, 3))
-            coords = [org[:, i].view(bsz, 1) + sp[:, i].view(bsz, 1) * torch.arange(n, device=dev)
-                      for i, n in enumerate((sx, sy, sz))]  # world mm per axis, (B, n)
+            sp = (
+                t_sp.expand(bsz, 3)
+                if spacing is None
+                else spacing.to(dev, torch.float32).reshape(-1, 3).expand(bsz, 3)
+            )
+            coords = [
+                org[:, i].view(bsz, 1) + sp[:, i].view(bsz, 1) * torch.arange(n, device=dev)
+                for i, n in enumerate((sx, sy, sz))
+            ]  # world mm per axis, (B, n)
             idx = [(c - self.origin[i].to(dev)) / t_sp[i] for i, c in enumerate(coords)]
             norm = [2 * v / max(int(grid_n[i]) - 1, 1) - 1 for i, v in enumerate(idx)]
             gx = norm[0].view(bsz, sx, 1, 1).expand(bsz, sx, sy, sz)
@@ -366,8 +402,9 @@ class Templates(nn.Module):
             # grid_sample's last grid axis is (W, H, D) = (Z, Y, X) for an input (B, 1, X, Y, Z)
             grid = torch.stack((gz, gy, gx), dim=-1)
             vols = self.volumes.index_select(0, modality).unsqueeze(1)
-            out = F.grid_sample(vols, grid, mode="bilinear", padding_mode="zeros",
-                                align_corners=True)
+            out = F.grid_sample(
+                vols, grid, mode="bilinear", padding_mode="zeros", align_corners=True
+            )
             inside = ((grid.abs() <= 1 + 1e-6).all(dim=-1)).unsqueeze(1)
         if scale and scale_over == "crop":
             lo, hi = torch.aminmax(out.flatten(1), dim=1)
@@ -377,15 +414,15 @@ class Templates(nn.Module):
         elif scale:
             if inside is None:
                 where = None if scale_where is None else scale_where.to(dev).bool()
-                out = minmax_scale(out, where, block=scale_block,
-                                   straight_through=straight_through)
+                out = minmax_scale(out, where, block=scale_block, straight_through=straight_through)
             else:
                 where = inside if scale_where is None else scale_where.to(dev).bool() & inside
                 out = minmax_scale(out, where, straight_through=straight_through) * inside
         return out
 
-    def to_nifti(self, path: str | Path, modality: str | int | None = None,
-                 scale: bool = False) -> Path:
+    def to_nifti(
+        self, path: str | Path, modality: str | int | None = None, scale: bool = False
+    ) -> Path:
         """Write one template (3-D) or all of them (4-D, last axis in MODALITIES order).
 
         Args:
@@ -406,8 +443,11 @@ class Templates(nn.Module):
         if modality is None or modality == "all":
             data = vols.permute(1, 2, 3, 0).numpy()
         else:
-            idx = modality if isinstance(modality, int) else MODALITIES.index(
-                canonical(str(modality), "Templates.to_nifti"))
+            idx = (
+                modality
+                if isinstance(modality, int)
+                else MODALITIES.index(canonical(str(modality), "Templates.to_nifti"))
+            )
             data = vols[idx].numpy()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -435,14 +475,20 @@ class Templates(nn.Module):
         vol = vol.detach().float()
         aff = np.asarray(affine, dtype=np.float64).reshape(4, 4)
         if vol.dim() != 4:
-            raise ValueError(f"Templates.from_volumes: volumes should be (M, X, Y, Z), got "
-                             f"{tuple(vol.shape)}.")
+            raise ValueError(
+                f"Templates.from_volumes: volumes should be (M, X, Y, Z), got {tuple(vol.shape)}."
+            )
         step = np.diag(aff[:3, :3]).copy()
         if not np.allclose(aff[:3, :3], np.diag(step)) or np.any(step == 0):
-            raise ValueError("Templates.from_volumes: the affine should be diagonal with a "
-                             f"non-zero spacing, got {aff[:3, :3].tolist()}.")
-        out = cls(spacing=np.abs(step).tolist(), shape=tuple(vol.shape[1:]),
-                  n_modalities=int(vol.shape[0]))
+            raise ValueError(
+                "Templates.from_volumes: the affine should be diagonal with a "
+                f"non-zero spacing, got {aff[:3, :3].tolist()}."
+            )
+        out = cls(
+            spacing=np.abs(step).tolist(),
+            shape=tuple(vol.shape[1:]),
+            n_modalities=int(vol.shape[0]),
+        )
         out.volumes.data.copy_(vol)
         # the exact grid of the affine, signs included (float32 like the constructor's buffers)
         out.spacing = torch.as_tensor(step, dtype=torch.float64).float()
@@ -450,8 +496,12 @@ class Templates(nn.Module):
         return out
 
     @classmethod
-    def from_released(cls, rep_template: Tensor, spacing: float | Sequence[float] = 1.0,
-                      source_spacing: float = 1.0) -> Templates:
+    def from_released(
+        cls,
+        rep_template: Tensor,
+        spacing: float | Sequence[float] = 1.0,
+        source_spacing: float = 1.0,
+    ) -> Templates:
         """Import the BrainMVP authors' released templates (``rep_template``).
 
         The released tensor is ``(8, 240, 240, 155)`` on the 1 mm BraTS/SRI24 grid, in
@@ -487,8 +537,13 @@ class Templates(nn.Module):
         src.volumes.data.copy_(rep)
         with torch.no_grad():
             corner = out.origin.view(1, 3).expand(len(MODALITIES), 3)
-            res = src.crop(torch.arange(len(MODALITIES)), corner, out.shape,
-                           spacing=out.spacing.view(1, 3).expand(len(MODALITIES), 3), scale=False)
+            res = src.crop(
+                torch.arange(len(MODALITIES)),
+                corner,
+                out.shape,
+                spacing=out.spacing.view(1, 3).expand(len(MODALITIES), 3),
+                scale=False,
+            )
         out.volumes.data.copy_(res[:, 0])
         return out
 
@@ -516,19 +571,23 @@ def load_templates(checkpoint: str | Path) -> Templates:
     folder = Path(checkpoint)
     weights = folder / "model.safetensors"
     if not weights.is_file():
-        raise FileNotFoundError(f"{folder}: no model.safetensors; pass a checkpoint folder "
-                                "checkpoints/step_XXXXXXX")
+        raise FileNotFoundError(
+            f"{folder}: no model.safetensors; pass a checkpoint folder checkpoints/step_XXXXXXX"
+        )
     tensors = load_file(str(weights))
     keys = [k for k in tensors if k.endswith("templates.volumes")]
     if not keys:
-        raise KeyError(f"{weights}: no 'templates.volumes' tensor; this checkpoint has no templates")
+        raise KeyError(
+            f"{weights}: no 'templates.volumes' tensor; this checkpoint has no templates"
+        )
     meta: dict = {}
     if (folder / "meta.json").is_file():
         meta = json.loads((folder / "meta.json").read_text())
     affine = meta.get("template_affine")
     if affine is None and isinstance(meta.get("templates"), dict):
         affine = meta["templates"].get("affine")
-    out = Templates.from_volumes(np.asarray(tensors[keys[0]], dtype=np.float32),
-                                 np.eye(4) if affine is None else affine)
+    out = Templates.from_volumes(
+        np.asarray(tensors[keys[0]], dtype=np.float32), np.eye(4) if affine is None else affine
+    )
     out.volumes.requires_grad_(False)  # read to view or to fill, not to train
     return out
