@@ -73,7 +73,7 @@ def subset_robustness(
         if spec.kind == "segmentation":
             scores, _ = evaluate_segmentation(net, store, test, spec, roi, fill, templates, keep=keep, hd95=hd95,
                                               sw_batch_size=int(cfg["eval"]["sw_batch_size"]),
-                                              overlap=float(cfg["eval"]["overlap"]))
+                                              overlap=float(cfg["eval"]["overlap"]), lesions=False)
             metrics = {c: float(scores[c].mean()) for c in scores.columns if c != "study"}
         else:
             assert cls_data is not None
