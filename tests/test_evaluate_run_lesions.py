@@ -50,7 +50,7 @@ def scored(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, pd.Dat
 
 
 def test_test_scores_carry_lesion_metrics(scored: tuple[Path, dict, pd.DataFrame]) -> None:
-    run, res, scores = scored
+    run, _, scores = scored
     for region in ("TC", "WT", "ET"):
         for col in ("lesion_dice", "lesion_f1", "tp", "fp", "fn", "reference_empty"):
             assert f"{col}_{region}" in scores.columns
