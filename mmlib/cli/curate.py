@@ -27,6 +27,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard", help="I/N: curate only every N-th study starting at I")
     parser.add_argument("--split-file", help="JSON or CSV split file overriding the hash splits")
     parser.add_argument("--margin", type=int, default=2, help="voxels around the head (2)")
+    parser.add_argument("--role", choices=["pretrain", "downstream"],
+                        help="role of every study (pre-training samples only 'pretrain' studies "
+                        "when the store records roles, every study when none); also set on "
+                        "studies already in the store")
     parser.add_argument("--no-qc", action="store_true", help="skip the QC report")
     parser.add_argument("--dry-run", action="store_true",
                         help="only discover and print per-source counts")
@@ -53,7 +57,8 @@ def run_cli(args: argparse.Namespace) -> int:
         return EXIT_OK
     try:
         report = curate(studies, args.out, args.spacing, args.workers, shard, args.split_file,
-                        args.margin, progress=not args.quiet, qc_report=not args.no_qc)
+                        args.margin, progress=not args.quiet, qc_report=not args.no_qc,
+                        role=args.role)
     except ValueError as err:
         print(f"mmlib curate: {err}", file=sys.stderr)
         return EXIT_USAGE

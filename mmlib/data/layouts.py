@@ -66,6 +66,11 @@ _SPLIT_KEYS = {"training": "train", "train": "train", "validation": "val", "val"
                "testing": "test", "test": "test"}
 
 
+ROLES = ("pretrain", "downstream")
+"""Roles of a study: pre-training samples only ``pretrain`` studies when a store records roles
+(and every study when it records none)."""
+
+
 @dataclass
 class ScanRef:
     """One modality's file: a path, and the channel when the file is 4-D (Decathlon)."""
