@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml constraints.txt
 	# rich<14 and connected-components-3d<4, but works with the pinned newer ones (tested by
 	# tests/test_evaluate_lesions.py); pip's resolver would refuse them, so its import-time
 	# dependencies are installed first and panoptica itself without dependencies
-	$(BIN)/python -m pip install -q -c constraints.txt ruamel.yaml plotly
+	$(BIN)/python -m pip install -q -c constraints.txt ruamel.yaml plotly connected-components-3d
 	$(BIN)/python -m pip install -q --no-deps -c constraints.txt panoptica
 	$(BIN)/python tools/jupyterlab_setup.py
 	@touch $(STAMP)
