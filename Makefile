@@ -19,6 +19,12 @@ $(STAMP): pyproject.toml constraints.txt
 	# torch first, pinned: the CPU wheel here, the CUDA build of the same release on GPU machines
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,log]'
+	# lesion-wise metrics (mmlib.evaluate.lesions): panoptica 2.1.x declares numpy<2.3, pandas<3,
+	# rich<14 and connected-components-3d<4, but works with the pinned newer ones (tested by
+	# tests/test_evaluate_lesions.py); pip's resolver would refuse them, so its import-time
+	# dependencies are installed first and panoptica itself without dependencies
+	$(BIN)/python -m pip install -q -c constraints.txt ruamel.yaml plotly connected-components-3d
+	$(BIN)/python -m pip install -q --no-deps -c constraints.txt panoptica
 	$(BIN)/python tools/jupyterlab_setup.py
 	@touch $(STAMP)
 

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from mmlib.evaluate.reports import write_results
-from mmlib.evaluate.reports import (collect_runs, paired_differences, plot_label_efficiency, plot_paired,
+from mmlib.evaluate.reports import (collect_runs, lesion_summary, paired_differences, plot_label_efficiency, plot_paired,
                                     plot_segmentation, plot_subsets, summary_table, to_markdown)
 from mmlib.paths import work_dir
 
@@ -67,7 +67,9 @@ if len(runs):
 # ## 2. Segmentation
 #
 # Dice (mean over regions) on each task's test studies, mean ± sd over seeds, and the paired
-# difference of every initialisation to scratch at the same seed and label fraction.
+# difference of every initialisation to scratch at the same seed and label fraction; then the
+# lesion-wise Dice and F1 of the BraTS evaluation and the test studies with an empty reference
+# region.
 
 # %%
 seg = runs[runs["kind"] == "segmentation"] if len(runs) else runs
@@ -76,6 +78,7 @@ if len(seg):
     print(to_markdown(summary_table(seg, "dice_mean")))
     seg_diff = paired_differences(seg, "dice_mean")
     print(to_markdown(seg_diff.drop(columns=["diffs"])))
+    print(to_markdown(lesion_summary(seg)))
     summary["segmentation"] = {f"{r['task']}/{r['init']}@{r['label_fraction']}": {"mean": r["mean"], "sd": r["sd"], "n_seeds": r["n_seeds"]}
                                for _, r in summary_table(seg, "dice_mean").iterrows()}
     summary["segmentation_paired"] = {f"{r['task']}/{r['init']}@{r['label_fraction']}": {

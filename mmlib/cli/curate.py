@@ -31,6 +31,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard", help="I/N: curate only every N-th study starting at I")
     parser.add_argument("--split-file", help="JSON or CSV split file overriding the hash splits")
     parser.add_argument("--margin", type=int, default=2, help="voxels around the head (2)")
+    parser.add_argument(
+        "--role",
+        choices=["pretrain", "downstream"],
+        help="role of every study (pre-training samples only 'pretrain' studies "
+        "when the store records roles, every study when none); also set on "
+        "studies already in the store",
+    )
     parser.add_argument("--no-qc", action="store_true", help="skip the QC report")
     parser.add_argument(
         "--dry-run", action="store_true", help="only discover and print per-source counts"
@@ -74,6 +81,7 @@ def run_cli(args: argparse.Namespace) -> int:
             args.margin,
             progress=not args.quiet,
             qc_report=not args.no_qc,
+            role=args.role,
         )
     except ValueError as err:
         print(f"mmlib curate: {err}", file=sys.stderr)

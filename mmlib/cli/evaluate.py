@@ -5,12 +5,18 @@ over seeds per (task, label fraction, initialisation) and the paired differences
 baseline, and writes them as CSV (and figures) into ``--out``.
 ``mmlib evaluate robustness RUN [--fills template zero]`` prints the modality-subset table of a
 finished run (cached in the run folder).
-Exit status 0, 1 when nothing was found or an input is wrong, 2 for usage errors.
+``mmlib evaluate segmentation --pred DIR --ref SOURCE_OR_DIR [--scheme S] [--out CSV]`` scores
+a folder of predicted label maps against references as the challenges do (Dice, HD95,
+lesion-wise Dice and F1, lesion counts, empty references; :mod:`mmlib.evaluate.challenge`),
+prints mean ± sd per region and writes one row per study and region to ``--out``.
+Exit status 0, 1 when nothing was found or an input is wrong, 2 for usage errors;
+``segmentation``: 0 every study scored, 3 some failed (each with a one-line reason), 2 usage.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -26,6 +32,21 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     rob.add_argument("run", help="a finished fine-tuning run folder")
     rob.add_argument("--fills", nargs="+", default=["template", "zero"], help="fills to compare")
     rob.add_argument("--max-test", type=int, default=None, help="at most this many test studies")
+    seg = sub.add_parser("segmentation", help="score predicted label maps against references")
+    seg.add_argument("--pred", required=True, help="folder of <study>.nii.gz predictions")
+    seg.add_argument(
+        "--ref",
+        required=True,
+        help="folder of <study>.nii.gz labels, or a source mmlib curate reads",
+    )
+    seg.add_argument(
+        "--scheme",
+        choices=["brats2021", "brats2023", "binary", "tissue"],
+        default=None,
+        help="label scheme (default: told from the references)",
+    )
+    seg.add_argument("--out", default=None, help="CSV file, one row per study and region")
+    seg.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -35,6 +56,8 @@ def run_cli(args: argparse.Namespace) -> int:
     from mmlib.evaluate.reports import collect_runs, paired_differences, summary_table
 
     pd.set_option("display.width", 160)
+    if args.action == "segmentation":
+        return _segmentation(args)
     try:
         if args.action == "report":
             runs = collect_runs(args.roots)
@@ -69,3 +92,37 @@ def run_cli(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError, KeyError) as err:
         print(f"mmlib evaluate: {err}")
         return 1
+
+
+def _segmentation(args: argparse.Namespace) -> int:
+    """``mmlib evaluate segmentation``: 0 all scored, 3 some failed, 2 usage error."""
+    import os
+
+    from mmlib.evaluate.challenge import score_folder, summary
+
+    try:
+        res = score_folder(args.pred, args.ref, args.scheme, progress=not args.quiet)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"mmlib evaluate segmentation: {err}", file=sys.stderr)
+        return 2
+    for note in res.notes:
+        print(note)
+    for sid in res.missing:
+        print(f"MISSING {sid}: no prediction in {args.pred}; scored as an empty prediction")
+    for sid, reason in sorted(res.failed.items()):
+        print(f"FAILED {sid}: {reason}")
+    n = res.table["study"].nunique()
+    print(
+        f"== {n} studies scored ({res.scheme}), {len(res.missing)} without a prediction, "
+        f"{len(res.failed)} failed; mean ± sd per region"
+    )
+    if n:
+        print(summary(res.table).to_string(index=False))
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        res.table.to_csv(tmp, index=False)
+        os.replace(tmp, out)
+        print(f"wrote {out}")
+    return res.status

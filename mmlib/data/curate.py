@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -42,7 +43,7 @@ from tqdm.auto import tqdm
 
 from mmlib.data import nifti
 from mmlib.data import store as store_mod
-from mmlib.data.layouts import ScanRef, Study
+from mmlib.data.layouts import ROLES, ScanRef, Study
 from mmlib.modalities import MODALITIES
 
 EXIT_OK, EXIT_USAGE, EXIT_SOME_FAILED = 0, 2, 3
@@ -529,6 +530,19 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return i, n
 
 
+def _set_role(root: Path, study: str, role: str) -> None:
+    """Record ``role`` in a finished study's ``meta.json`` (atomically; the manifest is
+    rewritten by :func:`mmlib.data.store.consolidate` at the end of :func:`curate`)."""
+    meta = root / "studies" / store_mod.study_dirname(study) / "meta.json"
+    data = json.loads(meta.read_text())
+    if data["row"].get("role") == role:
+        return
+    data["row"]["role"] = role
+    tmp = meta.with_name(f".meta.json.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, meta)
+
+
 def curate(
     studies: Sequence[Study],
     out: str | Path,
@@ -539,10 +553,12 @@ def curate(
     margin: int = 2,
     progress: bool = True,
     qc_report: bool = True,
+    role: str | None = None,
 ) -> CurateReport:
     """Curate studies into the store at ``out`` (created if needed).
 
-    Finished studies are skipped, so an interrupted run is resumed by running it again.
+    Finished studies are skipped, so an interrupted run is resumed by running it again (with
+    ``role``, a finished study's recorded role is set to it without curating it again).
 
     Args:
         studies: from :func:`mmlib.data.layouts.discover`.
@@ -555,15 +571,26 @@ def curate(
         margin: voxels kept around the head. Defaults to 2.
         progress: show a tqdm bar. Defaults to True.
         qc_report: write the QC report (``reports/qc``) at the end. Defaults to True.
+        role: ``pretrain`` or ``downstream`` for every study, replacing the sources' own
+            (pre-training samples only ``pretrain`` studies when the store records roles, and
+            every study when it records none). Defaults to None (the sources' roles; none for
+            a dataset folder).
 
     Returns:
         The report (also written to ``out/reports/curate[-shard-I-of-N].json``).
+
+    Raises:
+        ValueError: When ``role`` is not one of :data:`mmlib.data.layouts.ROLES`.
     """
+    if role is not None and role not in ROLES:
+        raise ValueError(f"role {role!r}: choose one of {', '.join(ROLES)}")
     t0 = time.perf_counter()
     root = store_mod.init_store(out, spacing)
     store_mod.clean_stale(root)
     shard = parse_shard(shard) if isinstance(shard, str) else shard
     todo = sorted(studies, key=lambda s: s.study)
+    if role is not None:
+        todo = [replace(st, role=role) for st in todo]
     if shard is not None:
         todo = todo[shard[0] :: shard[1]]
     override = store_mod.read_split_file(split_file) if split_file else {}
@@ -573,6 +600,8 @@ def curate(
     jobs = []
     for st in todo:
         if store_mod.is_done(root, st.study) and not st.problems:
+            if role is not None:
+                _set_role(root, st.study, role)
             report.skipped.append(st.study)
         else:
             split = override.get(st.study) or st.split or store_mod.assign_split(st.study)

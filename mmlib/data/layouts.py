@@ -87,6 +87,11 @@ _SPLIT_KEYS = {
 }
 
 
+ROLES = ("pretrain", "downstream")
+"""Roles of a study: pre-training samples only ``pretrain`` studies when a store records roles
+(and every study when it records none)."""
+
+
 @dataclass
 class ScanRef:
     """One modality's file: a path, and the channel when the file is 4-D (Decathlon)."""

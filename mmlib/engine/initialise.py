@@ -54,11 +54,28 @@ def _file_hash(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def pretraining_overrides(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The overrides of the pre-training run that ``init=<objective>`` starts.
+
+    ``objective`` and the fine-tuning config's ``pretrain_overrides``. The pre-training store is
+    ``pretrain_overrides["data.store"]`` when given, else the pre-training preset's (the
+    scale's shared store), and never the fine-tuning store ``data.store``: a task's store holds
+    its test studies, and pre-training samples every study of a store without roles.
+
+    Raises:
+        ValueError: When ``init`` is not an objective.
+    """
+    init = str(cfg["init"])
+    if init not in OBJECTIVES:
+        raise ValueError(f"init {init!r} is not a pre-training objective ({', '.join(OBJECTIVES)})")
+    return {"objective": init, **dict(cfg.get("pretrain_overrides") or {})}
+
+
 def resolve_init(cfg: Mapping[str, Any], progress: bool = True) -> tuple[str, Path | None]:
     """The initialisation's label and checkpoint folder (None for scratch).
 
-    An objective name pre-trains (or reuses) the run ``pretrain(scale, {objective: name, ...})``
-    with ``pretrain_overrides`` (and the fine-tuning store, when one is set).
+    An objective name pre-trains (or reuses) the run ``pretrain(scale, overrides)`` of
+    :func:`pretraining_overrides`: on the pre-training store, never on the task's.
 
     Args:
         cfg: a resolved fine-tuning configuration.
@@ -78,10 +95,7 @@ def resolve_init(cfg: Mapping[str, Any], progress: bool = True) -> tuple[str, Pa
     if init in OBJECTIVES:
         from mmlib.engine.pretrain import pretrain
 
-        overrides = {"objective": init, **dict(cfg.get("pretrain_overrides") or {})}
-        if cfg["data"].get("store"):
-            overrides.setdefault("data.store", cfg["data"]["store"])
-        run = pretrain(cfg["scale"], overrides, progress=progress)
+        run = pretrain(cfg["scale"], pretraining_overrides(cfg), progress=progress)
         return init, checkpoint_folder(run)
     folder = checkpoint_folder(init)
     in_run = folder.parent.name == "checkpoints"

@@ -127,6 +127,7 @@ class Trainer:
         from mmlib.models import build_backbone
         from mmlib.proxy.brainmvp import BrainMVPObjective, ObjectiveConfig
         from mmlib.proxy.templates import Templates
+        from mmlib.tasks import check_pretrain_studies
 
         self.cfg, self.run_dir, self.info, self.progress = cfg, Path(run_dir), info, progress
         t, d = cfg["train"], cfg["data"]
@@ -151,6 +152,8 @@ class Trainer:
             self.seed,
             image_dtype=torch.float16 if info.device.type == "cuda" else torch.float32,
         )
+        # a downstream task's test study seen in pre-training would inflate its fine-tuned scores
+        check_pretrain_studies(self.dataset.studies, self.store.manifest)
         self.sampler = StepBatchSampler(
             len(self.dataset), t["batch_size"], self.accum, info.rank, info.world_size, self.seed
         )

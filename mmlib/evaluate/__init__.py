@@ -10,6 +10,10 @@ It reads the engine through its public functions and run folders only.
 - :mod:`mmlib.evaluate.grid`: :func:`finetune_grid`, train and score every (init, fraction,
   seed) cell, reusing finished runs.
 - :mod:`mmlib.evaluate.segmentation`: Dice and HD95 per region with stated empty-case rules.
+- :mod:`mmlib.evaluate.lesions`: the BraTS lesion-wise metrics (panoptica, the official
+  parameters): lesion Dice, detection F1, lesion counts.
+- :mod:`mmlib.evaluate.challenge`: a folder of predicted label maps scored against references
+  by study id (``mmlib evaluate segmentation``).
 - :mod:`mmlib.evaluate.classification`: accuracy, balanced accuracy, AUC, F1.
 - :mod:`mmlib.evaluate.robustness`: scores over every modality subset, template vs zero fill.
 - :mod:`mmlib.evaluate.reports`: run folders → mean ± sd tables, paired differences, plots.

@@ -54,6 +54,53 @@ def summary_table(
     return out
 
 
+def lesion_summary(
+    runs: pd.DataFrame, by: Sequence[str] = ("task", "label_fraction", "init")
+) -> pd.DataFrame:
+    """Lesion-wise Dice and F1 (the BraTS evaluation, :mod:`mmlib.evaluate.lesions`) per group.
+
+    Each run's scores are averaged over its regions (``lesion_dice_<region>``,
+    ``lesion_f1_<region>`` of ``results.json["test"]``), then over seeds.
+
+    Args:
+        runs: from :func:`collect_runs` (segmentation runs).
+        by: the grouping columns. Defaults to ``("task", "label_fraction", "init")``.
+
+    Returns:
+        Columns ``*by``, ``n_seeds``, ``lesion_dice`` and ``lesion_f1`` (``mean ± sd`` over
+        seeds, text) and ``reference_empty`` (test studies with an empty reference region, per
+        region, e.g. ``ET 2, TC 0, WT 0``). Empty when no run has lesion-wise scores (runs
+        scored before they were added).
+    """
+
+    def cols(prefix: str) -> list[str]:
+        return [c for c in runs.columns if c.startswith(prefix) and not c.endswith("_sd")]
+
+    dice_cols, f1_cols, empty_cols = (
+        cols("lesion_dice_"),
+        cols("lesion_f1_"),
+        cols("reference_empty_"),
+    )
+    if not dice_cols or runs.empty:
+        return pd.DataFrame(columns=[*by, "n_seeds", "lesion_dice", "lesion_f1", "reference_empty"])
+    frame = runs.assign(_dice=runs[dice_cols].mean(axis=1), _f1=runs[f1_cols].mean(axis=1))
+    frame = frame[frame["_dice"].notna() | frame["_f1"].notna()]
+    rows = []
+    for key, g in frame.groupby(list(by), dropna=False):
+        row: dict[str, Any] = dict(zip(by, key if isinstance(key, tuple) else (key,)))
+        row["n_seeds"] = int(g["seed"].nunique())
+        for name, col in (("lesion_dice", "_dice"), ("lesion_f1", "_f1")):
+            m, s = float(g[col].mean()), float(g[col].std())
+            row[name] = f"{m:.3f} ± {s:.3f}" if np.isfinite(s) else f"{m:.3f}"
+        row["reference_empty"] = ", ".join(
+            f"{c.removeprefix('reference_empty_')} {int(g[c].max())}"
+            for c in empty_cols
+            if g[c].notna().any()
+        )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def paired_differences(
     runs: pd.DataFrame,
     metric: str,

@@ -90,6 +90,7 @@ def subset_robustness(
                 hd95=hd95,
                 sw_batch_size=int(cfg["eval"]["sw_batch_size"]),
                 overlap=float(cfg["eval"]["overlap"]),
+                lesions=False,
             )
             metrics = {c: float(scores[c].mean()) for c in scores.columns if c != "study"}
         else:

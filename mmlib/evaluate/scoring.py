@@ -1,6 +1,7 @@
 """Scoring fine-tuned networks: per-study test scores, and a finished run scored once.
 
-:func:`evaluate_segmentation` (Dice and HD95 per region, sliding-window inference) and
+:func:`evaluate_segmentation` (Dice and HD95 per region, the lesion-wise metrics of the BraTS
+evaluation and whether the reference region is empty; sliding-window inference) and
 :func:`evaluate_classification` (accuracy, balanced accuracy, AUC, F1) score a network on
 studies, optionally with modalities dropped and filled (robustness). :func:`load_network`
 rebuilds a trained run's network from its folder; :func:`score_run` scores a trained run on its
@@ -29,6 +30,7 @@ from mmlib.engine.finetune import DONE, TRAINED, finetune_split, open_store, res
 from mmlib.engine.initialise import build_network
 from mmlib.evaluate.classification import classification_scores
 from mmlib.evaluate.inference import drop_modalities, predict_volume, window_size
+from mmlib.evaluate.lesions import region_lesion_scores
 from mmlib.evaluate.segmentation import segmentation_scores
 from mmlib.proxy.missing import fill_missing
 from mmlib.proxy.templates import Templates
@@ -51,8 +53,9 @@ def evaluate_segmentation(
     device: torch.device | str = "cpu",
     keep_predictions: int = 0,
     progress: bool = False,
+    lesions: bool = True,
 ) -> tuple[pd.DataFrame, dict[str, dict[str, np.ndarray]]]:
-    """Dice/HD95 per test study, optionally with modalities dropped and filled.
+    """Dice/HD95 and lesion-wise scores per test study, optionally with modalities dropped.
 
     Args:
         net: the fine-tuned segmentation network.
@@ -69,11 +72,13 @@ def evaluate_segmentation(
         device: where to run. Defaults to "cpu".
         keep_predictions: return this many studies' label and prediction (uint8). Defaults to 0.
         progress: show a progress bar. Defaults to False.
+        lesions: also the lesion-wise metrics (:mod:`mmlib.evaluate.lesions`). Defaults to True.
 
     Returns:
         A DataFrame (one row per study: ``study``, ``dice_<region>``, ``hd95_<region>``,
-        ``dice_mean``) and ``{study: {"label", "pred", "image"}}`` for the kept predictions
-        (label and prediction ``(X, Y, Z)`` uint8, image ``(C, X, Y, Z)`` float16).
+        ``dice_mean`` and, with ``lesions``, ``lesion_dice_<region>``, ``lesion_f1_<region>``,
+        ``tp_<region>``, ``fp_<region>``, ``fn_<region>``, ``reference_empty_<region>``) and
+        ``{study: {"label", "pred", "image"}}`` for the kept predictions (label and prediction ``(X, Y, Z)`` uint8, image ``(C, X, Y, Z)`` float16).
     """
     assert spec.regions is not None
     net.eval()
@@ -102,6 +107,12 @@ def evaluate_segmentation(
         rec = segmentation_scores(
             pred, target, spec.regions.names, spacing=s["spacing"].tolist(), with_hd95=hd95
         )[0]
+        if lesions:
+            rec.update(
+                region_lesion_scores(
+                    pred[0].numpy(), target[0].numpy(), spec.regions.names, s["spacing"].tolist()
+                )
+            )
         rows.append({"study": s["study"], **rec})
         if len(kept) < keep_predictions:
             kept[s["study"]] = {
@@ -206,6 +217,30 @@ def load_network(
     return net, spec, templates, cfg
 
 
+def summarise_test_scores(scores: pd.DataFrame) -> dict[str, float]:
+    """The ``test`` entry of a segmentation run's ``results.json`` from its ``test_scores.csv``.
+
+    Means over the test studies (the lesion-wise scores skip studies where both masks are
+    empty, as the official BraTS parser does), ``*_sd`` of the Dice and lesion-wise Dice and F1
+    scores, and sums of the lesion counts ``tp_/fp_/fn_<region>`` and of
+    ``reference_empty_<region>`` (the number of test studies whose reference region is empty).
+    """
+    counts = ("tp_", "fp_", "fn_", "reference_empty_")
+    out: dict[str, float] = {}
+    for c in scores.columns:
+        if c == "study":
+            continue
+        out[c] = int(scores[c].sum()) if c.startswith(counts) else float(scores[c].mean())
+    out.update(
+        {
+            f"{c}_sd": float(scores[c].std(ddof=0))
+            for c in scores.columns
+            if c.startswith(("dice_", "lesion_dice_", "lesion_f1_"))
+        }
+    )
+    return out
+
+
 def score_run(run_dir: str | Path, progress: bool = False) -> dict[str, Any]:
     """Score a trained fine-tuning run on its test split (once; a scored run is read back).
 
@@ -258,14 +293,7 @@ def score_run(run_dir: str | Path, progress: bool = False) -> dict[str, Any]:
         (run_dir / "predictions").mkdir(exist_ok=True)
         for study, arrays in kept.items():
             np.savez_compressed(run_dir / "predictions" / f"{study}.npz", **arrays)  # type: ignore[arg-type]
-        metrics = {c: float(scores[c].mean()) for c in scores.columns if c != "study"}
-        metrics.update(
-            {
-                f"{c}_sd": float(scores[c].std(ddof=0))
-                for c in scores.columns
-                if c.startswith("dice_")
-            }
-        )
+        metrics = summarise_test_scores(scores)
     else:
         data = classification_inputs(cfg, store, test, spec)
         scores, metrics = evaluate_classification(net, data, spec, fill, templates, device=device)

@@ -7,6 +7,8 @@ only the vocabulary (:mod:`mmlib.modalities`) and the scales.
   cohort), finding a task's studies in a manifest, splits and nested label subsets.
 - :mod:`mmlib.tasks.regions`: BraTS TC/WT/ET under both label conventions, tissue classes
   (:class:`RegionSpec`).
+- :mod:`mmlib.tasks.leakage`: the test splits of the tasks in a store, and the check that keeps
+  them out of pre-training.
 - :mod:`mmlib.tasks.plan`: the grid of fine-tuning runs the book's notebooks 07-10 and 12 run.
 """
 
@@ -23,6 +25,7 @@ from mmlib.tasks.catalogue import (
     task_rows,
     task_splits,
 )
+from mmlib.tasks.leakage import check_pretrain_studies, task_test_studies
 from mmlib.tasks.plan import ABLATIONS, PLAN, plan
 from mmlib.tasks.regions import CONVENTIONS, RegionSpec, brats_regions, detect_convention
 
@@ -34,6 +37,7 @@ __all__ = [
     "RegionSpec",
     "TaskSpec",
     "brats_regions",
+    "check_pretrain_studies",
     "class_index",
     "detect_convention",
     "get_task",
@@ -43,4 +47,5 @@ __all__ = [
     "split_studies",
     "task_rows",
     "task_splits",
+    "task_test_studies",
 ]

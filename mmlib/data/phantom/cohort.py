@@ -34,6 +34,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mmlib.configs.scales import SCALES
+from mmlib.data.layouts import ROLES
 from mmlib.data.phantom import writers as W
 from mmlib.data.phantom.anatomy import Anatomy, load_anatomy
 from mmlib.data.phantom.lesions import LESION_KINDS, random_lesion
@@ -50,8 +51,6 @@ from mmlib.modalities import MODALITIES
 
 #: Version of the simulator; part of the reuse key, bump when the output changes.
 GENERATOR_VERSION = "2"
-
-ROLES = ("pretrain", "downstream")
 
 #: Modalities each layout can hold.
 LAYOUT_MODALITIES: dict[str, tuple[str, ...]] = {
