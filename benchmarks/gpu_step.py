@@ -12,9 +12,9 @@ study is two views), peak memory (``torch.cuda.max_memory_allocated``; on CPU th
 peak RSS), model FLOPs per step (``torch.utils.flop_counter`` on one forward+backward, optimizer
 excluded), achieved TFLOP/s and MFU against (a) the datasheet dense peak of the chip when known
 (H100/H200: bf16 989, fp32 67 TFLOP/s; ``--peak-tflops`` overrides) and (b) a bf16/fp32 matmul
-measured in the same run. Each precision is timed in ``--repeats`` runs (default 3) of ``--steps`` steps,
-interleaved; medians, spreads and the load average are printed (``harness.py``). Results also go to
-``--out`` as JSON. The last line printed is the
+measured in the same run. Each precision is timed in ``--repeats`` runs (default 3) of
+``--steps`` steps, interleaved; medians, spreads and the load average are printed
+(``harness.py``). Results also go to ``--out`` as JSON. The last line printed is the
 ratio bf16-autocast samples/s over fp32 samples/s (geometric mean over the backbones).
 
 GPU run (paper scale): ``python benchmarks/gpu_step.py --out $OUT/gpu_step.json``.
@@ -247,12 +247,14 @@ def main() -> None:
         )
     print(
         f"device {chip}; torch {torch.__version__}; {args.size}^3, batch {args.batch} (x2 views), "
-        f"{args.scale} sizes; matmul measured bf16 {measured['bf16']:.2f} / fp32 {measured['fp32']:.2f} TFLOP/s; "
+        f"{args.scale} sizes; matmul measured bf16 {measured['bf16']:.2f} / "
+        f"fp32 {measured['fp32']:.2f} TFLOP/s; "
         f"datasheet {datasheet or 'unknown'}"
     )
     rows = []
     print(
-        f"{'backbone':<10} {'prec':<5} {'params':>7} {'step ms':>9} {'samples/s':>10} {'mem GB':>7} "
+        f"{'backbone':<10} {'prec':<5} {'params':>7} {'step ms':>9} {'samples/s':>10} "
+        f"{'mem GB':>7} "
         f"{'TFLOP/step':>10} {'TFLOP/s':>8} {'MFU sheet':>9} {'MFU mm':>7}"
     )
     for name in args.backbones:
@@ -261,7 +263,8 @@ def main() -> None:
             sheet = f"{100 * r['mfu_datasheet']:.1f}%" if r["mfu_datasheet"] is not None else "-"
             print(
                 f"{name:<10} {r['precision']:<5} {r['params_m']:>6.1f}M {1e3 * r['step_s']:>9.1f} "
-                f"{r['samples_per_s']:>10.2f} {r['peak_mem_gb']:>7.2f} {r['model_tflop_per_step']:>10.3f} "
+                f"{r['samples_per_s']:>10.2f} {r['peak_mem_gb']:>7.2f} "
+                f"{r['model_tflop_per_step']:>10.3f} "
                 f"{r['achieved_tflops']:>8.2f} {sheet:>9} {100 * r['mfu_measured_matmul']:>6.1f}%"
             )
             print("  " + summarize(f"{name} {r['precision']} step", r["runs"], "ms", 1e3))

@@ -30,8 +30,9 @@ processes (``--workers``, default 2), each worker limited to one CPU thread:
 Each side runs ``--repeats`` times (default 3), interleaved; a run starts its workers, is
 timed from its first batch to its last (start-up excluded) and shuts them down. Also measured
 in every round: a plain ``memcpy`` (``torch`` copies of batch-sized float32 chunks of a 128 MiB
-buffer, larger than a CPU cache, with ``--workers`` threads), the memory limit: the fraction printed is the image bytes a loader
-delivers per second over the bytes that copy moves per second. Loader memory is sampled every
+buffer, larger than a CPU cache, with ``--workers`` threads), the memory limit: the fraction
+printed is the image bytes a loader delivers per second over the bytes that copy moves per
+second. Loader memory is sampled every
 100 samples in mmlib's first run (``--store-samples``, default 1000): RSS and USS (private
 memory: a leak would show there) of the main process and its workers. The last line is the
 ratio of medians mmlib / authors' chain; the line before it mmlib / nnU-Net.

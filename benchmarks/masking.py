@@ -33,7 +33,8 @@ spent 4-40 ms of kernel time (2,400-20,000 minor page faults, varying between id
 against 12-17 ms of user time. The block statistics now reduce in place in their own
 temporaries and view B is written over its own source gather (the same kernels, bit-identical
 results): fewer fresh pages per call. (Scaling the template gather in place was tried too: it
-saves a fresh tensor but the aliased ``addcmul`` ran 0.1-0.8 ms slower, so it was left out.) With trimming off for both sides
+saves a fresh tensor but the aliased ``addcmul`` ran 0.1-0.8 ms slower, so it was left out.)
+With trimming off for both sides
 (``MALLOC_TRIM_THRESHOLD_=4294967296 MALLOC_MMAP_THRESHOLD_=1073741824``) the kernel time
 vanishes and both sides speed up (the authors' loop about 2x, mmlib to ~12 ms): the ratio is
 then the one of the computations alone. ``torch.compile`` of the fused gather, scaling and

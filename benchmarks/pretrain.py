@@ -217,21 +217,26 @@ def main() -> None:
         print(summarize(f"{r['scale']} end-to-end", r["runs"]["e2e"], "samples/s"))
         print(summarize(f"{r['scale']} one batch in memory", r["runs"]["memory"], "samples/s"))
     print(
-        f"{'scale':<6} {'device':<6} {'amp':<5} {'batch':>5} {'crop':>5} {'workers':>7} {'samples/s':>10} "
+        f"{'scale':<6} {'device':<6} {'amp':<5} {'batch':>5} {'crop':>5} {'workers':>7} "
+        f"{'samples/s':>10} "
         f"{'step s':>8} {'data wait':>9} {'in-memory samples/s':>20} {'peak MB':>8}"
     )
     for r in results:
         print(
-            f"{r['scale']:<6} {r['device']:<6} {r['amp']:<5} {r['batch']:>5} {r['crop']!s:>5} {r['workers']:>7} "
-            f"{r['e2e_samples_per_s']:>10.2f} {r['e2e_step_time_s']:>8.3f} {100 * r['data_wait_frac']:>8.1f}% "
+            f"{r['scale']:<6} {r['device']:<6} {r['amp']:<5} {r['batch']:>5} {r['crop']!s:>5} "
+            f"{r['workers']:>7} "
+            f"{r['e2e_samples_per_s']:>10.2f} {r['e2e_step_time_s']:>8.3f} "
+            f"{100 * r['data_wait_frac']:>8.1f}% "
             f"{r['memory_samples_per_s']:>20.2f} {r['peak_mem_mb']:>8.0f}"
         )
         if "paper_gpu_hours_per_gpu_scans" in r:
             h = r["paper_gpu_hours_per_gpu_scans"]
             print(
-                f"  paper schedule ({PAPER_EPOCHS} epochs x {PAPER_SCANS} scans) at {r['e2e_samples_per_s']:.1f} "
-                f"samples/s: {h:,.0f} GPU-hours ({h / 8 / 24:,.1f} days on 8 GPUs at linear scaling); "
-                f"{r['paper_gpu_hours_per_gpu_studies']:,.0f} GPU-hours if an epoch is {PAPER_STUDIES} studies"
+                f"  paper schedule ({PAPER_EPOCHS} epochs x {PAPER_SCANS} scans) at "
+                f"{r['e2e_samples_per_s']:.1f} "
+                f"samples/s: {h:,.0f} GPU-hours ({h / 8 / 24:,.1f} days on 8 GPUs at linear "
+                f"scaling); {r['paper_gpu_hours_per_gpu_studies']:,.0f} GPU-hours if an epoch is "
+                f"{PAPER_STUDIES} studies"
             )
     if args.json:
         args.json.write_text(

@@ -38,7 +38,7 @@ def _size3(crop_size: int | Sequence[int]) -> tuple[int, int, int]:
     size = (crop_size,) * 3 if isinstance(crop_size, int) else tuple(int(c) for c in crop_size)
     if len(size) != 3 or min(size) < 1:
         raise ValueError(f"crop_size should be a positive int or 3 ints, got {crop_size!r}")
-    return size  # type: ignore[return-value]
+    return size
 
 
 def crop_box(shape: Sequence[int], size: Sequence[int], rng: np.random.Generator) -> np.ndarray:
@@ -236,14 +236,14 @@ class PretrainDataset(_EpochDataset):
         n = len(indices)
         shape = (n, self.k, *self.crop_size)
         info = get_worker_info()
-        lease = None
+        lease: tuple[str, int, int, int] | None = None
         if info is None:
             image = torch.empty(shape, dtype=self.image_dtype)
         elif info.id < RING_WORKERS:
             if self._ring is None or self._ring.pid != os.getpid():
                 self._ring = _BatchRing(self._released[info.id])
-            image, lease = self._ring.lend(shape, self.image_dtype)
-            lease = (self._uid, info.id, *lease) if lease is not None else None
+            image, slot_token = self._ring.lend(shape, self.image_dtype)
+            lease = (self._uid, info.id, *slot_token) if slot_token is not None else None
         else:
             image = _empty(shape, self.image_dtype)
         present = np.zeros((n, self.k), dtype=bool)
@@ -344,7 +344,8 @@ class _BatchRing:
         if slot is None:
             return _empty(shape, dtype), None
         self.tokens[slot] = token
-        out = torch.empty(0, dtype=dtype).set_(self.storages[slot], 0, shape)
+        # torch's stub lacks set_'s default stride (contiguous); the call is valid at run time
+        out = torch.empty(0, dtype=dtype).set_(self.storages[slot], 0, shape)  # type: ignore[call-overload]
         return out, (slot, token)
 
 
@@ -360,8 +361,7 @@ class _Batch(dict):
 
 def _lease(batch: dict[str, Any], lease: tuple[str, int, int, int] | None) -> dict[str, Any]:
     """Rebuild a worker's batch (a plain dict); arrange for its ring buffer to be returned."""
-    released = None if lease is None else _RELEASED.get(lease[0])
-    if released is not None:
+    if lease is not None and (released := _RELEASED.get(lease[0])) is not None:
         _, worker, slot, token = lease
         weakref.finalize(
             batch["image"].untyped_storage(), _give_back, released, worker, slot, token
@@ -383,7 +383,8 @@ def _empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         return torch.empty(shape, dtype=dtype)
     numel = int(np.prod(shape))
     storage = torch.UntypedStorage._new_shared(numel * dtype.itemsize)
-    return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
+    # torch's stub lacks set_'s default stride (contiguous); the call is valid at run time
+    return torch.empty(0, dtype=dtype).set_(storage, 0, shape)  # type: ignore[call-overload]
 
 
 def _collate(items: Sequence[dict[str, Any]], pad: bool = False) -> dict[str, Any]:

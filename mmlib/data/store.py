@@ -43,7 +43,7 @@ import shutil
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -115,7 +115,7 @@ def read_split_file(path: str | Path) -> dict[str, str]:
             raise ValueError(f"{path}: a split file is a JSON object")
         for key, value in data.items():
             if isinstance(value, list):
-                split = names.get(key, key)
+                split = names.get(str(key), str(key))  # JSON keys are str already
                 for entry in value:
                     sid = entry["study"] if isinstance(entry, dict) else str(entry)
                     out[sid] = split
@@ -354,7 +354,8 @@ class Store:
     def row(self, study: str) -> dict[str, Any]:
         """The manifest row of a study as a dict."""
         self._dir(study)
-        return self.manifest.loc[study].to_dict()
+        # pandas types the keys as Hashable; the manifest's columns are str
+        return cast("dict[str, Any]", self.manifest.loc[study].to_dict())
 
     def image_path(self, study: str, modality: str) -> Path:
         """The ``.npy`` file of one modality.
@@ -489,7 +490,7 @@ class CropReader:
         try:
             for i, x in enumerate(range(x0, x1)):
                 pos = offset + ((x * ny + y0) * nz) * dtype.itemsize
-                got = os.preadv(fd, [memoryview(buf[i * row : (i + 1) * row])], pos)
+                got = os.preadv(fd, [buf[i * row : (i + 1) * row].data], pos)
                 if got != row:
                     raise OSError(
                         f"{path}: short read ({got} of {row} bytes at {pos}); the "

@@ -134,7 +134,8 @@ class Trainer:
         self.seed = int(t["seed"])
         self.accum = int(t["accum"])
         torch.manual_seed(self.seed)
-        np.random.seed((self.seed + info.rank) % 2**32)
+        # numpy's global state is seeded (and checkpointed) on purpose: exact resume
+        np.random.seed((self.seed + info.rank) % 2**32)  # noqa: NPY002
         import random
 
         random.seed(self.seed + info.rank)
@@ -204,7 +205,7 @@ class Trainer:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Weights: ``backbone.*``, ``templates.volumes`` (and the projection head, if any)."""
-        return {k: v for k, v in self.objective.state_dict().items()}
+        return dict(self.objective.state_dict())
 
     def meta(self) -> dict[str, Any]:
         """Checkpoint metadata (mmlib's pre-training convention)."""

@@ -21,9 +21,9 @@ without the contrastive term.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -292,7 +292,7 @@ class BrainMVPObjective(nn.Module):
         def mask_like() -> tuple[Tensor, Tensor]:
             return block_mask(
                 bsz, size, cfg.block_size, cfg.mask_rate, generator, device, return_weight=True
-            )  # type: ignore[return-value]
+            )
 
         def template_crop(where: Tensor) -> Tensor:
             assert self.templates is not None
@@ -354,7 +354,9 @@ class BrainMVPObjective(nn.Module):
             views.append(view_b)
         x = torch.cat(views, dim=0)
         if cfg.w_md <= 0 and cfg.w_cmr <= 0 and hasattr(self.backbone, "encode"):
-            feats = self.backbone.encode(x)  # contrastive only: the decoder is not needed
+            # an optional method of backbones, which nn.Module types as Tensor | Module
+            encode = cast("Callable[[Tensor], list[Tensor]]", self.backbone.encode)
+            feats = encode(x)  # contrastive only: the decoder is not needed
             recons: Sequence[Tensor | None] = [None, None]
         else:
             recon, feats = self.backbone(x)
@@ -363,15 +365,19 @@ class BrainMVPObjective(nn.Module):
         total = zero
         i = 0
         if need_a:
-            out["recon_a"] = recons[i]
+            recon_a = recons[i]
+            out["recon_a"] = recon_a
             if cfg.w_md > 0:
-                out["md"] = reconstruction_loss(recons[i], target, region(out["mask"]))
+                assert recon_a is not None  # None only when w_md and w_cmr are both <= 0
+                out["md"] = reconstruction_loss(recon_a, target, region(out["mask"]))
                 total = total + cfg.w_md * out["md"]
             i += 1
         if need_b:
-            out["recon_b"] = recons[i]
+            recon_b = recons[i]
+            out["recon_b"] = recon_b
             if cfg.w_cmr > 0:
-                out["cmr"] = reconstruction_loss(recons[i], target, region(out["mask_b"]))
+                assert recon_b is not None  # None only when w_md and w_cmr are both <= 0
+                out["cmr"] = reconstruction_loss(recon_b, target, region(out["mask_b"]))
                 total = total + cfg.w_cmr * out["cmr"]
         if cl_active and need_a and need_b:
             out["cl"] = self.contrastive(deepest[0], deepest[1])

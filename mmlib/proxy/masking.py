@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal, overload
 
 import torch
 from torch import Tensor
@@ -27,7 +28,7 @@ def _triple(value: int | Sequence[int], name: str) -> tuple[int, int, int]:
     vals = (int(value),) * 3 if isinstance(value, (int, float)) else tuple(int(v) for v in value)
     if len(vals) != 3 or min(vals) < 1:
         raise ValueError(f"{name} should be one or three positive ints, got {value!r}.")
-    return vals  # type: ignore[return-value]
+    return vals
 
 
 def rand(
@@ -57,6 +58,55 @@ def n_kept(spatial_size: Sequence[int], block_size: int | Sequence[int], mask_ra
     total = math.prod(n_blocks(spatial_size, block_size))
     # a tiny epsilon so that e.g. 0.8 of 125 blocks keeps 25, not 24, despite float rounding
     return int(math.floor(total * (1.0 - mask_rate) + 1e-9))
+
+
+@overload
+def block_mask(
+    batch_size: int,
+    spatial_size: Sequence[int],
+    block_size: int | Sequence[int] = 8,
+    mask_rate: float = 0.8,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    return_weight: Literal[False] = False,
+) -> Tensor: ...
+
+
+@overload
+def block_mask(
+    batch_size: int,
+    spatial_size: Sequence[int],
+    block_size: int | Sequence[int] = 8,
+    mask_rate: float = 0.8,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    *,
+    return_weight: Literal[True],
+) -> tuple[Tensor, Tensor]: ...
+
+
+@overload
+def block_mask(
+    batch_size: int,
+    spatial_size: Sequence[int],
+    block_size: int | Sequence[int],
+    mask_rate: float,
+    generator: torch.Generator | None,
+    device: torch.device | str | None,
+    return_weight: Literal[True],
+) -> tuple[Tensor, Tensor]: ...
+
+
+@overload
+def block_mask(
+    batch_size: int,
+    spatial_size: Sequence[int],
+    block_size: int | Sequence[int] = 8,
+    mask_rate: float = 0.8,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    return_weight: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]: ...
 
 
 def block_mask(

@@ -20,8 +20,9 @@ Examples::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,10 +44,12 @@ def _vec3(value: float | Sequence[float], name: str) -> tuple[float, float, floa
     )
     if len(vals) != 3 or min(vals) <= 0:
         raise ValueError(f"{name} should be one or three positive numbers, got {value!r}.")
-    return vals  # type: ignore[return-value]
+    return vals
 
 
-def _tree_reduce(t: Tensor, op, dims: Sequence[int], overwrite: bool = False) -> Tensor:
+def _tree_reduce(
+    t: Tensor, op: Callable[..., Tensor], dims: Sequence[int], overwrite: bool = False
+) -> Tensor:
     """Reduce ``dims`` of ``t`` to size 1 by pairwise ``op`` on halves (fast on CPU and GPU).
 
     With ``overwrite`` (``t`` is the caller's temporary) every step writes into the first half
@@ -167,11 +170,11 @@ class _AffineStraightThrough(torch.autograd.Function):
     """``crop * inv + off`` in one pass forward, identity gradient to ``crop`` backward."""
 
     @staticmethod
-    def forward(ctx, crop: Tensor, inv: Tensor, off: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, crop: Tensor, inv: Tensor, off: Tensor) -> Tensor:
         return torch.addcmul(off, crop, inv)
 
     @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
         return grad, None, None
 
 
@@ -185,10 +188,10 @@ class _WindowGather(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx,
+        ctx: Any,
         volumes: Tensor,
         modality: Tensor,
-        start: Tensor,  # type: ignore[override]
+        start: Tensor,
         size: tuple[int, int, int],
     ) -> Tensor:
         sx, sy, sz = size
@@ -206,7 +209,7 @@ class _WindowGather(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
         modality, start = ctx.saved_tensors
         sx, sy, sz = ctx.size
         gv = grad.new_zeros(ctx.shape)
@@ -235,6 +238,12 @@ class Templates(nn.Module):
     Raises:
         ValueError: When a size or spacing is not positive.
     """
+
+    # declared for the type checker: nn.Module's __getattr__ types registered buffers as
+    # Tensor | Module
+    volumes: nn.Parameter
+    spacing: Tensor
+    origin: Tensor
 
     def __init__(
         self,
