@@ -78,7 +78,8 @@ def evaluate_segmentation(
         A DataFrame (one row per study: ``study``, ``dice_<region>``, ``hd95_<region>``,
         ``dice_mean`` and, with ``lesions``, ``lesion_dice_<region>``, ``lesion_f1_<region>``,
         ``tp_<region>``, ``fp_<region>``, ``fn_<region>``, ``reference_empty_<region>``) and
-        ``{study: {"label", "pred", "image"}}`` for the kept predictions (label and prediction ``(X, Y, Z)`` uint8, image ``(C, X, Y, Z)`` float16).
+        ``{study: {"label", "pred", "image"}}`` for the kept predictions (label and prediction
+        ``(X, Y, Z)`` uint8, image ``(C, X, Y, Z)`` float16).
     """
     assert spec.regions is not None
     net.eval()
