@@ -369,3 +369,20 @@ def test_surface_layer_data_per_label(tmp_path: Path) -> None:
     assert verts.max(axis=0).tolist() == pytest.approx([10.5, 12.5, 9.5])
     np.testing.assert_allclose(kw["vertex_colors"][0], SCHEMES["brats2021"].colors[4])
     assert kw["scale"] == (2.0, 2.0, 2.0)
+
+
+def test_with_label_overlays_a_prediction_on_the_native_grid(tmp_path: Path) -> None:
+    from mmlib.viz.data import with_label
+
+    aff = np.diag([-2.0, -2.0, 2.0, 1.0])  # LPS on disk: the prediction is read the same way
+    study = load_study_folder(write_study(tmp_path / "s", affine=aff))
+    pred = np.zeros(SHAPE, np.uint8)
+    pred[2:5, 3:6, 4:7] = 3
+    nib.save(nib.Nifti1Image(pred, aff), tmp_path / "s.nii.gz")
+    shown = with_label(study, tmp_path / "s.nii.gz")
+    assert shown.label is not None and int(shown.label.data.sum()) == 3 * 27
+    assert study.label is not None and int(study.label.data.max()) == 4  # the original is kept
+    np.testing.assert_allclose(shown.label.affine, study.images["t1"].affine)
+    nib.save(nib.Nifti1Image(pred[:-1], aff), tmp_path / "bad.nii.gz")
+    with pytest.raises(ValueError, match="does not match"):
+        with_label(study, tmp_path / "bad.nii.gz")

@@ -62,6 +62,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="label colours and names (default: from the source, else guessed)",
     )
     parser.add_argument(
+        "--label",
+        type=Path,
+        default=None,
+        metavar="NIFTI",
+        help="study folder: show this label map instead of the study's own (e.g. a prediction "
+        "of mmlib predict, on the study's grid)",
+    )
+    parser.add_argument(
         "--screenshot",
         type=Path,
         default=None,
@@ -95,8 +103,17 @@ def open_path(viewer: Any, args: argparse.Namespace) -> Any:
     from mmlib.viz import napari as mv
 
     kind = _kind(args.path)
+    if getattr(args, "label", None) is not None and kind != "study":
+        raise ValueError(
+            f"mmlib view: --label takes a study folder (native grid); {args.path} is a {kind}"
+        )
     if kind in ("store", "study"):
-        mv.open_study(args.path, viewer, scheme=args.scheme, grid=args.grid, plane=args.plane)
+        study: Any = args.path
+        if getattr(args, "label", None) is not None:
+            from mmlib.viz.data import load_study_folder, with_label
+
+            study = with_label(load_study_folder(args.path, args.scheme), args.label)
+        mv.open_study(study, viewer, scheme=args.scheme, grid=args.grid, plane=args.plane)
     elif kind == "samples":
         mv.open_sample(
             args.path, viewer, study=args.study, modality=args.modality, plane=args.plane

@@ -140,6 +140,35 @@ def load_study_folder(folder: str | Path, scheme: str | None = None) -> Study:
     return Study(folder.name, {m: images[m] for m in order}, label, scheme)
 
 
+def with_label(study: Study, path: str | Path) -> Study:
+    """``study`` with the label map replaced by a NIfTI file (a prediction of ``mmlib predict``).
+
+    Args:
+        study: a study read from its folder (native grids, see :func:`load_study_folder`).
+        path: an integer label map on the grid of the study's images.
+
+    Raises:
+        ValueError: When the label map's grid (shape and affine, after reorientation to the
+            closest RAS) differs from the study's images.
+    """
+    import dataclasses
+
+    import nibabel as nib
+
+    img = nib.as_closest_canonical(nib.load(path))
+    data = np.asarray(img.dataobj)
+    affine = np.asarray(img.affine, dtype=np.float64)
+    ref = next(iter(study.images.values()))
+    if data.shape[:3] != ref.data.shape or not np.allclose(affine, ref.affine, atol=1e-3):
+        raise ValueError(
+            f"{path}: label grid {data.shape[:3]} does not match {study.name}'s images "
+            f"{ref.data.shape} (give a segmentation on the study's own grid, as mmlib predict "
+            "writes it)"
+        )
+    label = Volume("segmentation", data.astype(np.int32), affine, "labels")
+    return dataclasses.replace(study, label=label)
+
+
 def load_store_study(store_root: str | Path, study: str, scheme: str | None = None) -> Study:
     """Read one study of a curated store (:class:`mmlib.data.store.Store`).
 
