@@ -38,6 +38,33 @@ from mmlib.runs import fsync_dir, write_text_atomic
 from mmlib.tasks import TaskSpec
 
 
+def _test_input(
+    sample: dict[str, Any],
+    spec: TaskSpec,
+    fill: str,
+    templates: Templates | None,
+    keep: Sequence[bool] | None,
+    device: torch.device | str,
+) -> torch.Tensor:
+    """One test sample's input ``(1, C, X, Y, Z)``: channels not in ``keep`` dropped, every absent
+    channel filled (template or zeros)."""
+    image = sample["image"][None].to(device)
+    present = sample["present"][None]
+    if keep is not None:
+        present = drop_modalities(present, keep)
+    if not bool(present.all()):
+        image = fill_missing(
+            image,
+            present,
+            spec.modalities,
+            fill,
+            templates,
+            sample["template_origin"][None],
+            sample["spacing"],
+        )
+    return image
+
+
 def evaluate_segmentation(
     net: nn.Module,
     store: Any,
@@ -88,20 +115,7 @@ def evaluate_segmentation(
     kept: dict[str, dict[str, np.ndarray]] = {}
     for i in tqdm(range(len(ds)), desc="evaluate", disable=not progress, leave=False):
         s = ds[i]
-        image = s["image"][None].to(device)
-        present = s["present"][None]
-        if keep is not None:
-            present = drop_modalities(present, keep)
-        if not bool(present.all()):
-            image = fill_missing(
-                image,
-                present,
-                spec.modalities,
-                fill,
-                templates,
-                s["template_origin"][None],
-                s["spacing"],
-            )
+        image = _test_input(s, spec, fill, templates, keep, device)
         logits = predict_volume(net, image, roi, sw_batch_size, overlap)
         pred = spec.regions.predict(logits).cpu()
         target = spec.regions.targets(s["label"][None])
@@ -152,19 +166,7 @@ def evaluate_classification(
     with torch.no_grad():
         for i in range(len(data)):
             s = data[i]
-            image, present = s["image"][None].to(device), s["present"][None]
-            if keep is not None:
-                present = drop_modalities(present, keep)
-            if not bool(present.all()):
-                image = fill_missing(
-                    image,
-                    present,
-                    spec.modalities,
-                    fill,
-                    templates,
-                    s["template_origin"][None],
-                    s["spacing"],
-                )
+            image = _test_input(s, spec, fill, templates, keep, device)
             p = torch.softmax(net(image), dim=1)[0].cpu().numpy()
             probs.append(p)
             ys.append(int(s["label"]))
