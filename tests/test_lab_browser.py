@@ -145,6 +145,8 @@ def test_click_opens_chapter_as_notebook_and_widgets_run(lab: str, tmp_path: Pat
                 "Cross-modal"
             )
             cells = panel.locator(".jp-Notebook .jp-Cell")
+            # the notebook renders its cells progressively: wait for the fifth, do not count early
+            panel.locator(".jp-CodeCell").nth(4).wait_for(state="attached")
             assert panel.locator(".jp-CodeCell").count() >= 5
             assert page.locator(".jp-FileEditor:visible").count() == 0
             page.screenshot(path=str(shots / "notebook.png"))
