@@ -92,6 +92,22 @@ def collate_samples(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return _collate(items)
 
 
+def _whole_volume(
+    store: Any, study: str, modalities: Sequence[str], have: Sequence[str]
+) -> np.ndarray:
+    """A study's whole volumes ``float32 (C, X, Y, Z)`` in ``modalities`` order; zeros for the
+    modalities it lacks (``have``: those it has)."""
+    shape = store.image(study, have[0]).shape
+    return np.stack(
+        [
+            np.asarray(store.image(study, m), dtype=np.float32)
+            if m in have
+            else np.zeros(shape, np.float32)
+            for m in modalities
+        ]
+    )
+
+
 def apply_flips(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
     """Flip each sample of a batch along the axes its ``flip`` row marks.
 
@@ -232,15 +248,7 @@ class Volumes(Dataset):
         study = self.studies[index]
         row = self.store.row(study)
         have = _mods(row)
-        ref = self.store.image(study, have[0])
-        image = np.stack(
-            [
-                np.asarray(self.store.image(study, m), dtype=np.float32)
-                if m in have
-                else np.zeros(ref.shape, np.float32)
-                for m in self.modalities
-            ]
-        )
+        image = _whole_volume(self.store, study, self.modalities, have)
         out: dict[str, Any] = {
             "image": torch.from_numpy(image),
             "present": torch.tensor([m in have for m in self.modalities]),
@@ -304,21 +312,13 @@ class ClassificationInputs(Dataset):
         if study not in self._cache:
             row = self.store.row(study)
             have = _mods(row)
-            ref = self.store.image(study, have[0])
-            vol = np.stack(
-                [
-                    np.asarray(self.store.image(study, m), dtype=np.float32)
-                    if m in have
-                    else np.zeros(ref.shape, np.float32)
-                    for m in self.modalities
-                ]
-            )
+            vol = _whole_volume(self.store, study, self.modalities, have)
             img = F.interpolate(
                 torch.from_numpy(vol)[None], size=self.size, mode="trilinear", align_corners=True
             )[0]
             sp = (
                 _spacing(row)
-                * (np.asarray(ref.shape, dtype=np.float32) - 1)
+                * (np.asarray(vol.shape[1:], dtype=np.float32) - 1)
                 / (np.asarray(self.size, dtype=np.float32) - 1)
             )
             present = torch.tensor([m in have for m in self.modalities])
