@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -101,3 +102,116 @@ def test_robustness_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert main(["evaluate", "report", str(tmp_path / "runs")]) == 0
     assert "mean ± sd" in capsys.readouterr().out
     assert main(["evaluate", "report", str(tmp_path / "nothing")]) == 1
+
+
+def _scored_run(
+    root: Path, init: str, seed: int, per_study: list[float], frac: float = 0.2
+) -> None:
+    """A finished segmentation run with a per-study ``test_scores.csv`` (as score_run writes)."""
+    _fake_run(root, init, seed, float(np.mean(per_study)), frac)
+    d = root / f"{init}-{seed}-{frac}"
+    lines = ["study,dice_mean"] + [f"s{i},{v}" for i, v in enumerate(per_study)]
+    (d / "test_scores.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_paired_differences_intervals_and_the_headline(tmp_path: Path) -> None:
+    from mmlib.evaluate.reports import compare, headline, paired_table, verdict
+
+    rng = np.random.default_rng(0)
+    study = rng.uniform(0.3, 0.7, 4)
+    for s in range(3):
+        _scored_run(tmp_path, "scratch", s, (study + 0.01 * s).tolist())
+        _scored_run(tmp_path, "brainmvp", s, (study + 0.01 * s + [0.05, 0.07, 0.06][s]).tolist())
+        _scored_run(tmp_path, "mim", s, (study + 0.01 * s + [0.08, 0.02, 0.05][s]).tolist())
+    runs = collect_runs(tmp_path)
+    diff = paired_differences(runs, "dice_mean").set_index("init")
+    # brainmvp: +0.06 ± 0.01 over three seeds: t interval 0.06 ± 0.0248, resolved
+    assert (diff.loc["brainmvp", "ci_lo"], diff.loc["brainmvp", "ci_hi"]) == pytest.approx(
+        (0.06 - 0.024841, 0.06 + 0.024841), abs=1e-5
+    )
+    # mim: mean (0.05) above its sd (0.03), the old criterion, yet the interval includes zero
+    assert diff.loc["mim", "mean_diff"] > diff.loc["mim", "sd_diff"]
+    assert diff.loc["brainmvp", "resolved"] and not diff.loc["mim", "resolved"]
+    # the per-study differences equal the per-seed ones (no study effect): the bootstrap
+    # interval lies within the range of the per-seed differences
+    assert (
+        0.05 - 1e-9
+        <= diff.loc["brainmvp", "boot_lo"]
+        <= diff.loc["brainmvp", "boot_hi"]
+        <= 0.07 + 1e-9
+    )
+    assert diff.loc["brainmvp", "values"][1] == pytest.approx(study.mean() + 0.01 + 0.07)
+    assert diff.loc["brainmvp", "n_test"] == 4
+    readable = paired_table(diff.reset_index())
+    assert readable["verdict"].tolist() == ["resolved", "unresolved"]
+    assert "95 % CI (seeds × studies)" in readable.columns
+    head = headline(runs, "brats_ped", label_fraction=0.2)
+    assert list(head) == [
+        "task",
+        "init",
+        "baseline",
+        "label_fraction",
+        "seeds",
+        "mean_diff",
+        "ci95",
+    ]
+    assert head["seeds"] == [0, 1, 2] and head["mean_diff"] == pytest.approx(0.06)
+    assert head["ci95"] == pytest.approx([0.06 - 0.024841, 0.06 + 0.024841], abs=1e-5)
+    assert "**resolved**" in verdict(head) and "better" in verdict(head)
+    mim = headline(runs, "brats_ped", init="mim")
+    assert "**unresolved**" in verdict(mim)
+    cmp, matrix = compare(runs, "brats_ped", "brainmvp")
+    assert matrix is not None and matrix.shape == (3, 4) and cmp.resolved
+    with pytest.raises(ValueError, match="no finished swin run"):
+        compare(runs, "brats_ped", "swin")
+
+
+def test_tables_and_captions_render_from_the_data(tmp_path: Path) -> None:
+    from mmlib.evaluate.reports import (
+        label_efficiency_caption,
+        paired_caption,
+        seeds_and_studies,
+        show_figure,
+        table,
+    )
+
+    for s in range(2):
+        for frac in (0.2, 0.4):
+            _fake_run(tmp_path, "scratch", s, 0.4 + 0.1 * frac + 0.01 * s, frac)
+            _fake_run(tmp_path, "brainmvp", s, 0.45 + 0.1 * frac + 0.02 * s, frac)
+    runs = collect_runs(tmp_path)
+    diff = paired_differences(runs, "dice_mean")
+    html = table(diff, caption="paired").to_html()
+    assert "<table" in html and "paired" in html and "0: 0.050, 1: 0.060" in html
+    assert seeds_and_studies(runs) == "2 seeds (0, 1), 4 test studies per run"
+    cap = paired_caption(diff, what="BraTS-PED-like.")
+    assert cap.startswith("BraTS-PED-like.") and "Seeds per comparison: 2" in cap
+    assert "test studies per run: 4" in cap
+    eff = label_efficiency_caption(runs, "brats_ped")
+    assert "20 %: 3 studies" in eff and "2 seeds per point" in eff and "10 steps" in eff
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    out = show_figure(fig, "a <caption>")
+    assert "<figcaption" in out.data and "a &lt;caption&gt;" in out.data
+    assert not plt.fignum_exists(fig.number)
+
+
+def test_classification_intervals(tmp_path: Path) -> None:
+    from mmlib.evaluate.reports import classification_intervals
+    from mmlib.evaluate.stats import wilson_interval
+
+    d = tmp_path / "run"
+    d.mkdir()
+    y = [0, 0, 0, 1, 1, 1]
+    p1 = [0.2, 0.6, 0.1, 0.9, 0.4, 0.8]
+    rows = ["study,target,pred,p_lgg,p_hgg"] + [
+        f"s{i},{t},{int(p > 0.5)},{1 - p},{p}" for i, (t, p) in enumerate(zip(y, p1))
+    ]
+    (d / "test_scores.csv").write_text("\n".join(rows) + "\n")
+    runs = pd.DataFrame([{"task": "hgg_lgg", "init": "scratch", "seed": 0, "run": str(d)}])
+    tab = classification_intervals(runs)
+    row = tab.iloc[0]
+    assert row["n_test"] == 6 and row["accuracy"] == pytest.approx(4 / 6)
+    assert (row["accuracy_lo"], row["accuracy_hi"]) == pytest.approx(wilson_interval(4, 6))
+    assert row["auc"] == pytest.approx(8 / 9) and row["auc_lo"] < row["auc"] <= row["auc_hi"]
