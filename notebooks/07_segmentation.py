@@ -55,8 +55,8 @@ from mmlib.engine.config import load_config
 from mmlib.evaluate.figures import qualitative_figure, regions_figure, study_with_labels
 from mmlib.evaluate.grid import finetune_grid
 from mmlib.tasks import detect_convention, plan, resolve_task, task_rows
-from mmlib.evaluate.reports import (collect_runs, lesion_summary, paired_differences, plot_loss_curves,
-                                    plot_paired, summary_table, to_markdown)
+from mmlib.evaluate.reports import (collect_runs, html_table, lesion_summary, paired_caption, paired_differences,
+                                    paired_table, plot_loss_curves, plot_paired, show_figure, summary_table)
 
 torch.set_num_threads(threads)
 P = plan(scale)
@@ -157,12 +157,13 @@ print(f"{len(runs)} runs, {frame['seconds_train'].sum():.0f} s of training, "
 # %%
 metrics = ["dice_mean"] + [f"dice_{n}" for n in spec.regions.names] + [f"hd95_{n}" for n in spec.regions.names]
 table = frame.groupby("init")[metrics].agg(["mean", "std"]).round(3)
-print(table.to_string())
+display(html_table(table.reset_index(), "Dice and HD95 per region: mean and sd over seeds"))
 diff = paired_differences(frame, "dice_mean")
-print(to_markdown(diff.drop(columns=["diffs"])))
-print(to_markdown(lesion_summary(frame, ("init",))))
+display(html_table(paired_table(diff), "Dice difference to scratch, paired by seed"))
+display(html_table(lesion_summary(frame, ("init",)), "Lesion-wise Dice and F1, mean ± sd over seeds"))
 plot_paired(diff, f"{task}, {100 * fraction:.0f} % labels: Dice difference to scratch")
 plt.savefig(out / "figures" / "paired.png", dpi=80, bbox_inches="tight")
+display(show_figure(plt.gcf(), paired_caption(diff, what=f"{task} at {100 * fraction:.0f} % labels.")))
 
 # %% [markdown]
 # ## 5. The other segmentation tasks
@@ -179,9 +180,9 @@ for t in other_tasks:
         print(f"{t}: skipped ({err})")
 other = collect_runs(other_runs) if other_runs else None
 if other is not None:
-    print(to_markdown(summary_table(other, "dice_mean", ("task", "init"))))
+    display(html_table(summary_table(other, "dice_mean", ("task", "init")), "Dice of the other tasks over seeds"))
     if len(set(other["seed"])) > 1:
-        print(to_markdown(paired_differences(other, "dice_mean", by=("task",)).drop(columns=["diffs"])))
+        display(html_table(paired_table(paired_differences(other, "dice_mean", by=("task",)))))
 
 # %% [markdown]
 # ## 6. Qualitative segmentations

@@ -46,7 +46,9 @@ from mmlib.data import ensure_store
 from mmlib.data.store import Store
 from mmlib.evaluate.grid import finetune_grid
 from mmlib.tasks import plan, resolve_task, task_rows
-from mmlib.evaluate.reports import collect_runs, paired_differences, plot_paired, summary_table, to_markdown
+from mmlib.evaluate.reports import (collect_runs, html_table, paired_caption, paired_differences, paired_table,
+                                    plot_paired, show_figure, summary_table)
+from IPython.display import display
 
 torch.set_num_threads(threads)
 P = plan(scale)
@@ -101,13 +103,13 @@ print(f"{len(runs)} runs, {frame['seconds_train'].sum():.0f} s of training")
 
 # %%
 for metric in ("accuracy", "balanced_accuracy", "auc", "f1"):
-    print(f"### {metric}")
-    print(to_markdown(summary_table(frame, metric, ("task", "init"))))
+    display(html_table(summary_table(frame, metric, ("task", "init")), f"{metric}: mean ± sd over seeds"))
 diff = paired_differences(frame, "auc", by=("task",))
 if not diff.empty:
-    print(to_markdown(diff.drop(columns=["diffs"])))
+    display(html_table(paired_table(diff), "AUC difference to scratch, paired by seed"))
     plot_paired(diff.assign(label_fraction=P["other_fraction"]), "AUC difference to scratch (paired by seed)")
     plt.savefig(out / "figures" / "paired_auc.png", dpi=80, bbox_inches="tight")
+    display(show_figure(plt.gcf(), paired_caption(diff, "AUC")))
 
 # %%
 results = {"scale": scale, "tasks": list(specs), "inits": inits, "seeds": list(seeds), "n_seeds": len(seeds)}

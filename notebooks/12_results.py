@@ -28,85 +28,135 @@ runs_root = None  # None: work_dir(scale)/runs/finetune (every finished fine-tun
 # | Concept | Importance | Notes |
 # |---|---|---|
 # | Notebooks 07-10 | Necessary | they run what this page reads |
-# | Paired comparisons | Helpful | differences by seed, with their spread |
+# | Paired comparisons | Helpful | differences by seed, with a 95 % interval |
 #
 # **Time to learn**: 10 minutes. This page computes nothing: it reads `results.json`,
 # `test_scores.csv`, `robustness.csv` and `predictions/` of the run folders.
 
-# %%
-import json
+# %% tags=["hide-input"]
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
+from IPython.display import Markdown, display
 
-from mmlib.evaluate.reports import write_results
-from mmlib.evaluate.reports import (collect_runs, lesion_summary, paired_differences, plot_label_efficiency, plot_paired,
-                                    plot_segmentation, plot_subsets, summary_table, to_markdown)
+from mmlib.evaluate.reports import (can_tell, classification_intervals, classification_table, collect_runs, compare,
+                                    headline, label_efficiency_caption, lesion_summary, paired_caption,
+                                    paired_differences, paired_table, plot_label_efficiency, plot_paired,
+                                    plot_segmentation, plot_subsets, power_sentence, seeds_and_studies, show_figure,
+                                    summary_table, html_table, verdict, write_results)
+from mmlib.evaluate.stats import power_analysis
 from mmlib.paths import work_dir
+from mmlib.tasks import plan
 
+P = plan(scale)
 root = Path(runs_root) if runs_root else work_dir(scale) / "runs" / "finetune"
 out = Path(out_dir)
 (out / "figures").mkdir(parents=True, exist_ok=True)
 runs = collect_runs(root)
-print(f"{len(runs)} finished runs under {root}")
+display(Markdown(f"{len(runs)} finished fine-tuning runs under `{root}`."))
 
 # %% [markdown]
 # ## 1. The runs
 
-# %%
+# %% tags=["hide-input"]
 if len(runs):
     cost = runs.groupby(["task", "init"]).agg(runs=("run", "count"), seeds=("seed", "nunique"),
-                                              fractions=("label_fraction", "nunique"),
+                                              fractions=("label_fraction", "nunique"), test_studies=("n_test", "max"),
                                               train_s=("seconds_train", "sum"), s_per_step=("seconds_per_step", "mean"))
-    print(cost.round(2).to_string())
-    print(f"total fine-tuning time: {runs['seconds_train'].sum() / 60:.1f} min")
+    display(html_table(cost.reset_index(), "Finished runs per task and initialisation, and their training time",
+                  precision=2))
+    display(Markdown(f"Total fine-tuning time: {runs['seconds_train'].sum() / 60:.1f} min."))
 
 # %% [markdown]
 # ## 2. Segmentation
 #
-# Dice (mean over regions) on each task's test studies, mean ± sd over seeds, and the paired
-# difference of every initialisation to scratch at the same seed and label fraction; then the
+# ### The headline
+#
+# The book's headline: BrainMVP against scratch on the BraTS-PED-like task at the main label
+# fraction, paired by fine-tuning seed. The interval is the 95 % paired-t interval of the mean
+# difference over seeds (the test studies held fixed); the comparison counts as **resolved**
+# only when the interval excludes zero. The sentence below is written from the numbers, not
+# for them.
+
+# %% tags=["hide-input"]
+summary = {}
+seg = runs[runs["kind"] == "segmentation"] if len(runs) else runs
+head = power = None
+if len(seg) and {"scratch", "brainmvp"} <= set(seg[seg["task"] == P["seg_task"]]["init"]):
+    head = headline(seg, P["seg_task"], "brainmvp", "scratch", P["main_fraction"])
+    display(Markdown(verdict(head)))
+    cmp, per_study = compare(seg, P["seg_task"], "brainmvp", "scratch", P["main_fraction"])
+    if cmp.n_seeds > 1 and cmp.sd_diff > 0:
+        power = power_analysis(cmp, per_study)
+        display(Markdown(power_sentence(power)))
+else:
+    display(Markdown(f"No finished scratch and BrainMVP runs of {P['seg_task']}: no headline."))
+
+# %% [markdown]
+# ### Every segmentation comparison
+#
+# Dice (mean over regions) on each task's test studies, mean ± sd over seeds with the 95 % t
+# interval of the mean; then every initialisation against scratch at the same seed and label
+# fraction: the per-seed differences, their mean, the paired-t interval, the bootstrap over
+# seeds and test studies (where the runs kept per-study scores), and the verdict. Then the
 # lesion-wise Dice and F1 of the BraTS evaluation and the test studies with an empty reference
 # region.
 
-# %%
-seg = runs[runs["kind"] == "segmentation"] if len(runs) else runs
-summary = {}
+# %% tags=["hide-input"]
 if len(seg):
-    print(to_markdown(summary_table(seg, "dice_mean")))
+    tab = summary_table(seg, "dice_mean")
+    display(html_table(tab.drop(columns=["mean ± sd"]), "Dice (mean over regions): mean, sd and 95 % interval over seeds"))
     seg_diff = paired_differences(seg, "dice_mean")
-    print(to_markdown(seg_diff.drop(columns=["diffs"])))
-    print(to_markdown(lesion_summary(seg)))
+    display(html_table(paired_table(seg_diff), "Dice difference to scratch, paired by seed"))
+    display(html_table(lesion_summary(seg), "Lesion-wise Dice and F1 (BraTS 2023 evaluation), mean ± sd over seeds"))
     summary["segmentation"] = {f"{r['task']}/{r['init']}@{r['label_fraction']}": {"mean": r["mean"], "sd": r["sd"], "n_seeds": r["n_seeds"]}
-                               for _, r in summary_table(seg, "dice_mean").iterrows()}
+                               for _, r in tab.iterrows()}
     summary["segmentation_paired"] = {f"{r['task']}/{r['init']}@{r['label_fraction']}": {
-        k: r[k] for k in ("mean_diff", "sd_diff", "wins", "n_seeds", "resolved")} for _, r in seg_diff.iterrows()}
-    fig, ax = plt.subplots(figsize=(max(5, 0.7 * len(seg_diff)), 3.4))
-    plot_paired(seg_diff.assign(init=seg_diff["task"] + "\n" + seg_diff["init"]), "Dice difference to scratch", ax=ax)
-    fig.savefig(out / "figures" / "paired_segmentation.png", dpi=80, bbox_inches="tight")
+        **{k: r[k] for k in ("mean_diff", "sd_diff", "wins", "n_seeds", "resolved", "p_paired_t")},
+        "ci95": [r["ci_lo"], r["ci_hi"]], "ci95_seeds_studies": [r["boot_lo"], r["boot_hi"]],
+        "diffs": r["diffs"]} for _, r in seg_diff.iterrows()}
+    if len(seg_diff):
+        fig, ax = plt.subplots(figsize=(max(5, 0.7 * len(seg_diff)), 3.4))
+        plot_paired(seg_diff.assign(init=seg_diff["task"] + "\n" + seg_diff["init"]), "Dice difference to scratch", ax=ax)
+        fig.savefig(out / "figures" / "paired_segmentation.png", dpi=80, bbox_inches="tight")
+        display(show_figure(fig, paired_caption(seg_diff, what="Every segmentation task and label fraction.")))
 
 # %% [markdown]
 # ## 3. Label efficiency and ablation
 
-# %%
+# %% tags=["hide-input"]
 if len(seg):
     for task, g in seg.groupby("task"):
         if g["label_fraction"].nunique() > 1:
-            plot_label_efficiency(g, "dice_mean", task)
-            plt.savefig(out / "figures" / f"label_efficiency_{task}.png", dpi=80, bbox_inches="tight")
-            plt.show()
+            ax = plot_label_efficiency(g, "dice_mean", task)
+            ax.figure.savefig(out / "figures" / f"label_efficiency_{task}.png", dpi=80, bbox_inches="tight")
+            display(show_figure(ax.figure, label_efficiency_caption(g, task)))
 
 # %% [markdown]
 # ## 4. Classification
+#
+# Accuracy, balanced accuracy, AUC and F1, mean over seeds; then each run's 95 % interval over
+# its test studies (Wilson for accuracy, DeLong for AUC), and the paired differences to scratch.
+# Where one run's interval is wider than the differences, the test set cannot tell the
+# initialisations apart, and the page says so.
 
-# %%
+# %% tags=["hide-input"]
 cls = runs[runs["kind"] == "classification"] if len(runs) else runs
 if len(cls):
     for metric in ("accuracy", "balanced_accuracy", "auc", "f1"):
-        print(f"### {metric}")
-        print(to_markdown(summary_table(cls, metric, ("task", "init"))))
+        display(html_table(summary_table(cls, metric, ("task", "init")).drop(columns=["mean ± sd"]),
+                      f"{metric}: mean, sd and 95 % interval over seeds"))
+    cls_ci = classification_intervals(cls)
+    if len(cls_ci):
+        cls_tab = classification_table(cls_ci)
+        display(html_table(cls_tab, "One run's 95 % interval over its test studies (median width over seeds)"))
+    for metric in ("accuracy", "auc"):
+        d = paired_differences(cls, metric, by=("task",))
+        if len(d):
+            display(html_table(paired_table(d), f"{metric} difference to scratch, paired by seed"))
+            if len(cls_ci):
+                display(Markdown(can_tell(cls_tab, d, metric)))
     summary["classification"] = {f"{r['task']}/{r['init']}": {"accuracy": r["mean"], "sd": r["sd"], "n_seeds": r["n_seeds"]}
                                  for _, r in summary_table(cls, "accuracy", ("task", "init")).iterrows()}
 
@@ -115,19 +165,22 @@ if len(cls):
 #
 # The modality-subset tables that notebook 10 left in the run folders.
 
-# %%
-tables = [pd.read_csv(p) for p in sorted(root.rglob("robustness.csv"))]
-if tables:
-    rob = pd.concat(tables, ignore_index=True)
-    plot_subsets(rob.groupby(["subset", "init", "fill"], sort=False)["dice_mean"].mean().reset_index()
-                 if "dice_mean" in rob else rob)
-    plt.savefig(out / "figures" / "subsets.png", dpi=80, bbox_inches="tight")
+# %% tags=["hide-input"]
+found = sorted(root.rglob("robustness.csv"))
+if found:
+    rob = pd.concat([pd.read_csv(p) for p in found], ignore_index=True)
+    ax = plot_subsets(rob.groupby(["subset", "init", "fill"], sort=False)["dice_mean"].mean().reset_index()
+                      if "dice_mean" in rob else rob)
+    ax.figure.savefig(out / "figures" / "subsets.png", dpi=80, bbox_inches="tight")
+    display(show_figure(ax.figure, f"Mean Dice on the test studies with only the modalities of each row given "
+                                   f"(the others filled with the learned template or zeros), averaged over "
+                                   f"{len(found)} run folders with a robustness table."))
     summary["robustness"] = {f"{i}/{f}": float(g["dice_mean"].mean()) for (i, f), g in rob.groupby(["init", "fill"])} if "dice_mean" in rob else {}
 
 # %% [markdown]
 # ## 6. Qualitative segmentations
 
-# %%
+# %% tags=["hide-input"]
 if len(seg):
     picks = seg[(seg["seed"] == seg["seed"].min()) & seg["init"].isin(["scratch", "brainmvp"])]
     picks = picks.sort_values(["task", "init", "label_fraction"]).drop_duplicates(["task", "init"])
@@ -136,10 +189,16 @@ if len(seg):
         for row, (_, r) in zip(axes, picks.iterrows()):
             plot_segmentation(r["run"], axes=row)
         fig.savefig(out / "figures" / "qualitative.png", dpi=80, bbox_inches="tight")
+        display(show_figure(fig, f"One saved test study per task (rows: task and initialisation, seed "
+                                 f"{int(seg['seed'].min())}): input, ground-truth regions, prediction."))
 
-# %%
+# %% tags=["hide-input"]
 results = {"scale": scale, "n_runs": int(len(runs)), "minutes_fine_tuning": float(runs["seconds_train"].sum() / 60) if len(runs) else 0.0,
            "tasks": sorted(runs["task"].unique().tolist()) if len(runs) else [], **summary}
+if head is not None:
+    results["headline"] = head
+if power is not None:
+    results["headline_power"] = power
 write_results(out / "results.json", results)
 if len(runs):
     runs.to_csv(out / "runs.csv", index=False)
@@ -148,9 +207,11 @@ if len(runs):
 # ## Summary
 #
 # Every number on this page was read from a run folder that the book executed (or that the
-# same code wrote at paper scale). The comparisons are paired by seed; a difference counts as
-# resolved here when its mean exceeds its spread over seeds — with three seeds that is a weak
-# criterion, reported beside the per-seed values rather than as significance.
+# same code wrote at paper scale). The comparisons are paired by seed, and a difference is
+# called resolved only when its 95 % interval excludes zero; the headline's verdict and the
+# power analysis above are written from `results.json`'s numbers. An unresolved comparison is
+# not evidence of no effect: the power analysis says how many seeds or test studies it would
+# take to tell.
 #
 # ### What's next?
 #

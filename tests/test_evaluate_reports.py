@@ -168,11 +168,11 @@ def test_paired_differences_intervals_and_the_headline(tmp_path: Path) -> None:
 
 def test_tables_and_captions_render_from_the_data(tmp_path: Path) -> None:
     from mmlib.evaluate.reports import (
+        html_table,
         label_efficiency_caption,
         paired_caption,
         seeds_and_studies,
         show_figure,
-        table,
     )
 
     for s in range(2):
@@ -181,7 +181,7 @@ def test_tables_and_captions_render_from_the_data(tmp_path: Path) -> None:
             _fake_run(tmp_path, "brainmvp", s, 0.45 + 0.1 * frac + 0.02 * s, frac)
     runs = collect_runs(tmp_path)
     diff = paired_differences(runs, "dice_mean")
-    html = table(diff, caption="paired").to_html()
+    html = html_table(diff, caption="paired").to_html()
     assert "<table" in html and "paired" in html and "0: 0.050, 1: 0.060" in html
     assert seeds_and_studies(runs) == "2 seeds (0, 1), 4 test studies per run"
     cap = paired_caption(diff, what="BraTS-PED-like.")
@@ -215,3 +215,35 @@ def test_classification_intervals(tmp_path: Path) -> None:
     assert row["n_test"] == 6 and row["accuracy"] == pytest.approx(4 / 6)
     assert (row["accuracy_lo"], row["accuracy_hi"]) == pytest.approx(wilson_interval(4, 6))
     assert row["auc"] == pytest.approx(8 / 9) and row["auc_lo"] < row["auc"] <= row["auc_hi"]
+
+
+def test_ablation_table_and_sentences(tmp_path: Path) -> None:
+    from mmlib.evaluate.reports import ablation_table, can_tell, power_sentence
+    from mmlib.evaluate.stats import paired_comparison, power_analysis
+
+    for s, base in enumerate((0.50, 0.60, 0.40)):
+        _fake_run(tmp_path, "scratch", s, base)
+        _fake_run(tmp_path, "brainmvp", s, base + [0.05, 0.07, 0.06][s])
+    _fake_run(tmp_path, "cmr_only", 0, 0.52)
+    _fake_run(tmp_path, "md_only", 0, 0.49)
+    tab = ablation_table(collect_runs(tmp_path))
+    assert tab["init"].tolist() == ["scratch", "cmr_only", "brainmvp", "md_only"]
+    row = tab.set_index("init")
+    assert (
+        row.loc["brainmvp", "paper Dice (%)"] == "76.80"
+        and row.loc["md_only", "paper Dice (%)"] == "–"
+    )
+    assert (
+        row.loc["brainmvp", "verdict"] == "resolved"
+        and row.loc["cmr_only", "verdict"] == "unresolved"
+    )
+    assert row.loc["cmr_only", "95 % CI"] == "–" and row.loc["cmr_only", "seeds"] == 1
+    cmp = paired_comparison({0: 0.55, 1: 0.62, 2: 0.41}, {0: 0.5, 1: 0.6, 2: 0.4})
+    text = power_sentence(power_analysis(cmp, np.array([[0.05, 0.04], [0.01, 0.03], [0.0, 0.02]])))
+    assert f"**{power_analysis(cmp)['seeds_needed']} seeds**" in text and "test studies" in text
+    cls = pd.DataFrame(
+        [{"task": "hgg_lgg", "init": "scratch", "test studies": 6, "accuracy CI width": 0.6}]
+    )
+    small = pd.DataFrame([{"task": "hgg_lgg", "init": "brainmvp", "mean_diff": 0.1}])
+    assert "cannot tell" in can_tell(cls, small)
+    assert "cannot tell" not in can_tell(cls, small.assign(mean_diff=0.4))

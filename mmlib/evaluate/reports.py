@@ -10,10 +10,11 @@ per-seed values, the paired mean difference, its 95 % paired t interval and, whe
 scores exist, a bootstrap over seeds and test studies. A difference is ``resolved`` only when
 its interval excludes zero; :func:`verdict` writes the sentence the book prints.
 
-For the book's pages: :func:`table` renders a frame as an HTML table (a pandas ``Styler``, which
-Jupyter Book shows as a table, not as text in a code output), :func:`paired_table` the readable
-form of :func:`paired_differences`, and :func:`show_figure` a figure with a caption built from
-the data (:func:`paired_caption`, :func:`label_efficiency_caption`).
+For the book's pages: :func:`html_table` renders a frame as an HTML table (a pandas
+``Styler``, which Jupyter Book shows as a table, not as text in a code output),
+:func:`paired_table` the readable form of :func:`paired_differences`, :func:`ablation_table`
+the ablation beside the paper's figures, and :func:`show_figure` a figure with a caption built
+from the data (:func:`paired_caption`, :func:`label_efficiency_caption`).
 """
 
 from __future__ import annotations
@@ -211,7 +212,8 @@ def paired_differences(
     if metric not in runs.columns:
         raise ValueError(f"metric {metric!r} not in the runs")
     rows = []
-    for key, grp in runs.groupby(list(by), dropna=False):
+    groups = runs.groupby(list(by), dropna=False) if by else [((), runs)]
+    for key, grp in groups:
         key = key if isinstance(key, tuple) else (key,)
         base_grp = grp[grp["init"] == baseline]
         base = base_grp.groupby("seed")[metric].mean().dropna()
@@ -544,6 +546,157 @@ def to_markdown(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
     return "\n".join(lines)
 
 
+PAPER_ABLATION: dict[str, tuple[str, float]] = {
+    "scratch": ("scratch", 72.52),
+    "cmr_only": ("+ cross-modal reconstruction", 75.16),
+    "brainmvp_nocl": ("+ template distillation", 75.87),
+    "brainmvp": ("+ contrastive (BrainMVP)", 76.80),
+}
+"""The paper's BraTS-PED ablation (Dice %, cumulative rows), keyed by mmlib's objective preset
+of the same composition. From secondary sources, not checked against the PDF (DESIGN.md)."""
+
+
+def ablation_table(
+    runs: pd.DataFrame, metric: str = "dice_mean", baseline: str = "scratch"
+) -> pd.DataFrame:
+    """The ablation laid out like the paper's: one row per objective, mmlib's score beside the
+    paper's BraTS-PED figure (:data:`PAPER_ABLATION`; "–" for rows the paper has not).
+
+    Args:
+        runs: the runs of one task at one label fraction (every initialisation).
+        metric: the score. Defaults to "dice_mean".
+        baseline: the initialisation the differences are taken to. Defaults to "scratch".
+
+    Returns:
+        Columns ``row`` (the paper's row name, or the preset), ``init``, ``seeds``, ``mmlib
+        Dice`` (mean ± sd over seeds), ``difference to scratch`` and ``95 % CI`` (paired t),
+        ``verdict`` and ``paper Dice (%)``.
+    """
+    tab = summary_table(runs, metric, ("init",)).set_index("init")
+    diffs = paired_differences(runs, metric, baseline, by=())
+    diffs = diffs.set_index("init") if len(diffs) else diffs
+    order = [i for i in PAPER_ABLATION if i in tab.index] + sorted(
+        i for i in tab.index if i not in PAPER_ABLATION
+    )
+    rows = []
+    for init in order:
+        row: dict[str, Any] = {
+            "row": PAPER_ABLATION.get(init, (init, None))[0],
+            "init": init,
+            "seeds": int(tab.loc[init, "n_seeds"]),
+            "mmlib Dice": tab.loc[init, "mean ± sd"],
+            "difference to scratch": "–",
+            "95 % CI": "–",
+            "verdict": "–",
+        }
+        if init in diffs.index:
+            d = diffs.loc[init]
+            row["difference to scratch"] = f"{d['mean_diff']:+.3f}"
+            if np.isfinite(d["ci_lo"]):
+                row["95 % CI"] = f"[{d['ci_lo']:+.3f}, {d['ci_hi']:+.3f}]"
+            row["verdict"] = "resolved" if d["resolved"] else "unresolved"
+        paper = PAPER_ABLATION.get(init, ("", None))[1]
+        row["paper Dice (%)"] = f"{paper:.2f}" if paper is not None else "–"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def power_sentence(power: Mapping[str, Any], metric: str = "Dice") -> str:
+    """The power analysis of a comparison (:func:`mmlib.evaluate.stats.power_analysis`) in words.
+
+    Returns:
+        Markdown: the power of the design as run and how many seeds (and test studies) a
+        resolved answer would take if the observed difference and spread were the true ones.
+    """
+    n, eff, sd = power["n_seeds"], power["mean_diff"], power["sd_diff"]
+    pct = f"{100 * power['power']:.0f} %"
+    text = (
+        f"Taking the observed mean difference ({eff:+.3f} {metric}) and paired sd ({sd:.3f}) "
+        f"over {n} seeds as the truth, this design resolves the comparison with probability "
+        f"{power['power_now']:.2f} (paired t, noncentral t distribution); "
+    )
+    need = power.get("seeds_needed")
+    text += (
+        f"{pct} would take **{need} seeds**"
+        if need is not None
+        else "no number of seeds would resolve a zero difference"
+    )
+    if "studies_needed" in power:
+        comp = power["components"]
+        text += (
+            f". Over seeds × test studies (variance components: seed {comp['seed']:.2g}, study "
+            f"{comp['study']:.2g}, residual {comp['residual']:.2g}; {power['n_studies']} studies), "
+        )
+        m, m2 = power["studies_needed"], power["studies_needed_at_2x_seeds"]
+        text += (
+            f"{pct} with {n} seeds would take {m} test studies"
+            if m is not None
+            else f"more test studies alone cannot reach {pct} with {n} seeds"
+        )
+        text += f", with {2 * n} seeds {m2}" if m2 is not None else f", nor with {2 * n} seeds"
+    return text + ". A plug-in estimate: the observed spread is itself uncertain."
+
+
+def classification_table(intervals: pd.DataFrame) -> pd.DataFrame:
+    """Per task and initialisation: test studies, accuracy and AUC over seeds, and the median
+    width of one run's 95 % interval (Wilson for accuracy, DeLong for AUC).
+
+    Args:
+        intervals: from :func:`classification_intervals`.
+    """
+    rows = []
+    for (task, init), g in intervals.groupby(["task", "init"]):
+        rows.append(
+            {
+                "task": task,
+                "init": init,
+                "seeds": len(g),
+                "test studies": int(g["n_test"].max()),
+                "accuracy": float(g["accuracy"].mean()),
+                "accuracy CI width": float((g["accuracy_hi"] - g["accuracy_lo"]).median()),
+                "AUC": float(g["auc"].mean()),
+                "AUC CI width": float((g["auc_hi"] - g["auc_lo"]).median()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def can_tell(table: pd.DataFrame, diffs: pd.DataFrame, metric: str = "accuracy") -> str:
+    """Whether one run's interval is narrower than the differences the book reports.
+
+    Args:
+        table: from :func:`classification_table`.
+        diffs: :func:`paired_differences` of ``metric`` (may be empty).
+        metric: ``accuracy`` or ``auc``. Defaults to "accuracy".
+
+    Returns:
+        One sentence per task (Markdown).
+    """
+    col = "accuracy CI width" if metric == "accuracy" else "AUC CI width"
+    out = []
+    for task, g in table.groupby("task"):
+        width = float(g[col].max())
+        d = diffs[diffs["task"] == task] if len(diffs) and "task" in diffs else diffs.iloc[0:0]
+        largest = float(d["mean_diff"].abs().max()) if len(d) else float("nan")
+        n = int(g["test studies"].max())
+        if not np.isfinite(width):
+            out.append(f"{task}: the {metric} has no interval ({n} test studies, one class).")
+        elif np.isfinite(largest) and width / 2 < largest:
+            out.append(
+                f"{task}: one run's 95 % {metric} interval is ±{width / 2:.3f} on {n} test "
+                f"studies, inside the largest paired difference ({largest:.3f}): the test set "
+                "can tell a difference of that size."
+            )
+        else:
+            out.append(
+                f"{task}: one run's 95 % {metric} interval is ±{width / 2:.3f} on {n} test "
+                f"studies, against paired differences of at most "
+                f"{largest:.3f}: **the book cannot tell** the initialisations apart on this "
+                "test set."
+            )
+    return " ".join(out)
+
+
 def _cell_text(value: Any, precision: int) -> str:
     """A dict/list cell of a frame as short text (per-seed values: ``0: +0.050, 1: ...``)."""
     if isinstance(value, dict):
@@ -555,8 +708,8 @@ def _cell_text(value: Any, precision: int) -> str:
     return str(value)
 
 
-def table(df: pd.DataFrame, caption: str | None = None, precision: int = 3) -> Any:
-    """A frame as an HTML table for the book (a pandas ``Styler``: ``display(table(df))``).
+def html_table(df: pd.DataFrame, caption: str | None = None, precision: int = 3) -> Any:
+    """A frame as an HTML table for the book (a pandas ``Styler``: ``display(html_table(df))``).
 
     Jupyter Book renders the ``text/html`` output as a table (markdown text printed by a code
     cell stays text). Floats are shown with ``precision`` decimals, undefined ones as "–",
