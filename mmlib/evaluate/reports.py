@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -583,8 +583,8 @@ def ablation_table(
         row: dict[str, Any] = {
             "row": PAPER_ABLATION.get(init, (init, None))[0],
             "init": init,
-            "seeds": int(tab.loc[init, "n_seeds"]),
-            "mmlib Dice": tab.loc[init, "mean ± sd"],
+            "seeds": int(cast(int, tab.at[init, "n_seeds"])),
+            "mmlib Dice": tab.at[init, "mean ± sd"],
             "difference to scratch": "–",
             "95 % CI": "–",
             "verdict": "–",
@@ -827,7 +827,7 @@ def label_efficiency_caption(runs: pd.DataFrame, task: str, metric: str = "Dice"
     sel = runs[runs["task"] == task]
     fractions = sorted(sel["label_fraction"].dropna().unique())
     labelled = (
-        {float(f): _span(g["n_labelled"]) for f, g in sel.groupby("label_fraction")}
+        {float(cast(float, f)): _span(g["n_labelled"]) for f, g in sel.groupby("label_fraction")}
         if "n_labelled" in sel.columns
         else {}
     )

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 CONFIDENCE = 0.95
 """The level of every interval the book reports."""
@@ -47,7 +48,7 @@ def _check_confidence(confidence: float) -> None:
         raise ValueError(f"confidence should be in (0, 1), got {confidence}")
 
 
-def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float]:
+def t_interval(values: ArrayLike, confidence: float = CONFIDENCE) -> tuple[float, float]:
     """The t interval of the mean of ``values``: ``mean ± t_{n-1} · sd / sqrt(n)``.
 
     Args:
@@ -111,8 +112,8 @@ class PairedComparison:
 
 
 def paired_comparison(
-    values: Mapping[int, float],
-    baseline: Mapping[int, float],
+    values: Mapping[Any, float],
+    baseline: Mapping[Any, float],
     confidence: float = CONFIDENCE,
 ) -> PairedComparison:
     """Compare per-seed scores of an initialisation with a baseline's at the same seeds.
@@ -451,7 +452,7 @@ def _midrank(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def delong_auc(y_true: Sequence[int], score: Sequence[float]) -> tuple[float, float]:
+def delong_auc(y_true: ArrayLike, score: ArrayLike) -> tuple[float, float]:
     """A binary AUC and DeLong's variance of it.
 
     Args:
@@ -481,8 +482,8 @@ def delong_auc(y_true: Sequence[int], score: Sequence[float]) -> tuple[float, fl
 
 
 def auc_interval(
-    y_true: Sequence[int],
-    prob: np.ndarray,
+    y_true: ArrayLike,
+    prob: ArrayLike,
     confidence: float = CONFIDENCE,
     n_boot: int = 2000,
     seed: int = 0,
