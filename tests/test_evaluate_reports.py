@@ -247,3 +247,4 @@ def test_ablation_table_and_sentences(tmp_path: Path) -> None:
     small = pd.DataFrame([{"task": "hgg_lgg", "init": "brainmvp", "mean_diff": 0.1}])
     assert "cannot tell" in can_tell(cls, small)
     assert "cannot tell" not in can_tell(cls, small.assign(mean_diff=0.4))
+    assert "no interval" in can_tell(cls.assign(**{"accuracy CI width": float("nan")}), small)

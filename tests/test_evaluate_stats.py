@@ -157,3 +157,9 @@ def test_auc_interval_multiclass_bootstrap() -> None:
     auc, lo, hi = auc_interval(y, p, n_boot=300)
     assert auc == pytest.approx(roc_auc_score(y, p, multi_class="ovr", average="macro"))
     assert lo < auc < hi <= 1.0
+
+
+def test_delong_has_no_variance_with_a_single_study_of_a_class() -> None:
+    auc, var = delong_auc([0, 1], [0.2, 0.7])
+    assert auc == 1.0 and np.isnan(var)
+    assert np.isnan(auc_interval([0, 1], np.array([[0.8, 0.2], [0.3, 0.7]]))[1])

@@ -680,7 +680,15 @@ def can_tell(table: pd.DataFrame, diffs: pd.DataFrame, metric: str = "accuracy")
         largest = float(d["mean_diff"].abs().max()) if len(d) else float("nan")
         n = int(g["test studies"].max())
         if not np.isfinite(width):
-            out.append(f"{task}: the {metric} has no interval ({n} test studies, one class).")
+            out.append(
+                f"{task}: the {metric} has no interval on {n} test studies (a class with one "
+                "study or none): **the book cannot tell** the initialisations apart."
+            )
+        elif not np.isfinite(largest):
+            out.append(
+                f"{task}: one run's 95 % {metric} interval is ±{width / 2:.3f} on {n} test "
+                "studies; no paired difference to compare it with."
+            )
         elif np.isfinite(largest) and width / 2 < largest:
             out.append(
                 f"{task}: one run's 95 % {metric} interval is ±{width / 2:.3f} on {n} test "

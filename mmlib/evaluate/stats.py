@@ -460,7 +460,7 @@ def delong_auc(y_true: ArrayLike, score: ArrayLike) -> tuple[float, float]:
         score: ``(N,)`` scores of class 1 (e.g. its probability).
 
     Returns:
-        ``(auc, variance)``.
+        ``(auc, variance)``; the variance is NaN when a class has a single study.
 
     Raises:
         ValueError: When both classes are not present or the lengths differ.
@@ -477,8 +477,9 @@ def delong_auc(y_true: ArrayLike, score: ArrayLike) -> tuple[float, float]:
     auc = float((tz[:m].sum() - m * (m + 1) / 2) / (m * n))
     v10 = (tz[:m] - tx) / n  # per positive: share of negatives it outranks
     v01 = 1.0 - (tz[m:] - ty) / m  # per negative: share of positives that outrank it
-    var = float((v10.var(ddof=1) if m > 1 else 0.0) / m + (v01.var(ddof=1) if n > 1 else 0.0) / n)
-    return auc, var
+    if m < 2 or n < 2:  # a class with one study: its spread, and so the variance, is unknown
+        return auc, float("nan")
+    return auc, float(v10.var(ddof=1) / m + v01.var(ddof=1) / n)
 
 
 def auc_interval(
@@ -502,7 +503,8 @@ def auc_interval(
         seed: the bootstrap's seed. Defaults to 0.
 
     Returns:
-        ``(auc, lo, hi)``; all NaN when fewer than two classes are present.
+        ``(auc, lo, hi)``; all NaN when fewer than two classes are present, ``lo`` and ``hi``
+        NaN when a class has a single study (two classes).
     """
     from scipy import stats
     from sklearn.metrics import roc_auc_score
@@ -517,6 +519,8 @@ def auc_interval(
         return nan, nan, nan
     if p.shape[1] == 2:
         auc, var = delong_auc(y, p[:, 1])
+        if not np.isfinite(var):
+            return auc, nan, nan
         half = float(stats.norm.ppf(0.5 + confidence / 2) * np.sqrt(var))
         return auc, max(0.0, auc - half), min(1.0, auc + half)
     labels = list(range(p.shape[1]))
