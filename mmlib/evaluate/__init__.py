@@ -16,5 +16,9 @@ It reads the engine through its public functions and run folders only.
   by study id (``mmlib evaluate segmentation``).
 - :mod:`mmlib.evaluate.classification`: accuracy, balanced accuracy, AUC, F1.
 - :mod:`mmlib.evaluate.robustness`: scores over every modality subset, template vs zero fill.
-- :mod:`mmlib.evaluate.reports`: run folders → mean ± sd tables, paired differences, plots.
+- :mod:`mmlib.evaluate.stats`: paired t intervals over seeds, the bootstrap over seeds and
+  test studies, power analysis (seeds and studies a resolved answer takes), Wilson and DeLong
+  intervals of accuracy and AUC.
+- :mod:`mmlib.evaluate.reports`: run folders → tables (HTML for the book), paired comparisons
+  with intervals and verdicts (the headline of notebook 12), plots and their captions.
 """
