@@ -143,8 +143,8 @@ print(f"{len(runs)} runs, {frame['seconds_train'].sum():.0f} s of training, "
 # ## 4. Results
 #
 # Dice per region on the held-out test studies, mean ± sd over seeds, then the paired
-# differences to scratch: mean, sd over seeds, the seeds that favour the initialisation, and
-# whether the mean difference exceeds its seed spread. Then the lesion-wise scores by which
+# differences to scratch: per seed, their mean, its 95 % paired-t interval, and resolved only
+# where that interval excludes zero. Then the lesion-wise scores by which
 # BraTS ranks since 2023 (each connected lesion matched to one predicted lesion; Dice of the
 # matched lesions, detection F1 with missed and false lesions counted) and the number of test
 # studies whose reference region is empty (their volumetric Dice is 1 or 0, nothing between).
