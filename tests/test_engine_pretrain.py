@@ -320,3 +320,60 @@ def test_to_device_turns_the_float16_transport_into_the_float32_batch(store) -> 
     assert all(
         torch.equal(a[k], b[k]) for k in ("present", "modality", "template_origin", "spacing")
     )
+
+
+def test_a_step_with_non_finite_gradients_is_skipped_and_counted(
+    store, tmp_path, monkeypatch
+) -> None:
+    """One poisoned gradient (as bf16 on CPU sometimes gives) skips that update, not the run."""
+    import mmlib.engine.pretrain as P
+
+    real = torch.nn.utils.clip_grad_norm_
+    calls = {"n": 0}
+
+    def poison_second_step(params, max_norm, *args, **kwargs):
+        params = list(params)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            params[0].grad.fill_(float("inf"))
+        return real(params, max_norm, *args, **kwargs)
+
+    monkeypatch.setattr(P.torch.nn.utils, "clip_grad_norm_", poison_second_step)
+    run = pretrain(
+        "smoke",
+        overrides(store, **{"train.max_steps": 3, "train.accum": 1, "checkpoint.every": 10}),
+        run_dir=tmp_path / "poisoned",
+        progress=False,
+    )
+    res = json.loads((run / "results.json").read_text())
+    rows = (run / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    skipped = [float(r.split(",")[header.index("skipped")]) for r in rows[1:]]
+    assert skipped == [0.0, 1.0, 0.0] and res["skipped_steps"] == 1
+    assert all(np.isfinite(v) for v in res["final"].values())
+    from mmlib.engine import checkpointing as ckpt
+    from mmlib.runs import latest_checkpoint
+
+    weights, _, _ = ckpt.load(latest_checkpoint(run))
+    assert all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point())
+
+
+def test_a_run_of_non_finite_steps_stops_with_a_clear_error(store, tmp_path, monkeypatch) -> None:
+    import mmlib.engine.pretrain as P
+
+    real = torch.nn.utils.clip_grad_norm_
+
+    def poison(params, max_norm, *args, **kwargs):
+        params = list(params)
+        params[0].grad.fill_(float("nan"))
+        return real(params, max_norm, *args, **kwargs)
+
+    monkeypatch.setattr(P.torch.nn.utils, "clip_grad_norm_", poison)
+    monkeypatch.setattr(P, "MAX_SKIPPED_IN_A_ROW", 2)
+    with pytest.raises(RuntimeError, match="non-finite gradients at 2 optimiser steps in a row"):
+        pretrain(
+            "smoke",
+            overrides(store, **{"train.max_steps": 3, "train.accum": 1}),
+            run_dir=tmp_path / "broken",
+            progress=False,
+        )

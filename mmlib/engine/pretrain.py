@@ -25,7 +25,8 @@ The run folder (``run.root/run.name``, default ``work_dir(scale)/runs/pretrain/<
 <backbone>-<hash of the config>``)::
 
     config.json          the resolved configuration
-    metrics.csv          one row per optimiser step (loss terms, lr, samples/s, data wait, memory)
+    metrics.csv          one row per optimiser step (loss terms, lr, samples/s, data wait, memory,
+                         ``skipped``: 1 where non-finite gradients skipped the update)
     tb/                  TensorBoard events (when tensorboard is installed)
     checkpoints/step_XXXXXXX/  model.safetensors + meta.json + train_state.pt
     checkpoints/latest   name of the newest checkpoint
@@ -71,6 +72,10 @@ from mmlib.runs import (
     write_json,
     write_samples,
 )
+
+MAX_SKIPPED_IN_A_ROW = 20
+"""Optimiser steps with non-finite gradients in a row after which a run stops with an error
+(fp16 with a GradScaler skips a few while it calibrates its scale)."""
 
 STEP_HOOK: Any = None
 """Called as ``STEP_HOOK(step)`` after each optimiser step (fault-injection tests kill the
@@ -194,6 +199,7 @@ class Trainer:
         )
         self.amp_dtype, use_scaler = amp_mode(t["amp"], info.device)
         self.scaler = torch.amp.GradScaler(info.device.type, enabled=use_scaler)
+        self.skipped_in_a_row = 0
         self.generator = torch.Generator(device=info.device)
         self.step = 0
         self.elapsed_before = 0.0
@@ -438,12 +444,30 @@ class Trainer:
             for k, v in _scalars(out).items():
                 terms[k] = terms.get(k, 0.0) + v / self.accum
         lr = float(self.optimizer.param_groups[0]["lr"])
+        # the norm is needed anyway to see a non-finite step; max_norm=inf does not clip
+        self.scaler.unscale_(self.optimizer)
+        max_norm = float("inf") if clip is None else float(clip)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
         if clip is not None:
-            self.scaler.unscale_(self.optimizer)
-            terms["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, float(clip)))
-        self.scaler.step(self.optimizer)
+            terms["grad_norm"] = grad_norm
+        # A step whose gradients are not finite is skipped, as a GradScaler does for fp16: one
+        # bad step would otherwise turn every weight into NaN. bf16 autocast on CPU meets them
+        # (torch 2.13: about 1 smoke run in 8 had inf weight gradients in a 3D convolution from
+        # finite inputs and a finite loss); the gradients are all-reduced first, so every DDP
+        # rank skips the same steps.
+        skipped = not math.isfinite(grad_norm)
+        self.skipped_in_a_row = self.skipped_in_a_row + 1 if skipped else 0
+        if self.skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:
+            raise RuntimeError(
+                f"{self.run_dir}: non-finite gradients at {self.skipped_in_a_row} optimiser steps "
+                f"in a row (up to step {self.step + 1}); the data or the loss is broken (see "
+                "metrics.csv), or mixed precision fails here: try train.amp=off"
+            )
+        if self.scaler.is_enabled() or not skipped:
+            self.scaler.step(self.optimizer)  # a GradScaler skips such a step itself
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
+        terms["skipped"] = float(skipped)
         self.scheduler.step()
         self.step += 1
         dt = time.perf_counter() - t0
@@ -477,10 +501,13 @@ class Trainer:
                 "data_wait_frac",
                 "mem_mb",
                 "elapsed_s",
+                "skipped",
             )
         ]
-        tail = rows[-max(1, min(10, len(rows) // 5 or 1)) :]
-        head = rows[: len(tail)]
+        # the loss terms of skipped (non-finite) steps describe no update: left out of the means
+        applied = [r for r in rows if not r.get("skipped", 0.0)]
+        tail = applied[-max(1, min(10, len(applied) // 5 or 1)) :]
+        head = applied[: len(tail)]
 
         def mean(rs: list[dict[str, float]], k: str) -> float:
             return float(np.nanmean([r[k] for r in rs])) if rs else math.nan
@@ -497,6 +524,7 @@ class Trainer:
             "world_size": self.info.world_size,
             "device": self.info.device.type,
             "amp": amp_name(self.amp_dtype),
+            "skipped_steps": int(sum(bool(r.get("skipped", 0.0)) for r in rows)),
             "first": {k: mean(head, k) for k in terms},
             "final": {k: mean(tail, k) for k in terms},
             "samples_per_s": mean(timed, "samples_per_s"),
