@@ -45,6 +45,7 @@ def _phantom_head(tmp_path: Path, pose: np.ndarray) -> tuple[Study, object]:
     return study, subject
 
 
+@pytest.mark.slow  # ~25 s: the 4 mm anatomy is built once per process
 def test_registration_reduces_the_error_of_a_known_pose(tmp_path):
     """A head rotated by 9° and shifted by 14 mm: translation-only placement leaves it
     misaligned; rigid and affine registration to the template bring the brain within a few mm

@@ -169,7 +169,8 @@ def _run(
     reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     reg.SetMetricSamplingStrategy(reg.RANDOM)
     n = int(np.prod(fixed.GetSize()))
-    reg.SetMetricSamplingPercentage(float(min(1.0, 60_000 / max(n, 1))), seed)
+    # seed 0 is SimpleITK's "wall clock" (a new draw each run): shift it so runs repeat
+    reg.SetMetricSamplingPercentage(float(min(1.0, 60_000 / max(n, 1))), seed + 1)
     reg.SetInterpolator(sitk.sitkLinear)
     reg.SetOptimizerAsRegularStepGradientDescent(
         learningRate=2.0,
