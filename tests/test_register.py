@@ -129,3 +129,48 @@ def test_bad_input_errors(tmp_path, capsys):
         register_images((vol + 1, np.eye(4)), (vol, np.eye(4)), "rigid")
     with pytest.raises(ValueError, match="not 'rigid' or 'affine'"):
         register_images((vol + 1, np.eye(4)), (vol + 1, np.eye(4)), "none")
+
+
+@pytest.mark.slow  # two 4 mm affine registrations and resampling (~15-40 s on a busy machine)
+def test_released_templates_are_imported_into_the_registered_frame():
+    """A 'released' template whose world is a rotated, scaled, shifted copy of MNI (as SRI24 is
+    another atlas frame) lands on the ICBM template once imported with registration, and the
+    estimated SRI24 -> MNI affine undoes the known one."""
+    import torch
+
+    from mmlib.data.curate import resample, target_grid
+    from mmlib.modalities import MODALITIES
+    from mmlib.proxy.templates import Templates
+
+    icbm, grid = icbm_template(4.0)
+    a = np.radians(6.0)
+    known = np.eye(4)  # MNI -> "SRI24" world
+    known[:3, :3] = 1.04 * np.array(
+        [[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]]
+    )
+    known[:3, 3] = [10.0, 95.0, 40.0]
+    shape, src_affine = target_grid(icbm.shape, known @ grid, 4.0)
+    t1 = resample(icbm, known @ grid, shape, src_affine, order=1)
+    rep = torch.from_numpy(np.stack([t1 * (i + 1) for i in range(len(MODALITIES))]))
+    est = Templates.released_to_mni(rep, src_affine)
+    brain = np.argwhere(icbm > 0.1) @ grid[:3, :3].T + grid[:3, 3]
+    sri = brain @ known[:3, :3].T + known[:3, 3]
+    back = sri @ est[:3, :3].T + est[:3, 3]
+    assert np.linalg.norm(back - brain, axis=1).mean() < 2.0
+    imported = Templates.from_released(
+        rep,
+        spacing=4.0,
+        source_spacing=4.0,
+        register="affine",
+        source_affine=src_affine,
+        to_mni=est,
+    )
+    vol = imported.volumes[MODALITIES.index("t1")].detach().numpy()
+    assert vol.shape == icbm.shape
+    np.testing.assert_allclose(imported.affine[:3, 3], grid[:3, 3] - template_center(), atol=1e-4)
+    head = icbm > 0.1
+    assert np.corrcoef(vol[head], icbm[head])[0, 1] > 0.9
+    plain = Templates.from_released(rep, spacing=4.0, source_spacing=4.0)
+    assert plain.shape != imported.shape  # without registration: the release's own grid
+    with pytest.raises(ValueError, match="source_affine"):
+        Templates.from_released(rep, spacing=4.0, source_spacing=4.0, register="affine")
