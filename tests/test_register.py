@@ -174,3 +174,20 @@ def test_released_templates_are_imported_into_the_registered_frame():
     assert plain.shape != imported.shape  # without registration: the release's own grid
     with pytest.raises(ValueError, match="source_affine"):
         Templates.from_released(rep, spacing=4.0, source_spacing=4.0, register="affine")
+
+
+def test_template_on_grid_is_the_icbm_in_template_coordinates():
+    """On the grid that from_released(register=...) and registered stores use, the ICBM T1
+    comes back voxel for voxel; a grid shifted by 8 mm does not."""
+    from mmlib.data.register import template_on_grid
+
+    icbm, grid = icbm_template(4.0)
+    frame = grid.copy()
+    frame[:3, 3] -= template_center()
+    same = template_on_grid(frame, icbm.shape)
+    head = icbm > 0.1
+    assert np.corrcoef(same[head], icbm[head])[0, 1] > 0.95
+    shifted = frame.copy()
+    shifted[:3, 3] += [0.0, 8.0, 0.0]
+    moved = template_on_grid(shifted, icbm.shape)
+    assert np.corrcoef(moved[head], icbm[head])[0, 1] < 0.9

@@ -21,16 +21,20 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from mmlib.data import register as reg
 from mmlib.data.curate import curate_study
-from mmlib.data.layouts import discover
+from mmlib.data.layouts import Study, discover
 from mmlib.data.phantom.anatomy import load_anatomy
 from mmlib.data.phantom.cohort import CohortSpec, study_id, true_subject
 from mmlib.data.phantom.subject import Subject, pull_back
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 #: Every n-th voxel (per axis) of the 1 mm ICBM brain used as measurement points.
 POINT_STEP = 4
@@ -131,3 +135,50 @@ def alignment_errors(
                     }
                 )
     return pd.DataFrame(rows)
+
+
+def plot_alignment(
+    study: Study, spacing: float, modes: Sequence[str] = reg.REGISTER_MODES
+) -> Figure:
+    """Before/after figure: a study curated under each mode, shown in MNI space (the ICBM
+    2009a grid at ``spacing``) with the template brain's outline in red.
+
+    Rows are modes, columns the axial, coronal and sagittal planes through the template's
+    brain centre; ``none`` places the study by its head centre only (translation).
+
+    Returns:
+        The matplotlib figure.
+    """
+    from matplotlib.figure import Figure
+
+    from mmlib.data.curate import resample
+
+    icbm, grid = reg.icbm_template(spacing)
+    brain = icbm > 0.1
+    centre = np.linalg.inv(grid) @ np.append(reg.template_center(), 1.0)
+    ci, cj, ck = (int(round(c)) for c in centre[:3])
+    fig = Figure(figsize=(9, 3 * len(modes)))
+    axes = fig.subplots(len(modes), 3, squeeze=False)
+    for r, mode in enumerate(modes):
+        cur = curate_study(study, spacing, register=mode)
+        mod = reg.moving_modality(list(cur.images))
+        aff = estimated_map(cur.row) @ np.asarray(cur.row["affine"], np.float64)
+        vol = resample(cur.images[mod], aff, icbm.shape, grid, order=1)
+        planes = (
+            (vol[:, :, ck], brain[:, :, ck]),
+            (vol[:, cj, :], brain[:, cj, :]),
+            (vol[ci, :, :], brain[ci, :, :]),
+        )
+        for c, (img, mask) in enumerate(planes):
+            ax = axes[r, c]
+            ax.imshow(img.T, origin="lower", cmap="gray", vmin=0, vmax=1)
+            ax.contour(mask.T.astype(float), levels=[0.5], colors="r", linewidths=0.8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(f"{mode} ({mod})")
+    for c, name in enumerate(("axial", "coronal", "sagittal")):
+        axes[0, c].set_title(name)
+    fig.suptitle(f"{study.study}: in ICBM 2009a space; red: the template's brain")
+    fig.tight_layout()
+    return fig

@@ -311,3 +311,29 @@ def bounding_grid(
     from mmlib.data.curate import target_grid
 
     return target_grid(shape, transform @ affine, spacing)
+
+
+def template_on_grid(affine: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """The ICBM 2009a T1 on a template grid of a registered store's frame.
+
+    In a store curated with ``--register rigid|affine`` a template coordinate is MNI mm minus
+    :func:`template_center`; this resamples the ICBM T1 onto a grid in those coordinates (e.g.
+    ``Templates.affine`` and ``Templates.shape`` of templates learned on such a store, or
+    imported with ``Templates.from_released(..., register="affine")``), to show or correlate
+    learned templates against the anatomy they should match.
+
+    Args:
+        affine: (4, 4) voxel -> template mm (diagonal).
+        shape: the grid's ``(X, Y, Z)``.
+
+    Returns:
+        ``(X, Y, Z)`` float32 in [0, 1], zeros outside the template's field of view.
+    """
+    from mmlib.data.curate import resample
+
+    data, mni = _icbm_1mm()
+    head = np.eye(4)
+    head[:3, 3] = -template_center()
+    return resample(data, head @ mni, shape, np.asarray(affine, np.float64), order=1).astype(
+        np.float32
+    )
