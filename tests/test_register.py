@@ -191,3 +191,26 @@ def test_template_on_grid_is_the_icbm_in_template_coordinates():
     shifted[:3, 3] += [0.0, 8.0, 0.0]
     moved = template_on_grid(shifted, icbm.shape)
     assert np.corrcoef(moved[head], icbm[head])[0, 1] < 0.9
+
+
+def test_shared_store_is_rebuilt_when_the_registration_changes(tmp_path):
+    """The shared store of a scale records its registration; a preset that now registers (or
+    stops) rebuilds it instead of reusing a store in another space."""
+    from mmlib.data import ensure
+
+    cohort = tmp_path / "work" / "smoke" / "cohort"
+    make_brats2021(cohort / "BraTS2021", n=1)
+    source = {"name": "b", "path": "BraTS2021", "layout": "brats2021", "role": "pretrain"}
+    (cohort / "cohort.json").write_text(json.dumps({"sources": [source]}))
+    (cohort / "DONE").write_text("x")
+    root = tmp_path / "work" / "smoke" / "store"
+    digest = ensure._sha1(cohort / "cohort.json")
+    ensure._make_store(root, cohort, digest, 4.0, "smoke", False, "none")
+    assert Store(root).register == "none"
+    assert ensure._finished(root, 4.0, digest, "none")
+    assert not ensure._finished(root, 4.0, digest, "rigid")
+    ensure._make_store(root, cohort, digest, 4.0, "smoke", False, "rigid")
+    store = Store(root)
+    assert store.register == "rigid" and len(store) == 1
+    assert store.row(store.studies()[0])["register"] == "rigid"
+    assert json.loads((root / "DONE").read_text())["register"] == "rigid"
