@@ -11,7 +11,7 @@ scale = "demo"
 out_dir = "runs/book/02_data_curation"
 cohort_root = None  # a folder with cohort.json, or a dataset folder; None: the embedded cohort
 crop_size = None  # sampler crop edge in voxels; None: the scale's default (smoke 24, demo 48, paper 96)
-register_per_source = None  # studies per source measured for registration; None: smoke 1, demo 2, paper 4
+register_per_source = None  # studies per source measured for registration (None: 1, 2, 4)
 
 # %% [markdown]
 # # Data curation: from dataset folders to a crop store
@@ -29,7 +29,7 @@ register_per_source = None  # studies per source measured for registration; None
 # ## Overview
 # 1. Discover: layouts, modality names, per-source counts
 # 2. Curate: one command, what it does to a study
-#    - Registration to a template space: none, rigid or affine, measured against the simulator's truth
+#    - Registration to a template space: none, rigid, affine, measured against the truth
 # 3. Quality control: table, histograms, grids, suspicious studies
 # 4. A mislabelled series and a broken file, caught
 # 5. Sampling crops for pre-training and for a downstream task
@@ -128,7 +128,7 @@ print(f"  attrs: {example.attrs}")
 # ```
 #
 # at the scale's spacing (smoke 4 mm, demo 2 mm, paper 1 mm) and registration (demo and paper:
-`--register affine`, see below), once: a finished store is reused.
+# `--register affine`, see below), once: a finished store is reused.
 # Per study it checks the files (readable, 3-D, finite, not constant, labels with the values the
 # layout allows), checks that all modalities overlap in physical space, reorients to RAS and
 # resamples every modality in one step onto an axis-aligned grid covering the widest field of
