@@ -349,3 +349,29 @@ def test_oversized_header_reason_in_prediction(run: Path, tmp_path: Path) -> Non
     why = report.failed["BraTS2021_00031"]
     assert "BraTS2021_00031_t2.nii.gz" in why and "(2000, 2000, 2000)" in why
     assert "bytes" in why and "IndexError" not in why and "MemoryError" not in why
+
+
+@pytest.mark.parametrize("mode", ["rigid", "affine"])
+def test_registered_label_round_trip(run: Path, tmp_path: Path, mode: str) -> None:
+    """A model whose store was registered to the template curates a new study the same way
+    (the row's transform), and its predictions come back on the native grid through the
+    inverse of that transform: a label taken into template space and back is the label."""
+    seg = _brats2021(tmp_path, "BraTS2021_00003", "lps", seed=5)
+    (study,) = discover(tmp_path)
+    model = dataclasses.replace(load_model(run, "cpu"), spacing=2.0, register=mode)
+    prep = prepare_study(study, model)
+    cur = curate_study(study, spacing=2.0, register=mode)
+    np.testing.assert_allclose(cur.row["transform"], prep.transform, atol=1e-3)
+    assert not np.allclose(prep.transform, np.eye(4))
+    regions = brats_regions(cur.label, "brats2021")
+    logits = np.where(regions, 5.0, -5.0).astype(np.float32)
+    back = native_labels(logits, prep, model.spec)
+    assert back.shape == seg.shape and back.dtype == np.uint8
+    assert (back == seg).mean() > 0.97
+    for value in (2, 4):
+        a, b = back == value, seg == value
+        assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.7, value
+    # without the inverse transform the labels land elsewhere (the test can fail)
+    unregistered = dataclasses.replace(prep, transform=np.eye(4))
+    off = native_labels(logits, unregistered, model.spec)
+    assert (off == seg).mean() < (back == seg).mean()

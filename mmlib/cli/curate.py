@@ -11,6 +11,7 @@ import sys
 
 from mmlib.data.curate import EXIT_OK, EXIT_USAGE, curate, parse_shard
 from mmlib.data.layouts import LAYOUTS, discover, source_counts
+from mmlib.data.register import REGISTER_MODES
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +38,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="role of every study (pre-training samples only 'pretrain' studies "
         "when the store records roles, every study when none); also set on "
         "studies already in the store",
+    )
+    parser.add_argument(
+        "--register",
+        choices=REGISTER_MODES,
+        default="none",
+        help="register each study to the ICBM 2009a template and store it in that space "
+        "(rigid or affine; modalities on different grids are first co-registered); the "
+        "manifest records the transform that `mmlib predict` inverts (default none)",
     )
     parser.add_argument("--no-qc", action="store_true", help="skip the QC report")
     parser.add_argument(
@@ -82,6 +91,7 @@ def run_cli(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             qc_report=not args.no_qc,
             role=args.role,
+            register=args.register,
         )
     except ValueError as err:
         print(f"mmlib curate: {err}", file=sys.stderr)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from mmlib.data.ensure import STORE_SPACING, STORE_WORKERS, ensure_store
+from mmlib.data.ensure import STORE_REGISTER, STORE_SPACING, STORE_WORKERS, ensure_store
 
 _LAZY = {
     "Study": "mmlib.data.layouts",
@@ -31,7 +31,7 @@ _LAZY = {
     "LabelledDataset": "mmlib.data.labelled",
 }
 
-__all__ = [*_LAZY, "STORE_SPACING", "STORE_WORKERS", "ensure_store"]
+__all__ = [*_LAZY, "STORE_REGISTER", "STORE_SPACING", "STORE_WORKERS", "ensure_store"]
 
 
 def __getattr__(name: str) -> Any:

@@ -12,6 +12,12 @@ Per study (:func:`curate_study`):
    reference modality's field of view (the reference is the modality with the widest field
    of view, so that a slab or thick-slice series does not crop the head);
    images trilinear (Gaussian pre-filtered when down-sampling), labels nearest-neighbour;
+   with ``register`` ``rigid`` or ``affine`` (:mod:`mmlib.data.register`), modalities on
+   another grid than the reference are first registered to it (rigid, mutual information),
+   the study is registered to the ICBM 2009a template, and the grid is an axis-aligned grid
+   of ``spacing`` mm in MNI space (each image resampled once, from its file's grid); the row
+   records ``register`` and ``transform`` (native world RAS mm -> MNI mm), and
+   ``center_world`` is the template's brain centre for every study;
 4. crop to the union head foreground (threshold, opening, largest component, hole filling);
 5. scale each modality so that its 5th-95th percentiles over the head map to [0, 1], clipped;
 6. write arrays, manifest row and a QC record atomically into the store.
@@ -42,6 +48,7 @@ from scipy import ndimage
 from tqdm.auto import tqdm
 
 from mmlib.data import nifti
+from mmlib.data import register as reg
 from mmlib.data import store as store_mod
 from mmlib.data.layouts import ROLES, ScanRef, Study
 from mmlib.modalities import MODALITIES
@@ -256,13 +263,18 @@ def _hist(values: np.ndarray) -> list[float]:
     return [round(float(x), 5) for x in h / max(1, h.sum())]
 
 
-def curate_study(study: Study, spacing: float = 1.0, margin: int = 2) -> Curated:
+def curate_study(
+    study: Study, spacing: float = 1.0, margin: int = 2, register: str = "none"
+) -> Curated:
     """Pre-process one study in memory (see the module docstring for the steps).
 
     Args:
         study: the study from :func:`mmlib.data.layouts.discover`.
         spacing: the target isotropic spacing in mm. Defaults to 1.0.
         margin: voxels kept around the head's bounding box. Defaults to 2.
+        register: ``none``, ``rigid`` or ``affine`` (:mod:`mmlib.data.register`): store the
+            study in its own world (head-centred) or registered to the ICBM 2009a template.
+            Defaults to "none".
 
     Returns:
         The arrays, manifest row (without ``split``) and QC record.
@@ -270,6 +282,7 @@ def curate_study(study: Study, spacing: float = 1.0, margin: int = 2) -> Curated
     Raises:
         CurationError: With a one-line reason when the study cannot be curated.
     """
+    reg.check_mode(register)
     if study.problems:
         raise CurationError(study.problems[0])
     if not study.modalities:
@@ -314,22 +327,36 @@ def curate_study(study: Study, spacing: float = 1.0, margin: int = 2) -> Curated
         if _oblique(raw[mod][1]):
             notes.append(f"{mod}: oblique acquisition, rotated onto the RAS grid")
     shape, grid = target_grid(ref_data.shape, ref_aff, spacing)
-    vols = {m: resample(d, a, shape, grid, order=1) for m, (d, a) in raw.items()}
-    # where each modality has data at all (a slab covers part of the head)
     same_grid = {
         m: d.shape == ref_data.shape and np.allclose(a, ref_aff, atol=1e-3)
         for m, (d, a) in raw.items()
     }
+    # to_world[m]: the modality's world -> the stored world (identity without registration)
+    to_world = {m: np.eye(4) for m in raw}
+    transform = np.eye(4)
+    if register != "none":
+        try:
+            transform = _register(
+                raw, reference, same_grid, shape, grid, spacing, register, to_world, notes
+            )
+        except reg.RegistrationError as err:
+            raise CurationError(f"{study.study}: {err}") from None
+        shape, grid = reg.bounding_grid(ref_data.shape, ref_aff, transform, spacing)
+        to_world = {m: transform @ c for m, c in to_world.items()}
+    vols = {m: resample(d, to_world[m] @ a, shape, grid, order=1) for m, (d, a) in raw.items()}
+    # where each modality has data at all (a slab covers part of the head)
     cover = {
         m: None
         if same_grid[m]
-        else resample(np.ones(d.shape, np.uint8), a, shape, grid, order=0).astype(bool)
+        else resample(np.ones(d.shape, np.uint8), to_world[m] @ a, shape, grid, order=0).astype(
+            bool
+        )
         for m, (d, a) in raw.items()
     }
-    del raw
     label = None
     if study.label is not None:
-        label = _load_label(study, shape, grid, ref_box)
+        label = _load_label(study, shape, grid, ref_box, raw, to_world, reference)
+    del raw
     fg = foreground(list(vols.values()))
     if not fg.any():
         raise CurationError(f"{study.study}: no head foreground found in any modality")
@@ -339,8 +366,11 @@ def curate_study(study: Study, spacing: float = 1.0, margin: int = 2) -> Curated
     fg_c = fg[crop]
     affine = grid.copy()
     affine[:3, 3] = grid[:3, 3] + lo * spacing
-    center_vox = np.array(ndimage.center_of_mass(fg_c))
-    center_world = (affine[:3, :3] @ center_vox + affine[:3, 3]).tolist()
+    if register == "none":
+        center_vox = np.array(ndimage.center_of_mass(fg_c))
+        center_world = (affine[:3, :3] @ center_vox + affine[:3, 3]).tolist()
+    else:  # one template space: the same origin (the template's brain centre) for every study
+        center_world = reg.template_center().tolist()
     images: dict[str, np.ndarray] = {}
     for mod, vol in vols.items():
         v = vol[crop]
@@ -396,6 +426,8 @@ def curate_study(study: Study, spacing: float = 1.0, margin: int = 2) -> Curated
         "task": study.task,
         "role": study.role,
         "reference": reference,
+        "register": register,
+        "transform": np.round(transform, 8).tolist(),
     }
     qc = {
         "modalities": qc_mod,
@@ -437,8 +469,59 @@ def _correlations(images: dict[str, np.ndarray], fg: np.ndarray) -> dict[tuple[s
     return out
 
 
+def _register(
+    raw: dict[str, tuple[np.ndarray, np.ndarray]],
+    reference: str,
+    same_grid: dict[str, bool],
+    shape: Sequence[int],
+    grid: np.ndarray,
+    spacing: float,
+    mode: str,
+    to_world: dict[str, np.ndarray],
+    notes: list[str],
+) -> np.ndarray:
+    """Co-register modalities on other grids to the reference (rigid; fills ``to_world``),
+    then register the study to the template; returns native world -> MNI mm (4, 4)."""
+    ref_vol = resample(*raw[reference], shape, grid, order=1)
+    # modalities written on one grid (IXI T2 and PD, ISLES DWI and ADC) move together: one
+    # rigid registration per grid, of the group's preferred modality (DWI rather than ADC)
+    groups: dict[tuple[Any, ...], list[str]] = {}
+    for mod, (data, aff) in raw.items():
+        if not same_grid[mod]:
+            key = (data.shape, tuple(np.round(aff, 3).ravel()))
+            groups.setdefault(key, []).append(mod)
+    for mods in groups.values():
+        lead = reg.moving_modality(mods)
+        vol = resample(*raw[lead], shape, grid, order=1)
+        corr = reg.register_images((ref_vol, grid), (vol, grid), "rigid", spacing=spacing)
+        centre = _bbox_world(shape, grid)
+        mid = (centre[0] + centre[1]) / 2  # how far the correction moves the grid's centre
+        moved = float(np.linalg.norm(corr[:3, :3] @ mid + corr[:3, 3] - mid))
+        for mod in mods:
+            to_world[mod] = corr
+        notes.append(
+            f"{', '.join(mods)} co-registered to {reference} (rigid on {lead}; "
+            f"moved {moved:.1f} mm)"
+        )
+    mov = reg.moving_modality(list(raw))
+    if mov == reference:
+        moving = ref_vol
+    else:
+        data, aff = raw[mov]
+        moving = resample(data, to_world[mov] @ aff, shape, grid, order=1)
+    transform = reg.register_to_template((moving, grid), mode, spacing)
+    notes.append(f"registered to {reg.TEMPLATE_SPACE} ({mode}, moving image {mov})")
+    return transform
+
+
 def _load_label(
-    study: Study, shape: Sequence[int], grid: np.ndarray, ref_box: tuple[np.ndarray, np.ndarray]
+    study: Study,
+    shape: Sequence[int],
+    grid: np.ndarray,
+    ref_box: tuple[np.ndarray, np.ndarray],
+    raw: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    to_world: dict[str, np.ndarray] | None = None,
+    reference: str = "",
 ) -> np.ndarray:
     assert study.label is not None
     data, affine, _ = _load(ScanRef(study.label), f"{study.study} label")
@@ -457,7 +540,16 @@ def _load_label(
         )
     if _overlap(ref_box, _bbox_world(data.shape, affine)) < MIN_OVERLAP:
         raise CurationError(f"{study.study} label: {study.label} does not overlap the images")
-    return resample(rounded.astype(np.uint8), affine, shape, grid, order=0)
+    move = np.eye(4)
+    if raw is not None and to_world is not None:
+        # the label follows the modality it was drawn on (same grid), else the reference's
+        same = [
+            m
+            for m, (d, a) in raw.items()
+            if d.shape == data.shape and np.allclose(a, affine, atol=1e-3)
+        ]
+        move = to_world[same[0] if same else reference]
+    return resample(rounded.astype(np.uint8), move @ affine, shape, grid, order=0)
 
 
 # --------------------------------------------------------------------------------- many
@@ -497,11 +589,11 @@ class CurateReport:
 
 
 def _process(
-    study: Study, root: str, spacing: float, split: str, margin: int
+    study: Study, root: str, spacing: float, split: str, margin: int, register: str = "none"
 ) -> tuple[str, str, str | list[str]]:
     """Worker: curate and write one study; returns (study, status, reason-or-warnings)."""
     try:
-        cur = curate_study(study, spacing, margin)
+        cur = curate_study(study, spacing, margin, register)
     except CurationError as err:
         return study.study, "failed", str(err).splitlines()[0]
     except MemoryError:
@@ -554,6 +646,7 @@ def curate(
     progress: bool = True,
     qc_report: bool = True,
     role: str | None = None,
+    register: str = "none",
 ) -> CurateReport:
     """Curate studies into the store at ``out`` (created if needed).
 
@@ -575,17 +668,23 @@ def curate(
             (pre-training samples only ``pretrain`` studies when the store records roles, and
             every study when it records none). Defaults to None (the sources' roles; none for
             a dataset folder).
+        register: ``none``, ``rigid`` or ``affine``: register each study to the ICBM 2009a
+            template (:mod:`mmlib.data.register`); a store holds one mode (recorded in
+            ``store.json``). Defaults to "none".
 
     Returns:
         The report (also written to ``out/reports/curate[-shard-I-of-N].json``).
 
     Raises:
-        ValueError: When ``role`` is not one of :data:`mmlib.data.layouts.ROLES`.
+        ValueError: When ``role`` is not one of :data:`mmlib.data.layouts.ROLES`, ``register``
+            not one of :data:`mmlib.data.register.REGISTER_MODES`, or ``out`` is a store of
+            another spacing or registration.
     """
     if role is not None and role not in ROLES:
         raise ValueError(f"role {role!r}: choose one of {', '.join(ROLES)}")
+    reg.check_mode(register)
     t0 = time.perf_counter()
-    root = store_mod.init_store(out, spacing)
+    root = store_mod.init_store(out, spacing, register)
     store_mod.clean_stale(root)
     shard = parse_shard(shard) if isinstance(shard, str) else shard
     todo = sorted(studies, key=lambda s: s.study)
@@ -605,7 +704,7 @@ def curate(
             report.skipped.append(st.study)
         else:
             split = override.get(st.study) or st.split or store_mod.assign_split(st.study)
-            jobs.append((st, str(root), float(spacing), split, margin))
+            jobs.append((st, str(root), float(spacing), split, margin, register))
     bar = tqdm(total=len(jobs), desc=f"curate ({spacing:g} mm)", unit="study", disable=not progress)
 
     def record(result: tuple[str, str, Any]) -> None:

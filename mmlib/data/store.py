@@ -135,12 +135,15 @@ def read_split_file(path: str | Path) -> dict[str, str]:
 # ------------------------------------------------------------------------------------ write
 
 
-def init_store(root: str | Path, spacing: float) -> Path:
-    """Create (or reopen) a store folder for ``spacing`` mm.
+def init_store(root: str | Path, spacing: float, register: str = "none") -> Path:
+    """Create (or reopen) a store folder for ``spacing`` mm and a registration mode.
+
+    ``store.json`` records ``register`` (``none``, ``rigid`` or ``affine``; a store written
+    before registration existed has none recorded and reads as ``none``).
 
     Raises:
-        ValueError: When the folder is a store of another spacing, or a non-empty folder that
-            is not a store.
+        ValueError: When the folder is a store of another spacing or registration, or a
+            non-empty folder that is not a store.
     """
     root = Path(root)
     meta_path = root / "store.json"
@@ -150,6 +153,12 @@ def init_store(root: str | Path, spacing: float) -> Path:
             raise ValueError(
                 f"{root}: existing store has spacing {meta['spacing']} mm, not "
                 f"{spacing}; use another --out or the same --spacing"
+            )
+        if meta.get("register", "none") != register:
+            raise ValueError(
+                f"{root}: existing store was curated with --register "
+                f"{meta.get('register', 'none')}, not {register}; use another --out or the "
+                "same --register"
             )
         return root
     if root.exists() and any(p for p in root.iterdir() if not p.name.startswith(".")):
@@ -162,6 +171,7 @@ def init_store(root: str | Path, spacing: float) -> Path:
                 "format": FORMAT,
                 "version": VERSION,
                 "spacing": float(spacing),
+                "register": register,
                 "dtype": np.dtype(DTYPE).name,
             },
             indent=1,
@@ -304,6 +314,7 @@ class Store:
             )
         self.meta: dict[str, Any] = json.loads(meta_path.read_text())
         self.spacing = float(self.meta["spacing"])
+        self.register = str(self.meta.get("register", "none"))
         self.split_file = split_file
         self.refresh()
 
@@ -389,6 +400,12 @@ class Store:
     def affine(self, study: str) -> np.ndarray:
         """The 4×4 voxel-to-world (RAS mm) affine of the study's arrays."""
         return np.asarray(self.row(study)["affine"], dtype=np.float64)
+
+    def transform(self, study: str) -> np.ndarray:
+        """The 4×4 map from the study's native world (RAS mm) to the store's world: the
+        registration to the template (MNI mm), identity for an unregistered study."""
+        value = self.row(study).get("transform")
+        return np.asarray(value, np.float64) if isinstance(value, list) else np.eye(4)
 
     def __repr__(self) -> str:
         return f"Store({str(self.root)!r}, studies={len(self)}, spacing={self.spacing})"

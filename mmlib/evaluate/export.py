@@ -45,6 +45,7 @@ from mmlib.evaluate.predict import (
     BUNDLE_MODEL,
     BUNDLE_TEMPLATES,
     file_sha,
+    store_register,
     store_spacing,
 )
 from mmlib.tasks import CONVENTIONS, TaskSpec
@@ -342,6 +343,9 @@ def export_bundle(run_dir: str | Path, bundle: str | Path) -> Path:
     mm = {
         "spec": spec.to_dict(),
         "spacing": spacing,
+        # `mmlib predict` on the bundle repeats the store's registration and inverts it (the
+        # MONAI workflow of inference.json does not register)
+        "register": store_register(cfg),
         "roi": roi,
         "sw_batch_size": sw,
         "overlap": overlap,

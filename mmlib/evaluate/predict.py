@@ -9,8 +9,10 @@
    :func:`mmlib.proxy.missing.fill_missing`: its learned template or zeros), and says so;
 3. runs sliding-window inference (:func:`mmlib.evaluate.inference.predict_volume`);
 4. takes the logits back to the study's native grid (shape, affine and orientation of the
-   reference image: crop, resampling and RAS reorientation undone by one trilinear resampling of
-   the logits at the native voxel centres), thresholds them there and writes integer labels in
+   reference image: crop, resampling, RAS reorientation and, for a model trained on a store
+   registered to the template (``mmlib curate --register``), the registration (the inverse of
+   the row's ``transform``) undone by one trilinear resampling of the logits at the native
+   voxel centres), thresholds them there and writes integer labels in
    the dataset's own convention (:func:`mmlib.tasks.labels.regions_to_labels`) to
    ``out/<study>.nii.gz``, atomically (temporary file, then rename).
 
@@ -102,6 +104,8 @@ class Model:
         source: the run folder or bundle it came from.
         identity: what the model is (run, checkpoint identity, weight hash).
         device: where it runs.
+        register: the registration of its store to the template (``none``, ``rigid``,
+            ``affine``), which prediction repeats and inverts.
     """
 
     net: nn.Module
@@ -116,6 +120,7 @@ class Model:
     source: str = ""
     identity: dict[str, Any] = field(default_factory=dict)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    register: str = "none"
 
 
 def file_sha(path: Path) -> str:
@@ -136,6 +141,19 @@ def store_spacing(cfg: dict[str, Any]) -> float:
     from mmlib.data.ensure import STORE_SPACING
 
     return float(STORE_SPACING[cfg["scale"]])
+
+
+def store_register(cfg: dict[str, Any]) -> str:
+    """The registration mode (``none``, ``rigid``, ``affine``) of the store a fine-tuning
+    config trains on (its ``store.json``; else the scale's shared store)."""
+    root = cfg["data"].get("store")
+    if root:
+        meta = Path(root) / "store.json"
+        if meta.is_file():
+            return str(json.loads(meta.read_text()).get("register", "none"))
+    from mmlib.data.ensure import STORE_REGISTER
+
+    return STORE_REGISTER[cfg["scale"]]
 
 
 def is_bundle(path: str | Path) -> bool:
@@ -187,6 +205,7 @@ def load_model(run_dir: str | Path, device: str = "auto") -> Model:
                 "bundle_weights": file_sha(run_dir / BUNDLE_MODEL),
             },
             dev,
+            str(meta.get("register", "none")),
         )
     from mmlib.evaluate.scoring import load_network
 
@@ -209,6 +228,7 @@ def load_model(run_dir: str | Path, device: str = "auto") -> Model:
         str(run_dir.resolve()),
         identity,
         dev,
+        store_register(cfg),
     )
 
 
@@ -224,7 +244,8 @@ class Prepared:
         image: ``(C, X, Y, Z)`` float32 on the curated grid, channels in the task's order
             (zeros where absent, filled later).
         present: ``(C,)`` bool.
-        affine: the curated grid's voxel-to-world matrix (diagonal, RAS).
+        affine: the curated grid's voxel-to-world matrix (diagonal, RAS; in template (MNI)
+            mm when the model's store is registered).
         center_world: world position of the head's centre (template space origin).
         native_shape: the reference image's shape.
         native_affine: the reference image's affine.
@@ -232,6 +253,8 @@ class Prepared:
         reference: the reference modality.
         convention: the dataset's BraTS label convention (None for other tasks).
         notes: what was done that a reader should know (filled, dropped modalities).
+        transform: ``(4, 4)`` native world -> the curated grid's world (the registration to
+            the template; identity when unregistered).
     """
 
     study: str
@@ -245,6 +268,7 @@ class Prepared:
     reference: str
     convention: str | None
     notes: list[str]
+    transform: np.ndarray = field(default_factory=lambda: np.eye(4))
 
 
 def prepare_study(study: Study, model: Model, margin: int = 2) -> Prepared:
@@ -277,7 +301,7 @@ def prepare_study(study: Study, model: Model, margin: int = 2) -> Prepared:
         study, modalities={m: study.modalities[m] for m in have}, label=None, problems=[]
     )
     try:
-        cur = curate_study(sub, model.spacing, margin)
+        cur = curate_study(sub, model.spacing, margin, model.register)
     except CurationError as err:
         raise PredictionError(str(err).splitlines()[0]) from None
     reference = REFERENCE_MODALITY.get(spec.name)
@@ -305,6 +329,7 @@ def prepare_study(study: Study, model: Model, margin: int = 2) -> Prepared:
         reference,
         conv,
         notes,
+        np.asarray(cur.row["transform"], np.float64),
     )
 
 
@@ -341,8 +366,10 @@ def native_labels(logits: np.ndarray, prep: Prepared, spec: TaskSpec) -> np.ndar
         uint8 ``prep.native_shape``.
     """
     assert spec.regions is not None
+    # curated voxel -> native world: through the inverse of the registration (if any)
+    to_native_world = np.linalg.inv(prep.transform) @ prep.affine
     native = to_native(
-        logits.astype(np.float32), prep.affine, prep.native_shape, prep.native_affine, order=1
+        logits.astype(np.float32), to_native_world, prep.native_shape, prep.native_affine, order=1
     )
     masks = spec.regions.predict(torch.from_numpy(native)[None])[0].numpy().astype(bool)
     return regions_to_labels(masks, spec.regions, prep.convention)

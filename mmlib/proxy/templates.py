@@ -504,29 +504,73 @@ class Templates(nn.Module):
         out.origin = torch.as_tensor(aff[:3, 3], dtype=torch.float64).float()
         return out
 
+    @staticmethod
+    def released_to_mni(
+        rep_template: Tensor, source_affine: np.ndarray, mode: str = "affine"
+    ) -> np.ndarray:
+        """The SRI24 -> ICBM 2009a relation used to import the released templates, estimated.
+
+        The released T1 template (``rep_template[MODALITIES.index("t1")]`` on
+        ``source_affine``) is registered to the ICBM 2009a T1 (SimpleITK, mutual information,
+        :func:`mmlib.data.register.register_images`, at 2 mm or the release's spacing if
+        coarser).
+
+        Returns:
+            ``(4, 4)``: SRI24 world mm -> MNI mm.
+        """
+        from mmlib.data import register as reg
+
+        t1 = torch.as_tensor(rep_template)[MODALITIES.index("t1")].detach().float().numpy()
+        sp = max(2.0, float(np.abs(np.diag(np.asarray(source_affine))[:3]).max()))
+        return reg.register_images(
+            reg.icbm_template(sp),
+            (t1, np.asarray(source_affine, np.float64)),
+            mode,
+            spacing=sp,
+            fixed_mask=reg.template_mask(sp),
+        )
+
     @classmethod
     def from_released(
         cls,
         rep_template: Tensor,
         spacing: float | Sequence[float] = 1.0,
         source_spacing: float = 1.0,
+        *,
+        register: str = "none",
+        source_affine: np.ndarray | None = None,
+        to_mni: np.ndarray | None = None,
     ) -> Templates:
         """Import the BrainMVP authors' released templates (``rep_template``).
 
         The released tensor is ``(8, 240, 240, 155)`` on the 1 mm BraTS/SRI24 grid, in
-        :data:`MODALITIES` order; its grid is taken as centred at the head's centre (0).
+        :data:`MODALITIES` order. With ``register="none"`` its grid is taken as centred at the
+        head's centre (0), the frame of an unregistered store. With ``rigid`` or ``affine`` it
+        is brought into the frame of a store curated with ``mmlib curate --register`` (ICBM
+        2009a, :mod:`mmlib.data.register`): the SRI24 -> ICBM relation is *estimated* by
+        registering the released T1 template to the ICBM 2009a T1
+        (:meth:`released_to_mni`), and every channel is resampled once onto a grid covering
+        the ICBM box, in template coordinates (MNI mm minus
+        :func:`mmlib.data.register.template_center`).
 
         Args:
             rep_template: ``(8, X, Y, Z)`` tensor (e.g. ``state_dict["rep_template"]``).
             spacing: spacing of the returned grid in mm; other than ``source_spacing`` the
                 volumes are resampled trilinearly. Defaults to 1.0.
             source_spacing: spacing of ``rep_template``. Defaults to 1.0.
+            register: ``none``, ``rigid`` or ``affine``. Defaults to "none".
+            source_affine: the released grid's voxel -> SRI24 world matrix in RAS voxel
+                order (:func:`mmlib.models.released.released_template_affine` for the 1 mm
+                release); needed when registering. Defaults to None.
+            to_mni: a known SRI24 world -> MNI mm matrix (4, 4) to use instead of estimating
+                it (e.g. one estimated once with :meth:`released_to_mni`). Defaults to None.
 
         Returns:
             :class:`Templates` holding the released volumes.
 
         Raises:
-            ValueError: When ``rep_template`` is not ``(8, X, Y, Z)``.
+            ValueError: When ``rep_template`` is not ``(8, X, Y, Z)``, ``register`` is unknown,
+                or registering without ``source_affine`` or with an anisotropic ``spacing``.
         """
         rep = torch.as_tensor(rep_template).detach().float()
         if rep.dim() != 4 or rep.shape[0] != len(MODALITIES):
@@ -536,6 +580,33 @@ class Templates(nn.Module):
             )
         src_sp = _vec3(source_spacing, "source_spacing")
         dst_sp = _vec3(spacing, "spacing")
+        from mmlib.data import register as reg
+
+        reg.check_mode(register)
+        if register != "none":
+            if source_affine is None:
+                raise ValueError(
+                    "Templates.from_released: registering needs source_affine (the released "
+                    "grid's voxel-to-world matrix, mmlib.models.released_template_affine())"
+                )
+            if not np.allclose(dst_sp, dst_sp[0]):
+                raise ValueError(f"Templates.from_released: spacing {dst_sp} is not isotropic")
+            from mmlib.data.curate import resample
+
+            if to_mni is None:
+                to_mni = cls.released_to_mni(rep, source_affine, register)
+            grid_data, grid = reg.icbm_template(float(dst_sp[0]))
+            head = np.eye(4)
+            head[:3, 3] = -reg.template_center()  # MNI mm -> template (head-centred) mm
+            out_affine = head @ grid
+            data_affine = head @ np.asarray(to_mni, np.float64) @ np.asarray(source_affine)
+            vols = np.stack(
+                [
+                    resample(v, data_affine, grid_data.shape, out_affine, order=1)
+                    for v in rep.numpy()
+                ]
+            )
+            return cls.from_volumes(torch.from_numpy(vols.astype(np.float32)), out_affine)
         extent = [n * s for n, s in zip(rep.shape[1:], src_sp)]
         if np.allclose(src_sp, dst_sp):
             out = cls(spacing=dst_sp, shape=tuple(rep.shape[1:]))

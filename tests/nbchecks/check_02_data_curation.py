@@ -30,3 +30,11 @@ def check(results: dict, out_dir: pathlib.Path) -> None:
     assert results["segmentation_task"]
     for name in ("study.png", "histograms.png", "spacing.png", "crops.png"):
         assert (out_dir / name).stat().st_size > 5_000, name
+    # registration to the ICBM template: affine places the brain closer to the simulator's
+    # truth than head-centring, in the sources with neck and skull most of all
+    reg = results["registration"]
+    for src in ("ixi", "adni", "brats2021", "isles2022"):
+        assert reg[f"{src}/affine"]["error_mm"] < reg[f"{src}/none"]["error_mm"], src
+    for src in ("ixi", "adni"):
+        assert reg[f"{src}/affine"]["error_mm"] < 4.0 < 6.0 < reg[f"{src}/none"]["error_mm"], src
+    assert (out_dir / "registration.png").is_file()

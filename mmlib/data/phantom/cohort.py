@@ -574,6 +574,26 @@ def simulate_study(
     again (deterministically, up to :data:`MAX_ATTEMPTS` times). Returns
     ``(attrs, [(grid, affine, rendered)])``.
     """
+    _subject, attrs, out = _simulate(src, index, seed, factor)
+    return attrs, out
+
+
+def true_subject(src: SourceSpec, index: int, seed: int, factor: int) -> Subject:
+    """The subject that study ``index`` of a source was drawn as (the draw the cohort kept).
+
+    Its ``pose`` and :func:`mmlib.data.phantom.subject.pull_back` are the truth that
+    registration is measured against (:mod:`mmlib.data.alignment`): world mm -> template
+    (ICBM 2009a, MNI) mm. A source without lesions keeps its first draw; one with lesions is
+    simulated again to know which draw was kept.
+    """
+    if src.lesion is None:
+        return make_subject(src, index, seed, load_anatomy(factor), 0)[0]
+    return _simulate(src, index, seed, factor)[0]
+
+
+def _simulate(
+    src: SourceSpec, index: int, seed: int, factor: int
+) -> tuple[Subject, dict[str, Any], list[tuple[W.Grid, np.ndarray, Rendered]]]:
     anatomy = load_anatomy(factor)
     for attempt in range(MAX_ATTEMPTS):
         subject, rng = make_subject(src, index, seed, anatomy, attempt)
@@ -621,7 +641,7 @@ def simulate_study(
                 img = img * r.brain
             r.images[m] = img.astype(np.float32)
         out.append((grid, aff, r))
-    return dict(subject.attrs), out
+    return subject, dict(subject.attrs), out
 
 
 def _job(src: SourceSpec, index: int, seed: int, factor: int, root: str) -> dict[str, Any]:

@@ -1,0 +1,339 @@
+"""Registration at curation: a study's modalities to each other, the study to one template space.
+
+The template space is the ICBM 2009a non-linear symmetric template (Fonov et al., NeuroImage
+2011) that the nilearn wheel ships (skull-stripped T1, 197×233×189 at 1 mm, RAS, MNI mm; read
+offline with ``nilearn.datasets.load_mni152_template``). A registered study is stored on an
+axis-aligned grid in MNI millimetres at the store's spacing, and its manifest row records the
+``transform`` (4×4, native world RAS mm -> MNI mm) that :mod:`mmlib.evaluate.predict` inverts
+to take predictions back to the native grid.
+
+Modes (``mmlib curate --register``):
+
+* ``none``: no registration; the store is in the study's own world, head-centred (as before).
+* ``rigid``: 6 degrees of freedom (rotation, translation), SimpleITK ``Euler3DTransform``.
+* ``affine``: 12 degrees of freedom, initialised by the rigid result, ``AffineTransform``.
+
+Both use SimpleITK's ``ImageRegistrationMethod`` (Mattes mutual information, so any contrast
+registers to the T1 template; three resolution levels; regular-step gradient descent),
+initialised by aligning the centres of the template's brain and the study's head foreground.
+No optimiser is written here.
+
+Coordinates: every image handed to SimpleITK is on a diagonal, positive (RAS) grid and is given
+to it with an identity direction and its RAS origin, so SimpleITK's physical space *is* RAS mm
+here (not its usual LPS) and the matrices it returns need no sign flips.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+#: The values of ``mmlib curate --register``.
+REGISTER_MODES: tuple[str, ...] = ("none", "rigid", "affine")
+#: Which modality of a study is registered to the (T1) template: the first one present.
+MOVING_PREFERENCE: tuple[str, ...] = ("t1", "t1c", "flair", "t2", "pd", "dwi", "mra", "adc")
+#: Name of the template space recorded in manifests.
+TEMPLATE_SPACE = "ICBM2009a"
+
+
+class RegistrationError(Exception):
+    """Registration failed; the message is a one-line reason."""
+
+
+def check_mode(mode: str) -> str:
+    """Return ``mode`` when it is one of :data:`REGISTER_MODES`.
+
+    Raises:
+        ValueError: Naming the allowed values.
+    """
+    if mode not in REGISTER_MODES:
+        raise ValueError(f"--register {mode!r}: choose one of {', '.join(REGISTER_MODES)}")
+    return mode
+
+
+def _sitk() -> Any:
+    try:
+        import SimpleITK as sitk
+    except ImportError:  # pragma: no cover - a missing dependency
+        raise RegistrationError(
+            "registration needs SimpleITK: pip install 'simpleitk==2.5.7' (pinned in "
+            "constraints.txt), or curate with --register none"
+        ) from None
+    return sitk
+
+
+# --------------------------------------------------------------------------------- template
+
+
+@functools.lru_cache(maxsize=1)
+def _icbm_1mm() -> tuple[np.ndarray, np.ndarray]:
+    os.environ.setdefault("NILEARN_DATA", os.path.join(tempfile.gettempdir(), "mmlib-nilearn"))
+    from nilearn import datasets
+
+    img = datasets.load_mni152_template(resolution=1)
+    return np.asarray(img.dataobj, dtype=np.float32), np.asarray(img.affine, dtype=np.float64)
+
+
+@functools.lru_cache(maxsize=4)
+def icbm_template(spacing: float) -> tuple[np.ndarray, np.ndarray]:
+    """The ICBM 2009a T1 template at an isotropic spacing.
+
+    Args:
+        spacing: mm per voxel (the template is Gaussian pre-filtered when down-sampled).
+
+    Returns:
+        ``(volume (X, Y, Z) float32 in [0, 1], affine (4, 4))``: RAS, diagonal, MNI mm.
+    """
+    from mmlib.data.curate import resample, target_grid
+
+    data, affine = _icbm_1mm()
+    if abs(spacing - 1.0) < 1e-6:
+        return data, affine
+    shape, grid = target_grid(data.shape, affine, spacing)
+    return resample(data, affine, shape, grid, order=1).astype(np.float32), grid
+
+
+@functools.lru_cache(maxsize=1)
+def template_center() -> np.ndarray:
+    """MNI mm (3,) of the centre of the ICBM 2009a brain (the template's foreground).
+
+    A registered study's ``center_world`` is this point for every study, so that a template
+    coordinate (MNI mm minus this centre) is the same anatomy in every registered study.
+    """
+    data, affine = _icbm_1mm()
+    idx = np.argwhere(data > 0).mean(0)
+    return np.round(idx @ affine[:3, :3].T + affine[:3, 3], 4)
+
+
+# ---------------------------------------------------------------------------- SimpleITK glue
+
+
+def _image(data: np.ndarray, affine: np.ndarray) -> Any:
+    """A SimpleITK image of a volume on a diagonal RAS grid (physical space = RAS mm)."""
+    sitk = _sitk()
+    diag = np.diag(affine)[:3]
+    off = affine[:3, :3] - np.diag(diag)
+    if np.any(diag <= 0) or np.abs(off).max() > 1e-6:
+        raise RegistrationError("registration needs an axis-aligned RAS grid (diagonal affine)")
+    img = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(data, np.float32).transpose()))
+    img.SetSpacing([float(s) for s in diag])
+    img.SetOrigin([float(o) for o in affine[:3, 3]])
+    return img
+
+
+def _matrix(transform: Any) -> np.ndarray:
+    """4×4 of a SimpleITK Euler3D/Affine transform: ``y = A (x - c) + c + t``."""
+    a = np.asarray(transform.GetMatrix(), dtype=np.float64).reshape(3, 3)
+    c = np.asarray(transform.GetCenter(), dtype=np.float64)
+    t = np.asarray(transform.GetTranslation(), dtype=np.float64)
+    out = np.eye(4)
+    out[:3, :3] = a
+    out[:3, 3] = c + t - a @ c
+    return out
+
+
+def _centre(data: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """World mm of the centre of a volume's foreground (voxels above 10 % of its 99th pct)."""
+    pos = data[data > 0]
+    thr = 0.1 * float(np.percentile(pos, 99)) if pos.size else 0.0
+    idx = np.argwhere(data > thr)
+    if idx.size == 0:
+        raise RegistrationError("nothing to register: the image is empty")
+    return idx.mean(0) @ affine[:3, :3].T + affine[:3, 3]
+
+
+def _levels(spacing: float) -> tuple[list[int], list[float]]:
+    """Shrink factors and smoothing sigmas (mm): coarsest ~8 mm, finest the given spacing."""
+    shrink = sorted({max(1, round(s / spacing)) for s in (8.0, 4.0, spacing)}, reverse=True)
+    return shrink, [max(0.0, (f - 1) * spacing / 2) for f in shrink]
+
+
+def _run(
+    fixed: Any,
+    moving: Any,
+    initial: Any,
+    spacing: float,
+    seed: int,
+    iterations: int,
+    mask: Any = None,
+) -> Any:
+    sitk = _sitk()
+    reg = sitk.ImageRegistrationMethod()
+    if mask is not None:
+        reg.SetMetricFixedMask(mask)
+    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    reg.SetMetricSamplingStrategy(reg.RANDOM)
+    n = int(np.prod(fixed.GetSize()))
+    # seed 0 is SimpleITK's "wall clock" (a new draw each run): shift it so runs repeat
+    reg.SetMetricSamplingPercentage(float(min(1.0, 60_000 / max(n, 1))), seed + 1)
+    reg.SetInterpolator(sitk.sitkLinear)
+    reg.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=2.0,
+        minStep=1e-3,
+        numberOfIterations=iterations,
+        relaxationFactor=0.6,
+        gradientMagnitudeTolerance=1e-6,
+    )
+    reg.SetOptimizerScalesFromPhysicalShift()
+    shrink, sigmas = _levels(spacing)
+    reg.SetShrinkFactorsPerLevel(shrink)
+    reg.SetSmoothingSigmasPerLevel(sigmas)
+    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    reg.SetInitialTransform(initial, inPlace=True)
+    try:
+        reg.Execute(fixed, moving)
+    except RuntimeError as err:  # ITK explains in many lines; keep the gist
+        last = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+        raise RegistrationError(f"SimpleITK registration failed: {last[-1][:200]}") from None
+    return initial
+
+
+def register_images(
+    fixed: tuple[np.ndarray, np.ndarray],
+    moving: tuple[np.ndarray, np.ndarray],
+    mode: str,
+    *,
+    spacing: float | None = None,
+    seed: int = 0,
+    iterations: int = 100,
+    fixed_mask: np.ndarray | None = None,
+) -> np.ndarray:
+    """Register ``moving`` onto ``fixed`` (both ``(volume, diagonal RAS affine)``).
+
+    Args:
+        fixed: the image that stays (e.g. the template).
+        moving: the image that moves (e.g. a study's T1).
+        mode: ``rigid`` or ``affine``.
+        spacing: mm of the finest level. Defaults to None (the fixed image's spacing).
+        seed: seed of the metric's random sampling (same inputs, same result). Defaults to 0.
+        iterations: optimiser iterations per level. Defaults to 100.
+        fixed_mask: where on the fixed grid the metric is evaluated (bool, fixed's shape).
+            Defaults to None (everywhere).
+
+    Returns:
+        ``(4, 4)``: moving world mm -> fixed world mm (the inverse of SimpleITK's
+        fixed-to-moving transform).
+
+    Raises:
+        RegistrationError: When SimpleITK fails or an image is empty or not axis-aligned.
+        ValueError: For an unknown mode (``none`` has no transform to estimate).
+    """
+    if mode not in ("rigid", "affine"):
+        raise ValueError(f"register_images: mode {mode!r} is not 'rigid' or 'affine'")
+    sitk = _sitk()
+    f_img, m_img = _image(*fixed), _image(*moving)
+    mask = None
+    if fixed_mask is not None:
+        mask = sitk.Cast(_image(fixed_mask.astype(np.float32), fixed[1]), sitk.sitkUInt8)
+    sp = float(spacing if spacing is not None else np.diag(fixed[1])[0])
+    c_fixed, c_moving = _centre(*fixed), _centre(*moving)
+    rigid = sitk.Euler3DTransform()
+    rigid.SetCenter([float(c) for c in c_fixed])
+    rigid.SetTranslation([float(t) for t in c_moving - c_fixed])
+    rigid = _run(f_img, m_img, rigid, sp, seed, iterations, mask)
+    result = rigid
+    if mode == "affine":
+        aff = sitk.AffineTransform(3)
+        aff.SetCenter(rigid.GetCenter())
+        aff.SetMatrix(rigid.GetMatrix())
+        aff.SetTranslation(rigid.GetTranslation())
+        result = _run(f_img, m_img, aff, sp, seed, iterations, mask)
+    fixed_to_moving = _matrix(result)
+    if not np.all(np.isfinite(fixed_to_moving)) or abs(np.linalg.det(fixed_to_moving)) < 1e-3:
+        raise RegistrationError("registration gave a singular transform")
+    return np.linalg.inv(fixed_to_moving)
+
+
+def register_to_template(
+    moving: tuple[np.ndarray, np.ndarray], mode: str, spacing: float, seed: int = 0
+) -> np.ndarray:
+    """Register a study image to the ICBM 2009a template at ``spacing`` mm.
+
+    Returns:
+        ``(4, 4)`` native world RAS mm -> MNI mm (identity for ``none``).
+    """
+    check_mode(mode)
+    if mode == "none":
+        return np.eye(4)
+    template = icbm_template(spacing)
+    return register_images(
+        template, moving, mode, spacing=spacing, seed=seed, fixed_mask=template_mask(spacing)
+    )
+
+
+#: How far (mm) beyond the template's brain the registration metric looks: the template has
+#: no skull, so a head image is compared with it only near the brain (a whole-image metric
+#: shrinks a head with skull onto the brain).
+MASK_MARGIN_MM = 4.0
+
+
+@functools.lru_cache(maxsize=4)
+def template_mask(spacing: float) -> np.ndarray:
+    """The template's brain grown by :data:`MASK_MARGIN_MM` at ``spacing`` (bool (X, Y, Z)):
+    where the registration metric is evaluated."""
+    from scipy import ndimage
+
+    data, _ = icbm_template(spacing)
+    brain = ndimage.binary_fill_holes(data > 0.05)
+    dist = ndimage.distance_transform_edt(~brain, sampling=spacing)
+    return np.asarray(dist <= MASK_MARGIN_MM)
+
+
+def moving_modality(modalities: Sequence[str]) -> str:
+    """The modality of a study that is registered to the template (see
+    :data:`MOVING_PREFERENCE`; else the first)."""
+    for m in MOVING_PREFERENCE:
+        if m in modalities:
+            return m
+    return modalities[0]
+
+
+def bounding_grid(
+    shape: Sequence[int], affine: np.ndarray, transform: np.ndarray, spacing: float
+) -> tuple[tuple[int, int, int], np.ndarray]:
+    """An axis-aligned grid (``spacing`` mm) covering a volume's field of view after
+    ``transform``.
+
+    Args:
+        shape: the volume's shape.
+        affine: its voxel-to-world matrix.
+        transform: world -> target world (4, 4).
+        spacing: output spacing.
+
+    Returns:
+        ``(shape, affine)`` in the target world (diagonal, RAS).
+    """
+    from mmlib.data.curate import target_grid
+
+    return target_grid(shape, transform @ affine, spacing)
+
+
+def template_on_grid(affine: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """The ICBM 2009a T1 on a template grid of a registered store's frame.
+
+    In a store curated with ``--register rigid|affine`` a template coordinate is MNI mm minus
+    :func:`template_center`; this resamples the ICBM T1 onto a grid in those coordinates (e.g.
+    ``Templates.affine`` and ``Templates.shape`` of templates learned on such a store, or
+    imported with ``Templates.from_released(..., register="affine")``), to show or correlate
+    learned templates against the anatomy they should match.
+
+    Args:
+        affine: (4, 4) voxel -> template mm (diagonal).
+        shape: the grid's ``(X, Y, Z)``.
+
+    Returns:
+        ``(X, Y, Z)`` float32 in [0, 1], zeros outside the template's field of view.
+    """
+    from mmlib.data.curate import resample
+
+    data, mni = _icbm_1mm()
+    head = np.eye(4)
+    head[:3, 3] = -template_center()
+    return resample(data, head @ mni, shape, np.asarray(affine, np.float64), order=1).astype(
+        np.float32
+    )
