@@ -165,3 +165,48 @@ def test_cross_modal_fill_in_place_leaves_inputs_and_gradients_alone():
                 view.sum().backward()
                 assert torch.equal(fallback.grad[0], mask[0].float())
                 assert not fallback.grad[1:].any()
+
+
+@pytest.mark.parametrize("size, block", [((16, 24, 8), 4), ((16, 16, 16), (8, 4, 2))])
+def test_block_weights_are_compact_and_fill_exactly_like_voxel_weights(size, block):
+    """The weights of ``block_mask(return_weight=True)`` are the block grid expanded along z
+    only (no voxel-size tensor is written), and every fill gives the same numbers and the same
+    gradients with them as with the voxel mask."""
+    g = torch.Generator().manual_seed(4)
+    bsz, k = 3, 3
+    mask, weight = block_mask(bsz, size, block, 0.6, g, return_weight=True)
+    b = (block,) * 3 if isinstance(block, int) else block
+    grid = [s // bb for s, bb in zip(size, b)]
+    assert weight.shape == (bsz, 1, grid[0], 1, grid[1], 1, grid[2], b[2])
+    assert weight.dtype == torch.float32 and weight.numel() * b[0] * b[1] == mask.numel()
+    voxel = weight.expand(bsz, 1, grid[0], b[0], grid[1], b[1], grid[2], b[2]).reshape(mask.shape)
+    assert torch.equal(voxel, mask.float())
+    target = torch.rand(bsz, 1, *size, generator=g)
+    crop = torch.rand(bsz, 1, *size, generator=g).requires_grad_(True)
+    for m in (mask, mask.float(), weight):
+        view = template_fill(target, crop, m)
+        assert torch.equal(view.detach(), torch.where(mask, crop, target).detach())
+        (grad,) = torch.autograd.grad((view * torch.arange(view.numel()).view_as(view)).sum(), crop)
+        assert torch.equal(grad, torch.where(mask, torch.arange(mask.numel()).view_as(grad), 0.0))
+        assert torch.equal(zero_fill(target, m), torch.where(mask, 0.0, target))
+        noise = noise_fill(target, m, torch.Generator().manual_seed(7))
+        assert torch.equal(noise, noise_fill(target, mask, torch.Generator().manual_seed(7)))
+    image = torch.rand(bsz, k, *size, generator=g)
+    present = torch.ones(bsz, k, dtype=torch.bool)
+    slot = torch.tensor([0, 1, 2])
+    ref, src, _ = cross_modal_fill(
+        image, present, slot, mask, None, torch.Generator().manual_seed(1)
+    )
+    out, src_w, _ = cross_modal_fill(
+        image, present, slot, weight, None, torch.Generator().manual_seed(1)
+    )
+    assert torch.equal(out, ref) and torch.equal(src_w, src)
+
+
+def test_block_weights_fall_back_to_voxels_for_partial_blocks_and_refuse_other_sizes():
+    g = torch.Generator().manual_seed(5)
+    mask, weight = block_mask(2, (10, 8, 8), 4, 0.5, g, return_weight=True)
+    assert weight.shape == mask.shape and torch.equal(weight, mask.float())
+    _, compact = block_mask(2, (8, 8, 8), 4, 0.5, g, return_weight=True)
+    with pytest.raises(ValueError, match="block weights"):
+        template_fill(torch.zeros(2, 1, 8, 8, 12), torch.ones(2, 1, 8, 8, 12), compact)

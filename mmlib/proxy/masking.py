@@ -129,12 +129,14 @@ def block_mask(
         generator: source of randomness. Defaults to None (torch's global generator).
         device: device of the returned mask. Defaults to None (the generator's, else CPU).
         return_weight: also return the mask as ``float32`` 0/1 weights, the fastest input of
-            :func:`fill`. Defaults to False.
+            :func:`fill` (see :func:`block_weight`: a compact block form when the sizes are
+            multiples of the block). Defaults to False.
 
     Returns:
         ``bool (B, 1, X, Y, Z)``, ``True`` where masked. Exactly
         ``floor(n_blocks * (1 - mask_rate))`` blocks are ``False`` in each study. With
-        ``return_weight``, the pair ``(mask, weight)``.
+        ``return_weight``, the pair ``(mask, weight)``, ``weight`` from :func:`block_weight`
+        (for the fills; read voxels from ``mask``).
 
     Raises:
         ValueError: When ``mask_rate`` is outside [0, 1] or a size is not positive.
@@ -164,8 +166,59 @@ def block_mask(
     blocks = masked.view(batch_size, *grid)
     mask = expand_blocks(blocks, block, size)
     if return_weight:
-        return mask, expand_blocks(blocks, block, size, dtype=torch.float32)
+        return mask, block_weight(blocks, block, size)
     return mask
+
+
+def block_weight(
+    blocks: Tensor,
+    block_size: int | Sequence[int],
+    spatial_size: Sequence[int],
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """Fill weights of a block-level mask, in the compact form :func:`fill` broadcasts.
+
+    When every size is a multiple of the block, the weights are the block grid expanded along
+    the innermost axis only, ``(B, 1, gx, 1, gy, 1, gz, bz)`` (1/(bx*by) of the voxels: 166 kB
+    instead of 10.6 MB for three 96³ crops in 8³ blocks): :func:`fill` views the images as
+    ``(B, 1, gx, bx, gy, by, gz, bz)`` (no copy) and one :func:`torch.lerp` broadcasts the
+    weights over ``bx`` and ``by``, as fast as with voxel weights and without writing them.
+    Otherwise (partial last blocks) the voxel weights ``(B, 1, X, Y, Z)``.
+
+    Args:
+        blocks: ``bool (B, gx, gy, gz)``, ``True`` where a block is masked.
+        block_size: cube edge in voxels (or one per axis).
+        spatial_size: crop size ``(X, Y, Z)``.
+        dtype: floating type of the weights. Defaults to ``float32``.
+
+    Returns:
+        0/1 weights, 1 where masked: ``(B, 1, gx, 1, gy, 1, gz, bz)`` or ``(B, 1, X, Y, Z)``.
+    """
+    bsz, gx, gy, gz = blocks.shape
+    block = _triple(block_size, "block_size")
+    size = _triple(tuple(spatial_size), "spatial_size")
+    if any(s != g * b for s, g, b in zip(size, (gx, gy, gz), block)):
+        return expand_blocks(blocks, block, size, dtype=dtype)
+    w = blocks.to(dtype).view(bsz, 1, gx, 1, gy, 1, gz, 1)
+    return w.expand(bsz, 1, gx, 1, gy, 1, gz, block[2]).contiguous()
+
+
+def _blocked(weight: Tensor, *images: Tensor) -> list[Tensor] | None:
+    """``images`` ``(B, C, X, Y, Z)`` viewed as ``(B, C, gx, bx, gy, by, gz, bz)`` to match the
+    block-form ``weight`` of :func:`block_weight`; None for voxel weights or bool masks."""
+    if weight.dim() != 8:
+        return None
+    _, _, gx, _, gy, _, gz, bz = weight.shape
+    out = []
+    for img in images:
+        bsz, c, sx, sy, sz = img.shape
+        if sx % gx or sy % gy or sz != gz * bz:
+            raise ValueError(
+                f"fill: block weights {tuple(weight.shape)} do not tile images of shape "
+                f"{tuple(img.shape)}; build the weights for this crop size (block_weight)."
+            )
+        out.append(img.reshape(bsz, c, gx, sx // gx, gy, sy // gy, gz, bz))
+    return out
 
 
 def expand_blocks(
@@ -197,7 +250,8 @@ def fill(target: Tensor, source: Tensor, mask: Tensor) -> Tensor:
         target: ``(B, 1, X, Y, Z)`` images.
         source: ``(B, 1, X, Y, Z)`` (or broadcastable) replacement values.
         mask: ``bool (B, 1, X, Y, Z)``, ``True`` where replaced, or the same as 0/1 float
-            weights (faster: a single :func:`torch.lerp`, exact for weights 0 and 1).
+            weights (faster: a single :func:`torch.lerp`, exact for weights 0 and 1), voxel
+            weights or the block form of :func:`block_weight`.
 
     Returns:
         ``(B, 1, X, Y, Z)``: ``source`` where masked, ``target`` elsewhere. Gradients flow to
@@ -206,6 +260,9 @@ def fill(target: Tensor, source: Tensor, mask: Tensor) -> Tensor:
     if not mask.is_floating_point():
         return torch.where(mask, source, target)
     source = source.expand_as(target) if source.shape != target.shape else source
+    views = _blocked(mask, target, source)
+    if views is not None:
+        return torch.lerp(views[0], views[1], mask.to(target.dtype)).view(target.shape)
     return torch.lerp(target, source, mask.to(target.dtype))
 
 
@@ -216,10 +273,19 @@ def _fill_over_source(target: Tensor, source: Tensor, mask: Tensor) -> Tensor:
     tracked = torch.is_grad_enabled() and (
         target.requires_grad or source.requires_grad or mask.requires_grad
     )
-    if tracked or source.shape != target.shape or source.dtype != target.dtype:
+    if (
+        tracked
+        or source.shape != target.shape
+        or source.dtype != target.dtype
+        or not source.is_contiguous()
+    ):
         return fill(target, source, mask)
     if not mask.is_floating_point():
         return torch.where(mask, source, target, out=source)
+    views = _blocked(mask, target, source)
+    if views is not None:
+        torch.lerp(views[0], views[1], mask.to(target.dtype), out=views[1])
+        return source
     return torch.lerp(target, source, mask.to(target.dtype), out=source)
 
 
@@ -230,7 +296,7 @@ def template_fill(target: Tensor, template_crop: Tensor, mask: Tensor) -> Tensor
         target: ``(B, 1, X, Y, Z)`` the target modality of each study.
         template_crop: ``(B, 1, X, Y, Z)`` the anatomically matching crop of that modality's
             template (see :meth:`mmlib.proxy.templates.Templates.crop`).
-        mask: ``bool (B, 1, X, Y, Z)``.
+        mask: ``bool (B, 1, X, Y, Z)``, or fill weights (see :func:`fill`).
 
     Returns:
         ``(B, 1, X, Y, Z)`` the filled view.
@@ -241,6 +307,9 @@ def template_fill(target: Tensor, template_crop: Tensor, mask: Tensor) -> Tensor
 def zero_fill(target: Tensor, mask: Tensor) -> Tensor:
     """Masked-image-modelling baseline (SimMIM style): masked voxels set to 0."""
     if mask.is_floating_point():
+        views = _blocked(mask, target)
+        if views is not None:
+            return (views[0] * (1 - mask.to(target.dtype))).view(target.shape)
         return target * (1 - mask.to(target.dtype))
     return fill(target, torch.zeros((), dtype=target.dtype, device=target.device), mask)
 
@@ -312,7 +381,7 @@ def cross_modal_fill(
         image: ``(B, K, X, Y, Z)`` all modalities of each study (zeros where absent).
         present: ``bool (B, K)``.
         target_slot: ``int64 (B,)`` slot of the target modality ``m`` of each study.
-        mask: ``bool (B, 1, X, Y, Z)``.
+        mask: ``bool (B, 1, X, Y, Z)``, or fill weights (see :func:`fill`).
         fallback: ``(B, 1, X, Y, Z)`` values used for single-modality studies. Defaults to None.
         generator: source of randomness. Defaults to None.
         target: ``(B, 1, X, Y, Z)`` the already selected target, to save a copy. Defaults to
