@@ -210,3 +210,16 @@ def test_block_weights_fall_back_to_voxels_for_partial_blocks_and_refuse_other_s
     _, compact = block_mask(2, (8, 8, 8), 4, 0.5, g, return_weight=True)
     with pytest.raises(ValueError, match="block weights"):
         template_fill(torch.zeros(2, 1, 8, 8, 12), torch.ones(2, 1, 8, 8, 12), compact)
+
+
+def test_block_mask_keeps_the_lowest_scores_of_one_draw_per_study():
+    """The kept blocks are the ``n_kept`` lowest of one uniform draw per study and block (the
+    set an argsort of the draw would keep): the masks do not depend on how they are selected."""
+    for seed in range(50):
+        g = torch.Generator().manual_seed(seed)
+        m = block_mask(4, (24, 24, 16), 4, 0.8, g)
+        scores = torch.rand(4, 6 * 6 * 4, generator=torch.Generator().manual_seed(seed))
+        keep = n_kept((24, 24, 16), 4, 0.8)
+        expected = torch.ones_like(scores, dtype=torch.bool)
+        expected.scatter_(1, scores.argsort(dim=1)[:, :keep], False)
+        assert torch.equal(m[:, 0, ::4, ::4, ::4].reshape(4, -1), expected)
