@@ -10,6 +10,7 @@ import torch
 from mmlib.proxy.masking import (
     block_mask,
     cross_modal_fill,
+    modality_minmax,
     n_kept,
     noise_fill,
     sample_slot,
@@ -223,3 +224,25 @@ def test_block_mask_keeps_the_lowest_scores_of_one_draw_per_study():
         expected = torch.ones_like(scores, dtype=torch.bool)
         expected.scatter_(1, scores.argsort(dim=1)[:, :keep], False)
         assert torch.equal(m[:, 0, ::4, ::4, ::4].reshape(4, -1), expected)
+
+
+def test_modality_minmax_equals_whole_volume_reductions_in_values_and_gradients():
+    """Per-study range of the whole volume of its modality (the ``global`` template scaling),
+    computed once per distinct modality: the same numbers and gradients as reducing every
+    volume along ``dim=1``; absent modalities are not needed, bad indices are refused."""
+    g = torch.Generator().manual_seed(8)
+    vols = torch.rand(5, 6, 7, 4, generator=g)
+    vols[2, 0, 0, :2] = -3.0  # a tie at the minimum: the gradient is shared
+    vols.requires_grad_(True)
+    modality = torch.tensor([2, 0, 2, 4])
+    lo, hi = modality_minmax(vols, modality)
+    flat = vols.flatten(1)
+    ref_lo, ref_hi = flat.amin(1)[modality], flat.amax(1)[modality]
+    assert torch.equal(lo, ref_lo) and torch.equal(hi, ref_hi)
+    w_lo, w_hi = torch.rand(4, generator=g), torch.rand(4, generator=g)
+    (grad,) = torch.autograd.grad((lo * w_lo + hi * w_hi).sum(), vols)
+    (ref,) = torch.autograd.grad((ref_lo * w_lo + ref_hi * w_hi).sum(), vols)
+    assert torch.allclose(grad, ref) and grad[2, 0, 0, 0] == grad[2, 0, 0, 1] != 0
+    assert not grad[[1, 3]].any()
+    with pytest.raises(ValueError, match="modality_minmax"):
+        modality_minmax(vols, torch.tensor([5]))
