@@ -85,7 +85,10 @@ def _authors_block_replace(x, fill_from, block, rate):
     cor = torch.stack((c1, c2, c3), dim=3).reshape(-1, 3)
     kept = cor[torch.randperm(len(cor))][: math.floor(len(cor) * (1 - rate))]
     keep = torch.sparse_coo_tensor(
-        kept.T, torch.ones(kept.shape[0], dtype=torch.bool), size=(gh, gw, gz)
+        kept.T,
+        torch.ones(kept.shape[0], dtype=torch.bool),
+        size=(gh, gw, gz),
+        check_invariants=False,  # torch's default, stated (it warns otherwise)
     ).to_dense()
     keep = keep.view(gh, 1, gw, 1, gz, 1).expand(-1, block, -1, block, -1, block).reshape(h, w, z)
     mask = ~keep
@@ -126,6 +129,7 @@ def mmlib_batched(
     rate,
     gen,
     straight_through=False,
+    scaling=None,
 ):
     """mmlib: batched masks, batched template gather, batched fills (as the objective)."""
     bsz, _, *size = image.shape
@@ -139,6 +143,7 @@ def mmlib_batched(
         scale_where=mask_a,
         scale_block=block,
         straight_through=straight_through,
+        **({} if scaling is None else {"scaling": scaling}),
     )
     view_a = template_fill(target, crop, weight_a)
     mask_b, weight_b = block_mask(bsz, size, block, rate, gen, image.device, return_weight=True)
@@ -149,6 +154,15 @@ def mmlib_batched(
 def mmlib_settings(template_grad: str) -> bool:
     """``straight_through`` for mmlib's template scaling (the objective's default or not)."""
     return template_grad == "straight_through"
+
+
+def objective_scaling() -> str | None:
+    """The pre-training default template scaling (``ObjectiveConfig.template_scaling``,
+    ``global`` or ``crop``), passed to ``Templates.crop`` as the objective does; None for an
+    objective with the single per-crop rule (before ``objective.template_scaling``)."""
+    from mmlib.proxy.brainmvp import ObjectiveConfig
+
+    return getattr(ObjectiveConfig(), "template_scaling", None)
 
 
 def step_share(repeats: int) -> tuple[Runs, Runs]:
@@ -196,6 +210,7 @@ def step_share(repeats: int) -> tuple[Runs, Runs]:
             cfg.mask_rate,
             gen,
             straight_through=mmlib_settings(cfg.template_grad),
+            scaling=getattr(cfg, "template_scaling", None),
         )
         return time.perf_counter() - t
 
@@ -240,9 +255,11 @@ def main() -> None:
     slot_list, mod_list = target_slot.tolist(), modality.tolist()
     rng = random.Random(0)
     gen = torch.Generator(device=dev).manual_seed(0)
+    scaling = objective_scaling()
     print(
         f"B={bsz} size={s}^3 block={args.block} rate={args.rate} device={dev} "
-        f"threads={torch.get_num_threads()} mmlib template_grad (train)={args.template_grad}"
+        f"threads={torch.get_num_threads()} mmlib template_grad (train)={args.template_grad} "
+        f"template_scaling={scaling or 'crop'} (the pre-training default)"
     )
     results: dict[str, dict[str, Runs]] = {}
     for setting in ("no_grad", "train"):
@@ -297,6 +314,7 @@ def main() -> None:
                     args.rate,
                     gen,
                     straight_through=straight,
+                    scaling=scaling,
                 ),
                 sync,
             )
