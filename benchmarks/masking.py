@@ -70,6 +70,11 @@ Tried and left out:
   without), so it is no lever for mmlib; glibc's trimming off
   (``MALLOC_TRIM_THRESHOLD_=4294967296 MALLOC_MMAP_THRESHOLD_=1073741824``) likewise speeds
   up both sides (issue 17: the authors' loop about 2x).
+- the template gather scaled in place (``addcmul(..., out=crop)``, an in-place
+  straight-through map) and view A written over it (a ``lerp`` into the scaled crop, its
+  own autograd function): two fresh 10.6 MB tensors fewer, but no faster (median thread CPU
+  time 21.0-21.6 ms against 17.7-19.2 ms per call, train, global scaling, load 16-19, 15
+  runs; no page faults in the median call of either), so left out.
 - ``torch.compile`` of the fused gather, scaling and fills (issue 17): 6 ms per call against
   ~5 ms for the eager kernels it replaces, after 19 s of compilation.
 - Issue 17 also measured the kernel time of fresh pages: with glibc's default heap trimming,
