@@ -178,10 +178,11 @@ def test_block_weights_are_compact_and_fill_exactly_like_voxel_weights(size, blo
     mask, weight = block_mask(bsz, size, block, 0.6, g, return_weight=True)
     b = (block,) * 3 if isinstance(block, int) else block
     grid = [s // bb for s, bb in zip(size, b)]
-    assert weight.shape == (bsz, 1, grid[0], 1, grid[1], 1, grid[2], b[2])
-    assert weight.dtype == torch.float32 and weight.numel() * b[0] * b[1] == mask.numel()
-    voxel = weight.expand(bsz, 1, grid[0], b[0], grid[1], b[1], grid[2], b[2]).reshape(mask.shape)
-    assert torch.equal(voxel, mask.float())
+    assert weight.shape == (bsz, 1, grid[0], b[0], grid[1], b[1], grid[2], b[2])
+    assert weight.stride()[3] == weight.stride()[5] == 0  # expanded, not written
+    assert weight.untyped_storage().nbytes() * b[0] * b[1] == mask.numel() * 4
+    assert weight.dtype == torch.float32
+    assert torch.equal(weight.reshape(mask.shape), mask.float())
     target = torch.rand(bsz, 1, *size, generator=g)
     crop = torch.rand(bsz, 1, *size, generator=g).requires_grad_(True)
     for m in (mask, mask.float(), weight):
@@ -209,8 +210,9 @@ def test_block_weights_fall_back_to_voxels_for_partial_blocks_and_refuse_other_s
     mask, weight = block_mask(2, (10, 8, 8), 4, 0.5, g, return_weight=True)
     assert weight.shape == mask.shape and torch.equal(weight, mask.float())
     _, compact = block_mask(2, (8, 8, 8), 4, 0.5, g, return_weight=True)
-    with pytest.raises(ValueError, match="block weights"):
-        template_fill(torch.zeros(2, 1, 8, 8, 12), torch.ones(2, 1, 8, 8, 12), compact)
+    for shape in ((2, 1, 8, 8, 12), (2, 1, 4, 4, 8)):  # z too long; x and y blocks of 2
+        with pytest.raises(ValueError, match="block weights"):
+            template_fill(torch.zeros(shape), torch.ones(shape), compact)
 
 
 def test_block_mask_keeps_the_lowest_scores_of_one_draw_per_study():

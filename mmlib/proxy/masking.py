@@ -180,12 +180,13 @@ def block_weight(
 ) -> Tensor:
     """Fill weights of a block-level mask, in the compact form :func:`fill` broadcasts.
 
-    When every size is a multiple of the block, the weights are the block grid expanded along
-    the innermost axis only, ``(B, 1, gx, 1, gy, 1, gz, bz)`` (1/(bx*by) of the voxels: 166 kB
-    instead of 10.6 MB for three 96³ crops in 8³ blocks): :func:`fill` views the images as
-    ``(B, 1, gx, bx, gy, by, gz, bz)`` (no copy) and one :func:`torch.lerp` broadcasts the
-    weights over ``bx`` and ``by``, as fast as with voxel weights and without writing them.
-    Otherwise (partial last blocks) the voxel weights ``(B, 1, X, Y, Z)``.
+    When every size is a multiple of the block, the weights are ``(B, 1, gx, bx, gy, by, gz,
+    bz)``, the block grid written along the innermost axis only and *expanded* (stride 0, no
+    copy) along ``bx`` and ``by``: 1/(bx*by) of the voxels in memory (166 kB instead of 10.6 MB
+    for three 96³ crops in 8³ blocks). :func:`fill` views the images the same way (no copy)
+    and one :func:`torch.lerp` reads the weights, as fast as voxel weights and without writing
+    them. Otherwise (partial last blocks) the voxel weights ``(B, 1, X, Y, Z)``. Either way
+    ``weight.reshape(B, 1, X, Y, Z)`` gives the voxel weights.
 
     Args:
         blocks: ``bool (B, gx, gy, gz)``, ``True`` where a block is masked.
@@ -194,15 +195,17 @@ def block_weight(
         dtype: floating type of the weights. Defaults to ``float32``.
 
     Returns:
-        0/1 weights, 1 where masked: ``(B, 1, gx, 1, gy, 1, gz, bz)`` or ``(B, 1, X, Y, Z)``.
+        0/1 weights, 1 where masked: ``(B, 1, gx, bx, gy, by, gz, bz)`` or ``(B, 1, X, Y, Z)``.
     """
     bsz, gx, gy, gz = blocks.shape
     block = _triple(block_size, "block_size")
     size = _triple(tuple(spatial_size), "spatial_size")
     if any(s != g * b for s, g, b in zip(size, (gx, gy, gz), block)):
         return expand_blocks(blocks, block, size, dtype=dtype)
+    bx, by, bz = block
     w = blocks.to(dtype).view(bsz, 1, gx, 1, gy, 1, gz, 1)
-    return w.expand(bsz, 1, gx, 1, gy, 1, gz, block[2]).contiguous()
+    w = w.expand(bsz, 1, gx, 1, gy, 1, gz, bz).contiguous()
+    return w.expand(bsz, 1, gx, bx, gy, by, gz, bz)
 
 
 def _blocked(weight: Tensor, *images: Tensor) -> list[Tensor] | None:
@@ -210,16 +213,16 @@ def _blocked(weight: Tensor, *images: Tensor) -> list[Tensor] | None:
     block-form ``weight`` of :func:`block_weight`; None for voxel weights or bool masks."""
     if weight.dim() != 8:
         return None
-    _, _, gx, _, gy, _, gz, bz = weight.shape
+    _, _, gx, bx, gy, by, gz, bz = weight.shape
     out = []
     for img in images:
         bsz, c, sx, sy, sz = img.shape
-        if sx % gx or sy % gy or sz != gz * bz:
+        if (sx, sy, sz) != (gx * bx, gy * by, gz * bz):
             raise ValueError(
                 f"fill: block weights {tuple(weight.shape)} do not tile images of shape "
                 f"{tuple(img.shape)}; build the weights for this crop size (block_weight)."
             )
-        out.append(img.reshape(bsz, c, gx, sx // gx, gy, sy // gy, gz, bz))
+        out.append(img.reshape(bsz, c, gx, bx, gy, by, gz, bz))
     return out
 
 
@@ -311,7 +314,8 @@ def zero_fill(target: Tensor, mask: Tensor) -> Tensor:
     if mask.is_floating_point():
         views = _blocked(mask, target)
         if views is not None:
-            return (views[0] * (1 - mask.to(target.dtype))).view(target.shape)
+            keep = 1 - mask[:, :, :, :1, :, :1].to(target.dtype)  # on the stored weights only
+            return (views[0] * keep).view(target.shape)
         return target * (1 - mask.to(target.dtype))
     return fill(target, torch.zeros((), dtype=target.dtype, device=target.device), mask)
 
