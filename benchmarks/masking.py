@@ -41,11 +41,12 @@ runs, as the shared machine was at load 15-24 when they were made; results bit-i
 tests/test_proxy_masking.py):
 
 - fill weights in block form (:func:`mmlib.proxy.masking.block_weight`): the block grid
-  expanded along z only, ``(B, 1, gx, 1, gy, 1, gz, bz)``, 166 kB instead of 10.6 MB per view,
-  broadcast by one ``torch.lerp`` over the ``(B, 1, gx, bx, gy, by, gz, bz)`` view of the
-  images (0.75-1.0 ms, as fast as voxel weights, 1.0-1.3 ms): no voxel weight is expanded
-  (0.45 ms) or faulted in (2,600 pages) per view. mmlib's side went from 14.7-17.6 to 11.0 ms
-  CPU per call (train, crop scaling); the ratio in CPU time from 19.5-22x to 23-24x.
+  written along z only and expanded (stride 0) along the block's x and y,
+  ``(B, 1, gx, bx, gy, by, gz, bz)``, 166 kB instead of 10.6 MB per view, read by one
+  ``torch.lerp`` over the same view of the images (0.75-1.0 ms, as fast as voxel weights,
+  0.9-1.3 ms): no voxel weight is expanded (0.45 ms) or faulted in (2,600 pages) per view.
+  mmlib's side went from 12.7-17.6 to 10.9-11.0 ms CPU per call (minimum of 9, train, crop
+  scaling).
 - ``topk`` instead of a full ``argsort`` to keep the lowest scores of each study's draw (the
   same set: 0.016 ms against 0.23 ms per mask).
 - ``global`` statistics by :func:`~mmlib.proxy.masking.modality_minmax` instead of ``amin`` /
