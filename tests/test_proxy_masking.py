@@ -248,3 +248,25 @@ def test_modality_minmax_equals_whole_volume_reductions_in_values_and_gradients(
     assert not grad[[1, 3]].any()
     with pytest.raises(ValueError, match="modality_minmax"):
         modality_minmax(vols, torch.tensor([5]))
+
+
+def test_tracked_fill_keeps_only_the_weights_for_backward_and_has_lerps_gradients():
+    """Under autograd a fill saves its weights only (torch.lerp's graph would keep the target
+    and the template crop alive until the backward pass); the gradients to both images are
+    those of torch.lerp."""
+    g = torch.Generator().manual_seed(9)
+    mask, weight = block_mask(2, (8, 8, 8), 4, 0.5, g, return_weight=True)
+    for m in (weight, mask.float()):
+        target = torch.rand(2, 1, 8, 8, 8, generator=g).requires_grad_(True)
+        crop = torch.rand(2, 1, 8, 8, 8, generator=g).requires_grad_(True)
+        view = template_fill(target, crop, m)
+        saved = view.grad_fn.saved_tensors
+        assert (
+            len(saved) == 1 and saved[0].untyped_storage().nbytes() == m.untyped_storage().nbytes()
+        )
+        up = torch.rand(view.shape, generator=g)
+        got = torch.autograd.grad(view, (target, crop), up)
+        ref = torch.lerp(target, crop, mask.float())
+        assert torch.equal(view, ref)
+        expected = torch.autograd.grad(ref, (target, crop), up)
+        assert all(torch.equal(a, b) for a, b in zip(got, expected))

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal, overload
+from typing import Any, Literal, overload
 
 import torch
 from torch import Tensor
@@ -265,10 +265,47 @@ def fill(target: Tensor, source: Tensor, mask: Tensor) -> Tensor:
     if not mask.is_floating_point():
         return torch.where(mask, source, target)
     source = source.expand_as(target) if source.shape != target.shape else source
-    views = _blocked(mask, target, source)
-    if views is not None:
-        return torch.lerp(views[0], views[1], mask.to(target.dtype)).view(target.shape)
-    return torch.lerp(target, source, mask.to(target.dtype))
+    weight = mask.to(target.dtype)
+    if torch.is_grad_enabled() and (target.requires_grad or source.requires_grad):
+        if not weight.requires_grad:
+            return _Fill01.apply(target, source, weight)
+    return _lerp(target, source, weight)
+
+
+def _lerp(target: Tensor, source: Tensor, weight: Tensor, out: Tensor | None = None) -> Tensor:
+    """:func:`torch.lerp` with voxel or block weights (:func:`block_weight`); ``out`` may be
+    ``source`` (contiguous)."""
+    views = _blocked(weight, target, source)
+    if views is None:
+        return torch.lerp(target, source, weight, out=out)
+    if out is None:
+        return torch.lerp(views[0], views[1], weight).view(target.shape)
+    torch.lerp(views[0], views[1], weight, out=out.view(views[1].shape))
+    return out
+
+
+class _Fill01(torch.autograd.Function):
+    """``lerp(target, source, weight)`` for 0/1 weights that autograd does not track: the
+    gradients of :func:`torch.lerp` (``grad * (1 - weight)``, ``grad * weight``) from the
+    weights alone, so that the graph keeps neither image (``LerpBackward`` saves both: a
+    view's 10.6 MB template crop alive until the backward pass, for three 96³ crops)."""
+
+    @staticmethod
+    def forward(ctx: Any, target: Tensor, source: Tensor, weight: Tensor) -> Tensor:
+        ctx.save_for_backward(weight)
+        return _lerp(target, source, weight)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        (weight,) = ctx.saved_tensors
+        g = _blocked(weight, grad)
+        g8 = grad if g is None else g[0]
+        grad_target = grad_source = None
+        if ctx.needs_input_grad[0]:
+            grad_target = (g8 * (1 - weight)).view(grad.shape)
+        if ctx.needs_input_grad[1]:
+            grad_source = (g8 * weight).view(grad.shape)
+        return grad_target, grad_source, None
 
 
 def _fill_over_source(target: Tensor, source: Tensor, mask: Tensor) -> Tensor:
@@ -287,11 +324,7 @@ def _fill_over_source(target: Tensor, source: Tensor, mask: Tensor) -> Tensor:
         return fill(target, source, mask)
     if not mask.is_floating_point():
         return torch.where(mask, source, target, out=source)
-    views = _blocked(mask, target, source)
-    if views is not None:
-        torch.lerp(views[0], views[1], mask.to(target.dtype), out=views[1])
-        return source
-    return torch.lerp(target, source, mask.to(target.dtype), out=source)
+    return _lerp(target, source, mask.to(target.dtype), out=source)
 
 
 def template_fill(target: Tensor, template_crop: Tensor, mask: Tensor) -> Tensor:
