@@ -4,7 +4,7 @@ Both sides build the two BrainMVP views of a batch: a fresh random block mask pe
 study, view A filled from the template crop of the target modality, view B from another present
 modality of the same study. The baseline loops over studies and over masked blocks in Python,
 copying one cube at a time, as the released training code does; mmlib draws all masks with one
-argsort and fills with one ``torch.lerp`` per view, on the batch's device.
+topk and fills with one ``torch.lerp`` per view, on the batch's device.
 
 Two settings are timed, the forward pass only: ``no_grad`` and ``train`` (the templates are a
 learnable parameter, as in pre-training, so autograd records the fills; mmlib's template
@@ -23,23 +23,73 @@ Run: ``OMP_NUM_THREADS=1 python benchmarks/masking.py [--batch 3] [--size 96] [-
 (about 1 minute). The last line printed is the ratio of medians (per-study loop / mmlib,
 wall time, ``train``).
 
-Where the time goes (B=3, 96^3, 1 thread): mmlib makes about nine passes over the 10 MB batch
-(target and source selection, template gather, per-block min/max, scaling, two fills, two
-expanded masks); the authors' loop spends most of its time min-max scaling the whole template
-volume once per study and per view (8.4 M voxels each time) and in boolean-index assignment.
-Issue 17 (2 shared cores, load 4-5): with glibc's default heap trimming, freed 10 MB tensors go
-back to the kernel between calls, so every call faults its temporaries in again; mmlib's side
-spent 4-40 ms of kernel time (2,400-20,000 minor page faults, varying between identical runs)
-against 12-17 ms of user time. The block statistics now reduce in place in their own
-temporaries and view B is written over its own source gather (the same kernels, bit-identical
-results): fewer fresh pages per call. (Scaling the template gather in place was tried too: it
-saves a fresh tensor but the aliased ``addcmul`` ran 0.1-0.8 ms slower, so it was left out.)
-With trimming off for both sides
-(``MALLOC_TRIM_THRESHOLD_=4294967296 MALLOC_MMAP_THRESHOLD_=1073741824``) the kernel time
-vanishes and both sides speed up (the authors' loop about 2x, mmlib to ~12 ms): the ratio is
-then the one of the computations alone. ``torch.compile`` of the fused gather, scaling and
-fills was tried: 6 ms per call against ~5 ms for the eager kernels it replaces, after 19 s of
-compilation, so it is not used.
+Where the time goes (B=3, 96^3, 1 thread): mmlib makes about seven passes over the 10 MB batch
+(target and source selection, template gather, the scaling's statistics, scaling, two fills);
+the authors' loop spends most of its time min-max scaling the whole template volume once per
+study and per view (8.4 M voxels each time, two fresh 33 MB temporaries: ~100,000 minor page
+faults per call) and in boolean-index assignment.
+
+The template scaling timed is the objective's (``ObjectiveConfig.template_scaling`` where it
+exists, printed in the header): ``crop`` takes each crop's range over the view's masked blocks
+(per-block minimum and maximum on the block grid, then over the masked blocks); ``global``
+(the official rule) the range of the whole template of the modality, which
+:func:`mmlib.proxy.masking.modality_minmax` computes once per distinct modality of the batch
+(one whole-volume ``aminmax``, 1.5 ms per 192 x 228 x 192 template on one thread).
+
+Kept (each measured with this script's sides interleaved, thread CPU time, minimum of 7-9
+runs, as the shared machine was at load 15-24 when they were made; results bit-identical, see
+tests/test_proxy_masking.py):
+
+- fill weights in block form (:func:`mmlib.proxy.masking.block_weight`): the block grid
+  written along z only and expanded (stride 0) along the block's x and y,
+  ``(B, 1, gx, bx, gy, by, gz, bz)``, 166 kB instead of 10.6 MB per view, read by one
+  ``torch.lerp`` over the same view of the images (0.75-1.0 ms, as fast as voxel weights,
+  0.9-1.3 ms): no voxel weight is expanded (0.45 ms) or faulted in (2,600 pages) per view.
+  mmlib's side went from 12.7-17.6 to 10.9-11.0 ms CPU per call (minimum of 9, train, crop
+  scaling).
+- a fill under autograd saves its weights only (``_Fill01``: torch.lerp's gradients from the
+  weights; ``LerpBackward`` saves the target and the template crop too): the scaled crop is
+  freed after view A instead of living until the backward pass (10.6 MB less per view at
+  B=3, 96^3, in training as here); bit-identical values and gradients. Its speed effect was
+  within the noise at load 19 (median CPU 21.9-24.0 against 13.8-24.4 ms per call).
+- ``topk`` instead of a full ``argsort`` to keep the lowest scores of each study's draw (the
+  same set: 0.016 ms against 0.23 ms per mask).
+- ``global`` statistics by :func:`~mmlib.proxy.masking.modality_minmax` instead of ``amin`` /
+  ``amax`` along ``dim=1`` of all eight templates (21 ms per crop call on CPU, one thread):
+  with that call mmlib's side took 29 ms CPU per call (13.5x), with ``modality_minmax``
+  15.6 ms (24x CPU time, 20x wall at load 24).
+
+Tried and left out:
+
+- ``torch.where`` with the bool mask instead of ``lerp`` with weights: 1.8-2.0 ms per fill
+  against 0.9-1.0 ms (the bool-conditioned kernel is not vectorised); with the block mask
+  broadcast like the block weights, 4 ms.
+- copying only the kept blocks (20 %) into the other image, by advanced indexing of the
+  block view (``index_put_``): 10-22 ms per fill (strided 32-byte rows, one index per row).
+- output buffers kept across calls (no fresh pages): the views, masks and targets are the
+  objective's outputs (its result dict, autograd's saved tensors), so a reused buffer would
+  overwrite a view the caller still holds; only internal temporaries could be pooled, and in
+  this path they are the template gather and the block statistics, in templates.py.
+- PyTorch's ``THP_MEM_ALLOC_ENABLE=1`` (transparent huge pages for large tensors, the
+  machine's THP mode is ``madvise``): it cuts the page faults of both sides (the authors'
+  from 115,000 to 15,000 per call) and helps the baseline more (ratio 12-14x against 21-22x
+  without), so it is no lever for mmlib; glibc's trimming off
+  (``MALLOC_TRIM_THRESHOLD_=4294967296 MALLOC_MMAP_THRESHOLD_=1073741824``) likewise speeds
+  up both sides (issue 17: the authors' loop about 2x).
+- the template gather scaled in place (``addcmul(..., out=crop)``, an in-place
+  straight-through map) and view A written over it (a ``lerp`` into the scaled crop, its
+  own autograd function): two fresh 10.6 MB tensors fewer, but no faster (median thread CPU
+  time 21.0-21.6 ms against 17.7-19.2 ms per call, train, global scaling, load 16-19, 15
+  runs; no page faults in the median call of either), so left out.
+- ``torch.compile`` of the fused gather, scaling and fills (issue 17): 6 ms per call against
+  ~5 ms for the eager kernels it replaces, after 19 s of compilation.
+- Issue 17 also measured the kernel time of fresh pages: with glibc's default heap trimming,
+  freed 10 MB tensors go back to the kernel between calls, so every call faults its
+  temporaries in again (4-40 ms of kernel time, 2,400-20,000 minor faults, varying between
+  identical runs); hence fewer fresh full-size tensors per call (the block statistics reduce
+  in place in their own temporaries, view B is written over its own source gather, and now no
+  voxel weights). Scaling the template gather in place was tried then: it saves a fresh
+  tensor but the aliased ``addcmul`` ran 0.1-0.8 ms slower, so it was left out.
 """
 
 from __future__ import annotations
@@ -85,7 +135,10 @@ def _authors_block_replace(x, fill_from, block, rate):
     cor = torch.stack((c1, c2, c3), dim=3).reshape(-1, 3)
     kept = cor[torch.randperm(len(cor))][: math.floor(len(cor) * (1 - rate))]
     keep = torch.sparse_coo_tensor(
-        kept.T, torch.ones(kept.shape[0], dtype=torch.bool), size=(gh, gw, gz)
+        kept.T,
+        torch.ones(kept.shape[0], dtype=torch.bool),
+        size=(gh, gw, gz),
+        check_invariants=False,  # torch's default, stated (it warns otherwise)
     ).to_dense()
     keep = keep.view(gh, 1, gw, 1, gz, 1).expand(-1, block, -1, block, -1, block).reshape(h, w, z)
     mask = ~keep
@@ -126,6 +179,7 @@ def mmlib_batched(
     rate,
     gen,
     straight_through=False,
+    scaling=None,
 ):
     """mmlib: batched masks, batched template gather, batched fills (as the objective)."""
     bsz, _, *size = image.shape
@@ -139,6 +193,7 @@ def mmlib_batched(
         scale_where=mask_a,
         scale_block=block,
         straight_through=straight_through,
+        **({} if scaling is None else {"scaling": scaling}),
     )
     view_a = template_fill(target, crop, weight_a)
     mask_b, weight_b = block_mask(bsz, size, block, rate, gen, image.device, return_weight=True)
@@ -149,6 +204,15 @@ def mmlib_batched(
 def mmlib_settings(template_grad: str) -> bool:
     """``straight_through`` for mmlib's template scaling (the objective's default or not)."""
     return template_grad == "straight_through"
+
+
+def objective_scaling() -> str | None:
+    """The pre-training default template scaling (``ObjectiveConfig.template_scaling``,
+    ``global`` or ``crop``), passed to ``Templates.crop`` as the objective does; None for an
+    objective with the single per-crop rule (before ``objective.template_scaling``)."""
+    from mmlib.proxy.brainmvp import ObjectiveConfig
+
+    return getattr(ObjectiveConfig(), "template_scaling", None)
 
 
 def step_share(repeats: int) -> tuple[Runs, Runs]:
@@ -196,6 +260,7 @@ def step_share(repeats: int) -> tuple[Runs, Runs]:
             cfg.mask_rate,
             gen,
             straight_through=mmlib_settings(cfg.template_grad),
+            scaling=getattr(cfg, "template_scaling", None),
         )
         return time.perf_counter() - t
 
@@ -240,9 +305,11 @@ def main() -> None:
     slot_list, mod_list = target_slot.tolist(), modality.tolist()
     rng = random.Random(0)
     gen = torch.Generator(device=dev).manual_seed(0)
+    scaling = objective_scaling()
     print(
         f"B={bsz} size={s}^3 block={args.block} rate={args.rate} device={dev} "
-        f"threads={torch.get_num_threads()} mmlib template_grad (train)={args.template_grad}"
+        f"threads={torch.get_num_threads()} mmlib template_grad (train)={args.template_grad} "
+        f"template_scaling={scaling or 'crop'} (the pre-training default)"
     )
     results: dict[str, dict[str, Runs]] = {}
     for setting in ("no_grad", "train"):
@@ -297,6 +364,7 @@ def main() -> None:
                     args.rate,
                     gen,
                     straight_through=straight,
+                    scaling=scaling,
                 ),
                 sync,
             )

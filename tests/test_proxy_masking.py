@@ -10,6 +10,7 @@ import torch
 from mmlib.proxy.masking import (
     block_mask,
     cross_modal_fill,
+    modality_minmax,
     n_kept,
     noise_fill,
     sample_slot,
@@ -165,3 +166,107 @@ def test_cross_modal_fill_in_place_leaves_inputs_and_gradients_alone():
                 view.sum().backward()
                 assert torch.equal(fallback.grad[0], mask[0].float())
                 assert not fallback.grad[1:].any()
+
+
+@pytest.mark.parametrize("size, block", [((16, 24, 8), 4), ((16, 16, 16), (8, 4, 2))])
+def test_block_weights_are_compact_and_fill_exactly_like_voxel_weights(size, block):
+    """The weights of ``block_mask(return_weight=True)`` are the block grid expanded along z
+    only (no voxel-size tensor is written), and every fill gives the same numbers and the same
+    gradients with them as with the voxel mask."""
+    g = torch.Generator().manual_seed(4)
+    bsz, k = 3, 3
+    mask, weight = block_mask(bsz, size, block, 0.6, g, return_weight=True)
+    b = (block,) * 3 if isinstance(block, int) else block
+    grid = [s // bb for s, bb in zip(size, b)]
+    assert weight.shape == (bsz, 1, grid[0], b[0], grid[1], b[1], grid[2], b[2])
+    assert weight.stride()[3] == weight.stride()[5] == 0  # expanded, not written
+    assert weight.untyped_storage().nbytes() * b[0] * b[1] == mask.numel() * 4
+    assert weight.dtype == torch.float32
+    assert torch.equal(weight.reshape(mask.shape), mask.float())
+    target = torch.rand(bsz, 1, *size, generator=g)
+    crop = torch.rand(bsz, 1, *size, generator=g).requires_grad_(True)
+    for m in (mask, mask.float(), weight):
+        view = template_fill(target, crop, m)
+        assert torch.equal(view.detach(), torch.where(mask, crop, target).detach())
+        (grad,) = torch.autograd.grad((view * torch.arange(view.numel()).view_as(view)).sum(), crop)
+        assert torch.equal(grad, torch.where(mask, torch.arange(mask.numel()).view_as(grad), 0.0))
+        assert torch.equal(zero_fill(target, m), torch.where(mask, 0.0, target))
+        noise = noise_fill(target, m, torch.Generator().manual_seed(7))
+        assert torch.equal(noise, noise_fill(target, mask, torch.Generator().manual_seed(7)))
+    image = torch.rand(bsz, k, *size, generator=g)
+    present = torch.ones(bsz, k, dtype=torch.bool)
+    slot = torch.tensor([0, 1, 2])
+    ref, src, _ = cross_modal_fill(
+        image, present, slot, mask, None, torch.Generator().manual_seed(1)
+    )
+    out, src_w, _ = cross_modal_fill(
+        image, present, slot, weight, None, torch.Generator().manual_seed(1)
+    )
+    assert torch.equal(out, ref) and torch.equal(src_w, src)
+
+
+def test_block_weights_fall_back_to_voxels_for_partial_blocks_and_refuse_other_sizes():
+    g = torch.Generator().manual_seed(5)
+    mask, weight = block_mask(2, (10, 8, 8), 4, 0.5, g, return_weight=True)
+    assert weight.shape == mask.shape and torch.equal(weight, mask.float())
+    _, compact = block_mask(2, (8, 8, 8), 4, 0.5, g, return_weight=True)
+    for shape in ((2, 1, 8, 8, 12), (2, 1, 4, 4, 8)):  # z too long; x and y blocks of 2
+        with pytest.raises(ValueError, match="block weights"):
+            template_fill(torch.zeros(shape), torch.ones(shape), compact)
+
+
+def test_block_mask_keeps_the_lowest_scores_of_one_draw_per_study():
+    """The kept blocks are the ``n_kept`` lowest of one uniform draw per study and block (the
+    set an argsort of the draw would keep): the masks do not depend on how they are selected."""
+    for seed in range(50):
+        g = torch.Generator().manual_seed(seed)
+        m = block_mask(4, (24, 24, 16), 4, 0.8, g)
+        scores = torch.rand(4, 6 * 6 * 4, generator=torch.Generator().manual_seed(seed))
+        keep = n_kept((24, 24, 16), 4, 0.8)
+        expected = torch.ones_like(scores, dtype=torch.bool)
+        expected.scatter_(1, scores.argsort(dim=1)[:, :keep], False)
+        assert torch.equal(m[:, 0, ::4, ::4, ::4].reshape(4, -1), expected)
+
+
+def test_modality_minmax_equals_whole_volume_reductions_in_values_and_gradients():
+    """Per-study range of the whole volume of its modality (the ``global`` template scaling),
+    computed once per distinct modality: the same numbers and gradients as reducing every
+    volume along ``dim=1``; absent modalities are not needed, bad indices are refused."""
+    g = torch.Generator().manual_seed(8)
+    vols = torch.rand(5, 6, 7, 4, generator=g)
+    vols[2, 0, 0, :2] = -3.0  # a tie at the minimum: the gradient is shared
+    vols.requires_grad_(True)
+    modality = torch.tensor([2, 0, 2, 4])
+    lo, hi = modality_minmax(vols, modality)
+    flat = vols.flatten(1)
+    ref_lo, ref_hi = flat.amin(1)[modality], flat.amax(1)[modality]
+    assert torch.equal(lo, ref_lo) and torch.equal(hi, ref_hi)
+    w_lo, w_hi = torch.rand(4, generator=g), torch.rand(4, generator=g)
+    (grad,) = torch.autograd.grad((lo * w_lo + hi * w_hi).sum(), vols)
+    (ref,) = torch.autograd.grad((ref_lo * w_lo + ref_hi * w_hi).sum(), vols)
+    assert torch.allclose(grad, ref) and grad[2, 0, 0, 0] == grad[2, 0, 0, 1] != 0
+    assert not grad[[1, 3]].any()
+    with pytest.raises(ValueError, match="modality_minmax"):
+        modality_minmax(vols, torch.tensor([5]))
+
+
+def test_tracked_fill_keeps_only_the_weights_for_backward_and_has_lerps_gradients():
+    """Under autograd a fill saves its weights only (torch.lerp's graph would keep the target
+    and the template crop alive until the backward pass); the gradients to both images are
+    those of torch.lerp."""
+    g = torch.Generator().manual_seed(9)
+    mask, weight = block_mask(2, (8, 8, 8), 4, 0.5, g, return_weight=True)
+    for m in (weight, mask.float()):
+        target = torch.rand(2, 1, 8, 8, 8, generator=g).requires_grad_(True)
+        crop = torch.rand(2, 1, 8, 8, 8, generator=g).requires_grad_(True)
+        view = template_fill(target, crop, m)
+        saved = view.grad_fn.saved_tensors
+        assert (
+            len(saved) == 1 and saved[0].untyped_storage().nbytes() == m.untyped_storage().nbytes()
+        )
+        up = torch.rand(view.shape, generator=g)
+        got = torch.autograd.grad(view, (target, crop), up)
+        ref = torch.lerp(target, crop, mask.float())
+        assert torch.equal(view, ref)
+        expected = torch.autograd.grad(ref, (target, crop), up)
+        assert all(torch.equal(a, b) for a, b in zip(got, expected))

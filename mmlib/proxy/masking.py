@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal, overload
+from typing import Any, Literal, overload
 
 import torch
 from torch import Tensor
@@ -129,12 +129,14 @@ def block_mask(
         generator: source of randomness. Defaults to None (torch's global generator).
         device: device of the returned mask. Defaults to None (the generator's, else CPU).
         return_weight: also return the mask as ``float32`` 0/1 weights, the fastest input of
-            :func:`fill`. Defaults to False.
+            :func:`fill` (see :func:`block_weight`: a compact block form when the sizes are
+            multiples of the block). Defaults to False.
 
     Returns:
         ``bool (B, 1, X, Y, Z)``, ``True`` where masked. Exactly
         ``floor(n_blocks * (1 - mask_rate))`` blocks are ``False`` in each study. With
-        ``return_weight``, the pair ``(mask, weight)``.
+        ``return_weight``, the pair ``(mask, weight)``, ``weight`` from :func:`block_weight`
+        (for the fills; read voxels from ``mask``).
 
     Raises:
         ValueError: When ``mask_rate`` is outside [0, 1] or a size is not positive.
@@ -157,15 +159,71 @@ def block_mask(
     if device is None and generator is not None:
         device = generator.device
     scores = rand((batch_size, total), generator, device)
-    # the `keep` lowest scores of each row are kept: one argsort for the whole batch
-    order = scores.argsort(dim=1)
+    # the `keep` lowest scores of each row are kept: one partial selection for the whole batch
+    # (topk: the same set as the first `keep` of an argsort, 15x faster on CPU)
     masked = torch.ones(batch_size, total, dtype=torch.bool, device=scores.device)
-    masked.scatter_(1, order[:, :keep], False)
+    if keep > 0:
+        kept = scores.topk(keep, dim=1, largest=False, sorted=False).indices
+        masked.scatter_(1, kept, False)
     blocks = masked.view(batch_size, *grid)
     mask = expand_blocks(blocks, block, size)
     if return_weight:
-        return mask, expand_blocks(blocks, block, size, dtype=torch.float32)
+        return mask, block_weight(blocks, block, size)
     return mask
+
+
+def block_weight(
+    blocks: Tensor,
+    block_size: int | Sequence[int],
+    spatial_size: Sequence[int],
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """Fill weights of a block-level mask, in the compact form :func:`fill` broadcasts.
+
+    When every size is a multiple of the block, the weights are ``(B, 1, gx, bx, gy, by, gz,
+    bz)``, the block grid written along the innermost axis only and *expanded* (stride 0, no
+    copy) along ``bx`` and ``by``: 1/(bx*by) of the voxels in memory (166 kB instead of 10.6 MB
+    for three 96³ crops in 8³ blocks). :func:`fill` views the images the same way (no copy)
+    and one :func:`torch.lerp` reads the weights, as fast as voxel weights and without writing
+    them. Otherwise (partial last blocks) the voxel weights ``(B, 1, X, Y, Z)``. Either way
+    ``weight.reshape(B, 1, X, Y, Z)`` gives the voxel weights.
+
+    Args:
+        blocks: ``bool (B, gx, gy, gz)``, ``True`` where a block is masked.
+        block_size: cube edge in voxels (or one per axis).
+        spatial_size: crop size ``(X, Y, Z)``.
+        dtype: floating type of the weights. Defaults to ``float32``.
+
+    Returns:
+        0/1 weights, 1 where masked: ``(B, 1, gx, bx, gy, by, gz, bz)`` or ``(B, 1, X, Y, Z)``.
+    """
+    bsz, gx, gy, gz = blocks.shape
+    block = _triple(block_size, "block_size")
+    size = _triple(tuple(spatial_size), "spatial_size")
+    if any(s != g * b for s, g, b in zip(size, (gx, gy, gz), block)):
+        return expand_blocks(blocks, block, size, dtype=dtype)
+    bx, by, bz = block
+    w = blocks.to(dtype).view(bsz, 1, gx, 1, gy, 1, gz, 1)
+    w = w.expand(bsz, 1, gx, 1, gy, 1, gz, bz).contiguous()
+    return w.expand(bsz, 1, gx, bx, gy, by, gz, bz)
+
+
+def _blocked(weight: Tensor, *images: Tensor) -> list[Tensor] | None:
+    """``images`` ``(B, C, X, Y, Z)`` viewed as ``(B, C, gx, bx, gy, by, gz, bz)`` to match the
+    block-form ``weight`` of :func:`block_weight`; None for voxel weights or bool masks."""
+    if weight.dim() != 8:
+        return None
+    _, _, gx, bx, gy, by, gz, bz = weight.shape
+    out = []
+    for img in images:
+        bsz, c, sx, sy, sz = img.shape
+        if (sx, sy, sz) != (gx * bx, gy * by, gz * bz):
+            raise ValueError(
+                f"fill: block weights {tuple(weight.shape)} do not tile images of shape "
+                f"{tuple(img.shape)}; build the weights for this crop size (block_weight)."
+            )
+        out.append(img.reshape(bsz, c, gx, bx, gy, by, gz, bz))
+    return out
 
 
 def expand_blocks(
@@ -197,7 +255,8 @@ def fill(target: Tensor, source: Tensor, mask: Tensor) -> Tensor:
         target: ``(B, 1, X, Y, Z)`` images.
         source: ``(B, 1, X, Y, Z)`` (or broadcastable) replacement values.
         mask: ``bool (B, 1, X, Y, Z)``, ``True`` where replaced, or the same as 0/1 float
-            weights (faster: a single :func:`torch.lerp`, exact for weights 0 and 1).
+            weights (faster: a single :func:`torch.lerp`, exact for weights 0 and 1), voxel
+            weights or the block form of :func:`block_weight`.
 
     Returns:
         ``(B, 1, X, Y, Z)``: ``source`` where masked, ``target`` elsewhere. Gradients flow to
@@ -206,7 +265,47 @@ def fill(target: Tensor, source: Tensor, mask: Tensor) -> Tensor:
     if not mask.is_floating_point():
         return torch.where(mask, source, target)
     source = source.expand_as(target) if source.shape != target.shape else source
-    return torch.lerp(target, source, mask.to(target.dtype))
+    weight = mask.to(target.dtype)
+    if torch.is_grad_enabled() and (target.requires_grad or source.requires_grad):
+        if not weight.requires_grad:
+            return _Fill01.apply(target, source, weight)
+    return _lerp(target, source, weight)
+
+
+def _lerp(target: Tensor, source: Tensor, weight: Tensor, out: Tensor | None = None) -> Tensor:
+    """:func:`torch.lerp` with voxel or block weights (:func:`block_weight`); ``out`` may be
+    ``source`` (contiguous)."""
+    views = _blocked(weight, target, source)
+    if views is None:
+        return torch.lerp(target, source, weight, out=out)
+    if out is None:
+        return torch.lerp(views[0], views[1], weight).view(target.shape)
+    torch.lerp(views[0], views[1], weight, out=out.view(views[1].shape))
+    return out
+
+
+class _Fill01(torch.autograd.Function):
+    """``lerp(target, source, weight)`` for 0/1 weights that autograd does not track: the
+    gradients of :func:`torch.lerp` (``grad * (1 - weight)``, ``grad * weight``) from the
+    weights alone, so that the graph keeps neither image (``LerpBackward`` saves both: a
+    view's 10.6 MB template crop alive until the backward pass, for three 96³ crops)."""
+
+    @staticmethod
+    def forward(ctx: Any, target: Tensor, source: Tensor, weight: Tensor) -> Tensor:
+        ctx.save_for_backward(weight)
+        return _lerp(target, source, weight)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        (weight,) = ctx.saved_tensors
+        g = _blocked(weight, grad)
+        g8 = grad if g is None else g[0]
+        grad_target = grad_source = None
+        if ctx.needs_input_grad[0]:
+            grad_target = (g8 * (1 - weight)).view(grad.shape)
+        if ctx.needs_input_grad[1]:
+            grad_source = (g8 * weight).view(grad.shape)
+        return grad_target, grad_source, None
 
 
 def _fill_over_source(target: Tensor, source: Tensor, mask: Tensor) -> Tensor:
@@ -216,11 +315,16 @@ def _fill_over_source(target: Tensor, source: Tensor, mask: Tensor) -> Tensor:
     tracked = torch.is_grad_enabled() and (
         target.requires_grad or source.requires_grad or mask.requires_grad
     )
-    if tracked or source.shape != target.shape or source.dtype != target.dtype:
+    if (
+        tracked
+        or source.shape != target.shape
+        or source.dtype != target.dtype
+        or not source.is_contiguous()
+    ):
         return fill(target, source, mask)
     if not mask.is_floating_point():
         return torch.where(mask, source, target, out=source)
-    return torch.lerp(target, source, mask.to(target.dtype), out=source)
+    return _lerp(target, source, mask.to(target.dtype), out=source)
 
 
 def template_fill(target: Tensor, template_crop: Tensor, mask: Tensor) -> Tensor:
@@ -230,7 +334,7 @@ def template_fill(target: Tensor, template_crop: Tensor, mask: Tensor) -> Tensor
         target: ``(B, 1, X, Y, Z)`` the target modality of each study.
         template_crop: ``(B, 1, X, Y, Z)`` the anatomically matching crop of that modality's
             template (see :meth:`mmlib.proxy.templates.Templates.crop`).
-        mask: ``bool (B, 1, X, Y, Z)``.
+        mask: ``bool (B, 1, X, Y, Z)``, or fill weights (see :func:`fill`).
 
     Returns:
         ``(B, 1, X, Y, Z)`` the filled view.
@@ -241,6 +345,10 @@ def template_fill(target: Tensor, template_crop: Tensor, mask: Tensor) -> Tensor
 def zero_fill(target: Tensor, mask: Tensor) -> Tensor:
     """Masked-image-modelling baseline (SimMIM style): masked voxels set to 0."""
     if mask.is_floating_point():
+        views = _blocked(mask, target)
+        if views is not None:
+            keep = 1 - mask[:, :, :, :1, :, :1].to(target.dtype)  # on the stored weights only
+            return (views[0] * keep).view(target.shape)
         return target * (1 - mask.to(target.dtype))
     return fill(target, torch.zeros((), dtype=target.dtype, device=target.device), mask)
 
@@ -312,7 +420,7 @@ def cross_modal_fill(
         image: ``(B, K, X, Y, Z)`` all modalities of each study (zeros where absent).
         present: ``bool (B, K)``.
         target_slot: ``int64 (B,)`` slot of the target modality ``m`` of each study.
-        mask: ``bool (B, 1, X, Y, Z)``.
+        mask: ``bool (B, 1, X, Y, Z)``, or fill weights (see :func:`fill`).
         fallback: ``(B, 1, X, Y, Z)`` values used for single-modality studies. Defaults to None.
         generator: source of randomness. Defaults to None.
         target: ``(B, 1, X, Y, Z)`` the already selected target, to save a copy. Defaults to
@@ -340,3 +448,40 @@ def cross_modal_fill(
         source = torch.where(found.view(-1, 1, 1, 1, 1), source, fallback.to(source.dtype))
     # `source` is this call's own gather (or blend): the view may overwrite it
     return _fill_over_source(target, source, mask), source_slot, ~found
+
+
+def modality_minmax(volumes: Tensor, modality: Tensor) -> tuple[Tensor, Tensor]:
+    """Minimum and maximum of the whole volume of each study's modality, once per modality.
+
+    The statistics of the ``global`` template scaling (min-max the whole template of a
+    modality, then crop): one :func:`torch.aminmax` over the whole volume per *distinct*
+    modality of the batch, shared by the studies of that modality. On CPU a whole-volume
+    reduction is ~15x faster than ``amin``/``amax`` along ``dim=1`` of the ``(M, -1)`` view
+    (1.5 ms against 21 ms for all eight 192 x 228 x 192 templates, one thread), and the
+    modalities absent from the batch are not read at all. Values and gradients equal those
+    of ``volumes.flatten(1).amin(1)[modality]`` and ``amax`` (ties share the gradient evenly).
+
+    Args:
+        volumes: ``(M, X, Y, Z)`` the template volumes (any trailing shape).
+        modality: ``int64 (B,)`` the volume of each study, in ``[0, M)``.
+
+    Returns:
+        ``(lo (B,), hi (B,))`` in ``volumes``' dtype, differentiable with respect to
+        ``volumes``.
+
+    Raises:
+        ValueError: When ``modality`` is empty or out of range.
+    """
+    idx = modality.to(volumes.device).long().view(-1)
+    n = volumes.shape[0]
+    if idx.numel() == 0 or bool(((idx < 0) | (idx >= n)).any()):
+        raise ValueError(
+            f"modality_minmax: modality should be a non-empty list of indices in [0, {n}), "
+            f"got {modality.tolist()}."
+        )
+    distinct = torch.unique(idx)  # sorted; a loop over modalities (<= M), not over studies
+    stats = [torch.aminmax(volumes[m]) for m in distinct.tolist()]
+    lo = torch.stack([s.min for s in stats])
+    hi = torch.stack([s.max for s in stats])
+    pos = torch.searchsorted(distinct, idx)
+    return lo.index_select(0, pos), hi.index_select(0, pos)
