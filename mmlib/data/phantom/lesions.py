@@ -27,9 +27,10 @@ LESION_KINDS: tuple[str, ...] = ("glioma", "meningioma", "stroke", "metastasis",
 #: Extra-axial kinds: they may displace the bone edge (partial skull room) and have no oedema.
 EXTRA_AXIAL: tuple[str, ...] = ("meningioma", "schwannoma")
 
-#: Template mm (MNI) of the left internal acoustic canal's opening into the cerebellopontine
-#: angle (mirror x for the right side), where a vestibular schwannoma grows.
-IAC_MNI: tuple[float, float, float] = (-17.0, -32.0, -36.0)
+#: Template mm (MNI) of a vestibular schwannoma's centre on the left (mirror x for the right):
+#: in the cerebellopontine angle at the opening of the internal acoustic canal, lateral to
+#: the pons, so that a 1-8 ml tumour abuts the brainstem rather than growing inside it.
+IAC_MNI: tuple[float, float, float] = (-23.0, -30.0, -36.0)
 
 
 @dataclass(frozen=True)
