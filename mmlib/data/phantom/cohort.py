@@ -4,7 +4,8 @@
 The default cohort mirrors the BrainMVP pre-training mix (BraTS 2021, BraTS 2023 MEN and SSA,
 UCSF-PDGM with DWI/ADC, IXI with T1/T2/PD/MRA) plus the downstream sets (BraTS-PED-like tumour
 segmentation, ISLES-like stroke segmentation, MRBrainS-like tissue segmentation, BraTS 2018
-HGG/LGG and ADNI-like atrophy classification, a Decathlon Task01 set). Subject counts and the
+HGG/LGG and ADNI-like atrophy classification, a Decathlon Task01 set, and the BraTS 2023 MET,
+UPENN-GBM and Vestibular-Schwannoma-SEG segmentation sets in their own layouts). Subject counts and the
 simulation factor come from the scale preset (:data:`PRESETS`):
 
 * ``smoke``: factor 4 (4 mm template, every grid shrunk 4×), a few subjects per source;
@@ -744,8 +745,8 @@ def _job(src: SourceSpec, index: int, seed: int, factor: int, root: str) -> dict
 
 
 def upenn_manual(index: int) -> bool:
-    """Whether UPENN-GBM study ``index`` has a manually revised segmentation (about a third
-    do, as 147 of the 611 baseline scans of the real collection)."""
+    """Whether UPENN-GBM study ``index`` has a manually revised segmentation (a third here; 147
+    of the 611 baseline scans of the real collection have one)."""
     return index % 3 == 1
 
 
