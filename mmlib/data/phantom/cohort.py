@@ -5,8 +5,8 @@ The default cohort mirrors the BrainMVP pre-training mix (BraTS 2021, BraTS 2023
 UCSF-PDGM with DWI/ADC, IXI with T1/T2/PD/MRA) plus the downstream sets (BraTS-PED-like tumour
 segmentation, ISLES-like stroke segmentation, MRBrainS-like tissue segmentation, BraTS 2018
 HGG/LGG and ADNI-like atrophy classification, a Decathlon Task01 set, and the BraTS 2023 MET,
-UPENN-GBM and Vestibular-Schwannoma-SEG segmentation sets in their own layouts). Subject counts and the
-simulation factor come from the scale preset (:data:`PRESETS`):
+UPENN-GBM and Vestibular-Schwannoma-SEG segmentation sets in their own layouts). Subject counts
+and the simulation factor come from the scale preset (:data:`PRESETS`):
 
 * ``smoke``: factor 4 (4 mm template, every grid shrunk 4×), a few subjects per source;
 * ``demo``: factor 2 (2 mm template, grids shrunk 2×), ~50 pre-training studies, 30 PED-like
