@@ -37,7 +37,7 @@ threads = 2
 # | Dice, Hausdorff distance | Helpful | the metrics of the BraTS challenges |
 # | U-Net / UNETR decoders | Helpful | skip connections from encoder to decoder |
 #
-# **Time to learn**: 20 minutes (about 8 minutes of computing at demo scale on 2 cores: 13
+# **Time to learn**: 20 minutes (about 12 minutes of computing at demo scale on 2 cores: 19
 # fine-tuning runs and the MIM pre-training).
 
 # %%
