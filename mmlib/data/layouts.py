@@ -13,6 +13,9 @@ Layout ids (auto-detected by :func:`detect_layout`, or named):
 ``ucsf_pdgm``      ``UCSF-PDGM-XXXX[_nifti]/UCSF-PDGM-XXXX_{T1,T1c,T2,FLAIR,DWI,ADC}.nii.gz``
 ``ixi``            one folder per modality (``IXI-T1/IXI002-Guys-0828-T1.nii.gz``), own grids
 ``isles2022``      BIDS ``sub-*/ses-*/{dwi,anat}/*_{dwi,adc,FLAIR}.nii.gz``, masks in derivatives/
+``upenn_gbm``      ``images_structural/UPENN-GBM-NNNNN_11/…_{T1,T1GD,T2,FLAIR}.nii.gz``, labels in
+                   ``images_segm/`` (manual) or ``automated_segm/``, clinical CSV
+``vs_seg``         ``vs_gk_N/vs_gk_{t1_refT1,t2_refT2,seg_refT1}.nii.gz`` (VS-Seg as converted)
 ``decathlon``      ``imagesTr/*.nii.gz`` 4-D + ``dataset.json`` (channel names in ``modality``)
 ``monai_datalist`` a MONAI datalist JSON (per-modality keys, or ``image`` + ``modalities``)
 ``brainmvp_json``  the BrainMVP authors' lists: ``{"training": [{"image": [paths]}]}``
@@ -51,6 +54,8 @@ LAYOUTS: tuple[str, ...] = (
     "ucsf_pdgm",
     "ixi",
     "isles2022",
+    "upenn_gbm",
+    "vs_seg",
     "decathlon",
     "monai_datalist",
     "brainmvp_json",
@@ -66,6 +71,8 @@ LABEL_VALUES: dict[str, tuple[int, ...] | None] = {
     "ucsf_pdgm": (0, 1, 2, 4),
     "brats2023": (0, 1, 2, 3),
     "isles2022": (0, 1),
+    "upenn_gbm": (0, 1, 2, 4),
+    "vs_seg": (0, 1),
     "decathlon": None,
     "ixi": None,
     "monai_datalist": None,
@@ -260,7 +267,12 @@ def find_brats2021(root: Path, source: str) -> list[Study]:
 def find_brats2023(root: Path, source: str) -> list[Study]:
     """BraTS 2023 GLI/MEN/SSA/PED/MET: ``BraTS-GLI-XXXXX-XXX/...-{t1c,t1n,t2f,t2w,seg}``.
 
-    The subset (``GLI``, ``MEN``, ...) goes into ``attrs["subset"]``.
+    The subset (``GLI``, ``MEN``, ...) goes into ``attrs["subset"]``. The study folders may sit
+    one level down (``ASNR-MICCAI-BraTS2023-MET-Challenge-TrainingData/BraTS-MET-00001-000/``).
+    Labels are 1, 2, 3 in every subset; for MET they are named NETC (non-enhancing tumour
+    core), SNFH (surrounding non-enhancing FLAIR hyperintensity) and ET (enhancing tumour)
+    (Moawad et al., "The Brain Tumor Segmentation - Metastases (BraTS-METS) Challenge 2023",
+    arXiv:2306.00838, data description: Synapse syn51156910).
     """
     studies = _folder_layout(root, source, "brats2023", r"BraTS-[A-Z]+-\d+-\d+", "-", ("seg",))
     for st in studies:
@@ -352,6 +364,169 @@ def find_isles2022(root: Path, source: str) -> list[Study]:
                 st.label = str(masks[0])
             studies.append(st.sort())
     _apply_participants(studies, root, id_of=lambda s: s.attrs["participant_id"])
+    return studies
+
+
+# ------------------------------------------------- UPENN-GBM and VS-Seg (issue 16, segmentation)
+
+UPENN_MODALITIES: dict[str, str] = {"T1": "t1", "T1GD": "t1c", "T2": "t2", "FLAIR": "flair"}
+"""UPENN-GBM's structural series suffixes -> canonical modalities."""
+_UPENN_ID = re.compile(r"UPENN-GBM-\d{5}_\d{2}")
+
+
+def find_upenn_gbm(root: Path, source: str) -> list[Study]:
+    """UPENN-GBM as TCIA distributes its NIfTI files (the ``NIfTI-files/`` folder, or a folder
+    holding it)::
+
+        images_structural/UPENN-GBM-00001_11/UPENN-GBM-00001_11_{T1,T1GD,T2,FLAIR}.nii.gz
+        images_segm/UPENN-GBM-00001_11_segm.nii.gz                      (manually revised)
+        automated_segm/UPENN-GBM-00001_11_automated_approx_segm.nii.gz  (automatic)
+        UPENN-GBM_clinical_info_v*.csv                                  (one row per ``ID``)
+
+    The scan id's last two digits are the time point (``11`` pre-operative, ``21`` a
+    follow-up). Images are skull-stripped and co-registered to the SRI24 atlas at 1 mm; labels
+    are 1 necrotic core, 2 oedema, 4 enhancing tumour. The manual segmentation is preferred;
+    ``attrs["segmentation"]`` says which one was taken. ``images_structural_unstripped/``,
+    ``images_DTI/`` and ``images_DSC/`` are not read. Source: Bakas et al., "The University of
+    Pennsylvania glioblastoma (UPenn-GBM) cohort", Sci Data 9:453 (2022),
+    doi:10.1038/s41597-022-01560-7; TCIA collection doi:10.7937/TCIA.709X-DN49.
+
+    Problems (one study each): a scan without either segmentation (follow-ups have none), a
+    segmentation without its ``images_structural/`` folder, a clinical row without images,
+    a file of a series other than the four.
+    """
+    base = root / "NIfTI-files" if (root / "NIfTI-files").is_dir() else root
+    structural = base / "images_structural"
+    if not structural.is_dir():
+        raise ValueError(
+            f"{root}: no images_structural/ folder; point at UPENN-GBM's NIfTI-files/ folder"
+        )
+    manual_dir, auto_dir = base / "images_segm", base / "automated_segm"
+
+    def segs(folder: Path, suffix: str) -> dict[str, Path]:
+        if not folder.is_dir():
+            return {}
+        out = {}
+        for f in _nii_files(folder):
+            stem = _strip_nii(f.name) or ""
+            if stem.endswith(suffix):
+                out[stem[: -len(suffix)]] = f
+        return out
+
+    manual, auto = segs(manual_dir, "_segm"), segs(auto_dir, "_automated_approx_segm")
+    studies: dict[str, Study] = {}
+    for folder in sorted(p for p in structural.iterdir() if p.is_dir()):
+        if not _UPENN_ID.fullmatch(folder.name):
+            continue
+        sid = folder.name
+        st = Study(sid, source, "upenn_gbm", label_values=LABEL_VALUES["upenn_gbm"])
+        st.attrs["timepoint"] = sid[-2:]
+        for f in _nii_files(folder):
+            suffix = (_strip_nii(f.name) or "").removeprefix(sid + "_")
+            if suffix in UPENN_MODALITIES:
+                st.add(UPENN_MODALITIES[suffix], f)
+            else:
+                st.problems.append(
+                    f"{f}: not one of UPENN-GBM's structural series ({', '.join(UPENN_MODALITIES)})"
+                )
+        if sid in manual:
+            st.label, st.attrs["segmentation"] = str(manual[sid]), "manual"
+        elif sid in auto:
+            st.label, st.attrs["segmentation"] = str(auto[sid]), "automated"
+        else:
+            st.problems.append(
+                f"{folder}: no segmentation in images_segm/ or automated_segm/ "
+                f"(follow-up scans have none)"
+            )
+        if not st.modalities:
+            st.problems.append(f"{folder}: no image files found")
+        studies[sid] = st.sort()
+    for sid, path in sorted({**auto, **manual}.items()):
+        if sid not in studies:
+            studies[sid] = Study(
+                sid,
+                source,
+                "upenn_gbm",
+                label=str(path),
+                problems=[f"{path}: segmentation without images (no images_structural/{sid}/)"],
+            )
+    for table in sorted(base.glob("UPENN-GBM_clinical_info*.csv")):
+        with table.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            if reader.fieldnames is None or "ID" not in reader.fieldnames:
+                raise ValueError(f"{table}: UPENN-GBM's clinical table needs an ID column")
+            for row in reader:
+                sid = (row.pop("ID") or "").strip()
+                attrs = {k: _parse_value(v) for k, v in row.items() if k and v not in ("", None)}
+                if sid in studies:
+                    studies[sid].attrs.update(attrs)
+                elif sid:
+                    studies[sid] = Study(
+                        sid,
+                        source,
+                        "upenn_gbm",
+                        attrs=attrs,
+                        problems=[f"{table}: {sid} is in the clinical table but has no images"],
+                    )
+    return [studies[k] for k in sorted(studies)]
+
+
+_VS_SERIES: dict[str, str] = {
+    "t1_refT1": "t1c",
+    "t1_refT2": "t1c",
+    "t2_refT2": "t2",
+    "t2_refT1": "t2",
+}
+"""VS-Seg file stems (after ``vs_gk_``) -> canonical modality: its T1 is contrast-enhanced."""
+
+
+def find_vs_seg(root: Path, source: str) -> list[Study]:
+    """Vestibular-Schwannoma-SEG (TCIA, doi:10.7937/TCIA.9YTJ-5Q73) as NIfTI.
+
+    TCIA distributes DICOM images with the tumour as contours; the dataset's own scripts
+    (KCL-BMEIS/VS_Seg, ``preprocessing/README.md`` and ``data_conversion.py``) convert them,
+    one folder per patient::
+
+        vs_gk_1/vs_gk_t1_refT1.nii.gz    contrast-enhanced T1 (ceT1) on its own grid
+        vs_gk_1/vs_gk_t2_refT2.nii.gz    high-resolution T2 on its own grid
+        vs_gk_1/vs_gk_seg_refT1.nii.gz   tumour (1) on the T1 grid; ..._refT2 on the T2 grid
+
+    With ``--register T1`` (``T2``) the other image is resampled and named ``_refT1``
+    (``_refT2``) and only that segmentation is written. The T1 segmentation is preferred.
+    ``vs_gk_struc*`` files (other structures, ``--export_all_structures``) are skipped. Grids:
+    Shapey et al., Sci Data 8:286 (2021), doi:10.1038/s41597-021-01064-w.
+
+    Raises:
+        ValueError: When the folder holds the unconverted DICOM folders (``vs_gk_N_t1``).
+    """
+    folders = _per_study_folders(root, re.compile(r"vs_gk_\d+"))
+    if not folders and _per_study_folders(root, re.compile(r"vs_gk_\d+_t[12]")):
+        raise ValueError(
+            f"{root}: VS-Seg DICOM folders (vs_gk_N_t1/_t2) are not NIfTI; convert them with "
+            "the dataset's preprocessing/data_conversion.py (KCL-BMEIS/VS_Seg) first"
+        )
+    studies = []
+    for folder in sorted(folders, key=lambda p: int(p.name.rsplit("_", 1)[1])):
+        st = Study(folder.name, source, "vs_seg", label_values=LABEL_VALUES["vs_seg"])
+        seg: dict[str, Path] = {}
+        for f in _nii_files(folder):
+            stem = (_strip_nii(f.name) or "").removeprefix("vs_gk_")
+            if stem in _VS_SERIES:
+                st.add(_VS_SERIES[stem], f)
+            elif stem in ("seg_refT1", "seg_refT2"):
+                seg[stem] = f
+            elif not stem.startswith("struc"):
+                st.problems.append(
+                    f"{f}: not a VS-Seg file (vs_gk_{{t1,t2,seg}}_ref{{T1,T2}}.nii.gz)"
+                )
+        if seg:
+            st.label = str(seg.get("seg_refT1", seg.get("seg_refT2")))
+        else:
+            st.problems.append(f"{folder}: no tumour segmentation (vs_gk_seg_refT1.nii.gz)")
+        if not st.modalities:
+            st.problems.append(f"{folder}: no image files found")
+        studies.append(st.sort())
+    _apply_participants(studies, root)
     return studies
 
 
@@ -619,6 +794,8 @@ _FINDERS = {
     "ucsf_pdgm": find_ucsf_pdgm,
     "ixi": find_ixi,
     "isles2022": find_isles2022,
+    "upenn_gbm": find_upenn_gbm,
+    "vs_seg": find_vs_seg,
     "decathlon": find_decathlon,
 }
 
@@ -659,6 +836,8 @@ def detect_layout(path: str | Path) -> str:
         return "decathlon"
     if (path / "HGG").is_dir() or (path / "LGG").is_dir():
         return "brats2018"
+    if (path / "images_structural").is_dir() or (path / "NIfTI-files/images_structural").is_dir():
+        return "upenn_gbm"
     names = [p.name for p in path.iterdir() if p.is_dir()]
     deeper = (
         [
@@ -678,6 +857,8 @@ def detect_layout(path: str | Path) -> str:
             return "brats2023"
         if any(re.fullmatch(r"UCSF-PDGM-\d+(_nifti)?", n) for n in candidates):
             return "ucsf_pdgm"
+        if any(re.fullmatch(r"vs_gk_\d+", n) for n in candidates):
+            return "vs_seg"
     subs = [n for n in names if n.startswith("sub-")]
     if subs or (path / "rawdata").is_dir():
         return "isles2022"

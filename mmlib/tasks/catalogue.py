@@ -15,7 +15,14 @@ name            kind             modalities               target
 ``mrbrains``    segmentation     the source's (t1, flair) CSF, GM, WM (labels 1, 2, 3)
 ``hgg_lgg``     classification   flair, t1, t1c, t2       attrs ``grade``: LGG, HGG
 ``atrophy``     classification   t1                       attrs ``group`` (e.g. NC, MCI)
+``brats_met``   segmentation     flair, t1, t1c, t2       TC, WT, ET (labels NETC 1, SNFH 2,
+                                                          ET 3; several lesions per study)
+``upenn_gbm``   segmentation     flair, t1, t1c, t2       TC, WT, ET (labels 1, 2, 4)
+``vs_seg``      segmentation     t1c, t2                  tumour (label 1)
 ==============  ===============  =======================  ================================
+
+The BraTS conventions of ``brats_met`` (ET = 3) and ``upenn_gbm`` (ET = 4) are fixed, not
+detected: their datasets document them, and a label map that breaks them is refused.
 """
 
 from __future__ import annotations
@@ -136,6 +143,27 @@ TASKS: dict[str, TaskSpec] = {
         ("t1",),
         attr="group",
         aliases=("adni", "mci_nc", "mci", "mci_vs_nc", "atrophy_vs_none"),
+    ),
+    "brats_met": TaskSpec(
+        "brats_met",
+        "segmentation",
+        ("flair", "t1", "t1c", "t2"),
+        RegionSpec(("TC", "WT", "ET"), "brats", "brats2023"),
+        aliases=("met", "mets", "brats2023_met", "bratsmet", "brats_mets", "metastases"),
+    ),
+    "upenn_gbm": TaskSpec(
+        "upenn_gbm",
+        "segmentation",
+        ("flair", "t1", "t1c", "t2"),
+        RegionSpec(("TC", "WT", "ET"), "brats", "brats2021"),
+        aliases=("upenn", "upenngbm", "upenn_glioblastoma"),
+    ),
+    "vs_seg": TaskSpec(
+        "vs_seg",
+        "segmentation",
+        ("t1c", "t2"),
+        RegionSpec(("tumour",), "binary"),
+        aliases=("vestibular_schwannoma", "vsseg", "schwannoma", "vestibular_schwannoma_seg"),
     ),
 }
 """The tasks of the embedded cohort (see the module docstring)."""

@@ -6,11 +6,12 @@ BraTS-PED-like task at the main 20 % fraction for scratch, BrainMVP and single-m
 modelling (MIM) over three seeds, at 100 % for scratch and BrainMVP over the same seeds; the
 proxy-task ablations at 20 % with one seed (``ablation_seeds``: each ablation costs a
 pre-training, ~2 min at demo, so their spread over seeds is left to ``paper``); the other tasks
-BrainMVP vs scratch at one fraction with one seed (a demonstration that the code runs there,
-not a comparison). That is 26 fine-tuning runs of ~31 s and six demo pre-trainings of 1-2.5 min
-on an uncontended 2-core CPU. ``smoke`` runs a token grid in seconds (tests). Notebooks read
-this table unless their parameters say otherwise, and every run folder is reused when nothing
-it depends on changed, so notebook 09 reuses the runs of 07 and notebook 12 recomputes nothing.
+(stroke, tissue, and the BraTS-MET-, UPENN-GBM- and VS-Seg-like tasks) BrainMVP vs scratch at one
+fraction with one seed (a demonstration that the code runs there, not a comparison). That is 32
+fine-tuning runs of ~31 s and six demo pre-trainings of 1-2.5 min on an uncontended 2-core CPU.
+``smoke`` runs a token grid in seconds (tests). Notebooks read this table unless their
+parameters say otherwise, and every run folder is reused when nothing it depends on changed,
+so notebook 09 reuses the runs of 07 and notebook 12 recomputes nothing.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ PLAN: dict[str, dict[str, Any]] = {
         "ablations": ["cmr_only"],
         "ablation_seeds": [0, 1],
         "fraction_inits": ["scratch", "brainmvp"],
-        "other_seg_tasks": ["isles", "mrbrains"],
+        "other_seg_tasks": ["isles", "mrbrains", "brats_met", "upenn_gbm", "vs_seg"],
         "cls_tasks": ["hgg_lgg", "atrophy"],
         "other_fraction": 1.0,
         "other_seeds": [0],
@@ -49,7 +50,7 @@ PLAN: dict[str, dict[str, Any]] = {
         "ablations": list(ABLATIONS),
         "ablation_seeds": [0],
         "fraction_inits": ["scratch", "brainmvp"],
-        "other_seg_tasks": ["isles", "mrbrains"],
+        "other_seg_tasks": ["isles", "mrbrains", "brats_met", "upenn_gbm", "vs_seg"],
         "cls_tasks": ["hgg_lgg", "atrophy"],
         "other_fraction": 1.0,
         "other_seeds": [0],
@@ -65,7 +66,7 @@ PLAN: dict[str, dict[str, Any]] = {
         "ablations": list(ABLATIONS),
         "ablation_seeds": [0, 1, 2],
         "fraction_inits": ["scratch", "brainmvp", "mim"],
-        "other_seg_tasks": ["isles", "mrbrains"],
+        "other_seg_tasks": ["isles", "mrbrains", "brats_met", "upenn_gbm", "vs_seg"],
         "cls_tasks": ["hgg_lgg", "atrophy"],
         "other_fraction": 1.0,
         "other_seeds": [0, 1, 2],

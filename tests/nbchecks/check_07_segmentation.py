@@ -19,6 +19,9 @@ def check(results: dict, out_dir: pathlib.Path) -> None:
             and 0 <= p["wins"] <= p["n_seeds"]
         )
     assert results["seconds_train"] > 0
+    for task in ("isles", "mrbrains", "brats_met", "upenn_gbm", "vs_seg"):  # the other five
+        for init in ("scratch", "brainmvp"):
+            assert 0.0 <= results["other_tasks"][f"{task}/{init}"] <= 1.0, (task, init)
     assert all(pathlib.Path(r, "DONE").is_file() for r in results["runs"])
     for name in ("regions.png", "loss.png", "paired.png", "qualitative.png"):
         assert (out_dir / "figures" / name).stat().st_size > 1000, name

@@ -4,8 +4,9 @@
 The default cohort mirrors the BrainMVP pre-training mix (BraTS 2021, BraTS 2023 MEN and SSA,
 UCSF-PDGM with DWI/ADC, IXI with T1/T2/PD/MRA) plus the downstream sets (BraTS-PED-like tumour
 segmentation, ISLES-like stroke segmentation, MRBrainS-like tissue segmentation, BraTS 2018
-HGG/LGG and ADNI-like atrophy classification, a Decathlon Task01 set). Subject counts and the
-simulation factor come from the scale preset (:data:`PRESETS`):
+HGG/LGG and ADNI-like atrophy classification, a Decathlon Task01 set, and the BraTS 2023 MET,
+UPENN-GBM and Vestibular-Schwannoma-SEG segmentation sets in their own layouts). Subject counts
+and the simulation factor come from the scale preset (:data:`PRESETS`):
 
 * ``smoke``: factor 4 (4 mm template, every grid shrunk 4×), a few subjects per source;
 * ``demo``: factor 2 (2 mm template, grids shrunk 2×), ~50 pre-training studies, 30 PED-like
@@ -61,10 +62,12 @@ LAYOUT_MODALITIES: dict[str, tuple[str, ...]] = {
     "ucsf_pdgm": ("flair", "t1", "t1c", "t2", "dwi", "adc"),
     "ixi": ("t1", "t2", "mra", "pd"),
     "isles2022": ("flair", "dwi", "adc"),
+    "upenn_gbm": ("flair", "t1", "t1c", "t2"),
+    "vs_seg": ("t1c", "t2"),
     "pattern": MODALITIES,
 }
 BRATS2023_SUBSETS = ("GLI", "MEN", "SSA", "PED", "MET")
-_REGISTERED = {"brats2021", "brats2023", "brats2018", "ucsf_pdgm", "decathlon"}
+_REGISTERED = {"brats2021", "brats2023", "brats2018", "ucsf_pdgm", "decathlon", "upenn_gbm"}
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,8 @@ class SourceSpec:
         task: downstream task name, or None.
         n_subjects: number of subjects (>= 1).
         modalities: canonical modalities written.
-        lesion: ``"glioma"``, ``"meningioma"``, ``"stroke"`` or None.
+        lesion: one of :data:`~mmlib.data.phantom.lesions.LESION_KINDS` or None
+            (``"metastasis"``: several per study, ``lesion_ml`` their total).
         lesion_ml: (min, max) volume of the whole lesion (oedema included) in ml.
         subset: BraTS 2023 prefix (GLI, MEN, SSA, PED, MET). Defaults to None.
         classes: study classes drawn in equal proportions (``HGG``/``LGG``, ``NC``/``MCI``).
@@ -269,6 +273,42 @@ def _default_sources(n: dict[str, int]) -> tuple[SourceSpec, ...]:
             (20.0, 110.0),
             hgg_fraction=0.8,
         ),
+        # segmentation tasks of issue 16 (BraTS 2023 MET, UPENN-GBM, VS-Seg)
+        SourceSpec(
+            "brats2023_met",
+            "BraTS2023-MET",
+            "brats2023",
+            "downstream",
+            "brats_met",
+            n["met"],
+            ("flair", "t1", "t1c", "t2"),
+            "metastasis",
+            (4.0, 45.0),
+            subset="MET",
+        ),
+        SourceSpec(
+            "upenn_gbm",
+            "UPENN-GBM",
+            "upenn_gbm",
+            "downstream",
+            "upenn_gbm",
+            n["upenn"],
+            ("flair", "t1", "t1c", "t2"),
+            "glioma",
+            (30.0, 120.0),
+            hgg_fraction=1.0,
+        ),
+        SourceSpec(
+            "vs_seg",
+            "Vestibular-Schwannoma-SEG",
+            "vs_seg",
+            "downstream",
+            "vs_seg",
+            n["vs"],
+            ("t1c", "t2"),
+            "schwannoma",
+            (0.5, 8.0),
+        ),
     )
 
 
@@ -285,6 +325,9 @@ _COUNTS: dict[str, dict[str, int]] = {
         brats2018=6,
         adni=6,
         msd=2,
+        met=4,
+        upenn=4,
+        vs=4,
     ),
     "demo": dict(
         brats2021=16,
@@ -298,6 +341,9 @@ _COUNTS: dict[str, dict[str, int]] = {
         brats2018=20,
         adni=20,
         msd=8,
+        met=16,
+        upenn=14,
+        vs=16,
     ),
     "paper": dict(
         brats2021=147,
@@ -311,6 +357,9 @@ _COUNTS: dict[str, dict[str, int]] = {
         brats2018=285,
         adni=200,
         msd=48,
+        met=24,
+        upenn=13,
+        vs=24,
     ),
 }
 _FACTORS = {"smoke": 4, "demo": 2, "paper": 1}
@@ -457,6 +506,10 @@ def study_id(src: SourceSpec, index: int) -> str:
         return f"sub-strokecase{i:04d}"
     if src.layout == "decathlon":
         return f"BRATS_{i:03d}"
+    if src.layout == "upenn_gbm":
+        return f"UPENN-GBM-{i:05d}_11"
+    if src.layout == "vs_seg":
+        return f"vs_gk_{i}"
     if src.writer == "mrbrains":
         return f"{i}"
     return f"sub-{src.name.upper()}{i:03d}"
@@ -525,6 +578,16 @@ def make_subject(
             attrs.setdefault("grade", grade)
         elif src.lesion == "meningioma":
             lesions.append(random_lesion("meningioma", rng, anatomy, template_volume))
+        elif src.lesion == "metastasis":
+            n_les = int(rng.integers(2, 6))
+            for share in rng.dirichlet(np.full(n_les, 1.5)):
+                lesions.append(
+                    random_lesion("metastasis", rng, anatomy, max(template_volume * share, 0.4))
+                )
+            attrs["n_lesions"] = n_les
+        elif src.lesion == "schwannoma":
+            lesions.append(random_lesion("schwannoma", rng, anatomy, template_volume))
+            attrs["side"] = "left" if lesions[-1].center[0] < 0 else "right"
         else:
             hours = float(np.exp(rng.uniform(np.log(1.0), np.log(120.0))))
             lesions.append(random_lesion("stroke", rng, anatomy, template_volume, age_hours=hours))
@@ -694,10 +757,38 @@ def _job(src: SourceSpec, index: int, seed: int, factor: int, root: str) -> dict
                 tmp,
             )
         label_written = True
+        _extra_labels(src, index, sid, renders, lab, aff, sroot, tmp)
     row = {"participant_id": participant_id(src, sid), **attrs}
     marker = tmp / "done" / src.name / f"{sid}.json"
     W.write_json(marker, {"study": sid, "row": row}, tmp)
     return {"source": src.name, "study": sid, "row": row}
+
+
+def upenn_manual(index: int) -> bool:
+    """Whether UPENN-GBM study ``index`` has a manually revised segmentation (a third here; 147
+    of the 611 baseline scans of the real collection have one)."""
+    return index % 3 == 1
+
+
+def _extra_labels(
+    src: SourceSpec,
+    index: int,
+    sid: str,
+    renders: list[tuple[W.Grid, np.ndarray, Rendered]],
+    lab: np.ndarray,
+    aff: np.ndarray,
+    sroot: Path,
+    tmp: Path,
+) -> None:
+    """The second segmentation files some layouts hold: UPENN-GBM's manually revised
+    ``images_segm/`` (a subset), VS-Seg's tumour on the T2 grid (``vs_gk_seg_refT2``)."""
+    if src.layout == "upenn_gbm" and upenn_manual(index):
+        W.write_nifti(sroot / f"images_segm/{sid}_segm.nii.gz", lab, aff, tmp)
+    if src.layout == "vs_seg":
+        for _grid, aff2, r in renders:
+            if "t2" in r.images:
+                seg = W.map_labels(r.lesion_label(), src.writer)
+                W.write_nifti(sroot / f"{sid}/vs_gk_seg_refT2.nii.gz", seg, aff2, tmp)
 
 
 def _resolve(preset: str | CohortSpec) -> CohortSpec:
@@ -837,6 +928,16 @@ def source_entry(src: SourceSpec) -> dict[str, Any]:
         if src.layout == "isles2022":
             entry["label_values"] = [0, 1]
             entry["label_names"] = {"1": "stroke lesion"}
+        elif src.layout == "vs_seg":
+            entry["label_values"] = [0, 1]
+            entry["label_names"] = {"1": "vestibular schwannoma"}
+        elif src.lesion == "metastasis":
+            entry["label_values"] = [0, 1, 2, 3]
+            entry["label_names"] = {
+                "1": "non-enhancing tumour core (NETC)",
+                "2": "surrounding non-enhancing FLAIR hyperintensity (SNFH)",
+                "3": "enhancing tumour (ET)",
+            }
         else:
             names = {1: "necrotic / non-enhancing core", 2: "oedema", 3: "enhancing tumour"}
             entry["label_values"] = sorted({0, *mapping.values()})
@@ -885,6 +986,8 @@ def _write_tables(
                 },
                 tmp,
             )
+        if src.layout == "upenn_gbm":
+            W.write_upenn_clinical(sroot, table, tmp)
         if src.layout == "isles2022":
             W.write_json(
                 sroot / "dataset_description.json",

@@ -1,4 +1,7 @@
-"""Lesion models: gliomas (necrotic core, enhancing rim, oedema), meningiomas, strokes.
+"""Lesion models: gliomas (necrotic core, enhancing rim, oedema), meningiomas, strokes, brain
+metastases (small ring- or solid-enhancing nodules at the grey-white junction with oedema, several
+per study) and vestibular schwannomas (one homogeneously enhancing nodule in the
+cerebellopontine angle at the internal acoustic canal, no oedema).
 
 A lesion is a level field ``r(u)`` in template millimetres ``u``: a randomly oriented, randomly
 stretched ball of radius ``R`` whose surface is perturbed by a few random Fourier modes, so
@@ -19,7 +22,15 @@ from scipy import ndimage as ndi
 from mmlib.data.phantom.anatomy import Anatomy
 
 #: Lesion kinds and the grades they come in.
-LESION_KINDS: tuple[str, ...] = ("glioma", "meningioma", "stroke")
+LESION_KINDS: tuple[str, ...] = ("glioma", "meningioma", "stroke", "metastasis", "schwannoma")
+
+#: Extra-axial kinds: they may displace the bone edge (partial skull room) and have no oedema.
+EXTRA_AXIAL: tuple[str, ...] = ("meningioma", "schwannoma")
+
+#: Template mm (MNI) of a vestibular schwannoma's centre on the left (mirror x for the right):
+#: in the cerebellopontine angle at the opening of the internal acoustic canal, lateral to
+#: the pons, so that a 1-8 ml tumour abuts the brainstem rather than growing inside it.
+IAC_MNI: tuple[float, float, float] = (-23.0, -30.0, -36.0)
 
 
 @dataclass(frozen=True)
@@ -87,7 +98,7 @@ def random_lesion(
     """Draw a lesion of a kind, placed where that kind occurs, with a target volume.
 
     Args:
-        kind: ``"glioma"``, ``"meningioma"`` or ``"stroke"``.
+        kind: one of :data:`LESION_KINDS`.
         rng: the subject's generator.
         anatomy: the template maps (placement, calibration).
         volume_ml: target volume of the whole lesion (oedema included) in ml.
@@ -111,7 +122,9 @@ def random_lesion(
     dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
     wavelength = rng.uniform(0.8, 1.6, size=(m, 1)) * radius
     waves = dirs * (2 * np.pi / wavelength)
-    rough = {"glioma": 0.05, "meningioma": 0.025, "stroke": 0.09}[kind]
+    rough = {"glioma": 0.05, "meningioma": 0.025, "stroke": 0.09, "metastasis": 0.03}.get(
+        kind, 0.02
+    )
     amps = rng.uniform(0.5, 1.0, size=m) * rough
     phases = rng.uniform(0, 2 * np.pi, size=m)
 
@@ -128,6 +141,19 @@ def random_lesion(
             ok = ok2 if ok2.any() else ok
     elif kind == "meningioma":
         ok = (flat_d >= 0.25 * radius) & (flat_d <= 0.25 * radius + 6.0) & (mni[:, 2] > -10)
+    elif kind == "metastasis":
+        # haematogenous spread ends at the grey-white junction, cerebrum and cerebellum
+        gm_f, wm_f = anatomy.channel("gm").reshape(-1), wm.reshape(-1)
+        ok = (gm_f > 0.25) & (wm_f > 0.25) & (flat_d >= min(radius, 0.8 * dist.max()))
+    elif kind == "schwannoma":
+        # the cerebellopontine angle at the internal acoustic canal, one side
+        side = -1.0 if rng.random() < 0.5 else 1.0
+        target = np.array(IAC_MNI) * np.array([-side, 1.0, 1.0])
+        near = np.sqrt(((mni - target) ** 2).sum(1))
+        inside = flat_d > 0
+        ok = inside & (near <= max(6.0, 1.5 * anatomy.factor))
+        if not ok.any() and inside.any():
+            ok = inside & (near <= near[inside].min() + 1e-3)
     else:
         ok = (gmwm.reshape(-1) > 0.6) & (np.abs(mni[:, 0]) > 18) & (flat_d >= 0.5 * radius)
         ok &= mni[:, 2] > -20
@@ -167,6 +193,28 @@ def random_lesion(
             enhancing=True,
             mass=rng.uniform(0.2, 0.35),
         )
+    elif kind == "metastasis":
+        # enhancing nodule inside a wide oedema; the larger ones have a necrotic centre
+        core = rng.uniform(0.35, 0.55)
+        necrotic = volume_ml * core**3 > 0.4 and rng.random() < 0.7
+        lesion = Lesion(
+            kind,
+            center,
+            radius,
+            shape,
+            waves,
+            phases,
+            amps,
+            core=core,
+            necrosis=core * rng.uniform(0.35, 0.6) if necrotic else 0.0,
+            enhancing=True,
+            mass=rng.uniform(0.05, 0.15),
+        )
+    elif kind == "schwannoma":
+        # a solid, homogeneously enhancing nodule: the whole lesion is core, no oedema
+        lesion = Lesion(
+            kind, center, radius, shape, waves, phases, amps, core=1.0, enhancing=True, mass=0.1
+        )
     else:
         lesion = Lesion(kind, center, radius, shape, waves, phases, amps, age_hours=age_hours)
     return calibrate(lesion, anatomy, volume_ml)
@@ -185,7 +233,7 @@ def calibrate(lesion: Lesion, anatomy: Anatomy, volume_ml: float, steps: int = 5
         room_core, room_ed = gm + wm, gm + wm
     else:
         room_core = anatomy.maps[[0, 1, 2, 5, 6]].sum(0)
-        if lesion.kind == "meningioma":
+        if lesion.kind in EXTRA_AXIAL:
             room_core = np.clip(room_core + 0.3 * anatomy.channel("skull"), 0, 1)
         room_ed = wm + 0.5 * gm
     inv = np.linalg.inv(anatomy.affine)

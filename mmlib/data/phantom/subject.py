@@ -20,7 +20,7 @@ from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 
 from mmlib.data.phantom.anatomy import ANATOMY_CHANNELS, Anatomy
-from mmlib.data.phantom.lesions import Lesion, soft
+from mmlib.data.phantom.lesions import EXTRA_AXIAL, Lesion, soft
 from mmlib.data.phantom.tissues import COMPARTMENTS, SEQUENCES, Tissue, signal_table, stroke_tissue
 
 _C = {name: i for i, name in enumerate(COMPARTMENTS)}
@@ -369,7 +369,7 @@ def render(
             core = soft(level, les.core, w)
             nec = soft(level, les.necrosis, w) if les.necrosis > 0 else np.zeros_like(core)
             room = sub[brain_parts].sum(0)
-            if les.kind == "meningioma":
+            if les.kind in EXTRA_AXIAL:
                 room = np.clip(room + sub[_C["skull"]] * 0.3, 0, 1)
             core_frac = core * room
             for k in brain_parts:

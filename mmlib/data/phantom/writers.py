@@ -27,6 +27,15 @@ isles2022      BIDS ``sub-strokecaseNNNN/ses-0001/dwi/…_{dwi,adc}.nii.gz`` (2 
 decathlon      ``imagesTr/BRATS_NNN.nii.gz`` 4-D (240×240×155×4; FLAIR, T1w, T1gd, T2w), RAS,
                float32; ``labelsTr/BRATS_NNN.nii.gz`` (1 oedema, 2 non-enhancing, 3 enhancing);
                ``dataset.json``
+upenn_gbm      ``images_structural/UPENN-GBM-NNNNN_11/…_11_{T1,T1GD,T2,FLAIR}.nii.gz``,
+               ``automated_segm/…_automated_approx_segm.nii.gz`` (every study) and
+               ``images_segm/…_segm.nii.gz`` (the manually revised subset), labels 1/2/4;
+               BraTS grid (SRI24, 240×240×155, 1 mm, LPS), skull-stripped, int16;
+               ``UPENN-GBM_clinical_info_v2.1.csv`` (ID, Gender, Age_at_scan_years)
+vs_seg         ``vs_gk_N/vs_gk_{t1_refT1,t2_refT2,seg_refT1,seg_refT2}.nii.gz`` (the NIfTI that
+               the dataset's own conversion script writes without ``--register``): ceT1
+               512×512×120 at 0.41×0.41×1.5 mm, hrT2 slab 384×384×80 at 0.5×0.5×1.0 mm
+               around the internal acoustic canals; LPS, int16, not skull-stripped; tumour 1
 pattern        a path pattern with ``{subject}`` and ``{modality}`` (MRBrainS-like tissue set:
                240×240×48 at 0.96×0.96×3 mm; ADNI-like BIDS T1w: sagittal 170×256×256 at
                1.2×1×1 mm)
@@ -124,6 +133,11 @@ GRIDS: dict[str, dict[str, Grid]] = {
     },
     "mrbrains": {"*": Grid((240, 240, 48), (0.958, 0.958, 3.0), "LAS", (0.0, -18.0, 14.0))},
     "adni": {"*": Grid((170, 256, 256), (1.2, 1.0, 1.0), "RAS", (0.0, -18.0, 5.0))},
+    "upenn_gbm": {"*": BRATS_GRID},
+    "vs_seg": {
+        "t1c": Grid((512, 512, 120), (0.41, 0.41, 1.5), "LPS", (0.0, -18.0, -5.0)),
+        "t2": Grid((384, 384, 80), (0.5, 0.5, 1.0), "LPS", (0.0, -30.0, -36.0)),
+    },
 }
 
 #: Whether a layout's images are skull-stripped (zero outside the brain).
@@ -137,6 +151,8 @@ SKULL_STRIPPED: dict[str, bool] = {
     "isles2022": False,
     "mrbrains": False,
     "adni": False,
+    "upenn_gbm": True,
+    "vs_seg": False,
 }
 
 #: On-disk dtype of images per layout.
@@ -150,6 +166,8 @@ DTYPES: dict[str, str] = {
     "isles2022": "float32",
     "mrbrains": "float32",
     "adni": "int16",
+    "upenn_gbm": "int16",
+    "vs_seg": "int16",
 }
 
 #: File-name alias of each canonical modality per layout.
@@ -170,6 +188,8 @@ NAMES: dict[str, dict[str, str]] = {
     "decathlon": {"flair": "FLAIR", "t1": "T1w", "t1c": "t1gd", "t2": "T2w"},
     "mrbrains": {"t1": "T1", "flair": "T2_FLAIR"},
     "adni": {"t1": "T1w"},
+    "upenn_gbm": {"t1": "T1", "t1c": "T1GD", "t2": "T2", "flair": "FLAIR"},
+    "vs_seg": {"t1c": "t1_refT1", "t2": "t2_refT2"},
 }
 
 #: Generic lesion codes (1 core, 2 oedema, 3 enhancing) -> each layout's label values.
@@ -180,6 +200,8 @@ LABEL_MAPS: dict[str, dict[int, int]] = {
     "brats2023": {1: 1, 2: 2, 3: 3},
     "decathlon": {1: 2, 2: 1, 3: 3},
     "isles2022": {1: 1, 2: 1, 3: 1},
+    "upenn_gbm": {1: 1, 2: 2, 3: 4},
+    "vs_seg": {1: 1, 2: 1, 3: 1},
 }
 
 DECATHLON_CHANNELS: tuple[str, ...] = ("flair", "t1", "t1c", "t2")
@@ -252,6 +274,19 @@ def write_participants(root: Path, rows: list[dict[str, Any]], tmp_dir: Path) ->
     atomic_write(root / "participants.tsv", ("\n".join(lines) + "\n").encode(), tmp_dir)
 
 
+UPENN_CLINICAL = "UPENN-GBM_clinical_info_v2.1.csv"
+"""The clinical side table of UPENN-GBM (one row per scan ``ID``, e.g. ``UPENN-GBM-00001_11``)."""
+
+
+def write_upenn_clinical(root: Path, rows: list[dict[str, Any]], tmp_dir: Path) -> None:
+    """UPENN-GBM's clinical CSV with the columns the cohort knows: ``ID``, ``Gender``,
+    ``Age_at_scan_years`` (the real table has survival, IDH1, MGMT, KPS and more)."""
+    lines = ["ID,Gender,Age_at_scan_years"]
+    for row in sorted(rows, key=lambda r: str(r["participant_id"])):
+        lines.append(f"{row['participant_id']},{row.get('sex', '')},{row.get('age', '')}")
+    atomic_write(root / UPENN_CLINICAL, ("\n".join(lines) + "\n").encode(), tmp_dir)
+
+
 def study_paths(
     layout: str,
     profile: str,
@@ -294,6 +329,16 @@ def study_paths(
         )
     if layout == "decathlon":
         return dict.fromkeys(modalities, f"imagesTr/{sid}.nii.gz"), f"labelsTr/{sid}.nii.gz"
+    if layout == "upenn_gbm":
+        return (
+            {m: f"images_structural/{sid}/{sid}_{names[m]}.nii.gz" for m in modalities},
+            f"automated_segm/{sid}_automated_approx_segm.nii.gz",
+        )
+    if layout == "vs_seg":
+        return (
+            {m: f"{sid}/vs_gk_{names[m]}.nii.gz" for m in modalities},
+            f"{sid}/vs_gk_seg_refT1.nii.gz",
+        )
     if layout == "pattern":
         assert pattern is not None
         paths = {m: pattern.format(subject=sid, modality=names[m]) for m in modalities}
