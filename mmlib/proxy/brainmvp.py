@@ -39,7 +39,7 @@ from mmlib.proxy.masking import (
     template_fill,
     zero_fill,
 )
-from mmlib.proxy.templates import Templates
+from mmlib.proxy.templates import TEMPLATE_SCALINGS, Templates
 
 MODES: tuple[str, ...] = ("brainmvp", "mim")
 FILLS: tuple[str, ...] = ("zero", "noise")
@@ -62,8 +62,11 @@ class ObjectiveConfig:
             ``brainmvp_paper_weights``).
         w_cmr: weight of view B's reconstruction (cross-modal). Defaults to 1.0.
         w_cl: weight of the contrastive term. Defaults to 1.0.
-        warmup_epochs: epochs during which view B is filled from the template instead of another
-            modality. Defaults to 300 (of the authors' 1500).
+        warmup_epochs: how many epochs, from epoch 0, view B is filled from the template instead
+            of another modality (epochs ``0 .. warmup_epochs - 1``; 0 = none). Defaults to 301:
+            the official code's ``flag = cur_epoch <= 300`` (``models/Uniformer.py`` line 144,
+            ``models/Unet.py`` line 257, 0-based epochs) makes epochs 0 to 300 inclusive
+            warm-up, of its 1500.
         cl_start_epoch: first epoch with the contrastive term. Defaults to 1000 (of 1500).
         temperature: InfoNCE temperature. Defaults to 1.0.
         fill: fill of the ``mim`` baseline, ``"zero"`` or ``"noise"``. Defaults to "zero".
@@ -72,12 +75,19 @@ class ObjectiveConfig:
         gather_distributed: gather contrastive negatives across DDP ranks. Defaults to False.
         projection_dim: output width of a projection head before InfoNCE; 0 = none (the
             authors'). Defaults to 0.
-        template_grad: gradient through the per-crop min-max scaling of the templates,
-            ``"straight_through"`` (identity) or ``"exact"`` (as the authors' autograd). The
-            exact gradient is ``1 / range`` times larger, 1e3-1e4 while the templates are near
-            their zero start; with a global gradient-norm clip it then takes the whole norm and
-            the backbone barely moves. Values are identical either way. Defaults to
-            "straight_through".
+        template_grad: gradient through the min-max scaling of the templates (the rule of
+            ``template_scaling``), ``"straight_through"`` (identity) or ``"exact"`` (autograd
+            through the scaling, the range's minimum and maximum included; with
+            ``template_scaling="global"`` this is the official code's gradient). The exact
+            gradient is ``1 / range`` times larger, 1e3-1e4 while the templates are near their
+            zero start; when the templates share the backbone's gradient-norm clip
+            (``train.clip_templates``) it takes the whole norm and the backbone barely moves.
+            Values are identical either way. Defaults to "straight_through".
+        template_scaling: how a template crop is min-max scaled where it fills,
+            ``"global"`` (the whole template of the modality, then crop: the official
+            ``utils/ops.py`` lines 81-83) or ``"crop"`` (each crop over the view's masked
+            voxels). See :func:`mmlib.proxy.templates.scale_template_crop`. Defaults to
+            "global".
     """
 
     mode: str = "brainmvp"
@@ -86,7 +96,7 @@ class ObjectiveConfig:
     w_md: float = 10.0
     w_cmr: float = 1.0
     w_cl: float = 1.0
-    warmup_epochs: int = 300
+    warmup_epochs: int = 301
     cl_start_epoch: int = 1000
     temperature: float = 1.0
     fill: str = "zero"
@@ -94,6 +104,7 @@ class ObjectiveConfig:
     gather_distributed: bool = False
     projection_dim: int = 0
     template_grad: str = "straight_through"
+    template_scaling: str = "global"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -109,6 +120,15 @@ class ObjectiveConfig:
             raise ValueError(
                 f"ObjectiveConfig: template_grad should be one of {TEMPLATE_GRADS}, "
                 f"got {self.template_grad!r}."
+            )
+        if self.template_scaling not in TEMPLATE_SCALINGS:
+            raise ValueError(
+                f"ObjectiveConfig: template_scaling should be one of {TEMPLATE_SCALINGS}, "
+                f"got {self.template_scaling!r}."
+            )
+        if self.warmup_epochs < 0:
+            raise ValueError(
+                f"ObjectiveConfig: warmup_epochs should be >= 0, got {self.warmup_epochs}."
             )
         if not 0.0 <= self.mask_rate <= 1.0:
             raise ValueError(
@@ -310,6 +330,7 @@ class BrainMVPObjective(nn.Module):
                 scale_where=where,
                 scale_block=cfg.block_size,
                 straight_through=cfg.template_grad == "straight_through",
+                scaling=cfg.template_scaling,
             )
             return crop.to(target.dtype)
 
