@@ -159,3 +159,51 @@ def test_template_gradient_modes_same_loss(mode):
     ref.templates.volumes.data.copy_(obj.templates.volumes.data)
     again = ref(make_batch(), epoch=0, generator=torch.Generator().manual_seed(4))
     assert again["loss"].item() == pytest.approx(out["loss"].item(), rel=1e-6)
+
+
+def test_view_b_warmup_ends_after_epoch_300_as_the_official_code():
+    """Official ``flag = cur_epoch <= 300`` (0-based epochs): epochs 0..300 are warm-up."""
+    cfg = ObjectiveConfig()
+    assert cfg.warmup_epochs == 301
+    obj = make_objective(dict(preset="brainmvp_nocl"))
+    g = torch.Generator
+    assert obj(make_batch(), epoch=300, generator=g().manual_seed(0))["warmup"]
+    assert not obj(make_batch(), epoch=301, generator=g().manual_seed(0))["warmup"]
+    none = make_objective("cmr_only")  # 0: no warm-up at all
+    assert not none(make_batch(), epoch=0, generator=g().manual_seed(0))["warmup"]
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        ObjectiveConfig(warmup_epochs=-1)
+
+
+@pytest.mark.parametrize("scaling", ["global", "crop"])
+def test_view_a_fills_with_the_configured_template_scaling(scaling):
+    from mmlib.proxy.templates import scale_template_crop
+
+    obj = make_objective(dict(preset="md_only", template_scaling=scaling))
+    assert get_objective("brainmvp").template_scaling == "global"  # the official rule
+    vol = obj.templates.volumes.data  # a ramp along x (+ noise): a crop sees part of its range
+    vol.uniform_(-0.1, 0.1, generator=torch.Generator().manual_seed(5))
+    vol += torch.arange(1, vol.shape[1] + 1, dtype=torch.float32).view(1, -1, 1, 1)
+    batch = make_batch()
+    out = obj(batch, epoch=0, generator=torch.Generator().manual_seed(3))
+    raw = obj.templates.crop(
+        out["target_modality"], batch["template_origin"], SIZE, batch["spacing"], scale=False
+    ).detach()
+    mask = out["mask"]
+    want = scale_template_crop(
+        obj.templates.volumes.detach(),
+        out["target_modality"],
+        raw,
+        scaling,
+        where=mask,
+        inside=raw != 0,  # the voxels inside the grid (no template value is 0)
+    )
+    assert torch.allclose(out["view_a"][mask], want[mask], atol=1e-5)
+    va = out["view_a"].detach()
+    spans = [float(va[b][mask[b]].max() - va[b][mask[b]].min()) for b in range(3)]
+    if scaling == "crop":
+        assert all(s == pytest.approx(1.0, abs=1e-4) for s in spans)
+    else:  # a crop holds part of the template's range only
+        assert min(spans) < 0.99
+    with pytest.raises(ValueError, match="template_scaling"):
+        ObjectiveConfig(template_scaling="per_crop")
