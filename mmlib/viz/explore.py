@@ -374,6 +374,28 @@ def template_agreement(template: np.ndarray | Tensor, mean: np.ndarray, count: n
     return float(np.corrcoef(a, b)[0, 1])
 
 
+def modality_means(
+    store: Any, modalities: Sequence[str], templates: Templates
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """:func:`modality_mean` of each modality: ``{modality: (mean, count)}``."""
+    return {m: modality_mean(store, m, templates) for m in modalities}
+
+
+def template_corr(
+    templates: Templates, means: Mapping[str, tuple[np.ndarray, np.ndarray]]
+) -> dict[str, float]:
+    """``template_corr``: modality -> correlation of its learned template with its mean image.
+
+    :func:`template_agreement` of each modality of ``means`` (from :func:`modality_means`), in
+    template space, over the voxels some study covers.
+    """
+    vols = templates.volumes.detach()
+    return {
+        m: template_agreement(vols[MODALITIES.index(m)], mean, count)
+        for m, (mean, count) in means.items()
+    }
+
+
 def template_figure(
     templates: Templates,
     means: Mapping[str, tuple[np.ndarray, np.ndarray]],
