@@ -207,3 +207,32 @@ def test_view_a_fills_with_the_configured_template_scaling(scaling):
         assert min(spans) < 0.99
     with pytest.raises(ValueError, match="template_scaling"):
         ObjectiveConfig(template_scaling="per_crop")
+
+
+def test_direct_template_fit_reaches_the_templates_only():
+    """``w_template``: MSE of view A's template fill against the target on the masked voxels,
+    added to the loss; the backbone's gradient is that of the objective without it."""
+    grads = {}
+    for w in (0.0, 5.0):
+        obj = make_objective(dict(preset="md_only", w_template=w))
+        obj.templates.volumes.data.uniform_(0, 1, generator=torch.Generator().manual_seed(1))
+        out = obj(make_batch(), epoch=0, generator=torch.Generator().manual_seed(6))
+        m = out["mask"]
+        fit = ((out["view_a"] - out["target"]) ** 2)[m].mean()
+        if w:
+            assert out["fit"].item() == pytest.approx(fit.item(), rel=1e-5)
+        else:
+            assert out["fit"] == 0
+        assert out["loss"].item() == pytest.approx(
+            (obj.config.w_md * out["md"] + w * out["fit"]).item(), rel=1e-6
+        )
+        out["loss"].backward()
+        grads[w] = (
+            [p.grad.clone() for p in obj.backbone.parameters() if p.grad is not None],
+            obj.templates.volumes.grad.clone(),
+        )
+    assert all(torch.allclose(a, b) for a, b in zip(grads[0.0][0], grads[5.0][0]))
+    assert not torch.allclose(grads[0.0][1], grads[5.0][1])
+    assert ObjectiveConfig().w_template == 0.0  # off by default: the paper's objective
+    with pytest.raises(ValueError, match="w_template"):
+        ObjectiveConfig(w_template=-1.0)

@@ -88,6 +88,14 @@ class ObjectiveConfig:
             ``utils/ops.py`` lines 81-83) or ``"crop"`` (each crop over the view's masked
             voxels). See :func:`mmlib.proxy.templates.scale_template_crop`. Defaults to
             "global".
+        w_template: weight of a direct template fit, ``fit``: the mean squared difference
+            between view A's template fill and the target over view A's masked voxels, whose
+            gradient reaches the templates only (the target is data, the backbone does not
+            see the term). It gives every filled template voxel the target's value as its
+            gradient, where reconstruction alone passes a noisy ``J^T (recon - target)``
+            through the network; the template then tracks the (scaled) mean of its modality.
+            Not in the paper or the official code, where templates learn only through the
+            reconstruction loss. Defaults to 0.0 (off).
     """
 
     mode: str = "brainmvp"
@@ -105,6 +113,7 @@ class ObjectiveConfig:
     projection_dim: int = 0
     template_grad: str = "straight_through"
     template_scaling: str = "global"
+    w_template: float = 0.0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -126,6 +135,8 @@ class ObjectiveConfig:
                 f"ObjectiveConfig: template_scaling should be one of {TEMPLATE_SCALINGS}, "
                 f"got {self.template_scaling!r}."
             )
+        if self.w_template < 0:
+            raise ValueError(f"ObjectiveConfig: w_template should be >= 0, got {self.w_template}.")
         if self.warmup_epochs < 0:
             raise ValueError(
                 f"ObjectiveConfig: warmup_epochs should be >= 0, got {self.warmup_epochs}."
@@ -267,7 +278,7 @@ class BrainMVPObjective(nn.Module):
                 None.
 
         Returns:
-            dict with loss terms ``loss, md, cmr, cl`` (scalar tensors, 0 when off), views
+            dict with loss terms ``loss, md, cmr, cl, fit`` (scalar tensors, 0 when off), views
             ``target, mask, view_a, view_b, recon_a, recon_b`` (``(B, 1, X, Y, Z)``; ``mask``
             is view A's, ``mask_b`` view B's; None for a view that is not computed), and
             ``target_slot, target_modality (B,)``, ``source_slot (B,)`` (-1 where view B used
@@ -303,6 +314,7 @@ class BrainMVPObjective(nn.Module):
             "md": zero,
             "cmr": zero,
             "cl": zero,
+            "fit": zero,
             "source_slot": torch.full_like(slot, -1),
             "fell_back": torch.zeros(bsz, dtype=torch.bool, device=device),
             "cl_active": False,
@@ -355,7 +367,12 @@ class BrainMVPObjective(nn.Module):
         views: list[Tensor] = []
         if need_a:
             mask_a, weight_a = mask_like()
-            view_a = template_fill(target, template_crop(mask_a), weight_a)
+            crop_a = template_crop(mask_a)
+            view_a = template_fill(target, crop_a, weight_a)
+            if cfg.w_template > 0:  # the direct fit: gradient to the templates only
+                w = weight_a.to(crop_a.dtype)
+                sq = (crop_a.float() - target.detach().float()) ** 2
+                out["fit"] = (sq * w).sum() / w.sum().clamp(min=1.0)
             out.update(view_a=view_a, mask=mask_a)
             views.append(view_a)
         if need_b:
@@ -384,6 +401,8 @@ class BrainMVPObjective(nn.Module):
             recons = recon.split(bsz, dim=0)
         deepest = feats[-1].split(bsz, dim=0)
         total = zero
+        if cfg.w_template > 0 and need_a:
+            total = total + cfg.w_template * out["fit"]
         i = 0
         if need_a:
             recon_a = recons[i]
