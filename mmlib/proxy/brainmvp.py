@@ -89,13 +89,15 @@ class ObjectiveConfig:
             voxels). See :func:`mmlib.proxy.templates.scale_template_crop`. Defaults to
             "global".
         w_template: weight of a direct template fit, ``fit``: the mean squared difference
-            between view A's template fill and the target over view A's masked voxels, whose
-            gradient reaches the templates only (the target is data, the backbone does not
-            see the term). It gives every filled template voxel the target's value as its
-            gradient, where reconstruction alone passes a noisy ``J^T (recon - target)``
-            through the network; the template then tracks the (scaled) mean of its modality.
-            Not in the paper or the official code, where templates learn only through the
-            reconstruction loss. Defaults to 0.0 (off).
+            between every present modality's scaled template crop and that modality's image,
+            over the crop (the grid holds any head), whose gradient reaches the
+            templates only (the images are data, the backbone does not see the term). It gives
+            every template voxel under a crop the image's value as its gradient, for every
+            modality of the study (about five times the voxels view A fills from one), where
+            reconstruction alone passes a noisy ``J^T (recon - target)`` through the network;
+            the template then tracks the (scaled) mean of its modality. Not in the paper or the
+            official code, where templates learn only through the reconstruction loss.
+            Defaults to 0.0 (off).
     """
 
     mode: str = "brainmvp"
@@ -265,6 +267,35 @@ class BrainMVPObjective(nn.Module):
             projection = ProjectionHead(int(channels[-1]), out=config.projection_dim)
         self.contrastive = InfoNCELoss(config.temperature, config.gather_distributed, projection)
 
+    def _template_fit(
+        self,
+        image: Tensor,
+        present: Tensor,
+        modality: Tensor,
+        origin: Tensor | None,
+        spacing: Tensor | None,
+    ) -> Tensor:
+        """``fit``: MSE of every present modality's scaled template crop against its image
+        over the crop (see ``ObjectiveConfig.w_template``)."""
+        assert self.templates is not None
+        if origin is None:
+            raise ValueError(
+                "BrainMVPObjective: w_template > 0 needs the batch's 'template_origin'."
+            )
+        b_idx, k_idx = torch.nonzero(present, as_tuple=True)
+        size = tuple(image.shape[2:])
+        sp = None if spacing is None else spacing.to(image.device)[b_idx]
+        crops = self.templates.crop(
+            modality[b_idx, k_idx],
+            origin.to(image.device)[b_idx],
+            size,
+            spacing=sp,
+            straight_through=self.config.template_grad == "straight_through",
+            scaling=self.config.template_scaling,
+        )  # (N, 1, X, Y, Z); zero outside the grid, which holds any head
+        images = image[b_idx, k_idx].unsqueeze(1).detach().float()
+        return F.mse_loss(crops.float(), images)
+
     def forward(
         self, batch: dict[str, Any], epoch: int = 0, generator: torch.Generator | None = None
     ) -> dict[str, Any]:
@@ -367,12 +398,7 @@ class BrainMVPObjective(nn.Module):
         views: list[Tensor] = []
         if need_a:
             mask_a, weight_a = mask_like()
-            crop_a = template_crop(mask_a)
-            view_a = template_fill(target, crop_a, weight_a)
-            if cfg.w_template > 0:  # the direct fit: gradient to the templates only
-                w = weight_a.to(crop_a.dtype)
-                sq = (crop_a.float() - target.detach().float()) ** 2
-                out["fit"] = (sq * w).sum() / w.sum().clamp(min=1.0)
+            view_a = template_fill(target, template_crop(mask_a), weight_a)
             out.update(view_a=view_a, mask=mask_a)
             views.append(view_a)
         if need_b:
@@ -401,7 +427,8 @@ class BrainMVPObjective(nn.Module):
             recons = recon.split(bsz, dim=0)
         deepest = feats[-1].split(bsz, dim=0)
         total = zero
-        if cfg.w_template > 0 and need_a:
+        if cfg.w_template > 0 and self.templates is not None:
+            out["fit"] = self._template_fit(image, present, modality, origin, spacing)
             total = total + cfg.w_template * out["fit"]
         i = 0
         if need_a:
