@@ -148,11 +148,12 @@ display(explore.explorer(batch, standin, 0, 0.8, block_size))
 # template voxel is filled only a few dozen times in a demo run, so the templates stay noise
 # (without the lever below this chapter measured $r$ = 0.10-0.42 at `demo`).
 # mmlib therefore adds, at `demo` only, a *direct template fit* (`objective.w_template`, not in
-# the paper): the mean squared difference between view A's template fill and the target on
-# the masked voxels, whose gradient reaches the templates and nothing else. Every filled voxel
-# then moves towards the target's value, and the template tracks the (scaled) mean of its
-# modality. The `paper` preset keeps the authors' objective (`w_template = 0`). We train it once
-# per scaling, the same steps and seed.
+# the paper): the mean squared difference between each present modality's scaled template crop
+# and that modality's image, over the crop, whose gradient reaches the templates and nothing
+# else. Every template voxel under a crop then moves towards the image's value, for every
+# modality of the study (about five times the voxels that view A fills from one), and the
+# template tracks the (scaled) mean of its modality. The `paper` preset keeps the authors'
+# objective (`w_template = 0`). We train it once per scaling, the same steps and seed.
 
 # %%
 runs = {}
