@@ -200,7 +200,9 @@ fig
 # zero; a single-modal baseline (`mim`) never uses them. Below each template, the mean image of
 # its modality over the pre-training studies on the same grid, and $r$, their correlation over
 # the voxels some study covers (`template_corr`, as in chapter 5): a template that has learned
-# the modality's anatomy shows the head, its ventricles and its grey-white contrast.
+# the modality's anatomy shows the head, its ventricles and its grey-white contrast. Through the
+# reconstruction loss alone a demo run leaves them noise; the `demo` preset therefore adds
+# chapter 5's direct template fit (`objective.w_template`), which the `paper` preset leaves off.
 
 # %%
 ckpt = latest_checkpoint(run)
