@@ -36,7 +36,17 @@ def test_paper_preset_is_the_authors_schedule() -> None:
         96,
     )
     obj = resolve_objective(cfg)
-    assert (obj["warmup_epochs"], obj["cl_start_epoch"], obj["block_size"]) == (300, 1000, 8)
+    # official: view B warm-up while cur_epoch <= 300 (epochs 0..300), contrastive from 1000
+    assert (obj["warmup_epochs"], obj["cl_start_epoch"], obj["block_size"]) == (301, 1000, 8)
+    # the official template rule: whole-template min-max, exact autograd, no direct fit, the
+    # templates in AdamW at the network's lr and weight decay
+    assert (obj["template_scaling"], obj["template_grad"], obj["w_template"]) == (
+        "global",
+        "exact",
+        0.0,
+    )
+    assert cfg["optim"]["template_lr"] is None
+    assert cfg["optim"]["template_weight_decay"] == pytest.approx(1e-5)
 
 
 def test_values_parse_as_yaml_with_floats_in_e_notation() -> None:

@@ -159,3 +159,86 @@ def test_template_gradient_modes_same_loss(mode):
     ref.templates.volumes.data.copy_(obj.templates.volumes.data)
     again = ref(make_batch(), epoch=0, generator=torch.Generator().manual_seed(4))
     assert again["loss"].item() == pytest.approx(out["loss"].item(), rel=1e-6)
+
+
+def test_view_b_warmup_ends_after_epoch_300_as_the_official_code():
+    """Official ``flag = cur_epoch <= 300`` (0-based epochs): epochs 0..300 are warm-up."""
+    cfg = ObjectiveConfig()
+    assert cfg.warmup_epochs == 301
+    obj = make_objective(dict(preset="brainmvp_nocl"))
+    g = torch.Generator
+    assert obj(make_batch(), epoch=300, generator=g().manual_seed(0))["warmup"]
+    assert not obj(make_batch(), epoch=301, generator=g().manual_seed(0))["warmup"]
+    none = make_objective("cmr_only")  # 0: no warm-up at all
+    assert not none(make_batch(), epoch=0, generator=g().manual_seed(0))["warmup"]
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        ObjectiveConfig(warmup_epochs=-1)
+
+
+@pytest.mark.parametrize("scaling", ["global", "crop"])
+def test_view_a_fills_with_the_configured_template_scaling(scaling):
+    from mmlib.proxy.templates import scale_template_crop
+
+    obj = make_objective(dict(preset="md_only", template_scaling=scaling))
+    assert get_objective("brainmvp").template_scaling == "global"  # the official rule
+    vol = obj.templates.volumes.data  # a ramp along x (+ noise): a crop sees part of its range
+    vol.uniform_(-0.1, 0.1, generator=torch.Generator().manual_seed(5))
+    vol += torch.arange(1, vol.shape[1] + 1, dtype=torch.float32).view(1, -1, 1, 1)
+    batch = make_batch()
+    out = obj(batch, epoch=0, generator=torch.Generator().manual_seed(3))
+    raw = obj.templates.crop(
+        out["target_modality"], batch["template_origin"], SIZE, batch["spacing"], scale=False
+    ).detach()
+    mask = out["mask"]
+    want = scale_template_crop(
+        obj.templates.volumes.detach(),
+        out["target_modality"],
+        raw,
+        scaling,
+        where=mask,
+        inside=raw != 0,  # the voxels inside the grid (no template value is 0)
+    )
+    assert torch.allclose(out["view_a"][mask], want[mask], atol=1e-5)
+    va = out["view_a"].detach()
+    spans = [float(va[b][mask[b]].max() - va[b][mask[b]].min()) for b in range(3)]
+    if scaling == "crop":
+        assert all(s == pytest.approx(1.0, abs=1e-4) for s in spans)
+    else:  # a crop holds part of the template's range only
+        assert min(spans) < 0.99
+    with pytest.raises(ValueError, match="template_scaling"):
+        ObjectiveConfig(template_scaling="per_crop")
+
+
+def test_direct_template_fit_reaches_the_templates_only():
+    """``w_template``: MSE of every present modality's scaled template crop against its image,
+    added to the loss; the backbone's gradient is that of the objective without it."""
+    grads = {}
+    batch = make_batch()
+    for w in (0.0, 5.0):
+        obj = make_objective(dict(preset="md_only", w_template=w))
+        obj.templates.volumes.data.uniform_(0, 1, generator=torch.Generator().manual_seed(1))
+        out = obj(batch, epoch=0, generator=torch.Generator().manual_seed(6))
+        if w:
+            b, k = torch.nonzero(batch["present"], as_tuple=True)
+            crops = obj.templates.crop(
+                batch["modality"][b, k], batch["template_origin"][b], SIZE, batch["spacing"][b]
+            ).detach()
+            want = ((crops[:, 0] - batch["image"][b, k]) ** 2).mean()
+            assert len(b) == 7 and out["fit"].item() == pytest.approx(want.item(), rel=1e-5)
+        else:
+            assert out["fit"] == 0
+        assert out["loss"].item() == pytest.approx(
+            (obj.config.w_md * out["md"] + w * out["fit"]).item(), rel=1e-6
+        )
+        out["loss"].backward()
+        grads[w] = (
+            [p.grad.clone() for p in obj.backbone.parameters() if p.grad is not None],
+            obj.templates.volumes.grad.clone(),
+        )
+    assert all(torch.allclose(a, b) for a, b in zip(grads[0.0][0], grads[5.0][0]))
+    # every present modality's template learns, not only the targets'
+    tg = grads[5.0][1].flatten(1).abs().sum(dim=1)
+    assert all(tg[m] > 0 for m in (0, 1, 2, 3, 5, 6)) and tg[4] == 0 and tg[7] == 0
+    assert ObjectiveConfig().w_template == 0.0  # off by default: the paper's objective
+    with pytest.raises(ValueError, match="w_template"):
+        ObjectiveConfig(w_template=-1.0)

@@ -201,6 +201,7 @@ def test_scaled_crop_equals_scaling_the_plain_gather(grad):
         scale_where=mask,
         scale_block=4,
         straight_through=grad == "straight_through",
+        scaling="crop",
     )
     raw = t.crop(modality, origin, size, scale=False)
     want = minmax_scale(raw, mask, straight_through=grad == "straight_through")
@@ -227,3 +228,106 @@ def test_block_statistics_leave_the_input_unchanged():
         v = x.view(2, n, block, n, block, n, block)
         assert torch.equal(lo, v.amin(dim=(2, 4, 6))) and torch.equal(hi, v.amax(dim=(2, 4, 6)))
     assert torch.equal(x, before)
+
+
+@pytest.mark.parametrize("grad", ["exact", "straight_through"])
+def test_global_scaling_is_whole_template_minmax_then_crop(grad):
+    """``global`` (the official rule): min-max the whole template of the modality, then crop;
+    ``exact`` is the autograd of exactly that (the range's extreme voxels get a gradient)."""
+    from mmlib.proxy.masking import block_mask
+
+    g = torch.Generator().manual_seed(11)
+    t = Templates(spacing=2.0, shape=(20, 24, 18))
+    assert t.scaling == "global"
+    t.volumes.data.uniform_(-3, 5, generator=g)
+    starts = torch.tensor([[0, 0, 0], [5, 7, 3], [12, 14, 10]])
+    modality = torch.tensor([3, 1, 3])
+    size = (8, 8, 8)
+    mask = block_mask(3, size, 4, 0.6, g)
+    w = torch.rand(3, 1, *size, generator=g)
+    origin = t.origin + starts.float() * 2.0
+    got = t.crop(
+        modality,
+        origin,
+        size,
+        scale_where=mask,
+        scale_block=4,
+        straight_through=grad == "straight_through",
+    )
+    # the official rule written out: scale the whole volume, then cut the window
+    vols = t.volumes
+    want = []
+    for b in range(3):
+        v = vols[modality[b]]
+        v = (v - v.min()) / (v.max() - v.min())
+        x, y, z = starts[b].tolist()
+        want.append(v[x : x + 8, y : y + 8, z : z + 8])
+    want_t = torch.stack(want).unsqueeze(1)
+    assert torch.allclose(got, want_t, atol=1e-6)
+    # not per crop: a crop's fill does not span [0, 1] over its masked voxels
+    assert (
+        float(got.detach()[1][mask[1]].max()) < 0.999
+        or float(got.detach()[1][mask[1]].min()) > 0.001
+    )
+    (got * w).sum().backward()
+    g_got = t.volumes.grad.clone()
+    t.volumes.grad = None
+    if grad == "exact":
+        (want_t * w).sum().backward()
+        assert torch.allclose(g_got, t.volumes.grad, rtol=1e-4, atol=1e-5)
+        lo = int(t.volumes.detach()[3].argmin())
+        assert float(g_got[3].flatten()[lo]) != 0.0  # the minimum voxel feels the range
+    else:  # identity: the crop's gradient lands in each window, nowhere else
+        expect = torch.zeros_like(g_got)
+        for b in range(3):
+            x, y, z = starts[b].tolist()
+            expect[modality[b], x : x + 8, y : y + 8, z : z + 8] += w[b, 0]
+        assert torch.allclose(g_got, expect, atol=1e-6)
+
+
+def test_crop_scaling_spans_each_crop():
+    t = Templates(spacing=2.0, shape=(20, 24, 18), scaling="crop")
+    t.volumes.data.uniform_(-3, 5, generator=torch.Generator().manual_seed(2))
+    origin = t.origin + torch.tensor([[5.0, 7.0, 3.0]]) * 2.0
+    c = t.crop(torch.tensor([2]), origin, (8, 8, 8)).detach()
+    assert float(c.min()) == pytest.approx(0, abs=1e-5) and float(c.max()) == pytest.approx(
+        1, abs=1e-5
+    )
+    g = t.crop(torch.tensor([2]), origin, (8, 8, 8), scaling="global").detach()
+    assert not torch.allclose(c, g)
+    with pytest.raises(ValueError, match="unknown template scaling"):
+        Templates(spacing=2.0, shape=(4, 4, 4), scaling="per_crop")
+
+
+def test_zero_templates_scale_to_zeros_under_both_rules():
+    t = Templates(spacing=2.0, shape=(10, 10, 10))
+    origin = t.origin.view(1, 3)
+    for scaling in ("global", "crop"):
+        c = t.crop(torch.tensor([0]), origin, (4, 4, 4), scaling=scaling)
+        assert torch.equal(c.detach(), torch.zeros(1, 1, 4, 4, 4))
+        c.sum().backward()  # identity gradient at the zero start: templates can begin to learn
+        assert float(t.volumes.grad.abs().sum()) == 64.0
+        t.volumes.grad = None
+
+
+def test_scaling_of_checkpoint_meta():
+    from mmlib.proxy.templates import scaling_of
+
+    assert scaling_of({"objective": {"name": "brainmvp", "template_scaling": "crop"}}) == "crop"
+    assert scaling_of({"objective": {"name": "brainmvp"}}) == "crop"  # an mmlib run before the key
+    assert scaling_of({"model": {}}) == "global"  # imported released weights: the official rule
+    with pytest.raises(ValueError, match="unknown template scaling"):
+        scaling_of({"objective": {"template_scaling": "x"}})
+
+
+def test_viewers_show_whole_template_scaling():
+    from mmlib.viz.layers import template_layers
+
+    t = Templates(spacing=2.0, shape=(6, 6, 6))
+    t.volumes.data.uniform_(-2, 7, generator=torch.Generator().manual_seed(3))
+    sc = t.scaled()
+    assert torch.allclose(sc[4].amin(), torch.tensor(0.0)) and torch.allclose(
+        sc[4].amax(), torch.tensor(1.0)
+    )
+    layer = template_layers(t, modalities=["t2"])[0]
+    assert np.allclose(layer[0], sc[3].numpy(), atol=1e-6)

@@ -70,6 +70,8 @@ DEFAULTS: dict[str, Any] = {
         "warmup_steps": 0,
         "min_lr": 0.0,
         "betas": [0.9, 0.999],
+        "template_lr": None,
+        "template_weight_decay": 0.0,
     },
     "schedule": {"epochs": 1},
     "train": {
@@ -80,6 +82,7 @@ DEFAULTS: dict[str, Any] = {
         "seed": 0,
         "max_steps": None,
         "sync_bn": False,
+        "clip_templates": False,
     },
     "checkpoint": {"every": 100, "keep": 2},
     "samples": {"n": 4},
@@ -400,6 +403,16 @@ def validate(cfg: Mapping[str, Any]) -> None:
         isinstance(o["warmup_steps"], int) and o["warmup_steps"] >= 0,
         "optim.warmup_steps",
         f"should be an integer >= 0, got {o['warmup_steps']!r}",
+    )
+    need(
+        o["template_lr"] is None or float(o["template_lr"]) > 0,
+        "optim.template_lr",
+        f"should be null (optim.lr) or > 0, got {o['template_lr']!r}",
+    )
+    need(
+        float(o["template_weight_decay"]) >= 0,
+        "optim.template_weight_decay",
+        f"should be >= 0, got {o['template_weight_decay']!r}",
     )
     need(
         0 <= float(o["min_lr"]) <= float(o["lr"]),

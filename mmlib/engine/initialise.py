@@ -41,7 +41,7 @@ from mmlib.models import (
     seeded,
 )
 from mmlib.proxy.brainmvp import OBJECTIVES
-from mmlib.proxy.templates import Templates
+from mmlib.proxy.templates import Templates, scaling_of
 from mmlib.runs import checkpoint_folder
 from mmlib.tasks import TaskSpec
 
@@ -147,9 +147,11 @@ def build_network(
             backbone = build_backbone(name, in_channels=1, **size)
         source = "scratch"
     else:
-        backbone, volumes, affine, _meta = load_pretrained(ckpt)
+        backbone, volumes, affine, meta = load_pretrained(ckpt)
         if volumes is not None:
-            templates = Templates.from_volumes(volumes, np.eye(4) if affine is None else affine)
+            templates = Templates.from_volumes(
+                volumes, np.eye(4) if affine is None else affine, scaling=scaling_of(meta)
+            )
             templates.volumes.requires_grad_(False)  # a fill input, never trained downstream
         name = backbone.name
         source = str(ckpt)

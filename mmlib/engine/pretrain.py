@@ -15,6 +15,13 @@ gradient clipping (``train.clip``, the norm is logged), AdamW with warm-up and c
 counted in optimiser steps (:mod:`mmlib.engine.schedule`), a progress bar, and periodic atomic
 checkpoints (:mod:`mmlib.engine.checkpointing`) from which a killed run resumes bit for bit.
 
+The template volumes are a parameter group of their own (:func:`optimizer_groups`): learning
+rate ``optim.template_lr`` (null: ``optim.lr``), weight decay ``optim.template_weight_decay``
+(default 0: a decay pulls every template voxel towards 0 whether or not a crop used it), and,
+unless ``train.clip_templates``, outside the gradient-norm clip: a template voxel's gradient is
+tiny against the backbone's, and one clip over both mostly shrinks what AdamW's per-voxel
+normalisation would have kept (the official code applies no clip at all).
+
 Determinism: the studies of every optimiser step come from :class:`StepBatchSampler` (a
 function of seed, epoch and position), and every random draw of the objective (target modality,
 masks, cross-modal source) comes from a generator re-seeded per micro-batch from
@@ -114,6 +121,44 @@ def _select_studies(store: Any, spec: Any) -> list[str] | None:
     return [str(s) for s in spec]
 
 
+def optimizer_groups(objective: nn.Module, optim: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """AdamW parameter groups: the network (group 0), then the template volumes (if any).
+
+    Args:
+        objective: a :class:`~mmlib.proxy.brainmvp.BrainMVPObjective` (its ``templates``, when
+            not None, hold the template volumes).
+        optim: the ``optim`` section: ``lr``, ``weight_decay``, ``template_lr`` (None: ``lr``),
+            ``template_weight_decay``.
+
+    Returns:
+        ``[{"params", "lr", "weight_decay", "name": "network"}, {..., "name": "templates"}]``;
+        one group when the objective has no templates.
+    """
+    templates = getattr(objective, "templates", None)
+    tpl = [] if templates is None else [p for p in templates.parameters() if p.requires_grad]
+    ids = {id(p) for p in tpl}
+    net = [p for p in objective.parameters() if p.requires_grad and id(p) not in ids]
+    groups: list[dict[str, Any]] = [
+        {
+            "params": net,
+            "lr": float(optim["lr"]),
+            "weight_decay": float(optim["weight_decay"]),
+            "name": "network",
+        }
+    ]
+    if tpl:
+        t_lr = optim.get("template_lr")
+        groups.append(
+            {
+                "params": tpl,
+                "lr": float(optim["lr"] if t_lr is None else t_lr),
+                "weight_decay": float(optim.get("template_weight_decay", 0.0)),
+                "name": "templates",
+            }
+        )
+    return groups
+
+
 class Trainer:
     """One pre-training run (built by :func:`pretrain`; exposed for notebooks that step it).
 
@@ -172,9 +217,11 @@ class Trainer:
         torch.manual_seed(self.seed)
         size = {**cfg["model"]["size"], "in_channels": 1}
         backbone = build_backbone(cfg["model"]["name"], **size)
-        self.templates = Templates(spacing=self.store.spacing)
         objective_cfg = ObjectiveConfig.from_dict(
             {k: v for k, v in cfg["objective"].items() if k != "name"}
+        )
+        self.templates = Templates(
+            spacing=self.store.spacing, scaling=objective_cfg.template_scaling
         )
         self.objective = BrainMVPObjective(backbone, self.templates, objective_cfg)
         if t.get("sync_bn") and info.distributed:
@@ -189,7 +236,7 @@ class Trainer:
             )
         o = cfg["optim"]
         self.optimizer = torch.optim.AdamW(
-            self.objective.parameters(),
+            optimizer_groups(self.objective, o),
             lr=float(o["lr"]),
             betas=tuple(o["betas"]),
             weight_decay=float(o["weight_decay"]),
@@ -380,8 +427,11 @@ class Trainer:
         info, cfg = self.info, self.cfg
         every = int(cfg["checkpoint"]["every"])
         global_batch = int(cfg["train"]["batch_size"]) * self.accum * info.world_size
-        params = [p for p in self.objective.parameters() if p.requires_grad]
         clip = cfg["train"]["clip"]
+        if cfg["train"].get("clip_templates", False):
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        else:  # the templates' group is left out of the clip
+            params = list(self.optimizer.param_groups[0]["params"])
         log = MetricsLogger(
             self.run_dir,
             enabled=info.is_main,
@@ -450,12 +500,22 @@ class Trainer:
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
         if clip is not None:
             terms["grad_norm"] = grad_norm
+        finite = math.isfinite(grad_norm)
+        if len(self.optimizer.param_groups) > 1:  # the templates' gradient, as AdamW gets it
+            grads = [p.grad for p in self.optimizer.param_groups[1]["params"] if p.grad is not None]
+            template_norm = (
+                float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])))
+                if grads
+                else 0.0
+            )
+            terms["template_grad_norm"] = template_norm
+            finite = finite and math.isfinite(template_norm)
         # A step whose gradients are not finite is skipped, as a GradScaler does for fp16: one
         # bad step would otherwise turn every weight into NaN. bf16 autocast on CPU meets them
         # (torch 2.13: about 1 smoke run in 8 had inf weight gradients in a 3D convolution from
         # finite inputs and a finite loss); the gradients are all-reduced first, so every DDP
         # rank skips the same steps.
-        skipped = not math.isfinite(grad_norm)
+        skipped = not finite
         self.skipped_in_a_row = self.skipped_in_a_row + 1 if skipped else 0
         if self.skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:
             raise RuntimeError(

@@ -371,6 +371,7 @@ def export_bundle(run_dir: str | Path, bundle: str | Path) -> Path:
                 "affine": torch.as_tensor(np.asarray(templates.affine), dtype=torch.float64),
             },
             str(tmp / BUNDLE_TEMPLATES),
+            metadata={"scaling": templates.scaling},  # the template scaling of the fill
         )
     (tmp / "docs" / "README.md").write_text(_readme(spec, spacing))
     if bundle.exists():

@@ -184,10 +184,16 @@ def load_model(run_dir: str | Path, device: str = "auto") -> Model:
         net: nn.Module = _Multiple(ts, int(meta["input_multiple"])).eval()
         templates = None
         if (run_dir / BUNDLE_TEMPLATES).is_file():
+            from safetensors import safe_open
             from safetensors.torch import load_file
 
             tens = load_file(str(run_dir / BUNDLE_TEMPLATES))
-            templates = Templates.from_volumes(tens["volumes"], tens["affine"].numpy())
+            with safe_open(str(run_dir / BUNDLE_TEMPLATES), "pt") as f:
+                info = f.metadata() or {}
+            # the rule the templates were trained with (bundles without it: per-crop scaling)
+            templates = Templates.from_volumes(
+                tens["volumes"], tens["affine"].numpy(), scaling=info.get("scaling", "crop")
+            )
         return Model(
             net,
             TaskSpec.from_dict(meta["spec"]),

@@ -14,11 +14,12 @@ from mmlib.proxy.brainmvp import OBJECTIVES, BrainMVPObjective, ObjectiveConfig,
 from mmlib.proxy.contrastive import InfoNCELoss, ProjectionHead, info_nce
 from mmlib.proxy.masking import block_mask, cross_modal_fill, template_fill
 from mmlib.proxy.missing import FILLS, fill_missing, modality_subsets
-from mmlib.proxy.templates import Templates, load_templates
+from mmlib.proxy.templates import TEMPLATE_SCALINGS, Templates, load_templates, scale_template_crop
 
 __all__ = [
     "FILLS",
     "OBJECTIVES",
+    "TEMPLATE_SCALINGS",
     "BrainMVPObjective",
     "InfoNCELoss",
     "ObjectiveConfig",
@@ -31,5 +32,6 @@ __all__ = [
     "info_nce",
     "load_templates",
     "modality_subsets",
+    "scale_template_crop",
     "template_fill",
 ]

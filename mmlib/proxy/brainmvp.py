@@ -39,7 +39,7 @@ from mmlib.proxy.masking import (
     template_fill,
     zero_fill,
 )
-from mmlib.proxy.templates import Templates
+from mmlib.proxy.templates import TEMPLATE_SCALINGS, Templates
 
 MODES: tuple[str, ...] = ("brainmvp", "mim")
 FILLS: tuple[str, ...] = ("zero", "noise")
@@ -62,8 +62,11 @@ class ObjectiveConfig:
             ``brainmvp_paper_weights``).
         w_cmr: weight of view B's reconstruction (cross-modal). Defaults to 1.0.
         w_cl: weight of the contrastive term. Defaults to 1.0.
-        warmup_epochs: epochs during which view B is filled from the template instead of another
-            modality. Defaults to 300 (of the authors' 1500).
+        warmup_epochs: how many epochs, from epoch 0, view B is filled from the template instead
+            of another modality (epochs ``0 .. warmup_epochs - 1``; 0 = none). Defaults to 301:
+            the official code's ``flag = cur_epoch <= 300`` (``models/Uniformer.py`` line 144,
+            ``models/Unet.py`` line 257, 0-based epochs) makes epochs 0 to 300 inclusive
+            warm-up, of its 1500.
         cl_start_epoch: first epoch with the contrastive term. Defaults to 1000 (of 1500).
         temperature: InfoNCE temperature. Defaults to 1.0.
         fill: fill of the ``mim`` baseline, ``"zero"`` or ``"noise"``. Defaults to "zero".
@@ -72,12 +75,29 @@ class ObjectiveConfig:
         gather_distributed: gather contrastive negatives across DDP ranks. Defaults to False.
         projection_dim: output width of a projection head before InfoNCE; 0 = none (the
             authors'). Defaults to 0.
-        template_grad: gradient through the per-crop min-max scaling of the templates,
-            ``"straight_through"`` (identity) or ``"exact"`` (as the authors' autograd). The
-            exact gradient is ``1 / range`` times larger, 1e3-1e4 while the templates are near
-            their zero start; with a global gradient-norm clip it then takes the whole norm and
-            the backbone barely moves. Values are identical either way. Defaults to
-            "straight_through".
+        template_grad: gradient through the min-max scaling of the templates (the rule of
+            ``template_scaling``), ``"straight_through"`` (identity) or ``"exact"`` (autograd
+            through the scaling, the range's minimum and maximum included; with
+            ``template_scaling="global"`` this is the official code's gradient). The exact
+            gradient is ``1 / range`` times larger, 1e3-1e4 while the templates are near their
+            zero start; when the templates share the backbone's gradient-norm clip
+            (``train.clip_templates``) it takes the whole norm and the backbone barely moves.
+            Values are identical either way. Defaults to "straight_through".
+        template_scaling: how a template crop is min-max scaled where it fills,
+            ``"global"`` (the whole template of the modality, then crop: the official
+            ``utils/ops.py`` lines 81-83) or ``"crop"`` (each crop over the view's masked
+            voxels). See :func:`mmlib.proxy.templates.scale_template_crop`. Defaults to
+            "global".
+        w_template: weight of a direct template fit, ``fit``: the mean squared difference
+            between every present modality's scaled template crop and that modality's image,
+            over the crop (the grid holds any head), whose gradient reaches the
+            templates only (the images are data, the backbone does not see the term). It gives
+            every template voxel under a crop the image's value as its gradient, for every
+            modality of the study (about five times the voxels view A fills from one), where
+            reconstruction alone passes a noisy ``J^T (recon - target)`` through the network;
+            the template then tracks the (scaled) mean of its modality. Not in the paper or the
+            official code, where templates learn only through the reconstruction loss.
+            Defaults to 0.0 (off).
     """
 
     mode: str = "brainmvp"
@@ -86,7 +106,7 @@ class ObjectiveConfig:
     w_md: float = 10.0
     w_cmr: float = 1.0
     w_cl: float = 1.0
-    warmup_epochs: int = 300
+    warmup_epochs: int = 301
     cl_start_epoch: int = 1000
     temperature: float = 1.0
     fill: str = "zero"
@@ -94,6 +114,8 @@ class ObjectiveConfig:
     gather_distributed: bool = False
     projection_dim: int = 0
     template_grad: str = "straight_through"
+    template_scaling: str = "global"
+    w_template: float = 0.0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -109,6 +131,17 @@ class ObjectiveConfig:
             raise ValueError(
                 f"ObjectiveConfig: template_grad should be one of {TEMPLATE_GRADS}, "
                 f"got {self.template_grad!r}."
+            )
+        if self.template_scaling not in TEMPLATE_SCALINGS:
+            raise ValueError(
+                f"ObjectiveConfig: template_scaling should be one of {TEMPLATE_SCALINGS}, "
+                f"got {self.template_scaling!r}."
+            )
+        if self.w_template < 0:
+            raise ValueError(f"ObjectiveConfig: w_template should be >= 0, got {self.w_template}.")
+        if self.warmup_epochs < 0:
+            raise ValueError(
+                f"ObjectiveConfig: warmup_epochs should be >= 0, got {self.warmup_epochs}."
             )
         if not 0.0 <= self.mask_rate <= 1.0:
             raise ValueError(
@@ -234,6 +267,35 @@ class BrainMVPObjective(nn.Module):
             projection = ProjectionHead(int(channels[-1]), out=config.projection_dim)
         self.contrastive = InfoNCELoss(config.temperature, config.gather_distributed, projection)
 
+    def _template_fit(
+        self,
+        image: Tensor,
+        present: Tensor,
+        modality: Tensor,
+        origin: Tensor | None,
+        spacing: Tensor | None,
+    ) -> Tensor:
+        """``fit``: MSE of every present modality's scaled template crop against its image
+        over the crop (see ``ObjectiveConfig.w_template``)."""
+        assert self.templates is not None
+        if origin is None:
+            raise ValueError(
+                "BrainMVPObjective: w_template > 0 needs the batch's 'template_origin'."
+            )
+        b_idx, k_idx = torch.nonzero(present, as_tuple=True)
+        size = tuple(image.shape[2:])
+        sp = None if spacing is None else spacing.to(image.device)[b_idx]
+        crops = self.templates.crop(
+            modality[b_idx, k_idx],
+            origin.to(image.device)[b_idx],
+            size,
+            spacing=sp,
+            straight_through=self.config.template_grad == "straight_through",
+            scaling=self.config.template_scaling,
+        )  # (N, 1, X, Y, Z); zero outside the grid, which holds any head
+        images = image[b_idx, k_idx].unsqueeze(1).detach().float()
+        return F.mse_loss(crops.float(), images)
+
     def forward(
         self, batch: dict[str, Any], epoch: int = 0, generator: torch.Generator | None = None
     ) -> dict[str, Any]:
@@ -247,7 +309,7 @@ class BrainMVPObjective(nn.Module):
                 None.
 
         Returns:
-            dict with loss terms ``loss, md, cmr, cl`` (scalar tensors, 0 when off), views
+            dict with loss terms ``loss, md, cmr, cl, fit`` (scalar tensors, 0 when off), views
             ``target, mask, view_a, view_b, recon_a, recon_b`` (``(B, 1, X, Y, Z)``; ``mask``
             is view A's, ``mask_b`` view B's; None for a view that is not computed), and
             ``target_slot, target_modality (B,)``, ``source_slot (B,)`` (-1 where view B used
@@ -283,6 +345,7 @@ class BrainMVPObjective(nn.Module):
             "md": zero,
             "cmr": zero,
             "cl": zero,
+            "fit": zero,
             "source_slot": torch.full_like(slot, -1),
             "fell_back": torch.zeros(bsz, dtype=torch.bool, device=device),
             "cl_active": False,
@@ -310,6 +373,7 @@ class BrainMVPObjective(nn.Module):
                 scale_where=where,
                 scale_block=cfg.block_size,
                 straight_through=cfg.template_grad == "straight_through",
+                scaling=cfg.template_scaling,
             )
             return crop.to(target.dtype)
 
@@ -363,6 +427,9 @@ class BrainMVPObjective(nn.Module):
             recons = recon.split(bsz, dim=0)
         deepest = feats[-1].split(bsz, dim=0)
         total = zero
+        if cfg.w_template > 0 and self.templates is not None:
+            out["fit"] = self._template_fit(image, present, modality, origin, spacing)
+            total = total + cfg.w_template * out["fit"]
         i = 0
         if need_a:
             recon_a = recons[i]

@@ -3,15 +3,21 @@
 A downstream network takes the task's modalities as input channels in a fixed order. When a
 study lacks one (or a robustness evaluation drops it on purpose) its channel is filled with
 either the learned BrainMVP template of that modality, cropped at the anatomically matching
-place and min-max scaled to [0, 1] (the paper's choice), or zeros (the usual baseline).
+place and min-max scaled to [0, 1] by the rule the templates were trained with (the paper's
+choice), or zeros (the usual baseline).
 
 Templates live on a head-centred grid: the template coordinates (mm) of image voxel ``v`` are
 ``template_origin + v * spacing``, where ``template_origin`` is the head-centred position of the
 crop's voxel (0, 0, 0) (see ``ARCHITECTURE.md``, sampler batch). :func:`fill_missing` crops
 the templates there with :meth:`mmlib.proxy.templates.Templates.crop` (the one template crop),
 asking for trilinear interpolation (crop origins of whole volumes need not fall on the template
-grid) and for the min-max range over the whole crop (``scale_over="crop"``), the fill's rule
-since it was written, so fine-tuning numbers do not depend on the move into ``proxy``.
+grid), and scales them with the one template scaling
+(:func:`mmlib.proxy.templates.scale_template_crop`) by the templates' own rule
+(:attr:`~mmlib.proxy.templates.Templates.scaling`, which
+:func:`~mmlib.proxy.templates.load_templates` reads from the checkpoint): ``global`` (the
+whole template's range, as in pre-training) or ``crop`` (the range of the crop's voxels inside
+the template grid). The official downstream code feeds raw template values; a network
+pre-trained on scaled fills sees the same scale here.
 """
 
 from __future__ import annotations
@@ -74,7 +80,8 @@ def fill_missing(
         modalities: C canonical modality names.
         fill: ``"template"`` or ``"zero"``. Defaults to "template".
         templates: the learned templates (e.g. :func:`mmlib.proxy.templates.load_templates`
-            of a pre-training checkpoint), for template fill.
+            of a pre-training checkpoint), for template fill; scaled by their
+            :attr:`~mmlib.proxy.templates.Templates.scaling`.
         template_origin: ``(B, 3)`` head-centred mm of voxel (0, 0, 0), for template fill.
         spacing: ``(B, 3)`` or ``(3,)`` mm per voxel, for template fill.
 
@@ -110,8 +117,6 @@ def fill_missing(
     sp = sp.expand(image.shape[0], 3)[bs] if sp.shape[0] in (1, image.shape[0]) else sp
     index = torch.tensor([MODALITY_INDEX[canonical(modalities[c])] for c in cs.tolist()])
     with torch.no_grad():  # the templates are inputs here, not trained
-        crops = templates.crop(
-            index, origin, tuple(image.shape[2:]), sp, resample="trilinear", scale_over="crop"
-        )
+        crops = templates.crop(index, origin, tuple(image.shape[2:]), sp, resample="trilinear")
     out[bs, cs] = crops[:, 0].to(out.dtype).to(out.device)
     return out

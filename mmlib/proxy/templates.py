@@ -8,6 +8,16 @@ affine, so they do not overlay anything; here the template grid is a head-centre
 (mm, origin at the head's foreground centre, RAS axes), the affine is the true one, and the
 sampler's ``template_origin`` (head-centred mm of crop voxel (0, 0, 0)) locates every crop.
 
+Scaling (:func:`scale_template_crop`, the one rule used by pre-training, the missing-modality
+fill and the viewers), ``objective.template_scaling``:
+
+- ``"global"``: min-max the *whole* template of a modality, then crop (the official code,
+  ``utils/ops.py`` lines 81-83 of github shaohao011/BrainMVP at a466bb2): a template voxel has
+  one value wherever it is used, so the template's low-frequency anatomy is learnable;
+- ``"crop"``: min-max each crop over the voxels it fills (the view's masked voxels; every voxel
+  of the crop inside the grid for a fill), so each fill spans exactly [0, 1] whatever anatomy
+  lies under it.
+
 Examples::
 
     >>> t = Templates(spacing=4.0)
@@ -36,6 +46,41 @@ DEFAULT_EXTENT_MM: tuple[float, float, float] = (192.0, 228.0, 192.0)
 
 RELEASED_SHAPE: tuple[int, int, int, int] = (8, 240, 240, 155)
 """Shape of the BrainMVP authors' released ``rep_template`` (SRI24/BraTS grid, 1 mm)."""
+
+TEMPLATE_SCALINGS: tuple[str, ...] = ("global", "crop")
+"""The template scaling rules (see the module docstring); ``global`` is the official one."""
+
+LEGACY_SCALING = "crop"
+"""The scaling of checkpoints that record none (mmlib before ``objective.template_scaling``)."""
+
+
+def check_scaling(scaling: str, where: str = "template_scaling") -> str:
+    """``scaling`` if it is one of :data:`TEMPLATE_SCALINGS`.
+
+    Raises:
+        ValueError: When it is not, naming ``where`` and the known rules.
+    """
+    if scaling not in TEMPLATE_SCALINGS:
+        raise ValueError(
+            f"{where}: unknown template scaling {scaling!r}; use one of "
+            f"{', '.join(TEMPLATE_SCALINGS)}"
+        )
+    return scaling
+
+
+def scaling_of(meta: dict[str, Any] | None) -> str:
+    """The template scaling a pre-training checkpoint's ``meta.json`` records.
+
+    Reads ``objective.template_scaling``. An mmlib run that records an objective without it was
+    trained with :data:`LEGACY_SCALING` (per-crop scaling); a checkpoint with no objective at all
+    (the authors' released weights, imported) used the official rule, ``global``.
+    """
+    objective = (meta or {}).get("objective")
+    if not isinstance(objective, dict):
+        return "global"
+    return check_scaling(
+        str(objective.get("template_scaling", LEGACY_SCALING)), "meta.json objective"
+    )
 
 
 def _vec3(value: float | Sequence[float], name: str) -> tuple[float, float, float]:
@@ -166,6 +211,97 @@ def _minmax_coefficients(
     return inv.view(shape), off.view(shape)
 
 
+def scale_template_crop(
+    volumes: Tensor,
+    modality: Tensor,
+    crop: Tensor,
+    scaling: str = "global",
+    where: Tensor | None = None,
+    inside: Tensor | None = None,
+    block: int | None = None,
+    straight_through: bool = False,
+) -> Tensor:
+    """The one template scaling: min-max a crop of ``volumes`` to [0, 1] by ``scaling``.
+
+    - ``"global"``: ``(crop - min T_m) / (max T_m - min T_m)`` with the minimum and maximum of
+      the *whole* template ``T_m = volumes[modality[b]]``: the same as scaling the whole
+      template and then cropping it (the official rule);
+    - ``"crop"``: the minimum and maximum of the crop over ``where & inside`` (see
+      :func:`minmax_scale`).
+
+    A range below 1e-6 (the zero templates at initialisation) leaves the values unscaled, so a
+    zero template gives zeros (not NaN) and can start to learn. Voxels outside the grid
+    (``~inside``) are zero.
+
+    Args:
+        volumes: ``(M, X', Y', Z')`` the template volumes (their range is the global rule's).
+        modality: ``int64 (B,)`` the template of each crop.
+        crop: ``(B, 1, X, Y, Z)`` crops of ``volumes`` (unscaled).
+        scaling: ``"global"`` or ``"crop"``. Defaults to "global".
+        where: ``bool (B, 1, X, Y, Z)`` voxels whose range defines the ``crop`` rule (the
+            view's masked voxels). Defaults to None (every voxel inside the grid).
+        inside: ``bool (B, 1, X, Y, Z)`` voxels inside the template grid. Defaults to None
+            (all).
+        block: block size of ``where`` when it is a block mask (faster ``crop`` statistics).
+            Defaults to None.
+        straight_through: exact values, identity gradient (the scaling is a constant map in
+            the backward pass). Defaults to False: the exact gradient, which under ``global``
+            is the official code's autograd (the template's minimum and maximum voxels receive
+            the gradient of the range too).
+
+    Returns:
+        ``(B, 1, X, Y, Z)``.
+
+    Raises:
+        ValueError: When ``scaling`` is unknown.
+
+    Examples::
+
+        >>> v = torch.arange(8.0).view(1, 2, 2, 2)
+        >>> c = v[:, :1].unsqueeze(1)  # a crop holding 0..3 of a template spanning 0..7
+        >>> scale_template_crop(v, torch.zeros(1, dtype=torch.long), c, "global").max()
+        tensor(0.4286)
+        >>> scale_template_crop(v, torch.zeros(1, dtype=torch.long), c, "crop").max()
+        tensor(1.)
+    """
+    check_scaling(scaling, "scale_template_crop")
+    if scaling == "crop":
+        w = inside if where is None else (where.bool() if inside is None else where.bool() & inside)
+        out = minmax_scale(
+            crop, w, block=block if inside is None else None, straight_through=straight_through
+        )
+    else:
+        src = volumes.detach() if straight_through else volumes
+        flat = src.reshape(src.shape[0], -1)
+        lo_m, hi_m = flat.amin(dim=1), flat.amax(dim=1)  # (M,), one pass each
+        idx = modality.to(volumes.device).long().view(-1)
+        lo, hi = lo_m.index_select(0, idx), hi_m.index_select(0, idx)
+        rng = hi - lo
+        ok = rng > 1e-6
+        inv = torch.where(
+            ok, 1.0 / torch.where(ok, rng, torch.ones_like(rng)), torch.ones_like(rng)
+        )
+        off = torch.where(ok, -lo * inv, torch.zeros_like(lo))
+        shape = (-1,) + (1,) * (crop.dim() - 1)
+        inv, off = inv.view(shape).to(crop.dtype), off.view(shape).to(crop.dtype)
+        if straight_through and crop.requires_grad:
+            out = _AffineStraightThrough.apply(crop, inv, off)
+        else:
+            out = torch.addcmul(off, crop, inv)
+    return out if inside is None else out * inside
+
+
+def scaled_volumes(volumes: Tensor) -> Tensor:
+    """Every whole template min-max scaled to [0, 1]: ``(M, X, Y, Z) -> (M, X, Y, Z)``.
+
+    What the viewers show: :func:`scale_template_crop` with the whole grid as the crop (both
+    rules agree there); a constant template (zeros) stays zeros.
+    """
+    vol = volumes.detach().float()
+    m = torch.arange(vol.shape[0], device=vol.device)
+    return scale_template_crop(vol, m, vol.unsqueeze(1), "global")[:, 0]
+
+
 class _AffineStraightThrough(torch.autograd.Function):
     """``crop * inv + off`` in one pass forward, identity gradient to ``crop`` backward."""
 
@@ -228,15 +364,20 @@ class Templates(nn.Module):
         shape: grid shape ``(X, Y, Z)``; when given it overrides ``extent_mm``
             (extent = shape × spacing). Defaults to None.
         n_modalities: number of templates. Defaults to ``len(MODALITIES)`` (8).
+        scaling: how a crop is min-max scaled where it is used, ``"global"`` or ``"crop"``
+            (:func:`scale_template_crop`); pre-training passes its objective's rule, a
+            checkpoint's templates carry the rule they were trained with (:func:`load_templates`),
+            and the missing-modality fill uses it. Defaults to "global".
 
     Attributes:
         volumes: ``Parameter (8, X, Y, Z)``, zeros at construction, in :data:`MODALITIES` order.
         spacing: ``(3,)`` mm per voxel.
         shape: ``(X, Y, Z)``.
         origin: head-centred mm of voxel (0, 0, 0); the grid is centred at 0.
+        scaling: the default rule of :meth:`crop`.
 
     Raises:
-        ValueError: When a size or spacing is not positive.
+        ValueError: When a size or spacing is not positive, or ``scaling`` is unknown.
     """
 
     # declared for the type checker: nn.Module's __getattr__ types registered buffers as
@@ -252,8 +393,10 @@ class Templates(nn.Module):
         *,
         shape: Sequence[int] | None = None,
         n_modalities: int = len(MODALITIES),
+        scaling: str = "global",
     ) -> None:
         super().__init__()
+        self.scaling = check_scaling(scaling, "Templates: scaling")
         sp = _vec3(spacing, "Templates: spacing")
         if shape is None:
             ext = _vec3(extent_mm, "Templates: extent_mm")
@@ -279,7 +422,14 @@ class Templates(nn.Module):
         return aff
 
     def extra_repr(self) -> str:
-        return f"shape={self.shape}, spacing={tuple(self.spacing.tolist())}"
+        return (
+            f"shape={self.shape}, spacing={tuple(self.spacing.tolist())}, scaling={self.scaling!r}"
+        )
+
+    def scaled(self) -> Tensor:
+        """Every whole template min-max scaled to [0, 1] (:func:`scaled_volumes`), ``(M, X, Y, Z)``,
+        detached: what the viewers and the NIfTI export show."""
+        return scaled_volumes(self.volumes)
 
     def crop(
         self,
@@ -292,7 +442,7 @@ class Templates(nn.Module):
         scale_block: int | None = None,
         straight_through: bool = False,
         resample: str = "auto",
-        scale_over: str = "inside",
+        scaling: str | None = None,
     ) -> Tensor:
         """The anatomically matching template crop of each study, in one batched gather.
 
@@ -306,40 +456,35 @@ class Templates(nn.Module):
             template_origin: ``float32 (B, 3)`` head-centred mm of crop voxel (0, 0, 0).
             size: crop size ``(X, Y, Z)``.
             spacing: ``float32 (B, 3)`` mm per crop voxel. Defaults to None (the template's).
-            scale: min-max scale each crop to [0, 1] (see :func:`minmax_scale`). Defaults to
+            scale: min-max scale each crop to [0, 1] by ``scaling`` (see
+                :func:`scale_template_crop`); False returns raw template values. Defaults to
                 True.
-            scale_where: ``bool (B, 1, X, Y, Z)`` voxels whose range defines the scaling (e.g.
-                the mask). Defaults to None (the crop's voxels inside the grid).
+            scale_where: ``bool (B, 1, X, Y, Z)`` voxels whose range defines the ``crop``
+                rule (e.g. the mask). Defaults to None (the crop's voxels inside the grid).
             scale_block: block size of ``scale_where`` when it is a block mask (faster
                 statistics, see :func:`minmax_scale`). Defaults to None.
             straight_through: identity gradient through the scaling (see
-                :func:`minmax_scale`). Defaults to False (exact).
+                :func:`scale_template_crop`). Defaults to False (exact).
             resample: ``"auto"`` (a voxel gather when the spacings match, trilinear
                 otherwise) or ``"trilinear"`` (always :func:`~torch.nn.functional.grid_sample`,
                 also between grid points: the missing-modality fill of fine-tuning, whose crop
                 origins need not fall on the template grid). Defaults to "auto".
-            scale_over: which voxels define the min-max range: ``"inside"`` (the crop's voxels
-                inside the grid, or ``scale_where``; voxels outside stay zero: view A) or
-                ``"crop"`` (every voxel of the crop, zeros outside the grid included, scaled as
-                ``(x - min) / range``, a range below 1e-8 giving zeros: the rule the
-                missing-modality fill has always used, kept so that fine-tuning numbers do not
-                change). Defaults to "inside".
+            scaling: ``"global"`` (min-max of the whole template, the official rule) or
+                ``"crop"`` (min-max over ``scale_where`` inside the grid). Defaults to None
+                (:attr:`scaling`).
 
         Returns:
             ``(B, 1, X, Y, Z)``.
 
         Raises:
             ValueError: When ``modality`` is out of range, shapes disagree, or ``resample`` or
-                ``scale_over`` is unknown.
+                ``scaling`` is unknown.
         """
         if resample not in ("auto", "trilinear"):
             raise ValueError(
                 f"Templates.crop: resample should be auto or trilinear, got {resample!r}."
             )
-        if scale_over not in ("inside", "crop"):
-            raise ValueError(
-                f"Templates.crop: scale_over should be inside or crop, got {scale_over!r}."
-            )
+        rule = check_scaling(self.scaling if scaling is None else scaling, "Templates.crop")
         if spacing is not None:
             spacing = torch.as_tensor(spacing, dtype=torch.float32)
         modality = modality.to(self.volumes.device).long().view(-1)
@@ -415,18 +560,17 @@ class Templates(nn.Module):
                 vols, grid, mode="bilinear", padding_mode="zeros", align_corners=True
             )
             inside = ((grid.abs() <= 1 + 1e-6).all(dim=-1)).unsqueeze(1)
-        if scale and scale_over == "crop":
-            lo, hi = torch.aminmax(out.flatten(1), dim=1)
-            rng = (hi - lo).view(bsz, 1, 1, 1, 1)
-            lo = lo.view(bsz, 1, 1, 1, 1)
-            out = torch.where(rng > 1e-8, (out - lo) / rng.clamp(min=1e-8), torch.zeros_like(out))
-        elif scale:
-            if inside is None:
-                where = None if scale_where is None else scale_where.to(dev).bool()
-                out = minmax_scale(out, where, block=scale_block, straight_through=straight_through)
-            else:
-                where = inside if scale_where is None else scale_where.to(dev).bool() & inside
-                out = minmax_scale(out, where, straight_through=straight_through) * inside
+        if scale:
+            out = scale_template_crop(
+                self.volumes,
+                modality,
+                out,
+                rule,
+                where=None if scale_where is None else scale_where.to(dev).bool(),
+                inside=inside,
+                block=scale_block,
+                straight_through=straight_through,
+            )
         return out
 
     def to_nifti(
@@ -438,7 +582,8 @@ class Templates(nn.Module):
             path: output ``.nii.gz`` file.
             modality: a modality name (any alias) or index; None or ``"all"`` writes all.
                 Defaults to None.
-            scale: min-max scale each template to [0, 1] as it is used. Defaults to False.
+            scale: min-max scale each whole template to [0, 1] (:meth:`scaled`). Defaults to
+                False.
 
         Returns:
             The written path. Its affine is the true head-centred one (:attr:`affine`), so the
@@ -446,9 +591,7 @@ class Templates(nn.Module):
         """
         import nibabel as nib
 
-        vols = self.volumes.detach().float().cpu()
-        if scale:
-            vols = minmax_scale(vols.unsqueeze(1)).squeeze(1)
+        vols = (self.scaled() if scale else self.volumes.detach()).float().cpu()
         if modality is None or modality == "all":
             data = vols.permute(1, 2, 3, 0).numpy()
         else:
@@ -466,13 +609,20 @@ class Templates(nn.Module):
         return path
 
     @classmethod
-    def from_volumes(cls, volumes: Tensor | np.ndarray, affine: np.ndarray | Sequence) -> Templates:
+    def from_volumes(
+        cls,
+        volumes: Tensor | np.ndarray,
+        affine: np.ndarray | Sequence,
+        scaling: str = "global",
+    ) -> Templates:
         """Templates holding given volumes on the grid of a diagonal ``affine``.
 
         Args:
             volumes: ``(M, X, Y, Z)`` in :data:`MODALITIES` order.
             affine: ``(4, 4)`` voxel -> head-centred mm (diagonal); its translation is kept as
                 the grid's origin, so a checkpoint's templates keep their exact position.
+            scaling: the rule they were trained with (:attr:`Templates.scaling`). Defaults to
+                "global".
 
         Returns:
             :class:`Templates` (a copy of ``volumes``, float32).
@@ -497,6 +647,7 @@ class Templates(nn.Module):
             spacing=np.abs(step).tolist(),
             shape=tuple(vol.shape[1:]),
             n_modalities=int(vol.shape[0]),
+            scaling=scaling,
         )
         out.volumes.data.copy_(vol)
         # the exact grid of the affine, signs included (float32 like the constructor's buffers)
@@ -632,7 +783,8 @@ def load_templates(checkpoint: str | Path) -> Templates:
     """The learned templates of a checkpoint folder (``model.safetensors`` + ``meta.json``).
 
     The volumes are the ``*templates.volumes`` tensor; the affine is ``meta.json``'s
-    ``template_affine`` (or ``templates.affine``), the identity when the checkpoint records none.
+    ``template_affine`` (or ``templates.affine``), the identity when the checkpoint records none;
+    the scaling is the one the run trained with (:func:`scaling_of`).
 
     Args:
         checkpoint: a checkpoint folder, e.g. ``runs/pretrain/<run>/checkpoints/step_0000100``.
@@ -667,7 +819,9 @@ def load_templates(checkpoint: str | Path) -> Templates:
     if affine is None and isinstance(meta.get("templates"), dict):
         affine = meta["templates"].get("affine")
     out = Templates.from_volumes(
-        np.asarray(tensors[keys[0]], dtype=np.float32), np.eye(4) if affine is None else affine
+        np.asarray(tensors[keys[0]], dtype=np.float32),
+        np.eye(4) if affine is None else affine,
+        scaling=scaling_of(meta),
     )
     out.volumes.requires_grad_(False)  # read to view or to fill, not to train
     return out

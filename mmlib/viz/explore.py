@@ -26,7 +26,7 @@ from mmlib.modalities import MODALITIES
 from mmlib.models.base import Backbone
 from mmlib.proxy.brainmvp import BrainMVPObjective, ObjectiveConfig
 from mmlib.proxy.masking import block_mask, cross_modal_fill, select_slot, template_fill
-from mmlib.proxy.templates import Templates, minmax_scale
+from mmlib.proxy.templates import Templates, scaled_volumes
 from mmlib.runs import (
     latest_checkpoint,
     list_samples,
@@ -366,12 +366,34 @@ def template_agreement(template: np.ndarray | Tensor, mean: np.ndarray, count: n
         if isinstance(template, Tensor)
         else torch.as_tensor(np.asarray(template, dtype=np.float32))
     )
-    scaled = minmax_scale(t.view(1, 1, *t.shape))[0, 0].numpy()
+    scaled = scaled_volumes(t.unsqueeze(0))[0].numpy()
     sel = np.asarray(count) > 0
     a, b = scaled[sel].astype(np.float64), np.asarray(mean)[sel].astype(np.float64)
     if a.size < 2 or a.std() < 1e-12 or b.std() < 1e-12:
         return 0.0
     return float(np.corrcoef(a, b)[0, 1])
+
+
+def modality_means(
+    store: Any, modalities: Sequence[str], templates: Templates
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """:func:`modality_mean` of each modality: ``{modality: (mean, count)}``."""
+    return {m: modality_mean(store, m, templates) for m in modalities}
+
+
+def template_corr(
+    templates: Templates, means: Mapping[str, tuple[np.ndarray, np.ndarray]]
+) -> dict[str, float]:
+    """``template_corr``: modality -> correlation of its learned template with its mean image.
+
+    :func:`template_agreement` of each modality of ``means`` (from :func:`modality_means`), in
+    template space, over the voxels some study covers.
+    """
+    vols = templates.volumes.detach()
+    return {
+        m: template_agreement(vols[MODALITIES.index(m)], mean, count)
+        for m, (mean, count) in means.items()
+    }
 
 
 def template_figure(
@@ -385,9 +407,10 @@ def template_figure(
     fig = BookFigure(figsize=(size * len(names), 2 * size + 0.4), layout="constrained")
     axes = fig.subplots(2, len(names), squeeze=False)
     vols = templates.volumes.detach().float().cpu()
+    scaled = templates.scaled().cpu()
     for c, name in enumerate(names):
         mean, count = means[name]
-        t = minmax_scale(vols[MODALITIES.index(name)].view(1, 1, *vols.shape[1:]))[0, 0].numpy()
+        t = scaled[MODALITIES.index(name)].numpy()
         z = None  # the middle slice: the grid is centred on the head
         r = template_agreement(vols[MODALITIES.index(name)], mean, count)
         draw_slice(

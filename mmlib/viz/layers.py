@@ -74,13 +74,6 @@ def contrast_for(data: np.ndarray) -> tuple[float, float]:
     return (a, b if b > a else a + 1.0)
 
 
-def minmax(volume: np.ndarray) -> np.ndarray:
-    """``volume`` min-max scaled to [0, 1] (zeros when it is constant, as fresh templates are)."""
-    v = np.asarray(volume, dtype=np.float32)
-    lo, hi = float(v.min()), float(v.max())
-    return (v - lo) / (hi - lo) if hi > lo else np.zeros_like(v)
-
-
 def image_layer(
     volume: Volume,
     *,
@@ -332,9 +325,10 @@ def template_layers(
     """
     t = as_templates(templates, affine)
     names = list(modalities) if modalities is not None else list(MODALITIES[: t.volumes.shape[0]])
+    scaled = t.scaled().cpu().numpy()  # the one template scaling, whole templates
     return [
         image_layer(
-            Volume(m, minmax(t.volumes[MODALITIES.index(m)].detach().cpu().numpy()), t.affine),
+            Volume(m, scaled[MODALITIES.index(m)], t.affine),
             name=f"template/{m}",
             contrast_limits=(0.0, 1.0),
             metadata={"template": m},

@@ -29,7 +29,7 @@ from mmlib.modalities import MODALITIES
 from mmlib.runs import SAMPLE_KEYS, Samples
 from mmlib.viz.data import SAMPLE_TITLES, Study
 from mmlib.viz.labels import LabelScheme, get_scheme
-from mmlib.viz.layers import as_study, as_templates, minmax, pick_entry
+from mmlib.viz.layers import as_study, as_templates, pick_entry
 from mmlib.viz.plots import AXES, axis_index, best_slice, modality_grid, plane_name
 
 SIDE_BY_SIDE = "side by side"
@@ -230,8 +230,9 @@ def template_viewer(
     spacing = tuple(float(s) for s in np.linalg.norm(t.affine[:3, :3], axis=0))
     kwargs.setdefault("title", "templates")
     kwargs.setdefault("volume", SIDE_BY_SIDE)
+    scaled = t.scaled().cpu().numpy()  # the one template scaling, whole templates
     return SliceViewer(
-        {m: minmax(t.volumes[MODALITIES.index(m)].detach().cpu().numpy()) for m in names},
+        {m: scaled[MODALITIES.index(m)] for m in names},
         spacing=spacing,
         **kwargs,
     )

@@ -25,6 +25,11 @@ def check(results: dict, out_dir: pathlib.Path) -> None:
     assert 0 < results["masked_mse_after"] < results["masked_mse_before"]
     assert max(results["template_std"].values()) > 0
     assert all(-1.0 <= r <= 1.0 for r in results["template_corr"].values())
+    # both template scalings trained and reported; the first (global) is template_corr
+    by = results["template_corr_by_scaling"]
+    assert set(by) == {"global", "crop"} and results["template_scaling"] == "global"
+    assert by["global"] == results["template_corr"] and set(by["crop"]) == set(by["global"])
+    assert (out_dir / "figures" / "templates_crop.png").stat().st_size > 1000
     assert pathlib.Path(results["run_dir"], "DONE").is_file()
     for name in (
         "template_space.png",

@@ -21,6 +21,9 @@ def check(results: dict, out_dir: pathlib.Path) -> None:
     learned = set(results["templates_learned"])
     assert {"t1", "t2"} <= learned, learned
     assert all(results["template_std"][m] > 0 for m in learned)
+    # each learned template's correlation with its modality's mean image (chapter 05's measure)
+    assert set(results["template_corr"]) == learned
+    assert all(-1.0 <= r <= 1.0 for r in results["template_corr"].values())
     run = pathlib.Path(results["run_dir"])
     assert (run / "DONE").is_file() and (run / "metrics.csv").is_file()
     assert pathlib.Path(results["checkpoint"]).parent == run / "checkpoints"
