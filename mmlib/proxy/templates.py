@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmlib.modalities import MODALITIES, canonical
+from mmlib.proxy.masking import modality_minmax
 
 DEFAULT_EXTENT_MM: tuple[float, float, float] = (192.0, 228.0, 192.0)
 """A box (mm) that holds any adult head, centred at the head's centre."""
@@ -272,10 +273,7 @@ def scale_template_crop(
         )
     else:
         src = volumes.detach() if straight_through else volumes
-        flat = src.reshape(src.shape[0], -1)
-        lo_m, hi_m = flat.amin(dim=1), flat.amax(dim=1)  # (M,), one pass each
-        idx = modality.to(volumes.device).long().view(-1)
-        lo, hi = lo_m.index_select(0, idx), hi_m.index_select(0, idx)
+        lo, hi = modality_minmax(src, modality)  # once per distinct modality of the batch
         rng = hi - lo
         ok = rng > 1e-6
         inv = torch.where(
