@@ -948,8 +948,10 @@ def _make_locked(spec: CohortSpec, root: Path, key: str, seed: int, workers: int
                 rows[src.name][sid] = json.loads(marker.read_text())["row"]
             else:
                 jobs.append((src, i))
-    total = sum(s.n_subjects for s in spec.sources) + len(jobs) - sum(
-        1 for src, i in jobs if i <= src.n_subjects
+    total = (
+        sum(s.n_subjects for s in spec.sources)
+        + len(jobs)
+        - sum(1 for src, i in jobs if i <= src.n_subjects)
     )
     bar = tqdm(total=total, initial=total - len(jobs), desc=f"cohort {spec.preset}", unit="study")
     if workers == 1 or len(jobs) <= 1:

@@ -30,11 +30,11 @@ decathlon      ``imagesTr/BRATS_NNN.nii.gz`` 4-D (240×240×155×4; FLAIR, T1w, 
 pattern        a path pattern with ``{subject}`` and ``{modality}`` (MRBrainS-like tissue set:
                240×240×48 at 0.96×0.96×3 mm)
 adhd200        ``<Site>/<7-digit ScanDir ID>/session_1/anat_1/mprage.nii.gz`` and
-               ``<Site>/<Site>_phenotypic.csv``; each site its own scanner grid (:data:`SITE_GRIDS`),
-               int16, not skull-stripped
+               ``<Site>/<Site>_phenotypic.csv``; each site its own scanner grid
+               (:data:`SITE_GRIDS`), int16, not skull-stripped
 abide          ``<SITE>/<7-digit SUB_ID>/session_1/anat_1/mprage.nii.gz`` and
                ``Phenotypic_V1_0b.csv`` at the root; site grids, int16
-adni           ``ADNI/<PTID>/MPRAGE/<date>_<time>.0/I<image>/ADNI_<PTID>_MR_MPRAGE_br_raw_…_I<image>.nii``
+adni           ``ADNI/<PTID>/MPRAGE/<date>_<time>.0/I<image>/ADNI_<PTID>_MR_MPRAGE_…_I<image>.nii``
                (uncompressed) and the collection CSV beside ``ADNI/``; sagittal 1.2×1×1 mm
 =============  ==========================================================================
 
