@@ -120,3 +120,44 @@ def scores_with_intervals(
     ci = bootstrap_intervals(y, prob, n_boot=n_boot, seed=seed)
     out["accuracy_ci"], out["auc_ci"] = ci["accuracy"], ci["auc"]
     return out
+
+
+def run_intervals(run_dirs: Sequence[Any], n_boot: int = 2000) -> Any:
+    """Accuracy and AUC with bootstrap intervals of finished classification runs.
+
+    Args:
+        run_dirs: run folders (with ``results.json`` and ``test_scores.csv``).
+        n_boot: resamples per run. Defaults to 2000.
+
+    Returns:
+        A DataFrame, one row per classification run: ``task, init, seed, n_test, accuracy,
+        accuracy_lo, accuracy_hi, auc, auc_lo, auc_hi``.
+    """
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+
+    rows = []
+    for run in map(Path, run_dirs):
+        res = json.loads((run / "results.json").read_text())
+        if res.get("kind") != "classification" or not (run / "test_scores.csv").is_file():
+            continue
+        s = scores_with_intervals(
+            pd.read_csv(run / "test_scores.csv"), res["spec"]["classes"], n_boot=n_boot
+        )
+        rows.append(
+            {
+                "task": res["task"],
+                "init": res.get("init"),
+                "seed": res.get("seed"),
+                "n_test": s["n"],
+                "accuracy": s["accuracy"],
+                "accuracy_lo": s["accuracy_ci"][0],
+                "accuracy_hi": s["accuracy_ci"][1],
+                "auc": s["auc"],
+                "auc_lo": s["auc_ci"][0],
+                "auc_hi": s["auc_ci"][1],
+            }
+        )
+    return pd.DataFrame(rows)
