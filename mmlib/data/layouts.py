@@ -901,27 +901,27 @@ def find_adni(root: Path, source: str) -> list[Study]:
                 "t1_images": len(scans),
             }
         )
-        row = table.get(image)
-        if row is None:
+        found_row = table.get(image)
+        if found_row is None:
             st.problems.append(
                 f"{path}: image I{image} of {ptid} is not in the collection CSV: no diagnosis"
             )
         else:
-            group = row.get("Group", "")
+            group = found_row.get("Group", "")
             st.attrs.update(
                 {
                     "adni_group": group,
-                    "visit": row.get("Visit"),
-                    "age": _number(row.get("Age")),
-                    "sex": row.get("Sex"),
+                    "visit": found_row.get("Visit"),
+                    "age": _number(found_row.get("Age")),
+                    "sex": found_row.get("Sex"),
                 }
             )
             if group.upper() in ADNI_GROUPS:
                 st.attrs["group"] = ADNI_GROUPS[group.upper()]
             else:
                 st.problems.append(
-                    f"{path}: {ptid} is in group {group or 'empty'!r} ({row['_csv']}), not part "
-                    f"of the MCI vs NC task ({', '.join(ADNI_GROUPS)})"
+                    f"{path}: {ptid} is in group {group or 'empty'!r} ({found_row['_csv']}), "
+                    f"not part of the MCI vs NC task ({', '.join(ADNI_GROUPS)})"
                 )
         st.attrs = {k: v for k, v in st.attrs.items() if v not in (None, "")}
         studies.append(st.sort())

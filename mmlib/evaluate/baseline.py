@@ -89,7 +89,7 @@ def volume_baseline(
 
     def design(studies: list[str]) -> tuple[np.ndarray, np.ndarray]:
         x = np.stack([regional_fractions(store.image(s, modality)) for s in studies])
-        y = np.array([class_index(spec, rows.loc[s]) for s in studies])
+        y = np.array([class_index(spec, rows.loc[s]) for s in studies])  # type: ignore[arg-type]
         return x, y
 
     x_train, y_train = design(splits["train"] + splits["val"])
@@ -100,8 +100,8 @@ def volume_baseline(
     model.fit(x_train, y_train)
     prob = model.predict_proba(x_test)
     out: dict[str, Any] = {"task": spec.name, "n_train": len(y_train), "n_test": len(y_test)}
-    out.update(classification_scores(y_test, prob))
-    ci = bootstrap_intervals(y_test, prob, n_boot=n_boot)
+    out.update(classification_scores(y_test.tolist(), prob))
+    ci = bootstrap_intervals(y_test.tolist(), prob, n_boot=n_boot)
     out["accuracy_ci"], out["auc_ci"] = ci["accuracy"], ci["auc"]
     out["predictions"] = pd.DataFrame(
         {

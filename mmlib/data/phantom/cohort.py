@@ -499,10 +499,10 @@ def study_id(src: SourceSpec, index: int) -> str:
     if src.writer == "mrbrains":
         return f"{i}"
     if src.layout in W.CLS_LAYOUTS:
-        site = cls_site(src, i)
+        at = cls_site(src, i)
         if src.layout == "adni":
-            return f"{site.code}_S_{i:04d}"
-        return f"{site.folder}_{site.id_base + i:07d}"
+            return f"{at.code}_S_{i:04d}"
+        return f"{at.folder}_{at.id_base + i:07d}"
     return f"sub-{src.name.upper()}{i:03d}"
 
 
@@ -1128,15 +1128,15 @@ def _write_cls_tables(
                 "SEX": 1 if r["sex"] == "M" else 2} for r in table]  # fmt: skip
         W.write_csv(sroot / CLS_TABLES["abide"], W.ABIDE_COLUMNS, out, tmp)
     else:
-        out = []
+        rows_out: list[dict[str, Any]] = []
         for r in table:
             y, m, d = str(r["acq_time"]).split("_")[0].split("-")
-            out.append({"Image Data ID": f"I{r['image_id']}", "Subject": r["participant_id"],
+            rows_out.append({"Image Data ID": f"I{r['image_id']}", "Subject": r["participant_id"],
                         "Group": r["adni_group"], "Sex": r["sex"], "Age": int(r["age"]),
                         "Visit": "sc", "Modality": "MRI", "Description": "MPRAGE",
                         "Type": "Original", "Acq Date": f"{int(m)}/{int(d)}/{y}",
                         "Format": "NiFTI", "Downloaded": ""})  # fmt: skip
-        W.write_csv(sroot / CLS_TABLES["adni"], W.ADNI_COLUMNS, out, tmp)
+        W.write_csv(sroot / CLS_TABLES["adni"], W.ADNI_COLUMNS, rows_out, tmp)
 
 
 def ensure_cohort(scale: str, workers: int | None = None) -> Path:
