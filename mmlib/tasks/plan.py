@@ -7,7 +7,8 @@ modelling (MIM) over three seeds, at 100 % for scratch and BrainMVP over the sam
 proxy-task ablations at 20 % with one seed (``ablation_seeds``: each ablation costs a
 pre-training, ~2 min at demo, so their spread over seeds is left to ``paper``); the other tasks
 BrainMVP vs scratch at one fraction with one seed (a demonstration that the code runs there,
-not a comparison). That is 26 fine-tuning runs of ~31 s and six demo pre-trainings of 1-2.5 min
+not a comparison; the four classification tasks add eight runs, two per task). That is 30
+fine-tuning runs of ~31 s and six demo pre-trainings of 1-2.5 min
 on an uncontended 2-core CPU. ``smoke`` runs a token grid in seconds (tests). Notebooks read
 this table unless their parameters say otherwise, and every run folder is reused when nothing
 it depends on changed, so notebook 09 reuses the runs of 07 and notebook 12 recomputes nothing.
