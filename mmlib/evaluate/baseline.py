@@ -60,7 +60,12 @@ def regional_fractions(
 
 
 def volume_baseline(
-    store: Any, task: str, modality: str = "t1", c: float = 1.0, n_boot: int = 2000
+    store: Any,
+    task: str,
+    modality: str = "t1",
+    c: float = 1.0,
+    n_boot: int = 2000,
+    boxes: tuple[int, int, int] = (3, 3, 3),
 ) -> dict[str, Any]:
     """Logistic regression on regional tissue fractions of a task's studies.
 
@@ -70,6 +75,8 @@ def volume_baseline(
         modality: the volume the features are read from. Defaults to "t1".
         c: inverse L2 regularisation of the logistic regression. Defaults to 1.0.
         n_boot: bootstrap resamples of the test intervals. Defaults to 2000.
+        boxes: boxes per axis of :func:`regional_fractions` ((1, 1, 1): whole-head tissue
+            fractions, three features). Defaults to (3, 3, 3).
 
     Returns:
         ``task``, ``n_train``, ``n_test``, the scores of
@@ -88,7 +95,7 @@ def volume_baseline(
     splits = task_splits(spec, rows.reset_index(drop=True))
 
     def design(studies: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        x = np.stack([regional_fractions(store.image(s, modality)) for s in studies])
+        x = np.stack([regional_fractions(store.image(s, modality), boxes) for s in studies])
         y = np.array([class_index(spec, rows.loc[s]) for s in studies])  # type: ignore[arg-type]
         return x, y
 
@@ -99,7 +106,8 @@ def volume_baseline(
     model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
     model.fit(x_train, y_train)
     prob = model.predict_proba(x_test)
-    out: dict[str, Any] = {"task": spec.name, "n_train": len(y_train), "n_test": len(y_test)}
+    out: dict[str, Any] = {"task": spec.name, "boxes": list(boxes)}
+    out.update({"n_train": len(y_train), "n_test": len(y_test)})
     out.update(classification_scores(y_test.tolist(), prob))
     ci = bootstrap_intervals(y_test.tolist(), prob, n_boot=n_boot)
     out["accuracy_ci"], out["auc_ci"] = ci["accuracy"], ci["auc"]
