@@ -18,7 +18,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", default="demo", help="scale preset (smoke, demo, paper) or a YAML file"
     )
-    parser.add_argument("--task", help="task name (brats_ped, isles, mrbrains, hgg_lgg, atrophy)")
+    parser.add_argument(
+        "--task", help="task name (brats_ped, isles, mrbrains, hgg_lgg, adni, adhd200, abide)"
+    )
     parser.add_argument(
         "--init",
         nargs="+",

@@ -20,6 +20,9 @@ Layout ids (auto-detected by :func:`detect_layout`, or named):
 ``monai_datalist`` a MONAI datalist JSON (per-modality keys, or ``image`` + ``modalities``)
 ``brainmvp_json``  the BrainMVP authors' lists: ``{"training": [{"image": [paths]}]}``
 ``pattern``        a path pattern with ``{subject}`` and ``{modality}`` (+ ``label_pattern``)
+``adhd200``        ``<Site>/<ScanDir ID>/session_1/anat_1/mprage.nii.gz`` + phenotypic CSVs
+``abide``          ``<SITE>/<SUB_ID>/session_1/anat_1/mprage.nii.gz`` + ``Phenotypic_V1_0b.csv``
+``adni``           ``ADNI/<PTID>/<description>/<date>/<image id>/*.nii`` + the collection CSV
 =================  ========================================================================
 
 A cohort root holds ``cohort.json`` with ``sources: [{name, path, layout, role, task,
@@ -60,6 +63,9 @@ LAYOUTS: tuple[str, ...] = (
     "monai_datalist",
     "brainmvp_json",
     "pattern",
+    "adhd200",
+    "abide",
+    "adni",
 )
 
 NII = (".nii.gz", ".nii")
@@ -78,6 +84,9 @@ LABEL_VALUES: dict[str, tuple[int, ...] | None] = {
     "monai_datalist": None,
     "brainmvp_json": None,
     "pattern": None,
+    "adhd200": None,
+    "abide": None,
+    "adni": None,
 }
 
 # Files that real UCSF-PDGM folders hold besides the six modalities; skipped, not errors.
@@ -785,6 +794,335 @@ def _pattern_regex(pattern: str) -> re.Pattern[str]:
     return re.compile(out)
 
 
+# ------------------------------------------------ multi-site T1 sets with a phenotypic table
+#
+# ADHD-200, ABIDE I and ADNI are distributed as T1 images in per-subject folders plus a table
+# that holds the diagnosis. What a reader cannot use (a table row without images, images
+# without a usable diagnosis, an unknown site) becomes a study with a one-line problem.
+
+#: ADHD-200 ``Site`` codes (ADHD-200 phenotypic key).
+ADHD200_SITES = {
+    1: "Peking",
+    2: "Brown",
+    3: "KKI",
+    4: "NeuroIMAGE",
+    5: "NYU",
+    6: "OHSU",
+    7: "Pittsburgh",
+    8: "WashU",
+}
+#: ADHD-200 ``DX`` codes (phenotypic key): 0 typically developing, 1-3 ADHD subtypes.
+ADHD200_DX = {0: "TDC", 1: "ADHD-Combined", 2: "ADHD-Hyperactive/Impulsive", 3: "ADHD-Inattentive"}
+#: ABIDE I ``SITE_ID`` values (the 20 sites of the phenotypic file).
+ABIDE_SITES = (
+    "CALTECH",
+    "CMU",
+    "KKI",
+    "LEUVEN_1",
+    "LEUVEN_2",
+    "MAX_MUN",
+    "NYU",
+    "OHSU",
+    "OLIN",
+    "PITT",
+    "SBL",
+    "SDSU",
+    "STANFORD",
+    "TRINITY",
+    "UCLA_1",
+    "UCLA_2",
+    "UM_1",
+    "UM_2",
+    "USM",
+    "YALE",
+)
+#: ADNI collection ``Group`` -> the MCI vs NC task's class (other groups are not the task's).
+ADNI_GROUPS = {"CN": "NC", "MCI": "MCI", "EMCI": "MCI", "LMCI": "MCI"}
+_ADNI_PTID = re.compile(r"\d{3}_S_\d{4}")
+_ADNI_T1 = re.compile(r"MP-?RAGE|MPR|SPGR|T1", re.I)
+
+
+def _read_csv_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        return [
+            {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+            for row in csv.DictReader(fh)
+        ]
+
+
+def _int_or_none(text: Any) -> int | None:
+    try:
+        return int(float(str(text)))
+    except ValueError:
+        return None
+
+
+def _anat_scans(root: Path, depth: str) -> dict[tuple[str, int], list[Path]]:
+    """``{(site folder, subject id): [mprage files]}`` of the FCP/INDI raw layout
+    ``<site>/<subject>/session_N/anat_N/mprage*.nii[.gz]`` (``depth``: the glob above it)."""
+    found: dict[tuple[str, int], list[Path]] = {}
+    for f in sorted(root.glob(f"{depth}*/session_*/anat_*/mprage*.nii*")):
+        subject = f.parents[2]
+        sid = _int_or_none(subject.name)
+        if sid is None or _strip_nii(f.name) is None or f.name.startswith("."):
+            continue
+        site = subject.parent.name if subject.parent != root else ""
+        found.setdefault((site, sid), []).append(f)
+    return found
+
+
+def _number(value: Any) -> Any:
+    return None if value in ("", None, "-999", "-9999", "n/a") else _parse_value(str(value))
+
+
+def find_adhd200(root: Path, source: str) -> list[Study]:
+    """ADHD-200 (FCP/INDI raw release): ``<Site>/<ScanDir ID>/session_1/anat_1/mprage.nii.gz``
+    and the phenotypic CSVs ``<Site>/<Site>_phenotypic.csv`` (any ``*_phenotypic*.csv`` under
+    the root, e.g. the test-set file ``allSubs_testSet_phenotypic_dx.csv``).
+
+    Source: the ADHD-200 release on NITRC / the FCP-INDI S3 bucket
+    (http://fcon_1000.projects.nitrc.org/indi/adhd200/, ``s3://fcp-indi/data/Projects/ADHD200/
+    RawData/<site>/<id>/session_1/anat_1/mprage.nii.gz``) and its phenotypic key
+    (``ADHD-200_PhenotypicKey.pdf``): columns ``ScanDir ID, Site, Gender, Age, Handedness, DX,
+    ...``; ``DX`` 0 typically developing (TDC), 1 ADHD-Combined, 2 ADHD-Hyperactive/Impulsive,
+    3 ADHD-Inattentive, ``pending`` for the test subjects whose diagnosis was withheld (Brown);
+    ``Site`` 1 Peking, 2 Brown, 3 KKI, 4 NeuroIMAGE, 5 NYU, 6 OHSU, 7 Pittsburgh, 8 WashU;
+    ``Gender`` 0 female, 1 male; -999 missing.
+
+    The study id is ``<site folder>_<7-digit id>``; ``attrs["diagnosis"]`` is ``TDC`` or
+    ``ADHD`` (subtype in ``dx``/``dx_subtype``); the first ``session_*/anat_*`` scan is used.
+    Problems: images without a table row or with a pending/unknown ``DX``, an unknown site
+    code, a table row without images.
+    """
+    table: dict[int, tuple[dict[str, str], Path]] = {}
+    for csv_path in sorted(root.rglob("*_phenotypic*.csv")):
+        for row in _read_csv_rows(csv_path):
+            sid = _int_or_none(row.get("ScanDir ID", row.get("ScanDirID", "")))
+            if sid is not None and sid not in table:
+                table[sid] = (row, csv_path)
+    scans = _anat_scans(root, "*/")
+    studies = []
+    seen: set[int] = set()
+    for (site, num), files in sorted(scans.items()):
+        seen.add(num)
+        st = Study(f"{site}_{num:07d}" if site else f"{num:07d}", source, "adhd200")
+        st.add("t1", files[0])
+        st.attrs.update({"scan_id": f"{num:07d}", "site_folder": site, "anat_scans": len(files)})
+        if num not in table:
+            st.problems.append(
+                f"{files[0]}: ScanDir ID {num} has no row in a *_phenotypic.csv: no diagnosis"
+            )
+        else:
+            row, csv_path = table[num]
+            _adhd200_row(st, row, csv_path)
+        studies.append(st.sort())
+    for num, (_row, csv_path) in sorted(table.items()):
+        if num not in seen:
+            site = csv_path.parent.name if csv_path.parent != root else ""
+            st = Study(f"{site}_{num:07d}" if site else f"{num:07d}", source, "adhd200")
+            st.problems.append(
+                f"{csv_path}: ScanDir ID {num} has no image "
+                f"({site or '<site>'}/{num:07d}/session_1/anat_1/mprage.nii.gz)"
+            )
+            studies.append(st)
+    return studies
+
+
+def _adhd200_row(st: Study, row: dict[str, str], csv_path: Path) -> None:
+    code = _int_or_none(row.get("Site", ""))
+    dx = _int_or_none(row.get("DX", ""))
+    st.attrs.update({"age": _number(row.get("Age")), "site_code": code})
+    gender = _int_or_none(row.get("Gender", ""))
+    if gender in (0, 1):
+        st.attrs["sex"] = "M" if gender == 1 else "F"
+    if code not in ADHD200_SITES:
+        st.problems.append(
+            f"{csv_path}: ScanDir ID {st.attrs['scan_id']}: unknown Site code "
+            f"{row.get('Site')!r} (known: 1-8, ADHD-200 phenotypic key)"
+        )
+    else:
+        st.attrs["site"] = ADHD200_SITES[code]
+    if dx not in ADHD200_DX:
+        st.problems.append(
+            f"{csv_path}: ScanDir ID {st.attrs['scan_id']}: diagnosis DX is "
+            f"{row.get('DX') or 'empty'!r}, not 0-3: no class"
+        )
+    else:
+        st.attrs.update(
+            {"dx": dx, "dx_subtype": ADHD200_DX[dx], "diagnosis": "TDC" if dx == 0 else "ADHD"}
+        )
+    st.attrs = {k: v for k, v in st.attrs.items() if v is not None}
+
+
+def find_abide(root: Path, source: str) -> list[Study]:
+    """ABIDE I (FCP/INDI raw release): ``<SITE>/<SUB_ID>/session_1/anat_1/mprage.nii.gz`` and
+    ``Phenotypic_V1_0b.csv`` at the root (any ``Phenotypic*.csv`` with ``SUB_ID``).
+
+    Source: the ABIDE I pages on NITRC (http://fcon_1000.projects.nitrc.org/indi/abide/
+    abide_I.html, "ABIDE phenotypic data legend"), the FCP-INDI S3 layout
+    ``s3://fcp-indi/data/Projects/ABIDE_Initiative/RawData/<site>/<SUB_ID>/session_1/anat_1/
+    mprage.nii.gz`` and the Preprocessed Connectomes Project's ABIDE download page (whose
+    ``FILE_ID`` is ``<site>_<zero-padded SUB_ID>``): columns ``SITE_ID, SUB_ID, DX_GROUP,
+    DSM_IV_TR, AGE_AT_SCAN, SEX, ...``; ``DX_GROUP`` 1 autism, 2 control; ``SEX`` 1 male,
+    2 female; 20 sites (:data:`ABIDE_SITES`).
+
+    The study id is ``<SITE_ID>_<7-digit SUB_ID>``; ``attrs["diagnosis"]`` is ``Autism`` or
+    ``Control``. Problems: images without a table row or with a ``DX_GROUP`` other than 1/2,
+    a ``SITE_ID`` outside ABIDE I's sites, a table row without images.
+    """
+    table: dict[int, tuple[dict[str, str], Path]] = {}
+    for csv_path in sorted(root.glob("*henotypic*.csv")):
+        for row in _read_csv_rows(csv_path):
+            sid = _int_or_none(row.get("SUB_ID", ""))
+            if sid is not None and sid not in table:
+                table[sid] = (row, csv_path)
+    scans = _anat_scans(root, "*/")
+    scans.update({k: v for k, v in _anat_scans(root, "").items() if k not in scans})
+    studies = []
+    seen: set[int] = set()
+    for (folder, num), files in sorted(scans.items(), key=lambda kv: kv[0][1]):
+        seen.add(num)
+        row, csv_path = table.get(num, ({}, root))
+        site = row.get("SITE_ID") or folder
+        st = Study(f"{site}_{num:07d}", source, "abide")
+        st.add("t1", files[0])
+        st.attrs.update({"sub_id": num, "site_folder": folder, "anat_scans": len(files)})
+        if not row:
+            st.problems.append(
+                f"{files[0]}: SUB_ID {num} has no row in Phenotypic_V1_0b.csv: no diagnosis"
+            )
+        else:
+            _abide_row(st, row, csv_path)
+        studies.append(st.sort())
+    for num, (row, csv_path) in sorted(table.items()):
+        if num not in seen:
+            st = Study(f"{row.get('SITE_ID', '')}_{num:07d}", source, "abide")
+            st.problems.append(
+                f"{csv_path}: SUB_ID {num} has no image "
+                f"({row.get('SITE_ID', '<SITE>')}/{num:07d}/session_1/anat_1/mprage.nii.gz)"
+            )
+            studies.append(st)
+    return studies
+
+
+def _abide_row(st: Study, row: dict[str, str], csv_path: Path) -> None:
+    site, dx, sex = row.get("SITE_ID", ""), _int_or_none(row.get("DX_GROUP", "")), row.get("SEX")
+    st.attrs.update({"site": site, "age": _number(row.get("AGE_AT_SCAN"))})
+    if sex in ("1", "2"):
+        st.attrs["sex"] = "M" if sex == "1" else "F"
+    if site.upper() not in ABIDE_SITES:
+        st.problems.append(
+            f"{csv_path}: SUB_ID {st.attrs['sub_id']}: unknown SITE_ID {site!r} "
+            f"(ABIDE I sites: {', '.join(ABIDE_SITES)})"
+        )
+    if dx not in (1, 2):
+        st.problems.append(
+            f"{csv_path}: SUB_ID {st.attrs['sub_id']}: DX_GROUP is "
+            f"{row.get('DX_GROUP') or 'empty'!r}, not 1 (autism) or 2 (control)"
+        )
+    else:
+        st.attrs.update({"dx_group": dx, "diagnosis": "Autism" if dx == 1 else "Control"})
+    st.attrs = {k: v for k, v in st.attrs.items() if v is not None}
+
+
+def find_adni(root: Path, source: str) -> list[Study]:
+    """ADNI as downloaded from the LONI IDA: ``ADNI/<PTID>/<description>/<date>/<image id>/
+    ADNI_<PTID>_MR_<description>_..._I<image>.nii`` and the image collection's CSV beside the
+    ``ADNI`` folder (or inside the root).
+
+    Source: the LONI IDA download of an image collection (https://adni.loni.usc.edu, "Download
+    → Image Collections"; the zip unpacks to ``ADNI/<PTID>/<series description>/
+    <YYYY-MM-DD_HH_MM_SS.0>/<image id>/``, e.g. ``ADNI/002_S_0295/MPRAGE/
+    2006-04-18_08_20_30.0/S13408/ADNI_002_S_0295_MR_MPRAGE_br_raw_..._S13408_I13722.nii``) and
+    the collection CSV (columns ``Image Data ID, Subject, Group, Sex, Age, Visit, Modality,
+    Description, Type, Acq Date, Format, Downloaded``; ``Group`` CN, SMC, EMCI, MCI, LMCI,
+    AD). The site is the PTID's first three digits.
+
+    One study per subject (the PTID): its earliest T1 image (description MPRAGE, MP-RAGE,
+    MPR..., SPGR, T1; others are skipped), so that no subject is in two splits.
+    ``attrs["group"]`` is ``NC`` (CN) or ``MCI`` (MCI, EMCI, LMCI); the collection's group is
+    kept in ``adni_group``. Problems: an image whose id is not in the CSV (no diagnosis), a
+    group outside MCI vs NC (AD, SMC), a CSV subject without an image.
+    """
+    images = root / "ADNI" if (root / "ADNI").is_dir() else root
+    table: dict[str, dict[str, str]] = {}
+    subjects: set[str] = set()
+    for csv_path in sorted({*root.glob("*.csv"), *images.parent.glob("*.csv")}):
+        for row in _read_csv_rows(csv_path):
+            if "Image Data ID" in row and "Subject" in row:
+                table[row["Image Data ID"].upper().lstrip("I")] = {**row, "_csv": csv_path.name}
+                subjects.add(row["Subject"])
+    found: dict[str, list[tuple[str, str, Path, str]]] = {}
+    for f in sorted(images.glob("*/*/*/*/*.nii*")):
+        ptid, desc, date, image_dir = f.relative_to(images).parts[:4]
+        if not _ADNI_PTID.fullmatch(ptid) or not _ADNI_T1.search(desc) or f.name.startswith("."):
+            continue
+        m = re.search(r"_I(\d+)\.nii", f.name)
+        image = m.group(1) if m else image_dir.lstrip("IS")
+        found.setdefault(ptid, []).append((date, image, f, desc))
+    studies = []
+    for ptid, scans in sorted(found.items()):
+        date, image, path, desc = min(
+            scans, key=lambda s: (s[0], int(s[1]) if s[1].isdigit() else 0)
+        )
+        st = Study(ptid, source, "adni")
+        st.add("t1", path)
+        st.attrs.update(
+            {
+                "site": ptid[:3],
+                "image_id": f"I{image}",
+                "description": desc,
+                "acq_date": date.split("_")[0],
+                "t1_images": len(scans),
+            }
+        )
+        found_row = table.get(image)
+        if found_row is None:
+            st.problems.append(
+                f"{path}: image I{image} of {ptid} is not in the collection CSV: no diagnosis"
+            )
+        else:
+            group = found_row.get("Group", "")
+            st.attrs.update(
+                {
+                    "adni_group": group,
+                    "visit": found_row.get("Visit"),
+                    "age": _number(found_row.get("Age")),
+                    "sex": found_row.get("Sex"),
+                }
+            )
+            if group.upper() in ADNI_GROUPS:
+                st.attrs["group"] = ADNI_GROUPS[group.upper()]
+            else:
+                st.problems.append(
+                    f"{path}: {ptid} is in group {group or 'empty'!r} ({found_row['_csv']}), "
+                    f"not part of the MCI vs NC task ({', '.join(ADNI_GROUPS)})"
+                )
+        st.attrs = {k: v for k, v in st.attrs.items() if v not in (None, "")}
+        studies.append(st.sort())
+    for ptid in sorted(subjects - set(found)):
+        st = Study(ptid, source, "adni")
+        st.problems.append(
+            f"{images}: {ptid} is in the collection CSV but has no T1 image "
+            f"under {images.name}/{ptid}/"
+        )
+        studies.append(st)
+    return studies
+
+
+def _detect_cls_layout(path: Path) -> str | None:
+    """``adhd200``, ``abide`` or ``adni`` when a folder looks like that release, else None."""
+    if (path / "ADNI").is_dir() or any(
+        _ADNI_PTID.fullmatch(p.name) for p in path.iterdir() if p.is_dir()
+    ):
+        return "adni"
+    if any(path.glob("Phenotypic_V1_0b*.csv")):
+        return "abide"
+    if any(path.glob("*/*_phenotypic.csv")) or any(path.glob("*_phenotypic.csv")):
+        return "adhd200"
+    return None
+
+
 # ---------------------------------------------------------------------------------- discover
 
 _FINDERS = {
@@ -797,6 +1135,9 @@ _FINDERS = {
     "upenn_gbm": find_upenn_gbm,
     "vs_seg": find_vs_seg,
     "decathlon": find_decathlon,
+    "adhd200": find_adhd200,
+    "abide": find_abide,
+    "adni": find_adni,
 }
 
 
@@ -832,6 +1173,9 @@ def detect_layout(path: str | Path) -> str:
         return "monai_datalist"
     if (path / "cohort.json").is_file():
         return "cohort"
+    cls_layout = _detect_cls_layout(path)
+    if cls_layout:
+        return cls_layout
     if (path / "dataset.json").is_file() and (path / "imagesTr").is_dir():
         return "decathlon"
     if (path / "HGG").is_dir() or (path / "LGG").is_dir():

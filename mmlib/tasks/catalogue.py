@@ -14,15 +14,21 @@ name            kind             modalities               target
 ``isles``       segmentation     flair, dwi, adc          stroke lesion
 ``mrbrains``    segmentation     the source's (t1, flair) CSF, GM, WM (labels 1, 2, 3)
 ``hgg_lgg``     classification   flair, t1, t1c, t2       attrs ``grade``: LGG, HGG
-``atrophy``     classification   t1                       attrs ``group`` (e.g. NC, MCI)
 ``brats_met``   segmentation     flair, t1, t1c, t2       TC, WT, ET (labels NETC 1, SNFH 2,
                                                           ET 3; several lesions per study)
 ``upenn_gbm``   segmentation     flair, t1, t1c, t2       TC, WT, ET (labels 1, 2, 4)
 ``vs_seg``      segmentation     t1c, t2                  tumour (label 1)
+``adni``        classification   t1                       attrs ``group``: NC, MCI (alias
+                                                          ``atrophy``)
+``adhd200``     classification   t1                       attrs ``diagnosis``: TDC, ADHD
+``abide``       classification   t1                       attrs ``diagnosis``: Control, Autism
 ==============  ===============  =======================  ================================
 
 The BraTS conventions of ``brats_met`` (ET = 3) and ``upenn_gbm`` (ET = 4) are fixed, not
-detected: their datasets document them, and a label map that breaks them is refused.
+detected: their datasets document them, and a label map that breaks them is refused. The three
+T1-only classification tasks are multi-site (ADHD-200, ABIDE I, ADNI); their layout readers
+(:mod:`mmlib.data.layouts`) map each dataset's diagnosis codes to these classes, the
+second class being the positive one of AUC and F1.
 """
 
 from __future__ import annotations
@@ -137,12 +143,29 @@ TASKS: dict[str, TaskSpec] = {
         classes=("LGG", "HGG"),
         aliases=("brats2018", "grade", "glioma_grade", "hgglgg", "hgg_vs_lgg"),
     ),
-    "atrophy": TaskSpec(
-        "atrophy",
+    "adni": TaskSpec(
+        "adni",
         "classification",
         ("t1",),
         attr="group",
-        aliases=("adni", "mci_nc", "mci", "mci_vs_nc", "atrophy_vs_none"),
+        classes=("NC", "MCI"),
+        aliases=("atrophy", "mci_nc", "mci", "mci_vs_nc", "atrophy_vs_none", "adni_mci_nc"),
+    ),
+    "adhd200": TaskSpec(
+        "adhd200",
+        "classification",
+        ("t1",),
+        attr="diagnosis",
+        classes=("TDC", "ADHD"),
+        aliases=("adhd", "adhd_200", "adhd_vs_tdc"),
+    ),
+    "abide": TaskSpec(
+        "abide",
+        "classification",
+        ("t1",),
+        attr="diagnosis",
+        classes=("Control", "Autism"),
+        aliases=("abide1", "abide_i", "abide_1", "autism", "asd", "asd_vs_tc"),
     ),
     "brats_met": TaskSpec(
         "brats_met",

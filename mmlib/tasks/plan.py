@@ -6,12 +6,13 @@ BraTS-PED-like task at the main 20 % fraction for scratch, BrainMVP and single-m
 modelling (MIM) over three seeds, at 100 % for scratch and BrainMVP over the same seeds; the
 proxy-task ablations at 20 % with one seed (``ablation_seeds``: each ablation costs a
 pre-training, ~2 min at demo, so their spread over seeds is left to ``paper``); the other tasks
-(stroke, tissue, and the BraTS-MET-, UPENN-GBM- and VS-Seg-like tasks) BrainMVP vs scratch at one
-fraction with one seed (a demonstration that the code runs there, not a comparison). That is 32
-fine-tuning runs of ~31 s and six demo pre-trainings of 1-2.5 min on an uncontended 2-core CPU.
-``smoke`` runs a token grid in seconds (tests). Notebooks read this table unless their
-parameters say otherwise, and every run folder is reused when nothing it depends on changed,
-so notebook 09 reuses the runs of 07 and notebook 12 recomputes nothing.
+(stroke, tissue, and the BraTS-MET-, UPENN-GBM- and VS-Seg-like tasks; the four classification
+tasks) BrainMVP vs scratch at one fraction with one seed (a demonstration that the code runs
+there, not a comparison). That is 36 fine-tuning runs of ~31 s and six demo pre-trainings of
+1-2.5 min on an uncontended 2-core CPU. ``smoke`` runs a token grid in seconds (tests).
+Notebooks read this table unless their parameters say otherwise, and every run folder is reused
+when nothing it depends on changed, so notebook 09 reuses the runs of 07 and notebook 12
+recomputes nothing.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ PLAN: dict[str, dict[str, Any]] = {
         "ablation_seeds": [0, 1],
         "fraction_inits": ["scratch", "brainmvp"],
         "other_seg_tasks": ["isles", "mrbrains", "brats_met", "upenn_gbm", "vs_seg"],
-        "cls_tasks": ["hgg_lgg", "atrophy"],
+        "cls_tasks": ["hgg_lgg", "adni", "adhd200", "abide"],
         "other_fraction": 1.0,
         "other_seeds": [0],
         "robustness_max_test": 2,
@@ -51,7 +52,7 @@ PLAN: dict[str, dict[str, Any]] = {
         "ablation_seeds": [0],
         "fraction_inits": ["scratch", "brainmvp"],
         "other_seg_tasks": ["isles", "mrbrains", "brats_met", "upenn_gbm", "vs_seg"],
-        "cls_tasks": ["hgg_lgg", "atrophy"],
+        "cls_tasks": ["hgg_lgg", "adni", "adhd200", "abide"],
         "other_fraction": 1.0,
         "other_seeds": [0],
         "robustness_max_test": 3,
@@ -67,7 +68,7 @@ PLAN: dict[str, dict[str, Any]] = {
         "ablation_seeds": [0, 1, 2],
         "fraction_inits": ["scratch", "brainmvp", "mim"],
         "other_seg_tasks": ["isles", "mrbrains", "brats_met", "upenn_gbm", "vs_seg"],
-        "cls_tasks": ["hgg_lgg", "atrophy"],
+        "cls_tasks": ["hgg_lgg", "adni", "adhd200", "abide"],
         "other_fraction": 1.0,
         "other_seeds": [0, 1, 2],
         "robustness_max_test": None,

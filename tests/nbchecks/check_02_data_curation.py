@@ -9,6 +9,9 @@ def check(results: dict, out_dir: pathlib.Path) -> None:
     assert results["scale"] == "smoke" and results["spacing_mm"] == 4.0
     # every study of the embedded cohort is found and curated, none fails
     assert results["sources"] >= 5 and results["studies_found"] >= 20
+    # the default cohort plants no unusable table entries (tests/test_cls_tasks.py writes a
+    # messy one): every study found is curated
+    assert results["expected_problems"] == 0
     assert results["studies_curated"] == results["studies_found"]
     assert results["curation_failed"] == 0
     assert sum(results["per_source"].values()) == results["studies_curated"]

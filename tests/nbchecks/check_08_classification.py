@@ -13,4 +13,10 @@ def check(results: dict, out_dir: pathlib.Path) -> None:
             assert 0.0 <= acc <= 1.0
         assert results["n_test"][t] >= 1
     assert results["seconds_train"] > 0
+    assert set(results["tasks"]) == {"hgg_lgg", "adni", "adhd200", "abide"}
+    for t in ("adni", "adhd200", "abide"):  # the T1 tasks: a linear baseline with intervals
+        lo, hi = results["baseline"][t]["auc_ci"]
+        assert 0.0 <= results["baseline"][t]["accuracy"] <= 1.0 and lo <= hi
+    assert len(results["intervals"]) == len(results["runs"])
+    assert len(results["reader_problems"]) == 6  # two unusable entries per multi-site source
     assert all(pathlib.Path(r, "DONE").is_file() for r in results["runs"])

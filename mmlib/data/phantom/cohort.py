@@ -65,6 +65,9 @@ LAYOUT_MODALITIES: dict[str, tuple[str, ...]] = {
     "upenn_gbm": ("flair", "t1", "t1c", "t2"),
     "vs_seg": ("t1c", "t2"),
     "pattern": MODALITIES,
+    "adhd200": ("t1",),
+    "abide": ("t1",),
+    "adni": ("t1",),
 }
 BRATS2023_SUBSETS = ("GLI", "MEN", "SSA", "PED", "MET")
 _REGISTERED = {"brats2021", "brats2023", "brats2018", "ucsf_pdgm", "decathlon", "upenn_gbm"}
@@ -95,6 +98,8 @@ class SourceSpec:
         pattern: path pattern with ``{subject}``/``{modality}`` (pattern layout).
         label_pattern: label path pattern with ``{subject}`` (pattern layout).
         labels: what is written as label: ``"lesion"``, ``"tissue"`` or None.
+        messy: write the unusable entries a real multi-site table holds (see
+            :func:`cls_extras`; classification layouts ``adhd200``, ``abide``, ``adni``).
     """
 
     name: str
@@ -116,6 +121,7 @@ class SourceSpec:
     pattern: str | None = None
     label_pattern: str | None = None
     labels: str | None = "lesion"
+    messy: bool = False
 
     @property
     def writer(self) -> str:
@@ -249,17 +255,16 @@ def _default_sources(n: dict[str, int]) -> tuple[SourceSpec, ...]:
         SourceSpec(
             "adni",
             "ADNI",
-            "pattern",
+            "adni",
             "downstream",
-            "atrophy",
+            "adni",
             n["adni"],
             ("t1",),
             None,
             classes=("NC", "MCI"),
             class_column="group",
-            profile="adni",
-            pattern="{subject}/anat/{subject}_{modality}.nii.gz",
             labels=None,
+            messy=False,
         ),
         SourceSpec(
             "msd_task01",
@@ -309,6 +314,34 @@ def _default_sources(n: dict[str, int]) -> tuple[SourceSpec, ...]:
             "schwannoma",
             (0.5, 8.0),
         ),
+        SourceSpec(
+            "adhd200",
+            "ADHD-200",
+            "adhd200",
+            "downstream",
+            "adhd200",
+            n["adhd200"],
+            ("t1",),
+            None,
+            classes=("TDC", "ADHD"),
+            class_column="diagnosis",
+            labels=None,
+            messy=False,
+        ),
+        SourceSpec(
+            "abide",
+            "ABIDE-I",
+            "abide",
+            "downstream",
+            "abide",
+            n["abide"],
+            ("t1",),
+            None,
+            classes=("Control", "Autism"),
+            class_column="diagnosis",
+            labels=None,
+            messy=False,
+        ),
     )
 
 
@@ -328,6 +361,8 @@ _COUNTS: dict[str, dict[str, int]] = {
         met=4,
         upenn=4,
         vs=4,
+        adhd200=6,
+        abide=6,
     ),
     "demo": dict(
         brats2021=16,
@@ -339,11 +374,13 @@ _COUNTS: dict[str, dict[str, int]] = {
         isles=18,
         mrbrains=16,
         brats2018=20,
-        adni=20,
+        adni=40,
         msd=8,
         met=16,
         upenn=14,
         vs=16,
+        adhd200=40,
+        abide=40,
     ),
     "paper": dict(
         brats2021=147,
@@ -360,6 +397,8 @@ _COUNTS: dict[str, dict[str, int]] = {
         met=24,
         upenn=13,
         vs=24,
+        adhd200=77,
+        abide=82,
     ),
 }
 _FACTORS = {"smoke": 4, "demo": 2, "paper": 1}
@@ -512,6 +551,11 @@ def study_id(src: SourceSpec, index: int) -> str:
         return f"vs_gk_{i}"
     if src.writer == "mrbrains":
         return f"{i}"
+    if src.layout in W.CLS_LAYOUTS:
+        at = cls_site(src, i)
+        if src.layout == "adni":
+            return f"{at.code}_S_{i:04d}"
+        return f"{at.folder}_{at.id_base + i:07d}"
     return f"sub-{src.name.upper()}{i:03d}"
 
 
@@ -522,7 +566,7 @@ def participant_id(src: SourceSpec, sid: str) -> str:
 
 def class_of(src: SourceSpec, seed: int, index: int) -> str | None:
     """The class of subject ``index``: equal shares, shuffled per source and seed."""
-    if not src.classes:
+    if not src.classes or index > src.n_subjects:
         return None
     k = len(src.classes)
     order = np.repeat(np.arange(k), -(-src.n_subjects // k))[: src.n_subjects]
@@ -530,6 +574,137 @@ def class_of(src: SourceSpec, seed: int, index: int) -> str | None:
         np.random.SeedSequence([seed, zlib.crc32(src.name.encode()), 10**6])
     ).permutation(order)
     return src.classes[int(perm[index - 1])]
+
+
+# ------------------------------------------------- multi-site T1 classification sources
+#
+# ADHD-200, ABIDE I and ADNI are T1-only, multi-site sets whose class is a diagnosis from a
+# phenotypic table. The simulated group difference is a small, documented change of the
+# atrophy parameters of :class:`mmlib.data.phantom.subject.Subject` (ventricle_shift in mm,
+# thinning as the fraction of cortical GM turned into CSF), drawn per subject from
+# overlapping ranges (:data:`GROUP_EFFECTS`); the sites differ in scanner grid, T1 relaxation
+# (field strength), noise and bias field (:data:`SITES`). Nothing is tuned to a network.
+
+
+@dataclass(frozen=True)
+class Site:
+    """One acquisition site of a multi-site source.
+
+    Attributes:
+        name: the site as the phenotypic table writes it (ADHD-200 ``Site`` is a code).
+        folder: the site's folder (ADHD-200, ABIDE) or PTID site number (ADNI).
+        code: the table's site code (ADHD-200 phenotypic key; ADNI site number).
+        id_base: subject ids of the site start after this number.
+        grid: key of :data:`mmlib.data.phantom.writers.SITE_GRIDS`.
+        noise: Rician noise relative to brain signal.
+        bias: log-amplitude of the bias field.
+        t1_scale: factor on every tissue's T1 (1.5 T sites have shorter T1 than 3 T ones).
+    """
+
+    name: str
+    folder: str
+    code: str
+    id_base: int
+    grid: str
+    noise: float
+    bias: float
+    t1_scale: float
+
+
+#: Sites per classification layout; subject ``i`` (1-based) is at site ``(i - 1) % 4``.
+#: ADHD-200 site codes follow its phenotypic key (1 Peking, 2 Brown, 3 KKI, 5 NYU, 6 OHSU);
+#: ids lie in each site's range of the real release. The last ADHD-200 site (Brown, whose
+#: diagnoses were never released) holds only the study with a pending diagnosis.
+SITES: dict[str, tuple[Site, ...]] = {
+    "adhd200": (
+        Site("1", "Peking_1", "1", 1050000, "sag_1.2mm", 0.035, 0.20, 1.00),
+        Site("3", "KKI", "3", 1018000, "sag_1mm", 0.025, 0.15, 1.05),
+        Site("5", "NYU", "5", 10000, "axial_1.3mm", 0.030, 0.25, 0.97),
+        Site("6", "OHSU", "6", 1084000, "cor_1.5mm", 0.045, 0.20, 1.00),
+        Site("2", "Brown", "2", 26000, "sag_1mm", 0.030, 0.15, 1.02),
+    ),
+    "abide": (
+        Site("CALTECH", "CALTECH", "CALTECH", 51455, "sag_1mm", 0.030, 0.15, 1.00),
+        Site("NYU", "NYU", "NYU", 50951, "sag_1.2mm", 0.025, 0.20, 1.04),
+        Site("PITT", "PITT", "PITT", 50001, "axial_1.3mm", 0.040, 0.25, 0.97),
+        Site("USM", "USM", "USM", 50432, "cor_1.5mm", 0.035, 0.15, 1.02),
+    ),
+    "adni": (
+        Site("002", "002", "002", 0, "sag_1.2mm", 0.030, 0.20, 0.85),
+        Site("011", "011", "011", 0, "sag_1mm", 0.025, 0.15, 1.00),
+        Site("023", "023", "023", 0, "cor_1.5mm", 0.045, 0.25, 0.85),
+        Site("127", "127", "127", 0, "axial_1.3mm", 0.030, 0.20, 1.00),
+    ),
+}
+
+#: Per class: uniform ranges of (ventricle_shift mm, cortical thinning fraction). ``NC``/``MCI``
+#: is the ADNI-like atrophy effect of earlier versions (large: the classes barely overlap);
+#: ``TDC``/``ADHD`` differ by a small cortical thinning (+0.06 on average, ranges overlap;
+#: the direction of the reduced cortical thickness reported for ADHD, e.g. Shaw et al. 2007,
+#: much larger here than real effect sizes); ``Control``/``Autism`` by slightly larger lateral
+#: ventricles (+0.6 mm on average, overlapping; ENIGMA-ASD, van Rooij et al. 2018, reports
+#: larger ventricles in autism, with small effect sizes).
+GROUP_EFFECTS: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
+    "MCI": ((3.0, 5.0), (0.3, 0.45)),
+    "NC": ((0.0, 0.8), (0.0, 0.08)),
+    "ADHD": ((0.0, 1.0), (0.06, 0.20)),
+    "TDC": ((0.0, 1.0), (0.0, 0.14)),
+    "Autism": ((0.6, 2.0), (0.0, 0.10)),
+    "Control": ((0.0, 1.4), (0.0, 0.10)),
+}
+
+
+def cls_extras(src: SourceSpec) -> dict[int, str]:
+    """The unusable entries a messy classification source writes after its ``n_subjects``
+    studies: index -> kind (``pending``: images, diagnosis "pending"; ``not_in_table``:
+    images, no table row; ``no_images``: a table row, no images; ``other_group``: images of a
+    group outside the task, ADNI ``AD``)."""
+    if not src.messy or src.layout not in W.CLS_LAYOUTS:
+        return {}
+    n = src.n_subjects
+    kinds = {
+        "adhd200": ("pending", "no_images"),
+        "abide": ("not_in_table", "no_images"),
+        "adni": ("not_in_table", "other_group"),
+    }[src.layout]
+    return {n + 1: kinds[0], n + 2: kinds[1]}
+
+
+def cls_site(src: SourceSpec, index: int) -> Site:
+    """The site of study ``index`` of a classification source."""
+    sites = SITES[src.layout]
+    if src.layout == "adhd200":
+        if cls_extras(src).get(index) == "pending":
+            return sites[-1]
+        sites = sites[:-1]
+    return sites[(index - 1) % len(sites)]
+
+
+def cls_attrs(
+    src: SourceSpec, index: int, site: Site, cls: str | None, rng: np.random.Generator
+) -> dict[str, Any]:
+    """The table values of a classification study: site, ids, age, diagnosis codes (``cls``:
+    the study's class, None for an extra of :func:`cls_extras`)."""
+    extra = cls_extras(src).get(index)
+    out: dict[str, Any] = {"site": site.name, "site_folder": site.folder}
+    if src.layout == "adni":
+        day = int(rng.integers(0, 3 * 365))
+        date = np.datetime64("2006-01-02") + np.timedelta64(day, "D")
+        out["age"] = round(float(rng.uniform(58, 90)), 1)
+        out["image_id"] = 10000 + 37 * index
+        out["acq_time"] = f"{date}_{8 + index % 9:02d}_{(7 * index) % 60:02d}_30"
+        mci = str(rng.choice(["MCI", "EMCI", "LMCI"]))
+        out["adni_group"] = "AD" if extra == "other_group" else "CN" if cls == "NC" else mci
+        return out
+    out["scan_id"] = f"{site.id_base + index:07d}"
+    lo, hi = (7.0, 21.0) if src.layout == "adhd200" else (7.0, 40.0)
+    out["age"] = round(float(rng.uniform(lo, hi)), 2)
+    if src.layout == "adhd200":
+        subtype = int(rng.choice([1, 2, 3]))
+        out["dx"] = "pending" if extra == "pending" else subtype if cls == "ADHD" else 0
+    else:
+        out["dx_group"] = 1 if cls == "Autism" else 2
+    return out
 
 
 def make_subject(
@@ -548,15 +723,18 @@ def make_subject(
     disp, disp_aff = random_displacement(rng, anatomy, amplitude_mm=1.5)
     age = float(rng.uniform(5, 17)) if src.paediatric else float(rng.uniform(20, 85))
     attrs: dict[str, Any] = {"age": round(age, 1), "sex": str(rng.choice(["F", "M"]))}
-    if cls == "MCI":
-        vshift, thin = rng.uniform(3.0, 5.0), rng.uniform(0.3, 0.45)
-    elif cls == "NC":
-        vshift, thin = rng.uniform(0.0, 0.8), rng.uniform(0.0, 0.08)
+    if cls in GROUP_EFFECTS:
+        (v_lo, v_hi), (t_lo, t_hi) = GROUP_EFFECTS[cls]
+        vshift, thin = rng.uniform(v_lo, v_hi), rng.uniform(t_lo, t_hi)
     else:
         vshift, thin = 0.0, rng.uniform(0.0, 0.1)
     if src.class_column and cls is not None:
         attrs[src.class_column] = cls
     tissues = jitter_tissues(rng)
+    if src.layout in W.CLS_LAYOUTS:
+        site = cls_site(src, index)
+        tissues = {k: replace(t, t1=t.t1 * site.t1_scale) for k, t in tissues.items()}
+        attrs.update(cls_attrs(src, index, site, cls, rng))
     vessels = grow_vessels(rng, anatomy)
     lesions = []
     if src.lesion is not None:
@@ -609,11 +787,15 @@ def make_subject(
     return subject, rng
 
 
-def grid_groups(src: SourceSpec, factor: int) -> list[tuple[W.Grid, tuple[str, ...]]]:
-    """Modalities grouped by the grid they are written on (one render per group)."""
+def grid_groups(
+    src: SourceSpec, factor: int, index: int | None = None
+) -> list[tuple[W.Grid, tuple[str, ...]]]:
+    """Modalities grouped by the grid they are written on (one render per group); a study of a
+    multi-site source (``index`` given) is written on its site's scanner grid."""
     groups: list[tuple[W.Grid, list[str]]] = []
+    site = cls_site(src, index) if index is not None and src.layout in W.CLS_LAYOUTS else None
     for m in src.modalities:
-        g = W.grid_for(src.writer, m, factor)
+        g = W.SITE_GRIDS[site.grid].shrink(factor) if site else W.grid_for(src.writer, m, factor)
         for grid, mods in groups:
             if grid == g:
                 mods.append(m)
@@ -660,7 +842,10 @@ def _simulate(
     anatomy = load_anatomy(factor)
     for attempt in range(MAX_ATTEMPTS):
         subject, rng = make_subject(src, index, seed, anatomy, attempt)
-        groups = grid_groups(src, factor)
+        groups = grid_groups(src, factor, index)
+        noise, bias = src.noise, 0.15 if src.noise < 0.05 else 0.25
+        if src.layout in W.CLS_LAYOUTS:
+            noise, bias = cls_site(src, index).noise, cls_site(src, index).bias
         renders = []
         for grid, mods in groups:
             aff = grid.affine()
@@ -675,8 +860,8 @@ def _simulate(
                         grid.shape,
                         mods,
                         rng,
-                        noise=src.noise,
-                        bias=0.15 if src.noise < 0.05 else 0.25,
+                        noise=noise,
+                        bias=bias,
                     ),
                 )
             )
@@ -866,14 +1051,19 @@ def _make_locked(spec: CohortSpec, root: Path, key: str, seed: int, workers: int
     rows: dict[str, dict[str, dict[str, Any]]] = {s.name: {} for s in spec.sources}
     jobs = []
     for src in spec.sources:
-        for i in range(1, src.n_subjects + 1):
+        extras = [i for i, kind in cls_extras(src).items() if kind != "no_images"]
+        for i in [*range(1, src.n_subjects + 1), *extras]:
             sid = study_id(src, i)
             marker = root / ".tmp" / "done" / src.name / f"{sid}.json"
             if marker.is_file():
                 rows[src.name][sid] = json.loads(marker.read_text())["row"]
             else:
                 jobs.append((src, i))
-    total = sum(s.n_subjects for s in spec.sources)
+    total = (
+        sum(s.n_subjects for s in spec.sources)
+        + len(jobs)
+        - sum(1 for src, i in jobs if i <= src.n_subjects)
+    )
     bar = tqdm(total=total, initial=total - len(jobs), desc=f"cohort {spec.preset}", unit="study")
     if workers == 1 or len(jobs) <= 1:
         for src, i in jobs:
@@ -945,7 +1135,11 @@ def source_entry(src: SourceSpec) -> dict[str, Any]:
     if src.classes:
         entry["classes"] = list(src.classes)
         entry["class_column"] = src.class_column
-    entry["participants"] = "participants.tsv"
+    entry["participants"] = CLS_TABLES.get(src.layout, "participants.tsv")
+    if cls_extras(src):
+        entry["expected_problems"] = {
+            study_id(src, i): kind for i, kind in sorted(cls_extras(src).items())
+        }
     return entry
 
 
@@ -958,7 +1152,10 @@ def _write_tables(
     for src in spec.sources:
         sroot = root / src.folder
         table = [rows[src.name][k] for k in sorted(rows[src.name])]
-        W.write_participants(sroot, table, tmp)
+        if src.layout in W.CLS_LAYOUTS:
+            _write_cls_tables(src, rows[src.name], sroot, tmp)
+        else:
+            W.write_participants(sroot, table, tmp)
         if src.layout == "decathlon":
             ids = sorted(rows[src.name])
             W.write_json(
@@ -1010,6 +1207,59 @@ def _write_tables(
         },
         tmp,
     )
+
+
+#: The side table of each classification layout (ADHD-200: one per site folder).
+CLS_TABLES = {
+    "adhd200": "<Site>/<Site>_phenotypic.csv",
+    "abide": "Phenotypic_V1_0b.csv",
+    "adni": "ADNI_MCI_NC_collection.csv",
+}
+
+
+def _write_cls_tables(
+    src: SourceSpec, rows: dict[str, dict[str, Any]], sroot: Path, tmp: Path
+) -> None:
+    """The phenotypic table(s) of a classification source, in the dataset's own columns and
+    codes, with the extras of :func:`cls_extras` (a row without images, images without a row)."""
+    by_id = dict(rows)
+    for i, kind in cls_extras(src).items():
+        sid = study_id(src, i)
+        if kind == "not_in_table":
+            by_id.pop(sid, None)
+        elif kind == "no_images":
+            site = cls_site(src, i)
+            by_id[sid] = {"participant_id": sid, "site": site.name, "site_folder": site.folder,
+                          "scan_id": f"{site.id_base + i:07d}", "age": 12.5, "sex": "M",
+                          "dx": 0, "dx_group": 2}  # fmt: skip
+    table = [by_id[k] for k in sorted(by_id)]
+    if src.layout == "adhd200":
+        missing = ("ADHD Measure", "ADHD Index", "Inattentive", "Hyper/Impulsive", "IQ Measure",
+                   "Verbal IQ", "Performance IQ", "Full2 IQ", "Full4 IQ", "Med Status")  # fmt: skip
+        for folder in sorted({r["site_folder"] for r in table}):
+            out = []
+            for r in (r for r in table if r["site_folder"] == folder):
+                row = dict.fromkeys(missing, -999)
+                row.update({"ScanDir ID": int(r["scan_id"]), "Site": r["site"],
+                            "Gender": int(r["sex"] == "M"), "Age": r["age"], "Handedness": 1,
+                            "DX": r["dx"], "QC_Anatomical_1": 1})  # fmt: skip
+                out.append(row)
+            W.write_csv(sroot / folder / f"{folder}_phenotypic.csv", W.ADHD200_COLUMNS, out, tmp)
+    elif src.layout == "abide":
+        out = [{"SITE_ID": r["site"], "SUB_ID": int(r["scan_id"]), "DX_GROUP": r["dx_group"],
+                "DSM_IV_TR": int(r["dx_group"] == 1), "AGE_AT_SCAN": r["age"],
+                "SEX": 1 if r["sex"] == "M" else 2} for r in table]  # fmt: skip
+        W.write_csv(sroot / CLS_TABLES["abide"], W.ABIDE_COLUMNS, out, tmp)
+    else:
+        rows_out: list[dict[str, Any]] = []
+        for r in table:
+            y, m, d = str(r["acq_time"]).split("_")[0].split("-")
+            rows_out.append({"Image Data ID": f"I{r['image_id']}", "Subject": r["participant_id"],
+                        "Group": r["adni_group"], "Sex": r["sex"], "Age": int(r["age"]),
+                        "Visit": "sc", "Modality": "MRI", "Description": "MPRAGE",
+                        "Type": "Original", "Acq Date": f"{int(m)}/{int(d)}/{y}",
+                        "Format": "NiFTI", "Downloaded": ""})  # fmt: skip
+        W.write_csv(sroot / CLS_TABLES["adni"], W.ADNI_COLUMNS, rows_out, tmp)
 
 
 def ensure_cohort(scale: str, workers: int | None = None) -> Path:

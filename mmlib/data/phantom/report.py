@@ -162,8 +162,16 @@ def layout_tree(root: Path, source: str, max_items: int = 2) -> str:
 
 
 def participants(root: Path, source_path: str) -> pd.DataFrame:
-    """A source's ``participants.tsv`` as a frame."""
-    return pd.read_csv(Path(root) / source_path / "participants.tsv", sep="\t")
+    """A source's ``participants.tsv`` as a frame; for a source without one (ADHD-200, ABIDE,
+    ADNI keep their own phenotypic tables) the study attributes its layout reader finds
+    (``participant_id`` = study id)."""
+    folder = Path(root) / source_path
+    if (folder / "participants.tsv").is_file():
+        return pd.read_csv(folder / "participants.tsv", sep="\t")
+    from mmlib.data.layouts import find_studies
+
+    rows = [{"participant_id": st.study, **st.attrs} for st in find_studies(folder)]
+    return pd.DataFrame(rows)
 
 
 def lesion_slice(label: np.ndarray, axis: int = 2) -> int:
@@ -198,6 +206,13 @@ def study_files(root: Path, src: Any, index: int) -> tuple[dict[str, Path], Path
     attrs = {}
     if src.layout == "brats2018":
         attrs["grade"] = "HGG" if (base / "HGG" / sid).is_dir() else "LGG"
+    if src.layout == "adni":  # the date folder is random: find it
+        return {"t1": next(iter(sorted(base.glob(f"ADNI/{sid}/*/*/*/*.nii"))))}, None
+    if src.layout in W.CLS_LAYOUTS:
+        from mmlib.data.phantom.cohort import cls_site
+
+        site = cls_site(src, index)
+        attrs = {"site_folder": site.folder, "scan_id": f"{site.id_base + index:07d}"}
     paths, label = W.study_paths(
         src.layout, src.writer, sid, src.modalities, attrs, src.pattern, src.label_pattern
     )

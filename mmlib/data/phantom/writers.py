@@ -37,8 +37,14 @@ vs_seg         ``vs_gk_N/vs_gk_{t1_refT1,t2_refT2,seg_refT1,seg_refT2}.nii.gz`` 
                512×512×120 at 0.41×0.41×1.5 mm, hrT2 slab 384×384×80 at 0.5×0.5×1.0 mm
                around the internal acoustic canals; LPS, int16, not skull-stripped; tumour 1
 pattern        a path pattern with ``{subject}`` and ``{modality}`` (MRBrainS-like tissue set:
-               240×240×48 at 0.96×0.96×3 mm; ADNI-like BIDS T1w: sagittal 170×256×256 at
-               1.2×1×1 mm)
+               240×240×48 at 0.96×0.96×3 mm)
+adhd200        ``<Site>/<7-digit ScanDir ID>/session_1/anat_1/mprage.nii.gz`` and
+               ``<Site>/<Site>_phenotypic.csv``; each site its own scanner grid
+               (:data:`SITE_GRIDS`), int16, not skull-stripped
+abide          ``<SITE>/<7-digit SUB_ID>/session_1/anat_1/mprage.nii.gz`` and
+               ``Phenotypic_V1_0b.csv`` at the root; site grids, int16
+adni           ``ADNI/<PTID>/MPRAGE/<date>_<time>.0/I<image>/ADNI_<PTID>_MR_MPRAGE_…_I<image>.nii``
+               (uncompressed) and the collection CSV beside ``ADNI/``; sagittal 1.2×1×1 mm
 =============  ==========================================================================
 
 Files are written byte-deterministically (gzip with ``mtime=0`` and no file name) to a
@@ -138,6 +144,17 @@ GRIDS: dict[str, dict[str, Grid]] = {
         "t1c": Grid((512, 512, 120), (0.41, 0.41, 1.5), "LPS", (0.0, -18.0, -5.0)),
         "t2": Grid((384, 384, 80), (0.5, 0.5, 1.0), "LPS", (0.0, -30.0, -36.0)),
     },
+    "adhd200": {"*": Grid((176, 256, 256), (1.0, 1.0, 1.0), "RPI", (0.0, -18.0, 5.0))},
+    "abide": {"*": Grid((176, 256, 256), (1.0, 1.0, 1.0), "RPI", (0.0, -18.0, 5.0))},
+}
+
+#: Scanner grids of the classification sites (paper scale): sites differ in voxel size and
+#: orientation, one of the site effects of multi-site T1 sets (ADHD-200, ABIDE, ADNI).
+SITE_GRIDS: dict[str, Grid] = {
+    "sag_1mm": Grid((176, 256, 256), (1.0, 1.0, 1.0), "RPI", (0.0, -18.0, 5.0)),
+    "sag_1.2mm": Grid((160, 240, 256), (1.2, 1.0, 1.0), "LAS", (0.0, -18.0, 5.0)),
+    "axial_1.3mm": Grid((192, 224, 128), (1.0, 1.0, 1.3), "LPS", (0.0, -18.0, 8.0)),
+    "cor_1.5mm": Grid((256, 124, 256), (1.0, 1.5, 1.0), "LIP", (0.0, -18.0, 5.0)),
 }
 
 #: Whether a layout's images are skull-stripped (zero outside the brain).
@@ -153,6 +170,8 @@ SKULL_STRIPPED: dict[str, bool] = {
     "adni": False,
     "upenn_gbm": True,
     "vs_seg": False,
+    "adhd200": False,
+    "abide": False,
 }
 
 #: On-disk dtype of images per layout.
@@ -168,6 +187,8 @@ DTYPES: dict[str, str] = {
     "adni": "int16",
     "upenn_gbm": "int16",
     "vs_seg": "int16",
+    "adhd200": "int16",
+    "abide": "int16",
 }
 
 #: File-name alias of each canonical modality per layout.
@@ -187,9 +208,11 @@ NAMES: dict[str, dict[str, str]] = {
     "isles2022": {"dwi": "dwi", "adc": "adc", "flair": "FLAIR"},
     "decathlon": {"flair": "FLAIR", "t1": "T1w", "t1c": "t1gd", "t2": "T2w"},
     "mrbrains": {"t1": "T1", "flair": "T2_FLAIR"},
-    "adni": {"t1": "T1w"},
     "upenn_gbm": {"t1": "T1", "t1c": "T1GD", "t2": "T2", "flair": "FLAIR"},
     "vs_seg": {"t1c": "t1_refT1", "t2": "t2_refT2"},
+    "adni": {"t1": "MPRAGE"},
+    "adhd200": {"t1": "mprage"},
+    "abide": {"t1": "mprage"},
 }
 
 #: Generic lesion codes (1 core, 2 oedema, 3 enhancing) -> each layout's label values.
@@ -230,14 +253,16 @@ def to_dtype(image: np.ndarray, dtype: str) -> np.ndarray:
     return image.astype(np.float32)
 
 
-def nifti_bytes(data: np.ndarray, affine: np.ndarray) -> bytes:
-    """A gzip-compressed NIfTI-1 file as bytes, identical for identical inputs."""
+def nifti_bytes(data: np.ndarray, affine: np.ndarray, compress: bool = True) -> bytes:
+    """A NIfTI-1 file as bytes (gzip-compressed unless ``compress`` is False), identical for
+    identical inputs."""
     img = nib.Nifti1Image(data, affine)
     img.header.set_data_dtype(data.dtype)
     img.header.set_xyzt_units("mm", "sec")
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
-    return gzip.compress(img.to_bytes(), compresslevel=1, mtime=0)
+    raw = img.to_bytes()
+    return gzip.compress(raw, compresslevel=1, mtime=0) if compress else raw
 
 
 def atomic_write(path: Path, payload: bytes, tmp_dir: Path) -> None:
@@ -250,8 +275,8 @@ def atomic_write(path: Path, payload: bytes, tmp_dir: Path) -> None:
 
 
 def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray, tmp_dir: Path) -> None:
-    """Write one NIfTI file atomically and deterministically."""
-    atomic_write(path, nifti_bytes(data, affine), tmp_dir)
+    """Write one NIfTI file atomically and deterministically (``.nii``: uncompressed)."""
+    atomic_write(path, nifti_bytes(data, affine, compress=path.name.endswith(".gz")), tmp_dir)
 
 
 def write_json(path: Path, obj: Any, tmp_dir: Path) -> None:
@@ -339,11 +364,63 @@ def study_paths(
             {m: f"{sid}/vs_gk_{names[m]}.nii.gz" for m in modalities},
             f"{sid}/vs_gk_seg_refT1.nii.gz",
         )
+    if layout in CLS_LAYOUTS:
+        return {m: cls_study_path(layout, sid, attrs) for m in modalities}, None
     if layout == "pattern":
         assert pattern is not None
         paths = {m: pattern.format(subject=sid, modality=names[m]) for m in modalities}
         return paths, (label_pattern.format(subject=sid) if label_pattern else None)
     raise ValueError(f"unknown layout {layout!r}")
+
+
+# ------------------------------------------------------- multi-site T1 classification sets
+
+CLS_LAYOUTS = ("adhd200", "abide", "adni")
+
+#: The ADHD-200 phenotypic CSV columns (competition release), in file order.
+ADHD200_COLUMNS = (
+    "ScanDir ID", "Site", "Gender", "Age", "Handedness", "DX", "Secondary Dx ",
+    "ADHD Measure", "ADHD Index", "Inattentive", "Hyper/Impulsive", "IQ Measure", "Verbal IQ",
+    "Performance IQ", "Full2 IQ", "Full4 IQ", "Med Status", "QC_Rest_1", "QC_Rest_2",
+    "QC_Rest_3", "QC_Rest_4", "QC_Anatomical_1", "QC_Anatomical_2",
+)  # fmt: skip
+#: The leading columns of ABIDE I's ``Phenotypic_V1_0b.csv`` that the reader uses.
+ABIDE_COLUMNS = ("SITE_ID", "SUB_ID", "DX_GROUP", "DSM_IV_TR", "AGE_AT_SCAN", "SEX")
+#: The columns of an ADNI (LONI IDA) image collection CSV.
+ADNI_COLUMNS = (
+    "Image Data ID", "Subject", "Group", "Sex", "Age", "Visit", "Modality", "Description",
+    "Type", "Acq Date", "Format", "Downloaded",
+)  # fmt: skip
+
+
+def cls_study_path(layout: str, sid: str, attrs: dict[str, Any]) -> str:
+    """Relative path of the T1 image of a classification study (see the module table).
+
+    ``attrs`` holds what the path needs: ``site_folder`` and ``scan_id`` (ADHD-200, ABIDE),
+    ``image_id`` and ``acq_time`` (ADNI, whose ``sid`` is the PTID).
+    """
+    if layout in ("adhd200", "abide"):
+        return f"{attrs['site_folder']}/{attrs['scan_id']}/session_1/anat_1/mprage.nii.gz"
+    stamp = str(attrs["acq_time"])  # "2006-04-18_08_20_30"
+    raw = stamp.replace("-", "").replace("_", "") + "123"
+    image = attrs["image_id"]
+    return (
+        f"ADNI/{sid}/MPRAGE/{stamp}.0/I{image}/"
+        f"ADNI_{sid}_MR_MPRAGE_br_raw_{raw}_1_S{image - 300}_I{image}.nii"
+    )
+
+
+def write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]], tmp: Path) -> None:
+    """A comma-separated table with a header (empty cells for missing values)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["" if row.get(c) is None else row.get(c) for c in columns])
+    atomic_write(path, buf.getvalue().encode(), tmp)
 
 
 def sidecar(modality: str, field_t: float = 3.0) -> dict[str, Any]:
