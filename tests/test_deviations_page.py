@@ -1,4 +1,7 @@
-"""The book's deviations page names settings that exist: a renamed key fails here, not in a reader's run."""
+"""The book's deviations page names settings that exist.
+
+A renamed key fails here, not in a reader's run.
+"""
 
 from __future__ import annotations
 

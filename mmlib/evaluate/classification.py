@@ -120,4 +120,3 @@ def scores_with_intervals(
     ci = bootstrap_intervals(y, prob, n_boot=n_boot, seed=seed)
     out["accuracy_ci"], out["auc_ci"] = ci["accuracy"], ci["auc"]
     return out
-
