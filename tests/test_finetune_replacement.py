@@ -249,3 +249,44 @@ def test_ddp_two_ranks_with_replacement(store: Path, checkpoint: Path, tmp_path:
         mine = next(iter(FinetuneTrainer(cfg1, "ckpt", checkpoint, False, info).loader))
         assert mine["study"] == one["study"][r : r + 1]
         assert torch.equal(mine["image"][0], one["image"][r])
+
+
+def test_replacement_robustness_pairs_by_seed(
+    store: Path, checkpoint: Path, tmp_path: Path
+) -> None:
+    from mmlib.evaluate.robustness import (
+        replacement_pairs,
+        replacement_robustness,
+        subset_robustness,
+    )
+
+    over = {
+        "data.store": str(store),
+        "run.root": str(tmp_path),
+        "train.steps": 2,
+        "eval.hd95": False,
+        "task": "brats_ped",
+    }
+    table = replacement_robustness(
+        "smoke", str(checkpoint), 1.0, [0, 1], 2, over, max_test=1, progress=False
+    )
+    assert len(table) == 15 * 2 * 2 and set(table["fill"]) == {"template"}
+    assert sorted(set(table["template_replacement"])) == [0, 2]
+    assert table.groupby(["seed", "template_replacement"])["run"].nunique().eq(1).all()
+    pairs = replacement_pairs(table)
+    assert len(pairs) == 15 and pairs["subset"].iloc[0] == "flair+t1+t1c+t2"
+    key = table.set_index(["subset", "seed", "template_replacement"])["dice_mean"]
+    for _, row in pairs.iterrows():
+        for s in (0, 1):
+            gain = key[(row["subset"], s, 2)] - key[(row["subset"], s, 0)]
+            assert row[f"gain_s{s}"] == pytest.approx(gain)
+        assert row["gain"] == pytest.approx((row["gain_s0"] + row["gain_s1"]) / 2)
+    assert (pairs["n_seeds"] == 2).all()
+    # the subset cache keeps what it scored and adds a fill it lacks
+    run = Path(table["run"].iloc[0])
+    both = subset_robustness(run, ("template", "zero"), max_test=1, progress=False)
+    assert len(both) == 30 and set(both["fill"]) == {"template", "zero"}
+    again = subset_robustness(run, ("template",), max_test=1, progress=False)
+    assert again["dice_mean"].tolist() == table[table["run"] == str(run)]["dice_mean"].tolist()
+    with pytest.raises(ValueError, match="seeds"):
+        replacement_pairs(table[~((table["seed"] == 1) & (table["template_replacement"] == 2))])
