@@ -19,7 +19,24 @@ run or checkpoint folder), ``data.*`` (store, label fraction, crop size, ...), `
 segmentation heads start at, bias ``log(p / (1 - p))``, None for a zero bias), ``fill`` (absent
 channels: ``template`` or ``zero``), ``optim.*`` (``encoder_lr_scale`` multiplies the encoder's
 learning rate of a pre-trained initialisation; a scratch encoder always trains at the full
-rate), ``train.*`` (steps, batch size, seed), ``eval.*`` (sliding window, read by scoring).
+rate), ``train.*`` (steps, batch size, seed; ``template_replacement`` and
+``consistency_weight``, below), ``eval.*`` (sliding window, read by scoring).
+
+Template replacement (BrainMVP's supplement; :mod:`mmlib.proxy.replacement`):
+``train.template_replacement = N > 0`` makes each training crop into two copies, in each of
+which ``n ~ uniform{0..N}`` modalities (at most C - 1) are replaced by the run's fill (the
+templates of a pre-trained init, as at test time; zeros for scratch, whose test-time fill is
+zeros); both copies go through one forward pass and get the supervised loss, and
+``train.consistency_weight`` (default 0.1, the authors' script) times the mean squared
+difference of the two copies' deepest encoder features is added. ``N = 0`` (the default) is
+plain fine-tuning: one copy, no consistency term, whatever the weight. The paper preset uses
+``N = 3`` as the authors' script does. A step then costs about twice as much (2B crops).
+
+DDP: under ``torchrun`` (or :func:`launch`) every rank trains on its own slice of each
+global batch of ``train.batch_size`` x world size crops (the crops are those one process would
+draw at that global batch), gradients are averaged by DDP, the logged losses over ranks, and
+rank 0 writes the run folder; ``results.json`` records ``world_size`` and every rank's weight
+digest (they must agree). Scoring stays a single-process step.
 
 Pairing: at a given ``train.seed`` every initialisation sees the same labelled studies, the
 same crops in the same order (a function of the seed and the sample index only) and starts with
