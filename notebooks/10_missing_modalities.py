@@ -124,7 +124,7 @@ print(to_markdown(drops))
 # The gain is paired by seed: with minus without, per subset.
 
 # %%
-rep_seeds = P["seeds"] if replacement_seeds is None else replacement_seeds
+rep_seeds = P["replacement_seeds"] if replacement_seeds is None else replacement_seeds
 rep_table = replacement_robustness(
     scale, "brainmvp", P["main_fraction"], rep_seeds, replacement, {"task": task}, max_test=max_test
 )

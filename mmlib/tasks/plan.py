@@ -11,6 +11,8 @@ not a comparison). That is 26 fine-tuning runs of ~31 s and six demo pre-trainin
 on an uncontended 2-core CPU. ``smoke`` runs a token grid in seconds (tests). Notebooks read
 this table unless their parameters say otherwise, and every run folder is reused when nothing
 it depends on changed, so notebook 09 reuses the runs of 07 and notebook 12 recomputes nothing.
+Notebook 10 fine-tunes BrainMVP at the main fraction again with template replacement at
+``replacement_seeds`` (paired with 07's runs of the same seeds; one seed at smoke).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ PLAN: dict[str, dict[str, Any]] = {
         "other_fraction": 1.0,
         "other_seeds": [0],
         "robustness_max_test": 2,
+        "replacement_seeds": [0],
         "overrides": {},
     },
     "demo": {
@@ -54,6 +57,7 @@ PLAN: dict[str, dict[str, Any]] = {
         "other_fraction": 1.0,
         "other_seeds": [0],
         "robustness_max_test": 3,
+        "replacement_seeds": [0, 1, 2],
         "overrides": {},
     },
     "paper": {
@@ -70,6 +74,7 @@ PLAN: dict[str, dict[str, Any]] = {
         "other_fraction": 1.0,
         "other_seeds": [0, 1, 2],
         "robustness_max_test": None,
+        "replacement_seeds": [0, 1, 2],
         "overrides": {},
     },
 }
