@@ -162,8 +162,11 @@ rep_table.to_csv(out / "replacement.csv", index=False)
 # Filling a missing channel with the learned template keeps the input anatomically plausible;
 # whether it beats zeros depends on how well the templates were learned (a short demo
 # pre-training learns blurry ones) and on whether the network ever saw a filled channel. The
-# table of this execution says which it was here; training with random modality dropout
-# (`train.modality_dropout`) is the natural next experiment.
+# table of this execution says which it was here. Section 4 lets the network see filled
+# channels in training (template replacement with a consistency loss, as in BrainMVP's
+# supplement; mmlib makes two true copies of the study, where the authors' code pairs
+# different modalities, see the deviations page) and reports, per subset and paired by seed,
+# what that buys; its `results.json` entry `replacement` holds the figures of this execution.
 #
 # ### What's next?
 #
