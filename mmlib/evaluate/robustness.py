@@ -282,7 +282,7 @@ def replacement_pairs(table: pd.DataFrame, metric: str = "dice_mean") -> pd.Data
                 "without": float(off.mean()),
                 "with": float(on.mean()),
                 "gain": float(gain.mean()),
-                **{f"gain_s{int(k)}": float(v) for k, v in gain.items()},
+                **{f"gain_s{k}": float(v) for k, v in zip(gain.index.tolist(), gain.tolist())},
                 "wins": int((gain > 0).sum()),
                 "n_seeds": len(gain),
             }
