@@ -200,6 +200,28 @@ backbone, learned = explore.run_model(run_dir)
 corr = corr_by[scalings[0]]
 
 # %% [markdown]
+# ### Where a template voxel lands
+#
+# A template voxel means the same anatomy in every study only if the studies are in one space.
+# A store curated with `--register affine` (the default at demo and paper; chapter 02 measures
+# the alignment) holds every study in the ICBM 2009a frame, so the learned T1 template can be
+# set against the ICBM 2009a T1 that nilearn ships, resampled onto the template grid (bottom;
+# $r$ over the atlas's field of view). In an unregistered store (smoke) the templates sit in a
+# head-centred frame, which differs from study to study by the head's pose and by how much neck
+# the field of view holds: there the atlas is a reference only.
+
+# %%
+from mmlib.data.register import template_on_grid
+
+atlas = template_on_grid(learned.affine, learned.shape)
+fig = explore.template_figure(learned, {"t1": (atlas, (atlas > 0).astype(np.float32))})
+fig.suptitle(f"learned T1 template (top) and the ICBM 2009a T1 (bottom); store register = {store.register}")
+fig.savefig(out / "figures" / "templates_icbm.png", dpi=90, bbox_inches="tight")
+display(fig)
+atlas_corr = explore.template_corr(learned, {"t1": (atlas, (atlas > 0).astype(np.float32))})["t1"]
+print(f"r(learned T1 template, ICBM 2009a T1) = {atlas_corr:.3f} (store register: {store.register})")
+
+# %% [markdown]
 # ## 6. Export as NIfTI
 #
 # `Templates.to_nifti` writes the templates with their true head-centred affine. A template
@@ -221,6 +243,7 @@ results = {
     "template_scaling": scalings[0], "w_template": load_run(run_dir)["config"]["objective"]["w_template"],
     "template_corr": corr, "template_corr_mean": float(np.mean(list(corr.values()))),
     "template_corr_by_scaling": corr_by,
+    "store_register": store.register, "template_atlas_corr": atlas_corr,
     "run_dirs": {rule: str(r) for rule, r in runs.items()},
     "template_std": {m: float(learned.volumes[MODALITIES.index(m)].detach().std()) for m in modalities},
     "template_shape": list(learned.shape), "template_spacing": float(learned.spacing[0]),

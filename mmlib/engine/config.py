@@ -132,6 +132,8 @@ FINETUNE_DEFAULTS: dict[str, Any] = {
         "clip": 1.0,
         "modality_dropout": 0.0,
         "batch_dice": True,
+        "template_replacement": 0,
+        "consistency_weight": 0.1,
     },
     "eval": {"roi": None, "overlap": 0.25, "sw_batch_size": 4, "hd95": True, "n_predictions": 2},
     "run": {"name": None, "root": None},
@@ -353,6 +355,17 @@ def validate_finetune(cfg: Mapping[str, Any]) -> None:
         raise ValueError(
             "finetune config: model.adapt should be inflate or reinit, got "
             f"{cfg['model']['adapt']!r}"
+        )
+    rep = cfg["train"]["template_replacement"]
+    if isinstance(rep, bool) or not isinstance(rep, int) or rep < 0:
+        raise ValueError(
+            "finetune config: train.template_replacement should be an integer >= 0 (the most "
+            f"modalities replaced by their templates per copy; 0 = off), got {rep!r}"
+        )
+    weight = cfg["train"]["consistency_weight"]
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+        raise ValueError(
+            f"finetune config: train.consistency_weight should be a number >= 0, got {weight!r}"
         )
     frac = float(cfg["data"]["label_fraction"])
     if not 0 < frac <= 1:

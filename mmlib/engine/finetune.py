@@ -19,7 +19,24 @@ run or checkpoint folder), ``data.*`` (store, label fraction, crop size, ...), `
 segmentation heads start at, bias ``log(p / (1 - p))``, None for a zero bias), ``fill`` (absent
 channels: ``template`` or ``zero``), ``optim.*`` (``encoder_lr_scale`` multiplies the encoder's
 learning rate of a pre-trained initialisation; a scratch encoder always trains at the full
-rate), ``train.*`` (steps, batch size, seed), ``eval.*`` (sliding window, read by scoring).
+rate), ``train.*`` (steps, batch size, seed; ``template_replacement`` and
+``consistency_weight``, below), ``eval.*`` (sliding window, read by scoring).
+
+Template replacement (BrainMVP's supplement; :mod:`mmlib.proxy.replacement`):
+``train.template_replacement = N > 0`` makes each training crop into two copies, in each of
+which ``n ~ uniform{0..N}`` modalities (at most C - 1) are replaced by the run's fill (the
+templates of a pre-trained init, as at test time; zeros for scratch, whose test-time fill is
+zeros); both copies go through one forward pass and get the supervised loss, and
+``train.consistency_weight`` (default 0.1, the authors' script) times the mean squared
+difference of the two copies' deepest encoder features is added. ``N = 0`` (the default) is
+plain fine-tuning: one copy, no consistency term, whatever the weight. The paper preset uses
+``N = 3`` as the authors' script does. A step then costs about twice as much (2B crops).
+
+DDP: under ``torchrun`` (or :func:`launch`) every rank trains on its own slice of each
+global batch of ``train.batch_size`` x world size crops (the crops are those one process would
+draw at that global batch), gradients are averaged by DDP, the logged losses over ranks, and
+rank 0 writes the run folder; ``results.json`` records ``world_size`` and every rank's weight
+digest (they must agree). Scoring stays a single-process step.
 
 Pairing: at a given ``train.seed`` every initialisation sees the same labelled studies, the
 same crops in the same order (a function of the seed and the sample index only) and starts with
@@ -62,12 +79,14 @@ from mmlib.data.labelled import (
     apply_flips,
     collate_samples,
 )
+from mmlib.engine import distributed as D
 from mmlib.engine.config import config_hash, load_config
 from mmlib.engine.initialise import build_network, checkpoint_identity, resolve_init
-from mmlib.engine.losses import segmentation_loss
+from mmlib.engine.losses import consistency_loss, segmentation_loss
 from mmlib.engine.schedule import WarmupCosine
 from mmlib.paths import work_dir
 from mmlib.proxy.missing import fill_missing
+from mmlib.proxy.replacement import two_copies
 from mmlib.runs import write_text_atomic
 from mmlib.tasks import TaskSpec, get_task, label_subset, resolve_task, task_rows, task_splits
 
@@ -157,11 +176,17 @@ class FinetuneTrainer:
     """
 
     def __init__(
-        self, cfg: dict[str, Any], init_label: str, ckpt: Path | None, progress: bool = True
+        self,
+        cfg: dict[str, Any],
+        init_label: str,
+        ckpt: Path | None,
+        progress: bool = True,
+        info: D.DistInfo | None = None,
     ) -> None:
         self.cfg, self.init_label, self.ckpt, self.progress = cfg, init_label, ckpt, progress
         self.t0 = time.time()
-        self.device = resolve_device(cfg["device"])
+        self.info = info or D.DistInfo(0, 1, 0, resolve_device(cfg["device"]), "none")
+        self.device = self.info.device if info is not None else resolve_device(cfg["device"])
         self.store = open_store(cfg)
         self.split = finetune_split(cfg, self.store)
         self.spec = self.split.spec
@@ -195,12 +220,29 @@ class FinetuneTrainer:
             self.steps, int(cfg["optim"]["warmup_steps"]), float(cfg["optim"]["min_lr"]) / self.lr
         )
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, schedule)
-        self.gen = torch.Generator().manual_seed(self.seed + 3)  # modality dropout
+        rank = self.info.rank
+        # modality dropout; rank 0 keeps the single-process seed
+        self.gen = torch.Generator().manual_seed(
+            self.seed + 3 if rank == 0 else D.seed_for(self.seed + 3, rank)
+        )
+        self.replace_gen = torch.Generator().manual_seed(D.seed_for(self.seed + 5, rank))
+        self.replacement = int(cfg["train"]["template_replacement"])
+        self.consistency_weight = float(cfg["train"]["consistency_weight"])
+        self.model: torch.nn.Module = self.net
+        if self.info.distributed:
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                self.net,
+                device_ids=[self.device] if self.device.type == "cuda" else None,
+                # the backbone's pre-training decoder (no skips) is not used in fine-tuning
+                find_unused_parameters=True,
+            )
         self.log: list[dict[str, float]] = []
         self.train_s = 0.0
 
     def _loader(self) -> torch.utils.data.DataLoader:
-        cfg, spec, n = self.cfg, self.spec, self.steps * self.batch_size
+        cfg, spec = self.cfg, self.spec
+        world, rank, bsz = self.info.world_size, self.info.rank, self.batch_size
+        n = self.steps * bsz * world
         data: torch.utils.data.Dataset
         if spec.kind == "segmentation":
             data = SegmentationCrops(
@@ -226,6 +268,13 @@ class FinetuneTrainer:
                 self.seed,
                 bool(cfg["data"]["flip"]),
             )
+        if world > 1:  # rank r takes the r-th slice of every global batch of bsz * world
+            mine = [
+                step * bsz * world + rank * bsz + j
+                for step in range(self.steps)
+                for j in range(bsz)
+            ]
+            data = torch.utils.data.Subset(data, mine)
         return torch.utils.data.DataLoader(
             data,
             batch_size=self.batch_size,
@@ -235,11 +284,19 @@ class FinetuneTrainer:
             drop_last=True,
         )
 
-    def step(self, batch: dict[str, Any]) -> float:
-        """One optimiser step on a collated batch; returns the loss.
+    def step(self, batch: dict[str, Any]) -> dict[str, float]:
+        """One optimiser step on a collated batch; returns the loss terms.
 
         Absent channels (and those modality dropout removes) are filled before the flips, so
-        that a template fill stays anatomically aligned.
+        that a template fill stays anatomically aligned. With ``train.template_replacement``
+        N > 0 each study becomes two copies with up to N modalities each replaced by the fill
+        (:func:`mmlib.proxy.replacement.two_copies`); both copies go through one forward pass
+        (``2B`` studies, so DDP and normalisation see one batch), both get the supervised loss
+        and ``train.consistency_weight`` times the mean squared difference of their deepest
+        encoder features is added.
+
+        Returns:
+            ``loss`` (the total), ``supervised`` and ``consistency`` (0 when off).
         """
         spec = self.spec
         image, present = batch["image"].to(self.device), batch["present"].clone()
@@ -249,7 +306,22 @@ class FinetuneTrainer:
             keep_one = torch.randint(drop.shape[1], (drop.shape[0],), generator=self.gen)
             drop[torch.arange(drop.shape[0]), keep_one] = False
             present = present & ~drop
-        if not bool(present.all()):
+        flip, label = batch["flip"], batch["label"]
+        copies = self.replacement > 0
+        if copies:
+            image, _ = two_copies(
+                image,
+                present,
+                spec.modalities,
+                self.replacement,
+                self.fill,
+                self.templates,
+                batch["template_origin"],
+                batch["spacing"],
+                self.replace_gen,
+            )
+            flip, label = torch.cat([flip, flip]), torch.cat([label, label])
+        elif not bool(present.all()):
             image = fill_missing(
                 image,
                 present,
@@ -259,21 +331,34 @@ class FinetuneTrainer:
                 batch["template_origin"],
                 batch["spacing"],
             )
-        image = apply_flips(image, batch["flip"])
+        image = apply_flips(image, flip)
+        if copies:
+            logits, deepest = self.model(image, return_features=True)
+            # the flips differ between studies but are the same for a study's two copies
+            consistency = consistency_loss(deepest)
+        else:
+            logits, consistency = self.model(image), None
         if spec.kind == "segmentation":
-            label = apply_flips(batch["label"], batch["flip"]).to(self.device)
-            loss = segmentation_loss(
-                spec, self.net(image), label, batch=bool(self.cfg["train"]["batch_dice"])
+            label = apply_flips(label, flip).to(self.device)
+            supervised = segmentation_loss(
+                spec, logits, label, batch=bool(self.cfg["train"]["batch_dice"])
             )
         else:
-            loss = F.cross_entropy(self.net(image), batch["label"].to(self.device))
+            supervised = F.cross_entropy(logits, label.to(self.device))
+        loss = supervised
+        if consistency is not None:
+            loss = supervised + self.consistency_weight * consistency
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg["train"]["clip"]:
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), float(self.cfg["train"]["clip"]))
         self.opt.step()
         self.sched.step()
-        return float(loss.detach())
+        return {
+            "loss": float(loss.detach()),
+            "supervised": float(supervised.detach()),
+            "consistency": float(consistency.detach()) if consistency is not None else 0.0,
+        }
 
     def train(self) -> list[dict[str, float]]:
         """Run every step; returns the metrics rows (step, loss, lr of the decoder, seconds)."""
@@ -283,22 +368,24 @@ class FinetuneTrainer:
             self.loader,
             total=self.steps,
             desc=f"finetune {self.spec.name} {self.init_label}",
-            disable=not self.progress,
+            disable=not (self.progress and self.info.is_main),
             leave=False,
         )
         t_train = time.time()
         for step, batch in enumerate(bar):
-            loss = self.step(batch)
+            terms = D.reduce_mean(self.step(batch), self.info)
             self.log.append(
                 {
                     "step": step + 1,
-                    "loss": loss,
+                    **terms,
                     "lr": float(self.opt.param_groups[1]["lr"]),
                     "seconds": time.time() - t_train,
                 }
             )
-            bar.set_postfix(loss=f"{loss:.3f}")
+            bar.set_postfix(loss=f"{terms['loss']:.3f}")
         self.train_s = time.time() - t_train
+        if self.info.distributed:
+            self.replica_digests = D.check_replicas(self.net, self.info)
         return self.log
 
     def summary(self) -> dict[str, Any]:
@@ -323,6 +410,14 @@ class FinetuneTrainer:
             "spec": spec.to_dict(),
             "labelled_studies": self.split.labelled,
             "final_loss": final,
+            "template_replacement": self.replacement,
+            "consistency_weight": self.consistency_weight,
+            "final_consistency": float(np.mean([r["consistency"] for r in self.log[-10:]]))
+            if self.log and self.replacement > 0
+            else None,
+            "world_size": self.info.world_size,
+            "global_batch": self.batch_size * self.info.world_size,
+            "weights_digest_per_rank": getattr(self, "replica_digests", None),
             "seconds": {
                 "train": self.train_s,
                 "total": time.time() - self.t0,
@@ -367,28 +462,99 @@ def finetune(
         FileNotFoundError: When the init or a config file does not exist.
     """
     cfg = load_config(config, overrides, kind="finetune")
-    init_label, ckpt = resolve_init(cfg, progress)
-    ident = checkpoint_identity(ckpt)
-    if run_dir is None:
-        root = (
-            Path(cfg["run"]["root"])
-            if cfg["run"]["root"]
-            else work_dir(cfg["scale"]) / "runs" / "finetune"
-        )
-        run_dir = (
-            root
-            / get_task(cfg["task"]).name
-            / (cfg["run"]["name"] or run_name(cfg, init_label, ident))
-        )
-    run_dir = Path(run_dir)
-    if (run_dir / DONE).is_file() or (run_dir / TRAINED).is_file():
-        return run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    trainer = FinetuneTrainer(cfg, init_label, ckpt, progress)
-    write_text_atomic(run_dir / "config.json", json.dumps(cfg, indent=1, default=str))
-    write_text_atomic(
-        run_dir / "identity.json", json.dumps({"checkpoint": ident, "init": init_label}, indent=1)
-    )
-    trainer.train()
-    trainer.save(run_dir)
-    return run_dir
+    owned = not (torch.distributed.is_available() and torch.distributed.is_initialized())
+    info = D.setup(cfg["device"]) if _launched() or not owned else None
+    ok = False
+    try:
+        # every rank resolves the init: pre-training it is a collective job under DDP
+        init_label, ckpt = resolve_init(cfg, progress and (info is None or info.is_main))
+        ident = checkpoint_identity(ckpt)
+        if run_dir is None:
+            root = (
+                Path(cfg["run"]["root"])
+                if cfg["run"]["root"]
+                else work_dir(cfg["scale"]) / "runs" / "finetune"
+            )
+            run_dir = (
+                root
+                / get_task(cfg["task"]).name
+                / (cfg["run"]["name"] or run_name(cfg, init_label, ident))
+            )
+        folder = Path(run_dir)
+        if info is None:
+            if (folder / DONE).is_file() or (folder / TRAINED).is_file():
+                ok = True
+                return folder
+            folder.mkdir(parents=True, exist_ok=True)
+            trainer = FinetuneTrainer(cfg, init_label, ckpt, progress)
+        else:
+            done = D.on_main(
+                info, lambda: (folder / DONE).is_file() or (folder / TRAINED).is_file()
+            )
+            if done:
+                ok = True
+                return folder
+
+            # rank 0 makes the store (when the scale's is used) before the others open it
+            def prepare() -> None:
+                folder.mkdir(parents=True, exist_ok=True)
+                open_store(cfg)
+
+            D.on_main(info, prepare)
+            trainer = FinetuneTrainer(cfg, init_label, ckpt, progress, info)
+        if info is None or info.is_main:
+            write_text_atomic(folder / "config.json", json.dumps(cfg, indent=1, default=str))
+            write_text_atomic(
+                folder / "identity.json",
+                json.dumps({"checkpoint": ident, "init": init_label}, indent=1),
+            )
+        trainer.train()
+        if info is None or info.is_main:
+            trainer.save(folder)
+        if info is not None:
+            D.barrier(info)
+        ok = True
+        return folder
+    finally:
+        if owned and info is not None:
+            D.teardown(info, wait=ok)
+
+
+def _launched() -> bool:
+    """True when ``torchrun`` (or :func:`mmlib.engine.distributed.launch`) started this process
+    as one of several."""
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def launch(
+    nproc: int,
+    config: str | Path | Mapping[str, Any] = "demo",
+    overrides: Mapping[str, Any] | Sequence[str] = (),
+    run_dir: str | Path | None = None,
+    timeout: float | None = None,
+) -> Path:
+    """Run :func:`finetune` in ``nproc`` processes on this machine (one per GPU, or gloo
+    processes on the CPU), the same job as ``torchrun --nproc-per-node nproc``.
+
+    Each rank trains on its own slice of every global batch (``train.batch_size`` per rank,
+    so the global batch is ``nproc`` times larger); rank 0 writes the run folder. Score the
+    returned folder with :func:`mmlib.evaluate.scoring.score_run` in one process.
+
+    Args:
+        nproc: processes.
+        config: as for :func:`finetune`. Defaults to ``"demo"``.
+        overrides: as for :func:`finetune`. Defaults to none.
+        run_dir: as for :func:`finetune`. Defaults to None.
+        timeout: seconds before the job is stopped. Defaults to None (no limit).
+
+    Returns:
+        The trained run folder (``TRAINED``).
+
+    Raises:
+        RuntimeError: When a rank fails (its traceback is in the message).
+    """
+    ovr = dict(overrides) if isinstance(overrides, Mapping) else [str(o) for o in overrides]
+    folder = D.launch(finetune, int(nproc), config, ovr, run_dir, False, timeout=timeout)
+    return Path(folder)

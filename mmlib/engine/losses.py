@@ -58,3 +58,29 @@ def segmentation_loss(
             loss = dice_ce(out, lab)
         total = total + w * loss
     return total / sum(weights)
+
+
+def consistency_loss(features: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of the deepest features of two copies of each study.
+
+    The consistency term of template-replacement fine-tuning (BrainMVP's supplement; the
+    authors' ``F.mse_loss(deep_feature_r, deep_feature_p)`` in ``Downstream/trainer.py``
+    line 26): the two copies of a study differ only in the modalities replaced by their
+    templates, and the term asks the encoder to map them to the same bottleneck.
+
+    Args:
+        features: ``(2B, ...)`` deepest encoder features, copy A of every study first, then
+            copy B in the same order (:func:`mmlib.proxy.replacement.two_copies`).
+
+    Returns:
+        The scalar mean over every element of ``(a - b)**2``.
+
+    Raises:
+        ValueError: When the batch is not even (not two copies).
+    """
+    if features.shape[0] % 2:
+        raise ValueError(
+            f"consistency_loss: expected 2B features (two copies), got batch {features.shape[0]}"
+        )
+    a, b = features.chunk(2, dim=0)
+    return F.mse_loss(a.float(), b.float())

@@ -531,6 +531,32 @@ def plot_subsets(table: pd.DataFrame, metric: str = "dice_mean", ax: Any = None)
     return ax
 
 
+def plot_replacement_pairs(pairs: pd.DataFrame, ax: Any = None) -> Any:
+    """Gain of template-replacement fine-tuning per modality subset, one dot per seed.
+
+    Args:
+        pairs: :func:`mmlib.evaluate.robustness.replacement_pairs` rows.
+        ax: the axes. Defaults to None (a new figure).
+
+    Returns:
+        The axes: a horizontal bar per subset (mean gain over seeds) with each seed's gain as
+        a dot, and the zero line.
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 0.6 + 0.3 * len(pairs)))
+    y = np.arange(len(pairs))[::-1]
+    ax.barh(y, pairs["gain"], color=["tab:green" if g > 0 else "tab:red" for g in pairs["gain"]])
+    seeds = [c for c in pairs.columns if c.startswith("gain_s")]
+    for c in seeds:
+        ax.scatter(pairs[c], y, s=12, color="k", zorder=3)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(y, list(pairs["subset"]), fontsize=8)
+    ax.set_xlabel(f"Dice with minus without template replacement ({len(seeds)} seeds)")
+    return ax
+
+
 def to_markdown(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
     """A GitHub-markdown table of ``df`` (no extra dependency)."""
     cols = [str(c) for c in df.columns]

@@ -3,12 +3,18 @@
 For each non-empty subset of the task's modalities (15 for four), the other channels are
 marked absent and filled, with the learned template of the modality (the paper's choice, only
 for initialisations that have templates) or with zeros, and the test set is scored again. The
-table is cached in the run folder (``robustness.csv``) and reused.
+table is cached in the run folder (``robustness.csv``) and reused; a fill not yet in it is
+scored and added.
+
+:func:`replacement_robustness` measures what template-replacement fine-tuning
+(``train.template_replacement``, :mod:`mmlib.proxy.replacement`) buys on every subset: one
+initialisation fine-tuned at each seed without and with replacement, every subset scored with
+the run's fill, and :func:`replacement_pairs` pairs the two by seed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +22,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from mmlib.proxy.missing import modality_subsets
+from mmlib.runs import write_text_atomic
 
 
 def subset_robustness(
@@ -55,13 +62,16 @@ def subset_robustness(
 
     run_dir = Path(run_dir)
     cache = run_dir / "robustness.csv"
-    key = f"fills={','.join(fills)};min={min_size};max_test={max_test};hd95={hd95}"
+    key = f"min={min_size};max_test={max_test};hd95={hd95}"
+    cached = None
     if (
         cache.is_file()
         and (run_dir / "robustness.key").is_file()
         and (run_dir / "robustness.key").read_text() == key
     ):
-        return pd.read_csv(cache)
+        cached = pd.read_csv(cache)
+        if set(fills) <= set(cached["fill"]):  # every fill asked for was scored before
+            return cached[cached["fill"].isin(list(fills))].reset_index(drop=True)
     net, spec, templates, cfg = load_network(run_dir)
     res = json.loads((run_dir / "results.json").read_text())
     store = open_store(cfg)
@@ -69,6 +79,8 @@ def subset_robustness(
     test = finetune_split(full, store).test
     test = test[:max_test] if max_test else test
     use = [f for f in fills if f != "template" or templates is not None]
+    if cached is not None:  # score only the fills the cache lacks
+        use = [f for f in use if f not in set(cached["fill"])]
     cells = [(s, f) for s in modality_subsets(spec.modalities, min_size) for f in use]
     roi = window_size(cfg)
     cls_data = (
@@ -103,14 +115,17 @@ def subset_robustness(
                 "fill": fill,
                 "init": res["init"],
                 "seed": res["seed"],
+                "template_replacement": int(res.get("template_replacement", 0)),
                 **metrics,
                 "n_test": len(test),
             }
         )
-    table = pd.DataFrame(rows)
-    table.to_csv(cache, index=False)
-    (run_dir / "robustness.key").write_text(key)
-    return table
+    table = pd.DataFrame(rows, columns=list(rows[0]) if rows else ["fill"])
+    if cached is not None:
+        table = pd.concat([cached, table], ignore_index=True)
+    write_text_atomic(cache, table.to_csv(index=False))
+    write_text_atomic(run_dir / "robustness.key", key)
+    return table[table["fill"].isin(list(fills))].reset_index(drop=True)
 
 
 def _dice_by_subset(group: pd.DataFrame) -> dict[str, float]:
@@ -175,3 +190,101 @@ def subset_summary(
         if both
         else None,
     }
+
+
+def replacement_robustness(
+    config: str | Path | Mapping[str, Any],
+    init: str,
+    fraction: float,
+    seeds: Sequence[int],
+    replacement: int = 3,
+    overrides: Mapping[str, Any] | None = None,
+    max_test: int | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Subset scores of one initialisation fine-tuned without and with template replacement.
+
+    Each (seed, replacement) cell is trained and scored by
+    :func:`mmlib.evaluate.grid.finetune_grid` (reused when finished: the runs without
+    replacement are the book's main runs), then every modality subset is scored with the run's
+    own fill (template for a pre-trained init, zeros for scratch) by :func:`subset_robustness`.
+    The two runs of a seed differ only in ``train.template_replacement`` (same labelled
+    studies, crops, decoder initialisation).
+
+    Args:
+        config: fine-tuning scale preset, file or dict.
+        init: the initialisation (``brainmvp``, ``scratch``, a checkpoint folder...).
+        fraction: the label fraction.
+        seeds: fine-tuning seeds.
+        replacement: ``train.template_replacement`` of the runs with replacement (the most
+            modalities replaced per copy). Defaults to 3 (the authors' ``num_mix``).
+        overrides: more overrides shared by every run (e.g. ``{"task": "brats_ped"}``).
+            Defaults to None.
+        max_test: score at most this many test studies. Defaults to None (all).
+        progress: show progress bars. Defaults to True.
+
+    Returns:
+        :func:`subset_robustness` rows of every run (columns ``seed`` and
+        ``template_replacement`` tell them apart), with ``run`` (the folder).
+
+    Raises:
+        ValueError: When ``replacement`` is not positive.
+    """
+    import json
+
+    from mmlib.evaluate.grid import finetune_grid
+
+    if replacement <= 0:
+        raise ValueError(
+            f"replacement should be a positive number of modalities, got {replacement}"
+        )
+    tables = []
+    for rep in (0, int(replacement)):
+        over = {**dict(overrides or {}), "train.template_replacement": rep}
+        runs = finetune_grid(config, [init], [fraction], list(seeds), over, progress=progress)
+        for run in runs:
+            fill = json.loads((run / "results.json").read_text())["fill"]
+            t = subset_robustness(run, (fill,), max_test=max_test, progress=progress)
+            tables.append(t.assign(template_replacement=rep, run=str(run)))
+    return pd.concat(tables, ignore_index=True)
+
+
+def replacement_pairs(table: pd.DataFrame, metric: str = "dice_mean") -> pd.DataFrame:
+    """Per subset: the metric without and with template replacement, paired by seed.
+
+    Args:
+        table: :func:`replacement_robustness` rows (one init, one fill).
+        metric: the column compared. Defaults to "dice_mean".
+
+    Returns:
+        One row per subset (in the table's order): ``subset``, ``n_modalities``, ``without``
+        and ``with`` (means over seeds), ``gain`` (mean over seeds of with minus without),
+        ``gain_s<seed>`` per seed, ``wins`` (seeds where replacement is better) and
+        ``n_seeds``.
+
+    Raises:
+        ValueError: When a seed lacks one of the two runs of a subset.
+    """
+    rows = []
+    for subset, group in table.groupby("subset", sort=False):
+        off = group[group["template_replacement"] == 0].set_index("seed")[metric]
+        on = group[group["template_replacement"] > 0].set_index("seed")[metric]
+        if set(off.index) != set(on.index):
+            raise ValueError(
+                f"subset {subset}: seeds without replacement {sorted(off.index)} and with "
+                f"{sorted(on.index)} differ; every seed needs both runs"
+            )
+        gain = (on - off.reindex(on.index)).sort_index()
+        rows.append(
+            {
+                "subset": subset,
+                "n_modalities": int(group["n_modalities"].iloc[0]),
+                "without": float(off.mean()),
+                "with": float(on.mean()),
+                "gain": float(gain.mean()),
+                **{f"gain_s{k}": float(v) for k, v in zip(gain.index.tolist(), gain.tolist())},
+                "wins": int((gain > 0).sum()),
+                "n_seeds": len(gain),
+            }
+        )
+    return pd.DataFrame(rows)

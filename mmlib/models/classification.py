@@ -50,8 +50,18 @@ class ClassifierNet(nn.Module):
         """Parameters of the (pre-trained) encoder."""
         return list(self.backbone.parameters())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class logits ``(B, n_classes)`` of a batch ``(B, C, X, Y, Z)``."""
+    def forward(
+        self, x: torch.Tensor, return_features: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Class logits ``(B, n_classes)`` of a batch ``(B, C, X, Y, Z)``.
+
+        Args:
+            x: ``(B, C, X, Y, Z)``.
+            return_features: also return the deepest encoder feature map
+                ``(B, feature_channels[-1], x, y, z)`` (before pooling), e.g. for the
+                consistency loss of template-replacement fine-tuning. Defaults to False.
+        """
         deep = self.backbone.encode(x)[-1]  # pooled: its axis order does not matter
         pooled = F.adaptive_avg_pool3d(deep, 1).flatten(1)
-        return self.head(pooled)
+        logits = self.head(pooled)
+        return (logits, deep) if return_features else logits

@@ -155,15 +155,22 @@ class SegmentationNet(nn.Module):
         to_input = getattr(self.backbone, "features_in_input_order", None)
         return list(to_input(feats)) if to_input is not None else list(feats)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, return_features: bool = False
+    ) -> torch.Tensor | list[torch.Tensor] | tuple[torch.Tensor | list[torch.Tensor], torch.Tensor]:
         """Segment a batch.
 
         Args:
             x: ``(B, C, X, Y, Z)``, each spatial size divisible by the deepest stride.
+            return_features: also return the deepest encoder feature (the bottleneck), e.g.
+                for the consistency loss of template-replacement fine-tuning; one forward
+                pass, so it works under DDP. Defaults to False.
 
         Returns:
             logits ``(B, out, X, Y, Z)``; in training with deep supervision, a list whose first
-            entry is that and the others coarser logits (deepest last).
+            entry is that and the others coarser logits (deepest last). With
+            ``return_features``, the pair ``(that, deepest)`` where ``deepest`` is
+            ``(B, feature_channels[-1], x, y, z)`` in the input's axis order.
         """
         feats = self._features(x)
         if self.decoder_kind == "unetr":
@@ -181,6 +188,7 @@ class SegmentationNet(nn.Module):
         if self.final_up is not None and self.stem is not None:
             y = self.final_up(y, self.stem(x))
         out = self.head(y)
-        if aux:
-            return [out] + aux[::-1]
-        return out
+        logits: torch.Tensor | list[torch.Tensor] = [out] + aux[::-1] if aux else out
+        if return_features:
+            return logits, feats[-1]
+        return logits

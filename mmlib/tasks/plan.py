@@ -13,6 +13,9 @@ there, not a comparison). That is 36 fine-tuning runs of ~31 s and six demo pre-
 Notebooks read this table unless their parameters say otherwise, and every run folder is reused
 when nothing it depends on changed, so notebook 09 reuses the runs of 07 and notebook 12
 recomputes nothing.
+Notebook 10 fine-tunes BrainMVP at the main fraction again with template replacement at
+``replacement_seeds`` (paired with 07's runs of the same seeds; one seed at smoke): three more
+runs at demo.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ PLAN: dict[str, dict[str, Any]] = {
         "other_fraction": 1.0,
         "other_seeds": [0],
         "robustness_max_test": 2,
+        "replacement_seeds": [0],
         "overrides": {},
     },
     "demo": {
@@ -56,6 +60,7 @@ PLAN: dict[str, dict[str, Any]] = {
         "other_fraction": 1.0,
         "other_seeds": [0],
         "robustness_max_test": 3,
+        "replacement_seeds": [0, 1, 2],
         "overrides": {},
     },
     "paper": {
@@ -72,6 +77,7 @@ PLAN: dict[str, dict[str, Any]] = {
         "other_fraction": 1.0,
         "other_seeds": [0, 1, 2],
         "robustness_max_test": None,
+        "replacement_seeds": [0, 1, 2],
         "overrides": {},
     },
 }

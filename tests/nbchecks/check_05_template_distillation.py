@@ -39,3 +39,8 @@ def check(results: dict, out_dir: pathlib.Path) -> None:
         "templates.png",
     ):
         assert (out_dir / "figures" / name).stat().st_size > 1000, name
+    # the learned T1 template is set against the ICBM 2009a T1 on the template grid; smoke's
+    # store is unregistered (a reference only), demo's and paper's are registered (affine)
+    assert results["store_register"] == "none"
+    assert -1.0 <= results["template_atlas_corr"] <= 1.0
+    assert (out_dir / "figures" / "templates_icbm.png").is_file()
