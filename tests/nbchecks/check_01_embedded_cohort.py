@@ -11,7 +11,7 @@ def check(results: dict, out_dir: pathlib.Path) -> None:
     spec = cohort_spec("smoke")
     assert results["scale"] == "smoke" and results["factor"] == spec.factor == 4
     assert results["n_studies"] == {s.name: s.n_subjects for s in spec.sources}
-    assert results["n_sources"] == 11
+    assert results["n_sources"] == len(spec.sources) == 16  # the ten downstream tasks' sources
     assert results["n_pretrain"] == sum(s.n_subjects for s in spec.sources if s.role == "pretrain")
     assert results["memory_equals_disk"] is True
     c = results["contrasts"]
