@@ -164,6 +164,10 @@ def _run(
 ) -> Any:
     sitk = _sitk()
     reg = sitk.ImageRegistrationMethod()
+    # one thread: the metric's per-thread histograms are summed in an order that depends on
+    # scheduling, and the optimiser amplifies the last-bit differences (the same study registered
+    # twice on a loaded 2-core machine differed by 3.7 mm); curation parallelises over studies
+    reg.SetNumberOfThreads(1)
     if mask is not None:
         reg.SetMetricFixedMask(mask)
     reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
