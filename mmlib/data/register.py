@@ -189,11 +189,16 @@ def _run(
     reg.SetSmoothingSigmasPerLevel(sigmas)
     reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
     reg.SetInitialTransform(initial, inPlace=True)
+    # the metric and its sampler use ITK's global threader, not the method's thread count
+    threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
     try:
         reg.Execute(fixed, moving)
     except RuntimeError as err:  # ITK explains in many lines; keep the gist
         last = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
         raise RegistrationError(f"SimpleITK registration failed: {last[-1][:200]}") from None
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
     return initial
 
 
