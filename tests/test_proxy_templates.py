@@ -331,3 +331,66 @@ def test_viewers_show_whole_template_scaling():
     )
     layer = template_layers(t, modalities=["t2"])[0]
     assert np.allclose(layer[0], sc[3].numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("scaling", ["global", "crop"])
+@pytest.mark.parametrize("grad", ["straight_through", "exact"])
+def test_fill_equals_template_fill_of_the_crop(scaling, grad):
+    """``Templates.fill`` (one pass per study for ``global`` + straight-through, the
+    pre-training default) gives the values and gradients of ``template_fill(target,
+    crop(...), weight)`` for block weights, voxel weights and bool masks, to float rounding;
+    windows reaching outside the grid and resampled crops take the composed path."""
+    from mmlib.proxy.masking import block_mask, template_fill
+
+    g = torch.Generator().manual_seed(12)
+    t = Templates(spacing=2.0, shape=(20, 24, 18), scaling=scaling)
+    t.volumes.data.uniform_(-3, 5, generator=g)
+    size = (8, 8, 8)
+    mask, weight = block_mask(3, size, 4, 0.6, g, return_weight=True)
+    modality = torch.tensor([3, 1, 3])
+    straight = grad == "straight_through"
+    cases = {
+        "inside": t.origin + torch.tensor([[0, 0, 0], [5, 7, 3], [12, 16, 10]]).float() * 2.0,
+        "outside": t.origin + torch.tensor([[-2, 0, 0], [5, 7, 3], [14, 18, 12]]).float() * 2.0,
+    }
+    for name, origin in cases.items():
+        for m in (weight, weight.reshape(mask.shape).clone(), mask):
+            target = torch.rand(3, 1, *size, generator=g).requires_grad_(True)
+            w = torch.rand(3, 1, *size, generator=g)
+            kw = dict(scale_where=mask, scale_block=4, straight_through=straight)
+            got = t.fill(target, m, modality, origin, **kw)
+            (got * w).sum().backward()
+            g_vol, g_tgt = t.volumes.grad.clone(), target.grad.clone()
+            t.volumes.grad, target.grad = None, None
+            crop = t.crop(modality, origin, size, **kw)
+            want = template_fill(target, crop, m)
+            (want * w).sum().backward()
+            assert torch.allclose(got, want, atol=1e-6), (name, scaling, grad)
+            assert torch.allclose(g_vol, t.volumes.grad, rtol=1e-5, atol=1e-6), name
+            assert torch.allclose(g_tgt, target.grad), name
+            t.volumes.grad = None
+            with torch.no_grad():
+                assert torch.allclose(t.fill(target, m, modality, origin, **kw), want, atol=1e-6)
+    # a resampled crop (another spacing) is the composition too
+    origin = cases["inside"]
+    sp = torch.full((3, 3), 3.0)
+    target = torch.rand(3, 1, *size, generator=g)
+    got = t.fill(target, weight, modality, origin, spacing=sp, straight_through=straight)
+    want = template_fill(target, t.crop(modality, origin, size, spacing=sp), weight)
+    assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_fill_writes_no_input():
+    from mmlib.proxy.masking import block_mask
+
+    g = torch.Generator().manual_seed(13)
+    t = Templates(spacing=2.0, shape=(20, 24, 18))
+    t.volumes.data.uniform_(-3, 5, generator=g)
+    before = t.volumes.detach().clone()
+    _, weight = block_mask(2, (8, 8, 8), 4, 0.6, g, return_weight=True)
+    target = torch.rand(2, 1, 8, 8, 8, generator=g)
+    target_before = target.clone()
+    origin = t.origin + torch.tensor([[1, 2, 3], [4, 5, 6]]).float() * 2.0
+    out = t.fill(target, weight, torch.tensor([0, 5]), origin, straight_through=True)
+    assert out.data_ptr() not in (target.data_ptr(), t.volumes.data_ptr())
+    assert torch.equal(target, target_before) and torch.equal(t.volumes.detach(), before)

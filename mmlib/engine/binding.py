@@ -11,11 +11,13 @@ configuration: ``run.root/run.name``, by default ``work_dir(scale)/runs/pretrain
 from __future__ import annotations
 
 import json
+import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor, nn
 
 from mmlib.engine import distributed as D
 from mmlib.engine.config import config_hash, load_config, resolve_objective
@@ -43,6 +45,46 @@ def amp_mode(setting: Any, device: torch.device) -> tuple[torch.dtype | None, bo
     if s == "fp16":
         return torch.float16, device.type == "cuda"
     raise ValueError(f"config key train.amp: unknown mode {setting!r}; use auto, bf16, fp16 or off")
+
+
+def _conv3d_fp32_when_thin(self: nn.Conv3d, x: Tensor) -> Tensor:
+    """``nn.Conv3d.forward``, in fp32 when CPU bf16 autocast meets an input thinner than the
+    kernel (see :func:`guard_cpu_bf16_convs`)."""
+    if (
+        x.device.type == "cpu"
+        and torch.is_autocast_enabled("cpu")
+        and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        and any(s < k for s, k in zip(x.shape[2:], self.kernel_size))
+    ):
+        with torch.autocast("cpu", enabled=False):
+            return nn.Conv3d.forward(self, x.float())
+    return nn.Conv3d.forward(self, x)
+
+
+def guard_cpu_bf16_convs(model: nn.Module) -> int:
+    """Run ``model``'s 3-D convolutions in fp32 where bf16 autocast on CPU would fail them.
+
+    With torch 2.13 on CPU, the bf16 weight gradient of a 3x3x3 convolution (padding 1) whose
+    input has depth 2 is non-finite in about one call in five (oneDNN; from finite inputs and
+    output gradients, non-deterministic; depth 1, 3 and more, and thin height or width, are
+    fine): the U-Net's bottleneck at small crops (smoke: 32³ / 16). Such a convolution — any
+    input thinner than its kernel along an axis — runs in fp32 instead; it is tiny, so this
+    costs nothing measurable. Other convolutions and devices are untouched. The guard is an
+    instance ``forward`` (a bound method: ``copy.deepcopy`` rebinds it to the copy), so weights,
+    state dicts and checkpoints are unchanged.
+
+    Args:
+        model: any module; its ``nn.Conv3d`` submodules are guarded (once).
+
+    Returns:
+        The number of convolutions guarded.
+    """
+    n = 0
+    for m in model.modules():
+        if isinstance(m, nn.Conv3d) and "forward" not in vars(m):
+            m.forward = types.MethodType(_conv3d_fp32_when_thin, m)  # type: ignore[method-assign]
+            n += 1
+    return n
 
 
 def amp_name(dtype: torch.dtype | None) -> str:

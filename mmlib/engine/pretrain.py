@@ -62,7 +62,13 @@ from torch import nn
 
 from mmlib.engine import checkpointing as ckpt
 from mmlib.engine import distributed as D
-from mmlib.engine.binding import amp_mode, amp_name, default_run_dir, resolve
+from mmlib.engine.binding import (
+    amp_mode,
+    amp_name,
+    default_run_dir,
+    guard_cpu_bf16_convs,
+    resolve,
+)
 from mmlib.engine.config import config_hash, diff, identity, load_config
 from mmlib.engine.metrics import MetricsLogger, peak_memory_mb
 from mmlib.engine.sampling import StepBatchSampler
@@ -245,6 +251,8 @@ class Trainer:
             self.optimizer, self.total, int(o["warmup_steps"]), float(o["min_lr"])
         )
         self.amp_dtype, use_scaler = amp_mode(t["amp"], info.device)
+        if self.amp_dtype == torch.bfloat16 and info.device.type == "cpu":
+            guard_cpu_bf16_convs(self.objective)  # oneDNN's thin-input bf16 fault, see there
         self.scaler = torch.amp.GradScaler(info.device.type, enabled=use_scaler)
         self.skipped_in_a_row = 0
         self.generator = torch.Generator(device=info.device)
@@ -511,10 +519,9 @@ class Trainer:
             terms["template_grad_norm"] = template_norm
             finite = finite and math.isfinite(template_norm)
         # A step whose gradients are not finite is skipped, as a GradScaler does for fp16: one
-        # bad step would otherwise turn every weight into NaN. bf16 autocast on CPU meets them
-        # (torch 2.13: about 1 smoke run in 8 had inf weight gradients in a 3D convolution from
-        # finite inputs and a finite loss); the gradients are all-reduced first, so every DDP
-        # rank skips the same steps.
+        # bad step would otherwise turn every weight into NaN (bf16 autocast on CPU met them in
+        # thin 3-D convolutions, now run in fp32: guard_cpu_bf16_convs); the gradients are
+        # all-reduced first, so every DDP rank skips the same steps.
         skipped = not finite
         self.skipped_in_a_row = self.skipped_in_a_row + 1 if skipped else 0
         if self.skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:

@@ -36,7 +36,6 @@ from mmlib.proxy.masking import (
     noise_fill,
     sample_slot,
     select_slot,
-    template_fill,
     zero_fill,
 )
 from mmlib.proxy.templates import TEMPLATE_SCALINGS, Templates
@@ -357,16 +356,35 @@ class BrainMVPObjective(nn.Module):
                 bsz, size, cfg.block_size, cfg.mask_rate, generator, device, return_weight=True
             )
 
-        def template_crop(where: Tensor) -> Tensor:
-            assert self.templates is not None
+        def need_origin() -> Tensor:
             if origin is None:
                 raise ValueError(
                     "BrainMVPObjective: the batch has no 'template_origin'; the "
                     "sampler must provide it for template fills."
                 )
+            return origin.to(device)
+
+        def template_view(where: Tensor, weight: Tensor) -> Tensor:
+            """``target`` with the masked blocks from the template (one pass, see
+            :meth:`Templates.fill`)."""
+            assert self.templates is not None
+            return self.templates.fill(
+                target,
+                weight,
+                target_modality,
+                need_origin(),
+                spacing=None if spacing is None else spacing.to(device),
+                scale_where=where,
+                scale_block=cfg.block_size,
+                straight_through=cfg.template_grad == "straight_through",
+                scaling=cfg.template_scaling,
+            )
+
+        def template_crop(where: Tensor) -> Tensor:
+            assert self.templates is not None
             crop = self.templates.crop(
                 target_modality,
-                origin.to(device),
+                need_origin(),
                 size,
                 spacing=None if spacing is None else spacing.to(device),
                 scale=True,
@@ -398,13 +416,13 @@ class BrainMVPObjective(nn.Module):
         views: list[Tensor] = []
         if need_a:
             mask_a, weight_a = mask_like()
-            view_a = template_fill(target, template_crop(mask_a), weight_a)
+            view_a = template_view(mask_a, weight_a)
             out.update(view_a=view_a, mask=mask_a)
             views.append(view_a)
         if need_b:
             mask_b, weight_b = mask_like()
             if warmup:
-                view_b = template_fill(target, template_crop(mask_b), weight_b)
+                view_b = template_view(mask_b, weight_b)
             else:
                 single = ~(present.sum(dim=1) > 1)
                 fallback = template_crop(mask_b) if bool(single.any()) else None

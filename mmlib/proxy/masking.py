@@ -298,14 +298,23 @@ class _Fill01(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
         (weight,) = ctx.saved_tensors
-        g = _blocked(weight, grad)
-        g8 = grad if g is None else g[0]
-        grad_target = grad_source = None
-        if ctx.needs_input_grad[0]:
-            grad_target = (g8 * (1 - weight)).view(grad.shape)
-        if ctx.needs_input_grad[1]:
-            grad_source = (g8 * weight).view(grad.shape)
+        grad_target, grad_source = fill_grads(
+            grad, weight, ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        )
         return grad_target, grad_source, None
+
+
+def fill_grads(
+    grad: Tensor, weight: Tensor, to_target: bool, to_source: bool
+) -> tuple[Tensor | None, Tensor | None]:
+    """The gradients of a 0/1 fill ``lerp(target, source, weight)`` from its output's
+    ``grad (B, 1, X, Y, Z)``: ``grad * (1 - weight)`` to the target, ``grad * weight`` to the
+    source (None where not wanted); voxel or block weights (:func:`block_weight`)."""
+    g = _blocked(weight, grad)
+    g8 = grad if g is None else g[0]
+    grad_target = (g8 * (1 - weight)).view(grad.shape) if to_target else None
+    grad_source = (g8 * weight).view(grad.shape) if to_source else None
+    return grad_target, grad_source
 
 
 def _fill_over_source(target: Tensor, source: Tensor, mask: Tensor) -> Tensor:
@@ -441,6 +450,23 @@ def cross_modal_fill(
     if target is None:
         target = select_slot(image, target_slot)
     source_slot, found = sample_slot(present, generator, exclude=target_slot)
+    tracked = torch.is_grad_enabled() and (
+        image.requires_grad or target.requires_grad or mask.requires_grad
+    )
+    if (
+        bool(found.all())
+        and not tracked
+        and mask.is_floating_point()
+        and target.is_contiguous()
+        and target.dtype == image.dtype
+    ):
+        # each study's source read in place from ``image``: no gathered copy of the sources
+        weight = mask.to(target.dtype)
+        out = torch.empty_like(target)
+        for b, src in enumerate(source_slot.tolist()):
+            row = slice(b, b + 1)
+            _lerp(target[row], image[row, src : src + 1], weight[row], out=out[row])
+        return out, source_slot, ~found
     source = select_slot(image, source_slot)
     if not bool(found.all()):
         if fallback is None:
