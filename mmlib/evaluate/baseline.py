@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mmlib.evaluate.classification import bootstrap_intervals, classification_scores
+from mmlib.evaluate.classification import classification_scores
+from mmlib.evaluate.stats import accuracy_auc_intervals
 from mmlib.tasks import class_index, resolve_task, task_rows, task_splits
 
 #: Intensity band edges on the store's [0, 1] scale: CSF-like, GM-like, WM-like on T1.
@@ -109,7 +110,7 @@ def volume_baseline(
     out: dict[str, Any] = {"task": spec.name, "boxes": list(boxes)}
     out.update({"n_train": len(y_train), "n_test": len(y_test)})
     out.update(classification_scores(y_test.tolist(), prob))
-    ci = bootstrap_intervals(y_test.tolist(), prob, n_boot=n_boot)
+    ci = accuracy_auc_intervals(y_test, prob, n_boot=n_boot)
     out["accuracy_ci"], out["auc_ci"] = ci["accuracy"], ci["auc"]
     out["predictions"] = pd.DataFrame(
         {

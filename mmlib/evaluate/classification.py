@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, roc_auc_score
 
+from mmlib.evaluate.stats import accuracy_auc_intervals
+
 
 def classification_scores(y_true: Sequence[int], prob: np.ndarray) -> dict[str, float]:
     """Scores of class probabilities against true classes.
@@ -51,65 +53,17 @@ def classification_scores(y_true: Sequence[int], prob: np.ndarray) -> dict[str, 
     return out
 
 
-def bootstrap_intervals(
-    y_true: Sequence[int],
-    prob: np.ndarray,
-    n_boot: int = 2000,
-    level: float = 0.95,
-    seed: int = 0,
-) -> dict[str, tuple[float, float]]:
-    """Percentile bootstrap intervals of accuracy and AUC over the test studies.
-
-    The studies are resampled with replacement ``n_boot`` times; a resample with one class
-    only has no AUC and is left out of the AUC interval. With a few dozen test studies the
-    intervals are wide: that is the information they carry.
-
-    Args:
-        y_true: true class index per study, ``(N,)``.
-        prob: class probabilities ``(N, K)``.
-        n_boot: resamples. Defaults to 2000.
-        level: coverage. Defaults to 0.95.
-        seed: the resampling seed. Defaults to 0.
-
-    Returns:
-        ``{"accuracy": (lo, hi), "auc": (lo, hi)}`` (NaN when not computable).
-
-    Raises:
-        ValueError: When shapes disagree or there are no samples.
-    """
-    y = np.asarray(y_true, dtype=int)
-    p = np.asarray(prob, dtype=float)
-    if p.ndim != 2 or p.shape[0] != y.shape[0] or y.shape[0] == 0:
-        raise ValueError(f"prob {p.shape} should be (N, K) with N = len(y_true) = {y.shape[0]} > 0")
-    rng = np.random.default_rng(seed)
-    acc, auc = [], []
-    pred = p.argmax(1)
-    for _ in range(n_boot):
-        idx = rng.integers(0, len(y), len(y))
-        acc.append(float((pred[idx] == y[idx]).mean()))
-        if len(set(y[idx].tolist())) > 1 and p.shape[1] == 2:
-            auc.append(float(roc_auc_score(y[idx], p[idx, 1])))
-    q = ((1 - level) / 2 * 100, (1 + level) / 2 * 100)
-
-    def _interval(values: list[float]) -> tuple[float, float]:
-        if not values:
-            return (float("nan"), float("nan"))
-        lo, hi = np.percentile(values, q)
-        return (float(lo), float(hi))
-
-    return {"accuracy": _interval(acc), "auc": _interval(auc)}
-
-
 def scores_with_intervals(
     frame: Any, classes: Sequence[str], n_boot: int = 2000, seed: int = 0
 ) -> dict[str, Any]:
-    """Scores and bootstrap intervals of a classification run's ``test_scores.csv``.
+    """Scores and intervals (:func:`mmlib.evaluate.stats.accuracy_auc_intervals`: Wilson for
+    accuracy, DeLong for a binary AUC) of a classification run's ``test_scores.csv``.
 
     Args:
         frame: the run's per-study table (``target`` and ``p_<class>`` columns).
         classes: the task's classes in index order.
-        n_boot: resamples. Defaults to 2000.
-        seed: the resampling seed. Defaults to 0.
+        n_boot: bootstrap replicates of a K > 2 AUC. Defaults to 2000.
+        seed: that bootstrap's seed. Defaults to 0.
 
     Returns:
         :func:`classification_scores` plus ``accuracy_ci`` and ``auc_ci`` (lo, hi).
@@ -117,6 +71,6 @@ def scores_with_intervals(
     y = frame["target"].to_numpy(int)
     prob = frame[[f"p_{c}" for c in classes]].to_numpy(float)
     out: dict[str, Any] = classification_scores(y, prob)
-    ci = bootstrap_intervals(y, prob, n_boot=n_boot, seed=seed)
+    ci = accuracy_auc_intervals(y, prob, n_boot=n_boot, seed=seed)
     out["accuracy_ci"], out["auc_ci"] = ci["accuracy"], ci["auc"]
     return out

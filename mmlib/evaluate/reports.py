@@ -27,15 +27,15 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
+from mmlib.evaluate.classification import classification_scores
 from mmlib.evaluate.stats import (
     CONFIDENCE,
     PairedComparison,
-    auc_interval,
+    accuracy_auc_intervals,
     bootstrap_paired,
     excludes_zero,
     paired_comparison,
     t_interval,
-    wilson_interval,
 )
 from mmlib.runs import KEYS, collect_runs, json_safe, write_results  # noqa: F401  (their home is mmlib.runs)
 
@@ -398,9 +398,10 @@ def classification_intervals(runs: pd.DataFrame, confidence: float = CONFIDENCE)
         y = scores["target"].to_numpy(int)
         p = scores[probs].to_numpy(float)
         n = len(y)
+        ci = accuracy_auc_intervals(y, p, confidence)
+        (acc_lo, acc_hi), (auc_lo, auc_hi) = ci["accuracy"], ci["auc"]
         correct = int((p.argmax(1) == y).sum())
-        acc_lo, acc_hi = wilson_interval(correct, n, confidence)
-        auc, auc_lo, auc_hi = auc_interval(y, p, confidence)
+        auc = classification_scores(y.tolist(), p)["auc"]
         rows.append(
             {
                 "task": r["task"],

@@ -22,7 +22,8 @@ per-seed difference ``d_s = init_s - baseline_s``.
   two-way layout without replication).
 - :func:`wilson_interval` (accuracy: a binomial proportion) and :func:`auc_interval` (DeLong's
   variance for a binary AUC; a percentile bootstrap over studies for a one-vs-rest macro AUC):
-  unpaired intervals of one run's classification scores.
+  unpaired intervals of one run's classification scores; :func:`accuracy_auc_intervals`
+  both, the one place every classification interval of the book and the baseline comes from.
 
 References: DeLong, DeLong & Clarke-Pearson, Biometrics 44 (1988) 837-845 (the fast midrank form
 of Sun & Xu, IEEE SPL 21 (2014) 1389); Wilson, JASA 22 (1927) 209-212.
@@ -539,3 +540,38 @@ def auc_interval(
         return auc, nan, nan
     lo, hi = np.nanpercentile(reps, [50 * (1 - confidence), 50 * (1 + confidence)])
     return auc, float(lo), float(hi)
+
+
+def accuracy_auc_intervals(
+    y_true: ArrayLike,
+    prob: ArrayLike,
+    confidence: float = CONFIDENCE,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict[str, tuple[float, float]]:
+    """Intervals of one run's accuracy (Wilson) and AUC (:func:`auc_interval`) over its test set.
+
+    Args:
+        y_true: ``(N,)`` class indices.
+        prob: ``(N, K)`` class probabilities (the prediction is the argmax).
+        confidence: the level. Defaults to 0.95.
+        n_boot: bootstrap replicates of a K > 2 AUC. Defaults to 2000.
+        seed: that bootstrap's seed. Defaults to 0.
+
+    Returns:
+        ``{"accuracy": (lo, hi), "auc": (lo, hi)}`` (NaN where not computable, see
+        :func:`auc_interval`).
+
+    Raises:
+        ValueError: When shapes disagree or there are no studies.
+    """
+    y = np.asarray(y_true, dtype=int)
+    p = np.asarray(prob, dtype=float)
+    if p.ndim != 2 or p.shape[0] != y.shape[0] or y.shape[0] == 0:
+        raise ValueError(
+            f"accuracy_auc_intervals: prob {p.shape} should be (N, K) with N = len(y_true) = "
+            f"{y.shape[0]} > 0"
+        )
+    correct = int((p.argmax(1) == y).sum())
+    _, lo, hi = auc_interval(y, p, confidence, n_boot=n_boot, seed=seed)
+    return {"accuracy": wilson_interval(correct, len(y), confidence), "auc": (lo, hi)}
