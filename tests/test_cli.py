@@ -29,3 +29,15 @@ def test_every_command_module_exposes_the_protocol() -> None:
     for name, (module, _) in COMMANDS.items():
         mod = importlib.import_module(module)
         assert callable(mod.configure_parser) and callable(mod.run_cli), name
+
+
+def test_finetune_help_names_every_task(capsys) -> None:
+    import pytest
+
+    from mmlib.tasks.catalogue import TASKS
+
+    with pytest.raises(SystemExit):
+        main(["finetune", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    missing = [name for name in TASKS if name not in out]
+    assert not missing, f"mmlib finetune --help does not name {missing}"

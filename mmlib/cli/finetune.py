@@ -19,7 +19,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--config", default="demo", help="scale preset (smoke, demo, paper) or a YAML file"
     )
     parser.add_argument(
-        "--task", help="task name (brats_ped, isles, mrbrains, hgg_lgg, adni, adhd200, abide)"
+        "--task",
+        help="task name: segmentation brats_ped, brats_met, upenn_gbm, isles, mrbrains, vs_seg; "
+        "classification hgg_lgg, adni (alias atrophy), adhd200, abide",
     )
     parser.add_argument(
         "--init",
