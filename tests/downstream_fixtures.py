@@ -51,3 +51,28 @@ def tiny_store(
         }
         write_study(root, row, images, label if seg else None)
     return root
+
+
+def smoke_checkpoint(folder: Path, seed: int, step: int) -> Path:
+    """A pre-training checkpoint in the engine's convention (``backbone.*`` of the smoke U-Net
+    and random non-zero ``templates.volumes`` on a 30³ grid at 4 mm), written to
+    ``folder/step_<step>``."""
+    import torch
+
+    from mmlib.models import BACKBONE_PRESETS, build_backbone
+    from mmlib.models.checkpoints import save_checkpoint
+
+    torch.manual_seed(seed)
+    bb = build_backbone("unet", **BACKBONE_PRESETS["smoke"]["unet"])
+    affine = np.diag([4.0, 4.0, 4.0, 1.0])
+    affine[:3, 3] = -58.0
+    state = {f"backbone.{k}": v for k, v in bb.state_dict().items()}
+    state["templates.volumes"] = torch.rand(8, 30, 30, 30)
+    meta = {
+        "model": {"name": "unet", "size": bb.size},
+        "modalities": ["flair", "t1", "t1c", "t2", "mra", "pd", "dwi", "adc"],
+        "template_affine": affine.tolist(),
+        "step": step,
+        "config": {},
+    }
+    return save_checkpoint(folder / f"step_{step:07d}", state, meta)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
-from downstream_fixtures import tiny_store
+from downstream_fixtures import smoke_checkpoint, tiny_store
 
 from mmlib.data.store import Store
 from mmlib.engine.config import load_config
@@ -29,24 +28,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A pre-training checkpoint in the engine's convention (backbone.* and templates.volumes)."""
-    from mmlib.models import BACKBONE_PRESETS, build_backbone
-    from mmlib.models.checkpoints import save_checkpoint
-
-    torch.manual_seed(123)
-    bb = build_backbone("unet", **BACKBONE_PRESETS["smoke"]["unet"])
-    vol = torch.rand(8, 30, 30, 30)
-    affine = np.diag([4.0, 4.0, 4.0, 1.0])
-    affine[:3, 3] = -58.0
-    state = {f"backbone.{k}": v for k, v in bb.state_dict().items()}
-    state["templates.volumes"] = vol
-    meta = {
-        "model": {"name": "unet", "size": bb.size},
-        "modalities": ["flair", "t1", "t1c", "t2", "mra", "pd", "dwi", "adc"],
-        "template_affine": affine.tolist(),
-        "step": 7,
-        "config": {},
-    }
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "step_0000007", state, meta)
+    return smoke_checkpoint(tmp_path_factory.mktemp("ckpt"), seed=123, step=7)
 
 
 def test_task_resolution(store: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from downstream_fixtures import tiny_store
+from downstream_fixtures import smoke_checkpoint, tiny_store
 from safetensors.torch import load_file
 
 from mmlib.data.labelled import apply_flips
@@ -34,22 +34,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A pre-training checkpoint with random (non-zero) templates."""
-    from mmlib.models.checkpoints import save_checkpoint
-
-    torch.manual_seed(7)
-    bb = build_backbone("unet", **BACKBONE_PRESETS["smoke"]["unet"])
-    affine = np.diag([4.0, 4.0, 4.0, 1.0])
-    affine[:3, 3] = -58.0
-    state = {f"backbone.{k}": v for k, v in bb.state_dict().items()}
-    state["templates.volumes"] = torch.rand(8, 30, 30, 30)
-    meta = {
-        "model": {"name": "unet", "size": bb.size},
-        "modalities": ["flair", "t1", "t1c", "t2", "mra", "pd", "dwi", "adc"],
-        "template_affine": affine.tolist(),
-        "step": 3,
-        "config": {},
-    }
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "step_0000003", state, meta)
+    return smoke_checkpoint(tmp_path_factory.mktemp("ckpt"), seed=7, step=3)
 
 
 def templates() -> Templates:
