@@ -180,3 +180,31 @@ def test_one_identity_hash_names_finetuning_runs_too() -> None:
         )
         != h
     )
+
+
+def test_classification_section_applies_to_classification_tasks_only(tmp_path) -> None:
+    """A fine-tuning preset's ``classification`` keys are laid over it for classification
+    tasks (aliases too), never for segmentation; the user's file and overrides still win."""
+    seg = load_config("demo", {"task": "brats_ped"}, kind="finetune")
+    for task in ("adni", "atrophy", "hgg_lgg", "abide"):
+        cls = load_config("demo", {"task": task}, kind="finetune")
+        assert cls["optim"]["lr"] < seg["optim"]["lr"], task
+        assert "classification" not in cls
+    assert (
+        load_config("demo", ["task=adni", "optim.lr=0.01"], kind="finetune")["optim"]["lr"] == 0.01
+    )
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("scale: demo\ntask: adhd200\nclassification:\n  train:\n    steps: 7\n")
+    cfg = load_config(mine, kind="finetune")
+    assert cfg["train"]["steps"] == 7 and cfg["optim"]["lr"] == cls["optim"]["lr"]
+    assert (
+        load_config(mine, ["task=isles"], kind="finetune")["train"]["steps"]
+        == seg["train"]["steps"]
+    )
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("scale: demo\nclassification: 3\n")
+    with pytest.raises(ValueError, match="classification should be a mapping"):
+        load_config(bad, ["task=adni"], kind="finetune")
+    bad.write_text("scale: demo\nclassification:\n  optim:\n    lrr: 1\n")
+    with pytest.raises(ValueError, match="lrr"):
+        load_config(bad, ["task=adni"], kind="finetune")

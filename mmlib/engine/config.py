@@ -27,7 +27,11 @@ an error naming the key and the known ones, except below ``objective`` (fields o
 :func:`mmlib.models.build_backbone`). ``objective`` may be a preset name (``brainmvp``, ``mim``,
 ``cmr_only``, ``md_only``, ``brainmvp_nocl``) or a dict ``{name: preset, field: value, ...}``.
 Fine-tuning's free sections are ``model.size`` and ``pretrain_overrides`` (overrides of the
-pre-training run an objective ``init`` starts, checked by the pre-training loader).
+pre-training run an objective ``init`` starts, checked by the pre-training loader). A fine-tuning
+preset or file may also hold a ``classification`` section: keys laid over its own layer when the
+task is a classification task (:data:`mmlib.tasks.TASKS` kind), so that one preset serves both
+kinds (the demo preset's segmentation learning rate makes a whole-head classifier diverge); the
+section itself is not kept, the values it set are.
 
 One identity (:func:`identity`: everything but ``run``, ``log`` and the loader's worker count)
 and one hash (:func:`config_hash`, optionally of extra identity such as a fine-tuning run's
@@ -326,8 +330,19 @@ def load_config(
     check_scale(str(scale))
     cfg = copy.deepcopy(defaults)
     preset = preset_path(scale, kind)
-    merge(cfg, read_file(preset, kind), f"{kind} preset {preset}", kind)
-    merge(cfg, user, where, kind)
+    preset_layer = read_file(preset, kind)
+    task = flat.get("task", user.get("task", preset_layer.get("task", cfg.get("task"))))
+    for layer, name in ((preset_layer, f"{kind} preset {preset}"), (user, where)):
+        by_kind = layer.pop("classification", None) if kind == "finetune" else None
+        merge(cfg, layer, name, kind)
+        if by_kind is not None:
+            if not isinstance(by_kind, Mapping):
+                raise ValueError(
+                    f"{name}: classification should be a mapping of keys for classification "
+                    f"tasks, got {by_kind!r}"
+                )
+            if _is_classification(task):
+                merge(cfg, by_kind, f"{name} (classification section)", kind)
     merge(cfg, flat, f"{kind} overrides", kind)
     cfg["scale"] = scale
     if kind == "pretrain":
@@ -335,6 +350,17 @@ def load_config(
     else:
         validate_finetune(cfg)
     return cfg
+
+
+def _is_classification(task: Any) -> bool:
+    """Whether ``task`` names a classification task of the catalogue (False when unknown:
+    :func:`validate_finetune` reports that)."""
+    from mmlib.tasks import get_task
+
+    try:
+        return get_task(str(task)).kind == "classification"
+    except (KeyError, ValueError):
+        return False
 
 
 def validate_finetune(cfg: Mapping[str, Any]) -> None:
