@@ -56,8 +56,9 @@ from mmlib.engine.config import load_config
 from mmlib.evaluate.figures import qualitative_figure, regions_figure, study_with_labels
 from mmlib.evaluate.grid import finetune_grid
 from mmlib.tasks import detect_convention, plan, resolve_task, task_rows
-from mmlib.evaluate.reports import (collect_runs, html_table, lesion_summary, paired_caption, paired_differences,
-                                    paired_table, plot_loss_curves, plot_paired, show_figure, summary_table)
+from mmlib.evaluate.reports import collect_runs, lesion_summary, paired_differences, summary_table
+from mmlib.evaluate.tables import html_table, paired_table
+from mmlib.evaluate.figures import paired_caption, plot_loss_curves, plot_paired, show_figure
 
 torch.set_num_threads(threads)
 P = plan(scale)

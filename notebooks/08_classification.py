@@ -51,8 +51,9 @@ from mmlib.evaluate.baseline import volume_baseline
 from mmlib.evaluate.grid import finetune_grid
 from mmlib.paths import work_dir
 from mmlib.tasks import plan, resolve_task, task_rows
-from mmlib.evaluate.reports import (classification_intervals, collect_runs, html_table, paired_caption,
-                                    paired_differences, paired_table, plot_paired, show_figure, summary_table)
+from mmlib.evaluate.reports import classification_intervals, collect_runs, paired_differences, summary_table
+from mmlib.evaluate.tables import html_table, paired_table
+from mmlib.evaluate.figures import paired_caption, plot_paired, show_figure
 from IPython.display import display
 
 torch.set_num_threads(threads)

@@ -45,9 +45,10 @@ import torch
 from IPython.display import display
 
 from mmlib.evaluate.grid import finetune_grid
-from mmlib.evaluate.reports import (ablation_table, collect_runs, html_table, label_efficiency_caption, paired_caption,
-                                    paired_differences, paired_table, plot_label_efficiency, plot_paired,
-                                    seeds_and_studies, show_figure, summary_table, write_results)
+from mmlib.evaluate.reports import collect_runs, paired_differences, summary_table, write_results
+from mmlib.evaluate.tables import ablation_table, html_table, paired_table
+from mmlib.evaluate.figures import (label_efficiency_caption, paired_caption, plot_label_efficiency, plot_paired,
+                                    seeds_and_studies, show_figure)
 from mmlib.tasks import plan
 
 torch.set_num_threads(threads)

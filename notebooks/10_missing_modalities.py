@@ -52,7 +52,8 @@ from mmlib.evaluate.grid import finetune_grid
 from mmlib.evaluate.scoring import load_network
 from mmlib.proxy.missing import modality_subsets
 from mmlib.tasks import plan
-from mmlib.evaluate.reports import plot_replacement_pairs, plot_subsets, to_markdown
+from mmlib.evaluate.tables import to_markdown
+from mmlib.evaluate.figures import plot_replacement_pairs, plot_subsets
 from mmlib.evaluate.robustness import (
     drop_one_table,
     replacement_pairs,

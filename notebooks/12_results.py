@@ -40,11 +40,12 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from mmlib.evaluate.reports import (can_tell, classification_intervals, classification_table, collect_runs, compare,
-                                    headline, label_efficiency_caption, lesion_summary, paired_caption,
-                                    paired_differences, paired_table, plot_label_efficiency, plot_paired,
-                                    plot_segmentation, plot_subsets, power_sentence, seeds_and_studies, show_figure,
-                                    summary_table, html_table, verdict, write_results)
+from mmlib.evaluate.reports import (can_tell, classification_intervals, collect_runs, compare, headline,
+                                    lesion_summary, paired_differences, power_sentence, summary_table, verdict,
+                                    write_results)
+from mmlib.evaluate.tables import classification_table, html_table, paired_table
+from mmlib.evaluate.figures import (label_efficiency_caption, paired_caption, plot_label_efficiency, plot_paired,
+                                    plot_segmentation, plot_subsets, seeds_and_studies, show_figure)
 from mmlib.evaluate.stats import power_analysis
 from mmlib.paths import work_dir
 from mmlib.tasks import plan

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from mmlib.evaluate.reports import paired_differences, summary_table, to_markdown
+from mmlib.evaluate.reports import paired_differences, summary_table
+from mmlib.evaluate.tables import to_markdown
 from mmlib.runs import collect_runs
 
 torch.set_num_threads(1)
@@ -115,7 +116,8 @@ def _scored_run(
 
 
 def test_paired_differences_intervals_and_the_headline(tmp_path: Path) -> None:
-    from mmlib.evaluate.reports import compare, headline, paired_table, verdict
+    from mmlib.evaluate.reports import compare, headline, verdict
+    from mmlib.evaluate.tables import paired_table
 
     rng = np.random.default_rng(0)
     study = rng.uniform(0.3, 0.7, 4)
@@ -167,13 +169,13 @@ def test_paired_differences_intervals_and_the_headline(tmp_path: Path) -> None:
 
 
 def test_tables_and_captions_render_from_the_data(tmp_path: Path) -> None:
-    from mmlib.evaluate.reports import (
-        html_table,
+    from mmlib.evaluate.figures import (
         label_efficiency_caption,
         paired_caption,
         seeds_and_studies,
         show_figure,
     )
+    from mmlib.evaluate.tables import html_table
 
     for s in range(2):
         for frac in (0.2, 0.4):
@@ -218,8 +220,9 @@ def test_classification_intervals(tmp_path: Path) -> None:
 
 
 def test_ablation_table_and_sentences(tmp_path: Path) -> None:
-    from mmlib.evaluate.reports import ablation_table, can_tell, power_sentence
+    from mmlib.evaluate.reports import can_tell, power_sentence
     from mmlib.evaluate.stats import paired_comparison, power_analysis
+    from mmlib.evaluate.tables import ablation_table
 
     for s, base in enumerate((0.50, 0.60, 0.40)):
         _fake_run(tmp_path, "scratch", s, base)

@@ -115,7 +115,7 @@ def test_loss_curves_of_runs_grouped_by_initialisation(tmp_path: Path) -> None:
     # the fine-tuning chapters' pyplot name draws the same lines
     import matplotlib.pyplot as plt
 
-    from mmlib.evaluate.reports import plot_loss_curves
+    from mmlib.evaluate.figures import plot_loss_curves
 
     axes = plot_loss_curves(runs)
     assert [tuple(line.get_ydata()) for line in axes.lines] == [

@@ -19,6 +19,10 @@ It reads the engine through its public functions and run folders only.
 - :mod:`mmlib.evaluate.stats`: paired t intervals over seeds, the bootstrap over seeds and
   test studies, power analysis (seeds and studies a resolved answer takes), Wilson and DeLong
   intervals of accuracy and AUC.
-- :mod:`mmlib.evaluate.reports`: run folders → tables (HTML for the book), paired comparisons
-  with intervals and verdicts (the headline of notebook 12), plots and their captions.
+- :mod:`mmlib.evaluate.reports`: run folders → summary tables, paired comparisons with
+  intervals and verdicts (the headline of notebook 12).
+- :mod:`mmlib.evaluate.tables`: what the book shows of them as tables (HTML, readable paired
+  differences, the ablation beside the paper's figures).
+- :mod:`mmlib.evaluate.figures`: plots of the reports and their captions, and the downstream
+  chapters' figures built from a store and run folders.
 """
