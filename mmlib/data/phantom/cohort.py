@@ -51,7 +51,7 @@ from mmlib.data.phantom.tissues import jitter_tissues
 from mmlib.modalities import MODALITIES
 
 #: Version of the simulator; part of the reuse key, bump when the output changes.
-GENERATOR_VERSION = "2"
+GENERATOR_VERSION = "3"
 
 #: Modalities each layout can hold.
 LAYOUT_MODALITIES: dict[str, tuple[str, ...]] = {
@@ -1090,7 +1090,12 @@ def _make_locked(spec: CohortSpec, root: Path, key: str, seed: int, workers: int
 
 
 def _init_worker() -> None:
+    """One thread per worker process: the workers already fill the cores (and a forked child
+    must not start an OpenMP team of its own)."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def source_entry(src: SourceSpec) -> dict[str, Any]:
