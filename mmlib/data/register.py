@@ -147,6 +147,13 @@ def _centre(data: np.ndarray, affine: np.ndarray) -> np.ndarray:
     return idx.mean(0) @ affine[:3, :3].T + affine[:3, 3]
 
 
+#: Voxels of the fixed image the metric samples per iteration (random, seeded). 20,000 gives
+#: the accuracy of 60,000 in two thirds of the time (demo cohort, affine at 2 mm, 3 studies each
+#: of ixi, adni, brats2021: mean error 1.886 mm for both, 3.6 vs 5.5 s a study on one thread,
+#: ``mmlib.data.alignment.alignment_errors``); 10,000 lost one ADNI study (3.99 mm mean).
+METRIC_SAMPLES = 20_000
+
+
 def _levels(spacing: float) -> tuple[list[int], list[float]]:
     """Shrink factors and smoothing sigmas (mm): coarsest ~8 mm, finest the given spacing."""
     shrink = sorted({max(1, round(s / spacing)) for s in (8.0, 4.0, spacing)}, reverse=True)
@@ -174,7 +181,7 @@ def _run(
     reg.SetMetricSamplingStrategy(reg.RANDOM)
     n = int(np.prod(fixed.GetSize()))
     # seed 0 is SimpleITK's "wall clock" (a new draw each run): shift it so runs repeat
-    reg.SetMetricSamplingPercentage(float(min(1.0, 60_000 / max(n, 1))), seed + 1)
+    reg.SetMetricSamplingPercentage(float(min(1.0, METRIC_SAMPLES / max(n, 1))), seed + 1)
     reg.SetInterpolator(sitk.sitkLinear)
     reg.SetOptimizerAsRegularStepGradientDescent(
         learningRate=2.0,
