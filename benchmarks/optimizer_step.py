@@ -14,8 +14,8 @@ Run: ``python benchmarks/optimizer_step.py --store PATH/TO/demo/store --threads 
 Measured 2026-12-02 on the shared 2-core machine at load 24.6-25.3 (busy: the absolute times are
 inflated, the sides interleaved): 81 tensors, 11.06 M values; default 949 ms (791-1104), foreach
 1239 ms (1081-1367), fused 197 ms (182-285) per step; the parameters agree after the same steps
-(atol 1e-6); default / fused 4.8x. Not yet a default: an end-to-end pre-training comparison on a
-quiet machine comes first.
+(atol 1e-6); default / fused 4.8x. Since then the default of both engines
+(:func:`mmlib.engine.schedule.adamw`).
 """
 
 from __future__ import annotations

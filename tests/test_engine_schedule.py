@@ -45,3 +45,26 @@ def test_scheduler_matches_closed_form_and_survives_state_dict() -> None:
 def test_ill_arguments() -> None:
     with pytest.raises(ValueError, match="total"):
         WarmupCosine(0)
+
+
+def test_adamw_is_fused_on_cpu_and_steps_like_the_default() -> None:
+    import torch
+
+    from mmlib.engine.schedule import adamw
+
+    torch.manual_seed(0)
+    a = [torch.nn.Parameter(torch.randn(50, 7)), torch.nn.Parameter(torch.randn(3))]
+    b = [torch.nn.Parameter(p.detach().clone()) for p in a]
+    fused = adamw([{"params": a[:1]}, {"params": a[1:], "lr": 1e-2}], lr=1e-3, weight_decay=0.1)
+    plain = torch.optim.AdamW(
+        [{"params": b[:1]}, {"params": b[1:], "lr": 1e-2}], lr=1e-3, weight_decay=0.1
+    )
+    assert fused.defaults["fused"] and not plain.defaults.get("fused")
+    for _ in range(5):
+        g = [torch.randn_like(p) for p in a]
+        for p, q, gg in zip(a, b, g):
+            p.grad, q.grad = gg.clone(), gg.clone()
+        fused.step()
+        plain.step()
+    for p, q in zip(a, b):
+        assert torch.allclose(p, q, atol=1e-6)

@@ -83,7 +83,7 @@ from mmlib.engine import distributed as D
 from mmlib.engine.config import config_hash, load_config
 from mmlib.engine.initialise import build_network, checkpoint_identity, resolve_init
 from mmlib.engine.losses import consistency_loss, segmentation_loss
-from mmlib.engine.schedule import WarmupCosine
+from mmlib.engine.schedule import WarmupCosine, adamw
 from mmlib.paths import work_dir
 from mmlib.proxy.missing import fill_missing
 from mmlib.proxy.replacement import two_copies
@@ -213,9 +213,7 @@ class FinetuneTrainer:
             {"params": [p for p in self.net.parameters() if id(p) in enc], "lr": self.encoder_lr},
             {"params": [p for p in self.net.parameters() if id(p) not in enc], "lr": self.lr},
         ]
-        self.opt = torch.optim.AdamW(
-            groups, lr=self.lr, weight_decay=float(cfg["optim"]["weight_decay"])
-        )
+        self.opt = adamw(groups, lr=self.lr, weight_decay=float(cfg["optim"]["weight_decay"]))
         schedule = WarmupCosine(
             self.steps, int(cfg["optim"]["warmup_steps"]), float(cfg["optim"]["min_lr"]) / self.lr
         )

@@ -72,7 +72,7 @@ from mmlib.engine.binding import (
 from mmlib.engine.config import config_hash, diff, identity, load_config
 from mmlib.engine.metrics import MetricsLogger, peak_memory_mb
 from mmlib.engine.sampling import StepBatchSampler
-from mmlib.engine.schedule import build_scheduler
+from mmlib.engine.schedule import adamw, build_scheduler
 from mmlib.runs import (
     SAMPLE_KEYS,
     find_latest,
@@ -241,7 +241,7 @@ class Trainer:
                 find_unused_parameters=True,
             )
         o = cfg["optim"]
-        self.optimizer = torch.optim.AdamW(
+        self.optimizer = adamw(
             optimizer_groups(self.objective, o),
             lr=float(o["lr"]),
             betas=tuple(o["betas"]),

@@ -1,4 +1,5 @@
-"""Learning-rate schedule: linear warm-up, then one cosine decay to ``min_lr``, never rising again.
+"""The optimiser and its learning-rate schedule: AdamW (:func:`adamw`, fused where it can be),
+linear warm-up, then one cosine decay to ``min_lr``, never rising again.
 
 The schedule is counted in *optimiser* steps (one per ``train.accum`` micro-batches), so that
 gradient accumulation does not stretch or shrink it. After ``total`` steps it stays at
@@ -10,8 +11,43 @@ run). :func:`lr_at` is the closed form; :class:`WarmupCosine` is the same curve 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
+
+
+def adamw(
+    groups: Iterable[dict[str, Any]],
+    lr: float,
+    betas: Sequence[float] = (0.9, 0.999),
+    weight_decay: float = 0.01,
+) -> torch.optim.AdamW:
+    """AdamW over parameter ``groups``, as one fused kernel per step where torch has it.
+
+    ``fused=True`` (CPU and CUDA, floating parameters) applies the same update as the default
+    per-tensor loop, to float rounding, in one pass: on CPU 4.8x faster per optimiser step for
+    demo pre-training's 11 M values, most of them the template volumes
+    (``benchmarks/optimizer_step.py``). Elsewhere (other devices) the default implementation.
+
+    Args:
+        groups: parameter groups (dicts with ``params`` and optional ``lr``, ``weight_decay``).
+        lr: the default learning rate.
+        betas: Adam's betas. Defaults to (0.9, 0.999).
+        weight_decay: the default decoupled weight decay. Defaults to 0.01.
+    """
+    groups = [dict(g, params=list(g["params"])) for g in groups]
+    params = [p for g in groups for p in g["params"]]
+    fused = bool(params) and all(
+        p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params
+    )
+    return torch.optim.AdamW(
+        groups,
+        lr=lr,
+        betas=(float(betas[0]), float(betas[1])),
+        weight_decay=weight_decay,
+        fused=fused or None,
+    )
 
 
 def lr_at(step: int, total: int, base_lr: float, warmup: int = 0, min_lr: float = 0.0) -> float:
