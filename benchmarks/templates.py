@@ -2,8 +2,9 @@
 
 Pre-trains (or reuses) ``mmlib pretrain --config SCALE OVERRIDES`` and prints, as one JSON
 line, the correlation of each learned template with its modality's mean image over the
-pre-training studies, in template space, over the voxels some study covers (what chapter 05
-reports as ``template_corr``; :func:`mmlib.viz.explore.template_corr`).
+pre-training studies, in template space, in the head (what chapter 05 reports as
+``template_corr``; :func:`mmlib.viz.explore.template_corr`), and ``template_corr_box`` over every
+voxel some study's box covers (neck and background included).
 
 Run: ``python benchmarks/templates.py --scale demo objective=md_only
 objective.template_scaling=global optim.template_lr=1e-2``. The mean images are cached in
@@ -41,18 +42,19 @@ def main() -> None:
     _, templates = explore.run_model(run)
     cfg = read_config(run)
     store = Store(cfg["data"]["store"])
-    cache = work_dir(args.scale) / "cache" / f"means_{'x'.join(map(str, templates.shape))}.npz"
+    shape = "x".join(map(str, templates.shape))
+    cache = work_dir(args.scale) / "cache" / f"means_head_{shape}.npz"
+    parts = ("mean", "count", "head")
     if cache.is_file():
         z = np.load(cache)
-        means = {m: (z[f"{m}_mean"], z[f"{m}_count"]) for m in BRATS}
+        means = {m: tuple(z[f"{m}_{k}"] for k in parts) for m in BRATS}
     else:
         means = explore.modality_means(store, BRATS, templates)
         cache.parent.mkdir(parents=True, exist_ok=True)
-        flat = {
-            f"{m}_{k}": v for m, (a, b) in means.items() for k, v in (("mean", a), ("count", b))
-        }
+        flat = {f"{m}_{k}": v for m, arrays in means.items() for k, v in zip(parts, arrays)}
         np.savez_compressed(cache, **flat)
     corr = explore.template_corr(templates, means)
+    corr_box = explore.template_corr(templates, means, where="box")
     res = load_run(run)["results"]
     print(
         json.dumps(
@@ -63,6 +65,7 @@ def main() -> None:
                 "train_s": round(train_s, 1),
                 "final": res["final"],
                 "template_corr": {m: round(r, 4) for m, r in corr.items()},
+                "template_corr_box": {m: round(r, 4) for m, r in corr_box.items()},
                 "template_corr_mean": round(float(np.mean(list(corr.values()))), 4),
             }
         ),

@@ -100,7 +100,7 @@ print(store, f"| {len(pre)} pre-training studies; modalities {modalities}")
 # %%
 templates0 = Templates(spacing=store.spacing)
 print(templates0, "\naffine:\n", templates0.affine)
-means = {m: explore.modality_mean(store, m, templates0) for m in modalities}
+means = explore.modality_means(store, modalities, templates0)  # mean, count, head fraction
 ref = modalities[0]
 fig = explore.crop_boxes_figure(means[ref][0], templates0, batch,
                                 title=f"mean {ref} in template space, with this batch's crops")
@@ -180,7 +180,11 @@ print(json.dumps(errors, indent=1))
 #
 # Top: each learned template, min-max scaled as a whole; bottom: the mean image of that
 # modality over the pre-training studies, on the same grid. $r$ (`template_corr`) is their
-# correlation over the voxels any study covers. The templates move only where crops have been,
+# correlation in the head: over the voxels where most of the studies covering them have head
+# (`explore.HEAD_MAJORITY`). `template_corr_box` in `results.json` is the same over every voxel
+# any study's box covers: the neck and background of wide fields of view (IXI's T1, T2 and PD
+# hold the neck), where no crop teaches a template anything, weigh as much as the head there and
+# pull $r$ down for the modalities those sources hold. The templates move only where crops have been,
 # and only as fast as the network learns to use them. Under `global` scaling they take on the
 # head's anatomy; under `crop` scaling each fill is re-stretched to [0, 1], so nothing ties one
 # crop's level to its neighbour's, and the whole template stays a patchwork.
@@ -195,7 +199,10 @@ for rule in scalings:
     fig.savefig(out / "figures" / name, dpi=90, bbox_inches="tight")
     display(fig)
     corr_by[rule] = explore.template_corr(tpl, means)
-    print(rule, {m: round(r, 3) for m, r in corr_by[rule].items()})
+    print(rule, "in the head:", {m: round(r, 3) for m, r in corr_by[rule].items()})
+    if rule == scalings[0]:
+        corr_box = explore.template_corr(tpl, means, where="box")
+        print(rule, "over the boxes:", {m: round(r, 3) for m, r in corr_box.items()})
 backbone, learned = explore.run_model(run_dir)
 corr = corr_by[scalings[0]]
 
@@ -242,7 +249,7 @@ results = {
     "fill_mse_before": errors["before"]["view_a"], "fill_mse_after": errors["after"]["view_a"],
     "template_scaling": scalings[0], "w_template": load_run(run_dir)["config"]["objective"]["w_template"],
     "template_corr": corr, "template_corr_mean": float(np.mean(list(corr.values()))),
-    "template_corr_by_scaling": corr_by,
+    "template_corr_by_scaling": corr_by, "template_corr_box": corr_box,
     "store_register": store.register, "template_atlas_corr": atlas_corr,
     "run_dirs": {rule: str(r) for rule, r in runs.items()},
     "template_std": {m: float(learned.volumes[MODALITIES.index(m)].detach().std()) for m in modalities},

@@ -198,8 +198,9 @@ fig
 # through the reconstruction loss of the views they fill (min-max scaled as a whole, as they
 # are used under the default `global` scaling). Modalities that no pre-training study has stay
 # zero; a single-modal baseline (`mim`) never uses them. Below each template, the mean image of
-# its modality over the pre-training studies on the same grid, and $r$, their correlation over
-# the voxels some study covers (`template_corr`, as in chapter 5): a template that has learned
+# its modality over the pre-training studies on the same grid, and $r$, their correlation in
+# the head (`template_corr`, as in chapter 5; `template_corr_box` over every voxel some study's
+# box covers, neck and background included): a template that has learned
 # the modality's anatomy shows the head, its ventricles and its grey-white contrast. Through the
 # reconstruction loss alone a demo run leaves them noise; the `demo` preset therefore adds
 # chapter 5's direct template fit (`objective.w_template`), which the `paper` preset leaves off.
@@ -209,10 +210,11 @@ ckpt = latest_checkpoint(run)
 templates = load_templates(ckpt)
 vols = templates.volumes.detach().numpy()
 learned = [m for i, m in enumerate(MODALITIES) if np.abs(vols[i]).max() > 0]
-template_corr = {}
+template_corr, template_corr_box = {}, {}
 if learned:
     means = explore.modality_means(Store(cfg["data"]["store"]), learned, templates)
     template_corr = explore.template_corr(templates, means)
+    template_corr_box = explore.template_corr(templates, means, where="box")
     fig = explore.template_figure(templates, means)
     fig.suptitle(f"{objective}: learned templates (top) and mean images (bottom), axial")
     fig.savefig(out / "figures" / "templates.png", dpi=90)
@@ -270,6 +272,7 @@ results = {
     "data_wait_frac": res["data_wait_frac"], "first": res["first"], "final": res["final"],
     "masked_mse_first": errors.iloc[0].to_dict(), "masked_mse_last": errors.iloc[-1].to_dict(),
     "templates_learned": learned, "template_std": template_std, "template_corr": template_corr,
+    "template_corr_box": template_corr_box,
     "run_dir": str(run), "checkpoint": str(ckpt), "n_samples_files": len(info["samples"]),
 }
 (out / "results.json").write_text(json.dumps(results, indent=2))

@@ -114,3 +114,50 @@ def test_figures_render(store, tmp_path):
     assert box.children and len(box.children[-1].value) > 1000  # the rendered PNG
     assert all((tmp_path / n).stat().st_size > 1000 for n in ("p.png", "t.png", "c.png"))
     assert p["modality"] in MODALITIES
+
+
+def test_template_corr_in_the_head_leaves_out_neck_and_background(tmp_path):
+    """The head fraction marks where most covering studies have head; ``template_corr`` there
+    ignores the background of the boxes (where no crop trains a template), ``where='box'`` does
+    not."""
+    root = init_store(tmp_path / "store", SPACING)
+    for i, center in enumerate([(3.0, -5.0, 10.0), (-6.0, 8.0, 2.5), (1.0, 1.0, -4.0)]):
+        shape = (40, 48, 40)
+        affine = np.diag([SPACING] * 3 + [1.0])
+        affine[:3, 3] = np.asarray(center) - np.array(shape) * SPACING / 2
+        vol = ramp(shape, affine, center)
+        idx = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1)
+        world = idx @ affine[:3, :3].T + affine[:3, 3] - np.asarray(center)
+        vol = np.where(np.linalg.norm(world, axis=-1) < 50.0, vol, 0.0)  # a 50 mm "head"
+        row = {
+            "study": f"H{i}",
+            "source": "test",
+            "modalities": ["t1"],
+            "shape": list(shape),
+            "spacing": [SPACING] * 3,
+            "affine": affine.tolist(),
+            "center_world": list(center),
+            "label": False,
+            "attrs": {},
+            "split": "train",
+            "task": None,
+            "role": "pretrain",
+        }
+        write_study(root, row, {"t1": vol})
+    st = Store(root)
+    t = Templates(spacing=SPACING, extent_mm=(200, 240, 200))
+    mean, count, head = explore.modality_mean(st, "t1", t, head=True)
+    assert explore.modality_means(st, ["t1"], t)["t1"][2].shape == t.shape
+    centre = tuple(n // 2 for n in t.shape)
+    assert head[centre] == 1.0 and count[centre] == 3
+    assert (head[count > 0] < explore.HEAD_MAJORITY).sum() > (head >= explore.HEAD_MAJORITY).sum()
+    rng = np.random.default_rng(0)
+    inside = head >= explore.HEAD_MAJORITY
+    vol = np.where(inside, mean, rng.random(t.shape))  # anatomy in the head, noise elsewhere
+    t.volumes.data[MODALITIES.index("t1")] = torch.from_numpy(vol).float()
+    r_head = explore.template_corr(t, {"t1": (mean, count, head)})["t1"]
+    r_box = explore.template_corr(t, {"t1": (mean, count, head)}, where="box")["t1"]
+    assert r_head > 0.99 and r_box < 0.9, (r_head, r_box)
+    assert explore.template_corr(t, {"t1": (mean, count)})["t1"] == pytest.approx(r_box)
+    with pytest.raises(ValueError, match="where"):
+        explore.template_corr(t, {"t1": (mean, count)}, where="brain")

@@ -313,18 +313,37 @@ def retrieval(za: Tensor, zb: Tensor, temperature: float = 1.0) -> dict[str, flo
     }
 
 
+#: A template voxel is "in the head" where at least this fraction of the studies covering it
+#: have head (foreground, a non-zero store voxel) there.
+HEAD_MAJORITY = 0.5
+
+
 def modality_mean(
-    store: Any, modality: str, templates: Templates, studies: Sequence[str] | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+    store: Any,
+    modality: str,
+    templates: Templates,
+    studies: Sequence[str] | None = None,
+    head: bool = False,
+) -> tuple[np.ndarray, ...]:
     """Mean image of one modality over a store's studies, on the template grid.
 
     Each study is placed by its head-centred frame (world minus ``center_world``, as the
     sampler places crops) and resampled linearly onto the template grid. By default the
     pre-training studies (``role == "pretrain"``) are averaged: those the templates learn from.
 
+    Args:
+        store: a :class:`mmlib.data.store.Store` or its path.
+        modality: the modality.
+        templates: the template grid.
+        studies: the studies averaged. Defaults to None (the pre-training studies).
+        head: also return the head fraction. Defaults to False.
+
     Returns:
         ``(mean (X, Y, Z), count (X, Y, Z))``: the mean over the studies covering each voxel
-        and how many do (0 outside every head box).
+        and how many do (0 outside every study's box); with ``head``, also ``head (X, Y, Z)``:
+        the fraction of those studies with head (a non-zero voxel) there. The boxes reach far
+        beyond the heads (IXI's and ADNI's fields of view hold the neck): a template is only
+        meant to be anatomy where ``head >= HEAD_MAJORITY``.
     """
     from scipy.ndimage import affine_transform
 
@@ -341,6 +360,7 @@ def modality_mean(
     t_aff = templates.affine
     total = np.zeros(shape, dtype=np.float64)
     count = np.zeros(shape, dtype=np.float64)
+    inside = np.zeros(shape, dtype=np.float64)
     for r in rows:
         aff = np.asarray(r["affine"], dtype=np.float64)
         # template voxel -> head-centred mm -> study world mm -> study voxel
@@ -352,14 +372,28 @@ def modality_mean(
         ok = np.isfinite(res)
         total[ok] += res[ok]
         count[ok] += 1
+        if head:
+            fg = (vol > 0).astype(np.float32)
+            inside += affine_transform(fg, m[:3, :3], m[:3, 3], output_shape=shape, order=0)
     mean = np.where(count > 0, total / np.maximum(count, 1), 0.0)
-    return mean.astype(np.float32), count.astype(np.float32)
+    out = (mean.astype(np.float32), count.astype(np.float32))
+    if not head:
+        return out
+    frac = np.where(count > 0, inside / np.maximum(count, 1), 0.0)
+    return (*out, frac.astype(np.float32))
 
 
-def template_agreement(template: np.ndarray | Tensor, mean: np.ndarray, count: np.ndarray) -> float:
-    """Pearson correlation of a (min-max scaled) template with a mean image where covered.
+def template_agreement(
+    template: np.ndarray | Tensor,
+    mean: np.ndarray,
+    count: np.ndarray,
+    head: np.ndarray | None = None,
+) -> float:
+    """Pearson correlation of a (min-max scaled) template with a mean image.
 
-    Returns 0.0 for a constant template (e.g. the zeros it starts from).
+    Over the voxels in the head (``head >= HEAD_MAJORITY``, see :func:`modality_mean`) when
+    ``head`` is given, else over every voxel some study covers (``count > 0``). Returns 0.0 for
+    a constant template (e.g. the zeros it starts from).
     """
     t = (
         template.detach().float().cpu()
@@ -368,6 +402,8 @@ def template_agreement(template: np.ndarray | Tensor, mean: np.ndarray, count: n
     )
     scaled = scaled_volumes(t.unsqueeze(0))[0].numpy()
     sel = np.asarray(count) > 0
+    if head is not None:
+        sel &= np.asarray(head) >= HEAD_MAJORITY
     a, b = scaled[sel].astype(np.float64), np.asarray(mean)[sel].astype(np.float64)
     if a.size < 2 or a.std() < 1e-12 or b.std() < 1e-12:
         return 0.0
@@ -376,29 +412,41 @@ def template_agreement(template: np.ndarray | Tensor, mean: np.ndarray, count: n
 
 def modality_means(
     store: Any, modalities: Sequence[str], templates: Templates
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """:func:`modality_mean` of each modality: ``{modality: (mean, count)}``."""
-    return {m: modality_mean(store, m, templates) for m in modalities}
+) -> dict[str, tuple[np.ndarray, ...]]:
+    """:func:`modality_mean` of each modality, with its head fraction:
+    ``{modality: (mean, count, head)}``."""
+    return {m: modality_mean(store, m, templates, head=True) for m in modalities}
 
 
 def template_corr(
-    templates: Templates, means: Mapping[str, tuple[np.ndarray, np.ndarray]]
+    templates: Templates, means: Mapping[str, tuple[np.ndarray, ...]], where: str = "head"
 ) -> dict[str, float]:
     """``template_corr``: modality -> correlation of its learned template with its mean image.
 
-    :func:`template_agreement` of each modality of ``means`` (from :func:`modality_means`), in
-    template space, over the voxels some study covers.
+    :func:`template_agreement` of each modality of ``means`` (``(mean, count)`` or ``(mean,
+    count, head)`` from :func:`modality_mean`), in template space: in the head when ``means``
+    carries the head fraction and ``where`` is ``"head"`` (the measure chapter 05 reports),
+    over every covered voxel when ``where`` is ``"box"`` (the union of the studies' boxes: the
+    neck and background of wide fields of view, where no crop teaches the template anything,
+    count as much as the head there).
     """
+    if where not in ("head", "box"):
+        raise ValueError(f"template_corr: where should be 'head' or 'box', got {where!r}")
     vols = templates.volumes.detach()
     return {
-        m: template_agreement(vols[MODALITIES.index(m)], mean, count)
-        for m, (mean, count) in means.items()
+        m: template_agreement(
+            vols[MODALITIES.index(m)],
+            entry[0],
+            entry[1],
+            entry[2] if where == "head" and len(entry) > 2 else None,
+        )
+        for m, entry in means.items()
     }
 
 
 def template_figure(
     templates: Templates,
-    means: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    means: Mapping[str, tuple[np.ndarray, ...]],
     axis: str | int = "axial",
     size: float = 2.4,
 ) -> Figure:
@@ -409,10 +457,11 @@ def template_figure(
     vols = templates.volumes.detach().float().cpu()
     scaled = templates.scaled().cpu()
     for c, name in enumerate(names):
-        mean, count = means[name]
+        mean, count = means[name][:2]
+        head = means[name][2] if len(means[name]) > 2 else None
         t = scaled[MODALITIES.index(name)].numpy()
         z = None  # the middle slice: the grid is centred on the head
-        r = template_agreement(vols[MODALITIES.index(name)], mean, count)
+        r = template_agreement(vols[MODALITIES.index(name)], mean, count, head)
         draw_slice(
             axes[0, c],
             t,
