@@ -22,6 +22,24 @@ def ramp(shape, affine, center):
     return 0.5 + (world[..., 0] + 2 * world[..., 1] - world[..., 2]) / 1000.0
 
 
+def study_row(study, mods, shape, affine, center):
+    """A pre-training manifest row of the test stores."""
+    return {
+        "study": study,
+        "source": "test",
+        "modalities": mods,
+        "shape": list(shape),
+        "spacing": [SPACING] * 3,
+        "affine": np.asarray(affine).tolist(),
+        "center_world": list(center),
+        "label": False,
+        "attrs": {},
+        "split": "train",
+        "task": None,
+        "role": "pretrain",
+    }
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     root = init_store(tmp_path_factory.mktemp("store") / "store", SPACING)
@@ -37,21 +55,7 @@ def store(tmp_path_factory):
         affine[:3, 3] = offset
         vol = ramp(shape, affine, center)
         images = {m: np.clip(vol + 0.01 * k, 0, 1) for k, m in enumerate(mods)}
-        row = {
-            "study": f"S{i}",
-            "source": "test",
-            "modalities": mods,
-            "shape": list(shape),
-            "spacing": [SPACING] * 3,
-            "affine": affine.tolist(),
-            "center_world": list(center),
-            "label": False,
-            "attrs": {},
-            "split": "train",
-            "task": None,
-            "role": "pretrain",
-        }
-        write_study(root, row, images)
+        write_study(root, study_row(f"S{i}", mods, shape, affine, center), images)
     return Store(root)
 
 
@@ -129,21 +133,7 @@ def test_template_corr_in_the_head_leaves_out_neck_and_background(tmp_path):
         idx = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1)
         world = idx @ affine[:3, :3].T + affine[:3, 3] - np.asarray(center)
         vol = np.where(np.linalg.norm(world, axis=-1) < 50.0, vol, 0.0)  # a 50 mm "head"
-        row = {
-            "study": f"H{i}",
-            "source": "test",
-            "modalities": ["t1"],
-            "shape": list(shape),
-            "spacing": [SPACING] * 3,
-            "affine": affine.tolist(),
-            "center_world": list(center),
-            "label": False,
-            "attrs": {},
-            "split": "train",
-            "task": None,
-            "role": "pretrain",
-        }
-        write_study(root, row, {"t1": vol})
+        write_study(root, study_row(f"H{i}", ["t1"], shape, affine, center), {"t1": vol})
     st = Store(root)
     t = Templates(spacing=SPACING, extent_mm=(200, 240, 200))
     mean, count, head = explore.modality_mean(st, "t1", t, head=True)
