@@ -119,7 +119,7 @@ display(fig)
 
 # %%
 standin = Templates(spacing=store.spacing)
-for m, (mean, _) in means.items():
+for m, (mean, *_) in means.items():
     standin.volumes.data[MODALITIES.index(m)] = torch.from_numpy(mean)
 p = explore.preview(batch, 0, None, 0.8, block_size, templates=standin, seed=1)
 fig = explore.preview_figure(p, "axial", crop // 2)
