@@ -115,7 +115,9 @@ for study, (source, reason) in problems.items():
 # Before any network: a standardised logistic regression on regional tissue fractions (the T1
 # volume cut into 3 × 3 × 3 boxes, the fraction of CSF-, GM- and WM-like intensities in each),
 # trained on the same training studies and scored on the same test studies as the networks.
-# The intervals are 95 % percentile bootstrap intervals over the test studies.
+# The intervals are those of the networks below (`mmlib.evaluate.stats.accuracy_auc_intervals`):
+# 95 % Wilson intervals of accuracy and DeLong intervals of AUC over the test studies (`nan`
+# where a class has a single test study: its spread, and so the interval, is unknown).
 
 # %%
 baselines = {}
