@@ -151,3 +151,20 @@ def test_template_corr_in_the_head_leaves_out_neck_and_background(tmp_path):
     assert explore.template_corr(t, {"t1": (mean, count)})["t1"] == pytest.approx(r_box)
     with pytest.raises(ValueError, match="where"):
         explore.template_corr(t, {"t1": (mean, count)}, where="brain")
+
+
+@pytest.mark.parametrize("rule", ["global", "crop"])
+def test_run_model_templates_carry_the_runs_scaling(store, tmp_path, rule):
+    import json
+
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = {
+        "data": {"store": str(store.root)},
+        "objective": {"name": "md_only", "template_scaling": rule},
+        "train": {"seed": 0},
+        "model": {"name": "unet", "size": preset("smoke", "unet")},
+    }
+    (run / "config.json").write_text(json.dumps(cfg))
+    _, templates = explore.run_model(run, initial=True)
+    assert templates.scaling == rule

@@ -26,7 +26,7 @@ from mmlib.modalities import MODALITIES
 from mmlib.models.base import Backbone
 from mmlib.proxy.brainmvp import BrainMVPObjective, ObjectiveConfig
 from mmlib.proxy.masking import block_mask, cross_modal_fill, select_slot, template_fill
-from mmlib.proxy.templates import Templates, scaled_volumes
+from mmlib.proxy.templates import Templates, scaled_volumes, scaling_of
 from mmlib.runs import (
     latest_checkpoint,
     list_samples,
@@ -503,7 +503,10 @@ def run_model(run_dir: str | Path, initial: bool = False) -> tuple[torch.nn.Modu
     cfg = read_config(run_dir)
     if cfg is None:
         raise FileNotFoundError(f"{run_dir}: no config.json; pass a run folder of mmlib pretrain")
-    templates = Templates(spacing=Store(cfg["data"]["store"]).spacing)
+    templates = Templates(
+        spacing=Store(cfg["data"]["store"]).spacing,
+        scaling=scaling_of({"objective": cfg.get("objective")}),  # the rule it was trained with
+    )
     if initial:
         torch.manual_seed(int(cfg["train"]["seed"]))
         size = {**cfg["model"]["size"], "in_channels": 1}
