@@ -359,7 +359,7 @@ def _is_classification(task: Any) -> bool:
 
     try:
         return get_task(str(task)).kind == "classification"
-    except (KeyError, ValueError):
+    except ValueError:  # get_task's error for an unknown name
         return False
 
 

@@ -558,17 +558,7 @@ class Templates(nn.Module):
         sx, sy, sz = (int(v) for v in size)
         dev = self.volumes.device
         t_sp = self.spacing.to(dev)
-        if resample == "trilinear":
-            same = False
-        else:
-            same = spacing is None or bool(
-                torch.allclose(
-                    spacing.to(dev, torch.float32).view(bsz, 3),
-                    t_sp.expand(bsz, 3),
-                    rtol=1e-4,
-                    atol=1e-5,
-                )
-            )
+        same = resample != "trilinear" and self._on_grid_spacing(spacing, bsz)
         grid_n = torch.tensor(self.shape, device=dev)
         fully_inside = True
         if same:
@@ -632,6 +622,15 @@ class Templates(nn.Module):
             )
         return out
 
+    def _on_grid_spacing(self, spacing: Tensor | Sequence[float] | None, bsz: int) -> bool:
+        """Whether crops at ``spacing`` (``(B, 3)`` mm, None: the template's) are voxel windows
+        of the grid (every study's spacing equals the template's, to 1e-4 relative)."""
+        if spacing is None:
+            return True
+        dev = self.volumes.device
+        sp = torch.as_tensor(spacing, dtype=torch.float32).to(dev).reshape(-1, 3)
+        return bool(torch.allclose(sp, self.spacing.to(dev).expand(bsz, 3), rtol=1e-4, atol=1e-5))
+
     def _start(self, template_origin: Tensor) -> Tensor:
         """``int64 (B, 3)`` grid voxel of each crop's voxel (0, 0, 0) (spacings equal)."""
         dev = self.volumes.device
@@ -692,17 +691,7 @@ class Templates(nn.Module):
             and not weight.requires_grad
             and target.dtype == self.volumes.dtype
             and target.device == self.volumes.device
-            and (
-                spacing is None
-                or bool(
-                    torch.allclose(
-                        torch.as_tensor(spacing, dtype=torch.float32).to(target.device).view(-1, 3),
-                        self.spacing.to(target.device).expand(target.shape[0], 3),
-                        rtol=1e-4,
-                        atol=1e-5,
-                    )
-                )
-            )
+            and self._on_grid_spacing(spacing, target.shape[0])
             and bool(((modality >= 0) & (modality < self.n_modalities)).all())
         ):
             start = self._start(template_origin.to(target.device, torch.float32).view(-1, 3))

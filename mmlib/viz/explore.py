@@ -383,6 +383,11 @@ def modality_mean(
     return (*out, frac.astype(np.float32))
 
 
+def _head(entry: Sequence[np.ndarray]) -> np.ndarray | None:
+    """The head fraction of a :func:`modality_mean` result, None when it has none."""
+    return entry[2] if len(entry) > 2 else None
+
+
 def template_agreement(
     template: np.ndarray | Tensor,
     mean: np.ndarray,
@@ -438,7 +443,7 @@ def template_corr(
             vols[MODALITIES.index(m)],
             entry[0],
             entry[1],
-            entry[2] if where == "head" and len(entry) > 2 else None,
+            _head(entry) if where == "head" else None,
         )
         for m, entry in means.items()
     }
@@ -458,10 +463,9 @@ def template_figure(
     scaled = templates.scaled().cpu()
     for c, name in enumerate(names):
         mean, count = means[name][:2]
-        head = means[name][2] if len(means[name]) > 2 else None
         t = scaled[MODALITIES.index(name)].numpy()
         z = None  # the middle slice: the grid is centred on the head
-        r = template_agreement(vols[MODALITIES.index(name)], mean, count, head)
+        r = template_agreement(vols[MODALITIES.index(name)], mean, count, _head(means[name]))
         draw_slice(
             axes[0, c],
             t,
