@@ -143,3 +143,42 @@ def test_cli(store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     out = capsys.readouterr().out
     assert code == 0 and out.count("dice_mean=") == 2
     assert main(["finetune", "--config", "smoke", "train.nope=1"]) == 1
+
+
+def test_mixed_precision_training_and_scoring(store: Path, tmp_path: Path) -> None:
+    """train.amp / eval.amp: a bf16 run trains without skipped steps, records its precision,
+    and is scored; an unknown mode names its key."""
+    over = {"data.store": str(store), "run.root": str(tmp_path), "train.steps": 4}
+    run = finetune(
+        "smoke",
+        {**over, "init": "scratch", "train.amp": "bf16", "eval.amp": "bf16"},
+        progress=False,
+    )
+    score_run(run)
+    res = json.loads((run / "results.json").read_text())
+    assert res["amp"] == "bf16" and res["skipped_steps"] == 0
+    assert 0.0 <= res["test"]["dice_mean"] <= 1.0
+    assert pd.read_csv(run / "metrics.csv")["loss"].notna().all()
+    for key in ("train.amp", "eval.amp"):
+        with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+            load_config("smoke", {key: "fp8"}, kind="finetune")
+
+
+def test_a_non_finite_step_is_skipped(store: Path) -> None:
+    """A batch whose loss is NaN leaves the weights as they were (one bad step would make
+    every weight NaN) and is counted; the next good step trains."""
+    from mmlib.engine.finetune import FinetuneTrainer
+
+    cfg = load_config(
+        "smoke", {"data.store": str(store), "init": "scratch", "train.steps": 2}, kind="finetune"
+    )
+    trainer = FinetuneTrainer(cfg, "scratch", None, progress=False)
+    good = next(iter(trainer.loader))
+    bad = {**good, "image": torch.full_like(good["image"], float("nan"))}
+    before = {k: v.clone() for k, v in trainer.net.state_dict().items()}
+    terms = trainer.step(bad)
+    assert terms["skipped"] == 1.0
+    after = trainer.net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert trainer.step(good)["skipped"] == 0.0
+    assert any(not torch.equal(before[k], trainer.net.state_dict()[k]) for k in before)

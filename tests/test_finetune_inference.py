@@ -72,3 +72,19 @@ def test_predict_volume_full_window() -> None:
     with torch.no_grad():
         direct = net(padded)[:, :, :19, :24, :13]
     assert out.shape == (1, 1, 19, 24, 13) and torch.allclose(out, direct, atol=1e-5)
+
+
+def test_predict_volume_bf16_autocast_returns_fp32_logits_close_to_fp32() -> None:
+    """eval.amp=bf16: float32 logits of the same shape, the same labels almost everywhere."""
+    torch.manual_seed(0)
+    net = SegmentationNet(
+        build_backbone("unet", **BACKBONE_PRESETS["smoke"]["unet"]), 1, 2, "unet", seed=0
+    ).eval()
+    x = torch.rand(1, 1, 24, 20, 17)
+    full = predict_volume(net, x, "full")
+    half = predict_volume(net, x, "full", amp="bf16")
+    assert half.dtype == torch.float32 and half.shape == full.shape == (1, 2, 24, 20, 17)
+    assert not torch.equal(half, full)  # autocast did run in bf16
+    assert ((half > 0) == (full > 0)).float().mean() > 0.99
+    with pytest.raises(ValueError, match="train.amp"):
+        predict_volume(net, x, "full", amp="fp8")

@@ -22,6 +22,11 @@ from torch import Tensor, nn
 from mmlib.engine import distributed as D
 from mmlib.engine.config import config_hash, load_config, resolve_objective
 
+MAX_SKIPPED_IN_A_ROW = 20
+"""Optimiser steps with non-finite gradients in a row after which a run (pre-training or
+fine-tuning) stops with an error (fp16 with a GradScaler skips a few while it calibrates its
+scale)."""
+
 
 def amp_mode(setting: Any, device: torch.device) -> tuple[torch.dtype | None, bool]:
     """``(autocast dtype or None, use a GradScaler)`` for ``train.amp`` on ``device``.

@@ -138,8 +138,16 @@ FINETUNE_DEFAULTS: dict[str, Any] = {
         "batch_dice": True,
         "template_replacement": 0,
         "consistency_weight": 0.1,
+        "amp": "off",
     },
-    "eval": {"roi": None, "overlap": 0.25, "sw_batch_size": 4, "hd95": True, "n_predictions": 2},
+    "eval": {
+        "roi": None,
+        "overlap": 0.25,
+        "sw_batch_size": 4,
+        "hd95": True,
+        "n_predictions": 2,
+        "amp": "off",
+    },
     "run": {"name": None, "root": None},
 }
 """Every fine-tuning configuration key with its default (the scale presets override these)."""
@@ -393,6 +401,13 @@ def validate_finetune(cfg: Mapping[str, Any]) -> None:
         raise ValueError(
             f"finetune config: train.consistency_weight should be a number >= 0, got {weight!r}"
         )
+    for key, what in (("train", "training"), ("eval", "test-time inference")):
+        amp = cfg[key]["amp"]
+        if str(amp).lower() not in AMP_MODES and amp not in (True, False):
+            raise ValueError(
+                f"finetune config: {key}.amp should be one of {', '.join(AMP_MODES)} (the "
+                f"precision of {what}), got {amp!r}"
+            )
     frac = float(cfg["data"]["label_fraction"])
     if not 0 < frac <= 1:
         raise ValueError(f"finetune config: data.label_fraction should be in (0, 1], got {frac}")

@@ -60,7 +60,9 @@ trained again (a run killed between training and scoring is scored, not retraine
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -80,6 +82,7 @@ from mmlib.data.labelled import (
     collate_samples,
 )
 from mmlib.engine import distributed as D
+from mmlib.engine.binding import MAX_SKIPPED_IN_A_ROW, amp_mode, guard_cpu_bf16_convs
 from mmlib.engine.config import config_hash, load_config
 from mmlib.engine.initialise import build_network, checkpoint_identity, resolve_init
 from mmlib.engine.losses import consistency_loss, segmentation_loss
@@ -226,6 +229,12 @@ class FinetuneTrainer:
         self.replace_gen = torch.Generator().manual_seed(D.seed_for(self.seed + 5, rank))
         self.replacement = int(cfg["train"]["template_replacement"])
         self.consistency_weight = float(cfg["train"]["consistency_weight"])
+        # mixed precision as in pre-training (train.amp; binding.amp_mode)
+        self.amp_dtype, use_scaler = amp_mode(cfg["train"]["amp"], self.device)
+        if self.amp_dtype == torch.bfloat16 and self.device.type == "cpu":
+            guard_cpu_bf16_convs(self.net)  # oneDNN's thin-input bf16 fault, see there
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
+        self.skipped_in_a_row = 0
         self.model: torch.nn.Module = self.net
         if self.info.distributed:
             self.model = torch.nn.parallel.DistributedDataParallel(
@@ -330,32 +339,57 @@ class FinetuneTrainer:
                 batch["spacing"],
             )
         image = apply_flips(image, flip)
-        if copies:
-            logits, deepest = self.model(image, return_features=True)
-            # the flips differ between studies but are the same for a study's two copies
-            consistency = consistency_loss(deepest)
-        else:
-            logits, consistency = self.model(image), None
+        amp = (
+            torch.autocast(self.device.type, dtype=self.amp_dtype)
+            if self.amp_dtype is not None
+            else contextlib.nullcontext()
+        )
+        with amp:
+            if copies:
+                logits, deepest = self.model(image, return_features=True)
+                # the flips differ between studies but are the same for a study's two copies
+                consistency = consistency_loss(deepest.float())
+            else:
+                logits, consistency = self.model(image), None
+        # the losses in fp32 under autocast (deep supervision gives a list of logits)
+        logits = [x.float() for x in logits] if isinstance(logits, list) else logits.float()
         if spec.kind == "segmentation":
             label = apply_flips(label, flip).to(self.device)
             supervised = segmentation_loss(
                 spec, logits, label, batch=bool(self.cfg["train"]["batch_dice"])
             )
         else:
+            assert isinstance(logits, torch.Tensor)  # a classifier has one output
             supervised = F.cross_entropy(logits, label.to(self.device))
         loss = supervised
         if consistency is not None:
             loss = supervised + self.consistency_weight * consistency
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.cfg["train"]["clip"]:
-            torch.nn.utils.clip_grad_norm_(self.net.parameters(), float(self.cfg["train"]["clip"]))
-        self.opt.step()
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.opt)
+        clip = self.cfg["train"]["clip"]
+        # the norm is needed anyway to see a non-finite step; max_norm=inf does not clip
+        norm = torch.nn.utils.clip_grad_norm_(
+            self.net.parameters(), float(clip) if clip else float("inf")
+        )
+        # a non-finite step is skipped, as in pre-training (see Trainer._one_step)
+        skipped = not math.isfinite(float(norm))
+        self.skipped_in_a_row = self.skipped_in_a_row + 1 if skipped else 0
+        if self.skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:
+            raise RuntimeError(
+                f"finetune {spec.name}: non-finite gradients at {self.skipped_in_a_row} steps in "
+                "a row; the data or the loss is broken, or mixed precision fails here: try "
+                "train.amp=off"
+            )
+        if self.scaler.is_enabled() or not skipped:
+            self.scaler.step(self.opt)  # a GradScaler skips such a step itself
+        self.scaler.update()
         self.sched.step()
         return {
             "loss": float(loss.detach()),
             "supervised": float(supervised.detach()),
             "consistency": float(consistency.detach()) if consistency is not None else 0.0,
+            "skipped": float(skipped),
         }
 
     def train(self) -> list[dict[str, float]]:
@@ -413,6 +447,8 @@ class FinetuneTrainer:
             "final_consistency": float(np.mean([r["consistency"] for r in self.log[-10:]]))
             if self.log and self.replacement > 0
             else None,
+            "amp": str(cfg["train"]["amp"]),
+            "skipped_steps": int(sum(bool(r.get("skipped", 0.0)) for r in self.log)),
             "world_size": self.info.world_size,
             "global_batch": self.batch_size * self.info.world_size,
             "weights_digest_per_rank": getattr(self, "replica_digests", None),
@@ -434,6 +470,14 @@ class FinetuneTrainer:
             run_dir / "results.json", json.dumps(self.summary(), indent=1, default=str)
         )
         write_text_atomic(run_dir / TRAINED, time.strftime("%Y-%m-%dT%H:%M:%S"))
+
+
+def _run_folder(cfg: Mapping[str, Any], init_label: str, ident: Mapping[str, Any]) -> Path:
+    """The default run folder of a resolved configuration (see :func:`finetune`)."""
+    given = cfg["run"]["root"]
+    root = Path(given) if given else work_dir(cfg["scale"]) / "runs" / "finetune"
+    name = cfg["run"]["name"] or run_name(cfg, init_label, ident)
+    return root / get_task(cfg["task"]).name / name
 
 
 def finetune(
@@ -467,18 +511,7 @@ def finetune(
         # every rank resolves the init: pre-training it is a collective job under DDP
         init_label, ckpt = resolve_init(cfg, progress and (info is None or info.is_main))
         ident = checkpoint_identity(ckpt)
-        if run_dir is None:
-            root = (
-                Path(cfg["run"]["root"])
-                if cfg["run"]["root"]
-                else work_dir(cfg["scale"]) / "runs" / "finetune"
-            )
-            run_dir = (
-                root
-                / get_task(cfg["task"]).name
-                / (cfg["run"]["name"] or run_name(cfg, init_label, ident))
-            )
-        folder = Path(run_dir)
+        folder = Path(run_dir) if run_dir is not None else _run_folder(cfg, init_label, ident)
         if info is None:
             if (folder / DONE).is_file() or (folder / TRAINED).is_file():
                 ok = True

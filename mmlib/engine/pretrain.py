@@ -63,6 +63,7 @@ from torch import nn
 from mmlib.engine import checkpointing as ckpt
 from mmlib.engine import distributed as D
 from mmlib.engine.binding import (
+    MAX_SKIPPED_IN_A_ROW,
     amp_mode,
     amp_name,
     default_run_dir,
@@ -85,10 +86,6 @@ from mmlib.runs import (
     write_json,
     write_samples,
 )
-
-MAX_SKIPPED_IN_A_ROW = 20
-"""Optimiser steps with non-finite gradients in a row after which a run stops with an error
-(fp16 with a GradScaler skips a few while it calibrates its scale)."""
 
 STEP_HOOK: Any = None
 """Called as ``STEP_HOOK(step)`` after each optimiser step (fault-injection tests kill the

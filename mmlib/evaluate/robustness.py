@@ -103,6 +103,7 @@ def subset_robustness(
                 sw_batch_size=int(cfg["eval"]["sw_batch_size"]),
                 overlap=float(cfg["eval"]["overlap"]),
                 lesions=False,
+                amp=cfg["eval"].get("amp", "off"),
             )
             metrics = {c: float(scores[c].mean()) for c in scores.columns if c != "study"}
         else:

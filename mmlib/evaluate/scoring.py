@@ -81,6 +81,7 @@ def evaluate_segmentation(
     keep_predictions: int = 0,
     progress: bool = False,
     lesions: bool = True,
+    amp: Any = "off",
 ) -> tuple[pd.DataFrame, dict[str, dict[str, np.ndarray]]]:
     """Dice/HD95 and lesion-wise scores per test study, optionally with modalities dropped.
 
@@ -100,6 +101,8 @@ def evaluate_segmentation(
         keep_predictions: return this many studies' label and prediction (uint8). Defaults to 0.
         progress: show a progress bar. Defaults to False.
         lesions: also the lesion-wise metrics (:mod:`mmlib.evaluate.lesions`). Defaults to True.
+        amp: autocast of the inference (``eval.amp``; see
+            :func:`~mmlib.evaluate.inference.predict_volume`). Defaults to "off".
 
     Returns:
         A DataFrame (one row per study: ``study``, ``dice_<region>``, ``hd95_<region>``,
@@ -116,7 +119,7 @@ def evaluate_segmentation(
     for i in tqdm(range(len(ds)), desc="evaluate", disable=not progress, leave=False):
         s = ds[i]
         image = _test_input(s, spec, fill, templates, keep, device)
-        logits = predict_volume(net, image, roi, sw_batch_size, overlap)
+        logits = predict_volume(net, image, roi, sw_batch_size, overlap, amp)
         pred = spec.regions.predict(logits).cpu()
         target = spec.regions.targets(s["label"][None])
         rec = segmentation_scores(
@@ -292,6 +295,7 @@ def score_run(run_dir: str | Path, progress: bool = False) -> dict[str, Any]:
             device=device,
             keep_predictions=int(cfg["eval"]["n_predictions"]),
             progress=progress,
+            amp=cfg["eval"].get("amp", "off"),
         )
         (run_dir / "predictions").mkdir(exist_ok=True)
         for study, arrays in kept.items():
