@@ -251,3 +251,24 @@ def test_ablation_table_and_sentences(tmp_path: Path) -> None:
     assert "cannot tell" in can_tell(cls, small)
     assert "cannot tell" not in can_tell(cls, small.assign(mean_diff=0.4))
     assert "no interval" in can_tell(cls.assign(**{"accuracy CI width": float("nan")}), small)
+
+
+def test_template_replacement_runs_are_a_method_of_their_own(tmp_path: Path) -> None:
+    """Chapter 10's runs with template replacement (same task, init, fraction, seed and fill as
+    chapter 07's, finished later) neither replace the plain runs nor pair with scratch as
+    "brainmvp" (the book's headline once compared them)."""
+    for s in (0, 1):
+        _fake_run(tmp_path, "scratch", s, 0.40)
+        _fake_run(tmp_path, "brainmvp", s, 0.45)
+    for s in (0, 1):
+        d = tmp_path / f"rep-{s}"
+        _fake_run(d, "brainmvp", s, 0.20)
+        res = json.loads(next(d.rglob("results.json")).read_text())
+        res["template_replacement"] = 3
+        next(d.rglob("results.json")).write_text(json.dumps(res))
+    runs = collect_runs(tmp_path)
+    assert len(runs) == 6
+    assert set(runs["init"]) == {"scratch", "brainmvp", "brainmvp+replacement"}
+    diff = paired_differences(runs, "dice_mean").set_index("init")
+    assert diff.loc["brainmvp", "mean_diff"] == pytest.approx(0.05)
+    assert diff.loc["brainmvp+replacement", "mean_diff"] == pytest.approx(-0.20)

@@ -19,8 +19,11 @@ run or checkpoint folder), ``data.*`` (store, label fraction, crop size, ...), `
 segmentation heads start at, bias ``log(p / (1 - p))``, None for a zero bias), ``fill`` (absent
 channels: ``template`` or ``zero``), ``optim.*`` (``encoder_lr_scale`` multiplies the encoder's
 learning rate of a pre-trained initialisation; a scratch encoder always trains at the full
-rate), ``train.*`` (steps, batch size, seed; ``template_replacement`` and
-``consistency_weight``, below), ``eval.*`` (sliding window, read by scoring).
+rate), ``train.*`` (steps, batch size, seed; ``amp``: autocast as in pre-training,
+:func:`mmlib.engine.binding.amp_mode`, with bf16's thin convolutions kept in fp32 on CPU and a
+step with non-finite gradients skipped and counted, ``skipped_steps`` in ``results.json``;
+``template_replacement`` and ``consistency_weight``, below), ``eval.*`` (sliding window and
+``amp``, the precision of test-time inference, read by scoring).
 
 Template replacement (BrainMVP's supplement; :mod:`mmlib.proxy.replacement`):
 ``train.template_replacement = N > 0`` makes each training crop into two copies, in each of

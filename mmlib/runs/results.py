@@ -30,8 +30,13 @@ KEYS: tuple[str, ...] = (
     "n_labelled",
     "n_test",
     "steps",
+    "template_replacement",
 )
 """Columns of :func:`collect_runs` that describe a fine-tuning run (its cell of a grid)."""
+
+REPLACEMENT_SUFFIX = "+replacement"
+"""Added to the ``init`` of a run fine-tuned with template replacement, so that no table pairs
+or averages it with the plain runs of the same initialisation."""
 
 
 def json_safe(value: Any) -> Any:
@@ -99,11 +104,13 @@ def collect_runs(roots: str | Path | Iterable[str | Path], latest_only: bool = T
     Args:
         roots: a folder (searched recursively for ``results.json``), or several, or run folders.
         latest_only: keep only the newest run (by ``DONE`` time) of each (task, init, label
-            fraction, seed, fill) cell, e.g. when a pre-training checkpoint changed and the
-            cell was fine-tuned again into a new folder. Defaults to True.
+            fraction, seed, fill, template replacement) cell, e.g. when a pre-training
+            checkpoint changed and the cell was fine-tuned again into a new folder. Defaults to
+            True.
 
     Returns:
-        A pandas DataFrame with columns :data:`KEYS`, the test metrics (``dice_mean``,
+        A pandas DataFrame with columns :data:`KEYS` (a run with template replacement has
+        ``init`` ``<init>+replacement``), the test metrics (``dice_mean``,
         ``dice_TC``, ..., ``accuracy``, ``auc``, ...), ``seconds_train``,
         ``seconds_per_step``, ``run`` (the folder) and ``finished`` (``DONE``'s time). Empty
         when nothing is found.
@@ -123,6 +130,9 @@ def collect_runs(roots: str | Path | Iterable[str | Path], latest_only: bool = T
             if "init" not in res or "test" not in res:
                 continue
             row: dict[str, Any] = {k: res.get(k) for k in KEYS}
+            row["template_replacement"] = int(res.get("template_replacement") or 0)
+            if row["template_replacement"] > 0:  # another method than the plain init
+                row["init"] = f"{row['init']}{REPLACEMENT_SUFFIX}"
             row.update({k: v for k, v in res["test"].items() if not isinstance(v, dict | list)})
             row["seconds_train"] = res.get("seconds", {}).get("train")
             row["seconds_per_step"] = res.get("seconds", {}).get("per_step")
@@ -131,7 +141,7 @@ def collect_runs(roots: str | Path | Iterable[str | Path], latest_only: bool = T
             rows.append(row)
     df = pd.DataFrame(rows)
     if latest_only and len(df):
-        cell = ["task", "init", "label_fraction", "seed", "fill"]
+        cell = ["task", "init", "label_fraction", "seed", "fill", "template_replacement"]
         df = (
             df.sort_values("finished")
             .drop_duplicates(cell, keep="last")
