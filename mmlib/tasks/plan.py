@@ -8,14 +8,15 @@ proxy-task ablations at 20 % with one seed (``ablation_seeds``: each ablation co
 pre-training, ~2 min at demo, so their spread over seeds is left to ``paper``); the other tasks
 (stroke, tissue, and the BraTS-MET-, UPENN-GBM- and VS-Seg-like tasks; the four classification
 tasks) BrainMVP vs scratch at one fraction with one seed (a demonstration that the code runs
-there, not a comparison). That is 36 fine-tuning runs of ~31 s and six demo pre-trainings of
-1-2.5 min on an uncontended 2-core CPU. ``smoke`` runs a token grid in seconds (tests).
+there, not a comparison). That is 36 fine-tuning runs of 19-27 s (15-21 s of training, 3-6 s
+of scoring, in bf16) and six demo pre-trainings of 1-1.7 min on an uncontended 2-core CPU
+(fresh ``make book``, 2026-12-03). ``smoke`` runs a token grid in seconds (tests).
 Notebooks read this table unless their parameters say otherwise, and every run folder is reused
 when nothing it depends on changed, so notebook 09 reuses the runs of 07 and notebook 12
 recomputes nothing.
 Notebook 10 fine-tunes BrainMVP at the main fraction again with template replacement at
 ``replacement_seeds`` (paired with 07's runs of the same seeds; one seed at smoke): three more
-runs at demo.
+runs at demo (30-36 s each: two copies of every crop).
 """
 
 from __future__ import annotations
