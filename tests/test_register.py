@@ -214,3 +214,38 @@ def test_shared_store_is_rebuilt_when_the_registration_changes(tmp_path):
     assert store.register == "rigid" and len(store) == 1
     assert store.row(store.studies()[0])["register"] == "rigid"
     assert json.loads((root / "DONE").read_text())["register"] == "rigid"
+
+
+def test_a_fine_store_is_registered_at_the_finest_level(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 1 mm store's study is registered with the template and the study both at
+    FINEST_MM (2 mm): at 1 mm the fine level diverged on an ISLES study (11.4 mm against
+    1.8 mm; see FINEST_MM), and the block mean keeps every voxel's world position."""
+    import mmlib.data.register as R
+
+    seen: dict = {}
+
+    def fake(fixed, moving, mode, *, spacing, seed, fixed_mask):  # type: ignore[no-untyped-def]
+        seen.update(fixed=fixed, moving=moving, spacing=spacing, mask=fixed_mask)
+        return np.eye(4)
+
+    monkeypatch.setattr(R, "register_images", fake)
+    monkeypatch.setattr(
+        R, "icbm_template", lambda s: (np.zeros((4, 4, 4)), np.diag([s, s, s, 1.0]))
+    )
+    monkeypatch.setattr(R, "template_mask", lambda s: np.ones((4, 4, 4), bool))
+    vol = np.zeros((9, 8, 8), np.float32)
+    vol[4:6, 2:4, 6:8] = 1.0  # one 2x2x2 block of the 2 mm grid
+    aff = np.diag([1.0, 1.0, 1.0, 1.0])
+    aff[:3, 3] = [-10.0, 5.0, 3.0]
+    R.register_to_template((vol, aff), "affine", 1.0)
+    assert seen["spacing"] == R.FINEST_MM == 2.0
+    data, a2 = seen["moving"]
+    assert data.shape == (4, 4, 4) and np.allclose(np.diag(a2)[:3], 2.0)
+
+    def centroid(d: np.ndarray, a: np.ndarray) -> np.ndarray:
+        idx = np.argwhere(d > 0.5).mean(0)
+        return a[:3, :3] @ idx + a[:3, 3]
+
+    assert np.allclose(centroid(data, a2), centroid(vol, aff))
+    R.register_to_template((vol, aff), "affine", 4.0)  # coarser stores: as before
+    assert seen["spacing"] == 4.0 and seen["moving"][0] is vol

@@ -265,10 +265,25 @@ def register_images(
     return np.linalg.inv(fixed_to_moving)
 
 
+#: The finest level (mm) at which a study is registered to the template: a store on a finer
+#: grid (1 mm, the paper scale) gets the transform estimated with the template and a block mean
+#: of the study at this spacing, and applied at its own. Measured (demo cohort, one study per
+#: source, affine, one thread, quiet 2-core machine; ``mmlib.data.alignment.alignment_errors`` at
+#: 1 and 2 mm): mean error adni / brats2021 / ixi / isles2022 at 1 mm 1.96 / 1.95 / 1.96 /
+#: **11.38** mm when registered at 1 mm (the ISLES study's fine level diverged: worse than no
+#: registration, 8.39 mm), 2.04 / 2.01 / 1.86 / 1.95 mm when registered at 2 mm (at a 2 mm
+#: store: 2.00 / 2.03 / 1.86 / 1.82); curating a study at 1 mm took 17-44 s, now 5.5-33 s.
+FINEST_MM = 2.0
+
+
 def register_to_template(
     moving: tuple[np.ndarray, np.ndarray], mode: str, spacing: float, seed: int = 0
 ) -> np.ndarray:
-    """Register a study image to the ICBM 2009a template at ``spacing`` mm.
+    """Register a study image to the ICBM 2009a template for a store at ``spacing`` mm.
+
+    The transform is estimated at ``max(spacing, FINEST_MM)`` (the study block-averaged to it;
+    see :data:`FINEST_MM`): as accurate at 1 mm, faster, and it does not diverge where the 1 mm
+    fine level did.
 
     Returns:
         ``(4, 4)`` native world RAS mm -> MNI mm (identity for ``none``).
@@ -276,10 +291,28 @@ def register_to_template(
     check_mode(mode)
     if mode == "none":
         return np.eye(4)
-    template = icbm_template(spacing)
+    at = max(float(spacing), FINEST_MM)
+    template = icbm_template(at)
+    coarse = _block_mean(*moving, round(at / float(spacing)))
     return register_images(
-        template, moving, mode, spacing=spacing, seed=seed, fixed_mask=template_mask(spacing)
+        template, coarse, mode, spacing=at, seed=seed, fixed_mask=template_mask(at)
     )
+
+
+def _block_mean(data: np.ndarray, affine: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(volume, affine)`` averaged over ``factor``³ blocks (the same world positions)."""
+    if factor <= 1:
+        return data, affine
+    shape = [n - n % factor for n in data.shape]
+    crop = data[: shape[0], : shape[1], : shape[2]]
+    blocks = crop.reshape(
+        shape[0] // factor, factor, shape[1] // factor, factor, shape[2] // factor, factor
+    ).mean(axis=(1, 3, 5))
+    out = affine.copy()
+    out[:3, :3] = affine[:3, :3] * factor
+    # a block's centre is (factor - 1) / 2 voxels from its first voxel
+    out[:3, 3] = affine[:3, 3] + affine[:3, :3] @ np.full(3, (factor - 1) / 2)
+    return blocks.astype(np.float32), out
 
 
 #: How far (mm) beyond the template's brain the registration metric looks: the template has
