@@ -58,8 +58,9 @@ def predict_volume(
         overlap: window overlap. Defaults to 0.25.
         amp: autocast of the forward passes, a ``train.amp`` mode (``off``, ``auto``, ``bf16``,
             ``fp16``; :func:`mmlib.engine.binding.amp_mode`). bf16 on a 2-core CPU with
-            AVX512-bf16 scores a demo volume 2.6x faster than fp32 (1.20 s -> 0.46 s, 80x112x96
-            voxels) and changes 0.03 % of the voxels' predicted labels. Defaults to "off".
+            AVX512-bf16 scores a demo volume 3.2x faster than fp32 (1.39 s -> 0.43 s, 80x98x83
+            voxels, ``benchmarks/finetune_step.py``) and changes at most 0.03 % of the voxels'
+            predicted labels. Defaults to "off".
 
     Returns:
         logits ``(B, out, X, Y, Z)``, float32.
