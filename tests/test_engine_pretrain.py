@@ -400,7 +400,9 @@ def test_a_run_of_non_finite_steps_stops_with_a_clear_error(store, tmp_path, mon
         return real(params, max_norm, *args, **kwargs)
 
     monkeypatch.setattr(P.torch.nn.utils, "clip_grad_norm_", poison)
-    monkeypatch.setattr(P, "MAX_SKIPPED_IN_A_ROW", 2)
+    from mmlib.engine import binding
+
+    monkeypatch.setattr(binding, "MAX_SKIPPED_IN_A_ROW", 2)  # MixedPrecision.step's limit
     with pytest.raises(RuntimeError, match="non-finite gradients at 2 optimiser steps in a row"):
         pretrain(
             "smoke",

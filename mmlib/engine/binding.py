@@ -10,6 +10,7 @@ configuration: ``run.root/run.name``, by default ``work_dir(scale)/runs/pretrain
 
 from __future__ import annotations
 
+import contextlib
 import json
 import types
 from collections.abc import Mapping, Sequence
@@ -50,6 +51,57 @@ def amp_mode(setting: Any, device: torch.device) -> tuple[torch.dtype | None, bo
     if s == "fp16":
         return torch.float16, device.type == "cuda"
     raise ValueError(f"config key train.amp: unknown mode {setting!r}; use auto, bf16, fp16 or off")
+
+
+class MixedPrecision:
+    """``train.amp`` of a training loop, one home for both trainers: the autocast context, the
+    GradScaler, and the skipping of optimiser steps whose gradients are not finite.
+
+    A step with non-finite gradients is skipped, as a GradScaler does for fp16: one bad step
+    would otherwise turn every weight into NaN (bf16 autocast on CPU met them in thin 3-D
+    convolutions, now run in fp32: :func:`guard_cpu_bf16_convs`, applied to ``module`` here).
+    Under DDP the gradients are all-reduced first, so every rank skips the same steps.
+
+    Args:
+        setting: ``train.amp`` (see :func:`amp_mode`).
+        device: where the module trains.
+        module: the module whose convolutions the CPU bf16 guard binds.
+    """
+
+    def __init__(self, setting: Any, device: torch.device, module: nn.Module) -> None:
+        self.device_type = device.type
+        self.dtype, use_scaler = amp_mode(setting, device)
+        if self.dtype == torch.bfloat16 and device.type == "cpu":
+            guard_cpu_bf16_convs(module)  # oneDNN's thin-input bf16 fault, see there
+        self.scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+        self.skipped_in_a_row = 0
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """The forward pass's autocast (a null context when off)."""
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+    def step(self, optimizer: torch.optim.Optimizer, finite: bool, where: str) -> bool:
+        """Step ``optimizer`` unless its (unscaled) gradients are not ``finite``; returns
+        whether the step was skipped.
+
+        Raises:
+            RuntimeError: At :data:`MAX_SKIPPED_IN_A_ROW` skipped steps in a row, naming
+                ``where``.
+        """
+        skipped = not finite
+        self.skipped_in_a_row = self.skipped_in_a_row + 1 if skipped else 0
+        if self.skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:
+            raise RuntimeError(
+                f"{where}: non-finite gradients at {self.skipped_in_a_row} optimiser steps in a "
+                "row; the data or the loss is broken (see metrics.csv), or mixed precision fails "
+                "here: try train.amp=off"
+            )
+        if self.scaler.is_enabled() or not skipped:
+            self.scaler.step(optimizer)  # a GradScaler skips such a step itself
+        self.scaler.update()
+        return skipped
 
 
 def _conv3d_fp32_when_thin(self: nn.Conv3d, x: Tensor) -> Tensor:

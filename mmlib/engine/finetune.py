@@ -63,7 +63,6 @@ trained again (a run killed between training and scoring is scored, not retraine
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
@@ -85,7 +84,7 @@ from mmlib.data.labelled import (
     collate_samples,
 )
 from mmlib.engine import distributed as D
-from mmlib.engine.binding import MAX_SKIPPED_IN_A_ROW, amp_mode, guard_cpu_bf16_convs
+from mmlib.engine.binding import MixedPrecision
 from mmlib.engine.config import config_hash, load_config
 from mmlib.engine.initialise import build_network, checkpoint_identity, resolve_init
 from mmlib.engine.losses import consistency_loss, segmentation_loss
@@ -232,12 +231,7 @@ class FinetuneTrainer:
         self.replace_gen = torch.Generator().manual_seed(D.seed_for(self.seed + 5, rank))
         self.replacement = int(cfg["train"]["template_replacement"])
         self.consistency_weight = float(cfg["train"]["consistency_weight"])
-        # mixed precision as in pre-training (train.amp; binding.amp_mode)
-        self.amp_dtype, use_scaler = amp_mode(cfg["train"]["amp"], self.device)
-        if self.amp_dtype == torch.bfloat16 and self.device.type == "cpu":
-            guard_cpu_bf16_convs(self.net)  # oneDNN's thin-input bf16 fault, see there
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
-        self.skipped_in_a_row = 0
+        self.amp = MixedPrecision(cfg["train"]["amp"], self.device, self.net)
         self.model: torch.nn.Module = self.net
         if self.info.distributed:
             self.model = torch.nn.parallel.DistributedDataParallel(
@@ -342,12 +336,7 @@ class FinetuneTrainer:
                 batch["spacing"],
             )
         image = apply_flips(image, flip)
-        amp = (
-            torch.autocast(self.device.type, dtype=self.amp_dtype)
-            if self.amp_dtype is not None
-            else contextlib.nullcontext()
-        )
-        with amp:
+        with self.amp.autocast():
             if copies:
                 logits, deepest = self.model(image, return_features=True)
                 # the flips differ between studies but are the same for a study's two copies
@@ -368,25 +357,15 @@ class FinetuneTrainer:
         if consistency is not None:
             loss = supervised + self.consistency_weight * consistency
         self.opt.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(self.opt)
+        self.amp.scaler.scale(loss).backward()
+        self.amp.scaler.unscale_(self.opt)
         clip = self.cfg["train"]["clip"]
         # the norm is needed anyway to see a non-finite step; max_norm=inf does not clip
         norm = torch.nn.utils.clip_grad_norm_(
             self.net.parameters(), float(clip) if clip else float("inf")
         )
-        # a non-finite step is skipped, as in pre-training (see Trainer._one_step)
-        skipped = not math.isfinite(float(norm))
-        self.skipped_in_a_row = self.skipped_in_a_row + 1 if skipped else 0
-        if self.skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:
-            raise RuntimeError(
-                f"finetune {spec.name}: non-finite gradients at {self.skipped_in_a_row} steps in "
-                "a row; the data or the loss is broken, or mixed precision fails here: try "
-                "train.amp=off"
-            )
-        if self.scaler.is_enabled() or not skipped:
-            self.scaler.step(self.opt)  # a GradScaler skips such a step itself
-        self.scaler.update()
+        where = f"finetune {spec.name} (step {len(self.log) + 1})"
+        skipped = self.amp.step(self.opt, math.isfinite(float(norm)), where)
         self.sched.step()
         return {
             "loss": float(loss.detach()),

@@ -63,11 +63,9 @@ from torch import nn
 from mmlib.engine import checkpointing as ckpt
 from mmlib.engine import distributed as D
 from mmlib.engine.binding import (
-    MAX_SKIPPED_IN_A_ROW,
-    amp_mode,
+    MixedPrecision,
     amp_name,
     default_run_dir,
-    guard_cpu_bf16_convs,
     resolve,
 )
 from mmlib.engine.config import config_hash, diff, identity, load_config
@@ -247,11 +245,7 @@ class Trainer:
         self.scheduler = build_scheduler(
             self.optimizer, self.total, int(o["warmup_steps"]), float(o["min_lr"])
         )
-        self.amp_dtype, use_scaler = amp_mode(t["amp"], info.device)
-        if self.amp_dtype == torch.bfloat16 and info.device.type == "cpu":
-            guard_cpu_bf16_convs(self.objective)  # oneDNN's thin-input bf16 fault, see there
-        self.scaler = torch.amp.GradScaler(info.device.type, enabled=use_scaler)
-        self.skipped_in_a_row = 0
+        self.amp = MixedPrecision(t["amp"], info.device, self.objective)
         self.generator = torch.Generator(device=info.device)
         self.step = 0
         self.elapsed_before = 0.0
@@ -294,7 +288,7 @@ class Trainer:
             "step": self.step,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
+            "scaler": self.amp.scaler.state_dict(),
             "rng": rngs,
             "sampler": {
                 "epoch": epoch,
@@ -327,7 +321,7 @@ class Trainer:
         )
         self.optimizer.load_state_dict(ts["optimizer"])
         self.scheduler.load_state_dict(ts["scheduler"])
-        self.scaler.load_state_dict(ts["scaler"])
+        self.amp.scaler.load_state_dict(ts["scaler"])
         ckpt.set_rng_state(ts["rng"][self.info.rank], self._cuda_device())
         self.step = int(ts["step"])
         self.elapsed_before = float(ts.get("elapsed_s", 0.0))
@@ -368,7 +362,7 @@ class Trainer:
         was = self.objective.training
         self.objective.eval()
         try:
-            with self._autocast():
+            with self.amp.autocast():
                 out = self.objective(batch, epoch=self.step // self.steps_per_epoch, generator=gen)
         finally:
             self.objective.train(was)
@@ -386,11 +380,6 @@ class Trainer:
         return write_samples(self.run_dir, self.step, arrays)
 
     # ------------------------------------------------------------------ loop
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.info.device.type, dtype=self.amp_dtype)
-
     def _loader(self, epoch: int, position: int) -> Any:
         from torch.utils.data import DataLoader
 
@@ -493,14 +482,14 @@ class Trainer:
             if info.distributed and m < self.accum - 1:
                 sync = self.model.no_sync()  # type: ignore[operator]
             with sync:
-                with self._autocast():
+                with self.amp.autocast():
                     out = self.model(batch, epoch=epoch, generator=self.generator)
-                self.scaler.scale(out["loss"].float() / self.accum).backward()
+                self.amp.scaler.scale(out["loss"].float() / self.accum).backward()
             for k, v in _scalars(out).items():
                 terms[k] = terms.get(k, 0.0) + v / self.accum
         lr = float(self.optimizer.param_groups[0]["lr"])
         # the norm is needed anyway to see a non-finite step; max_norm=inf does not clip
-        self.scaler.unscale_(self.optimizer)
+        self.amp.scaler.unscale_(self.optimizer)
         max_norm = float("inf") if clip is None else float(clip)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
         if clip is not None:
@@ -515,21 +504,8 @@ class Trainer:
             )
             terms["template_grad_norm"] = template_norm
             finite = finite and math.isfinite(template_norm)
-        # A step whose gradients are not finite is skipped, as a GradScaler does for fp16: one
-        # bad step would otherwise turn every weight into NaN (bf16 autocast on CPU met them in
-        # thin 3-D convolutions, now run in fp32: guard_cpu_bf16_convs); the gradients are
-        # all-reduced first, so every DDP rank skips the same steps.
-        skipped = not finite
-        self.skipped_in_a_row = self.skipped_in_a_row + 1 if skipped else 0
-        if self.skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:
-            raise RuntimeError(
-                f"{self.run_dir}: non-finite gradients at {self.skipped_in_a_row} optimiser steps "
-                f"in a row (up to step {self.step + 1}); the data or the loss is broken (see "
-                "metrics.csv), or mixed precision fails here: try train.amp=off"
-            )
-        if self.scaler.is_enabled() or not skipped:
-            self.scaler.step(self.optimizer)  # a GradScaler skips such a step itself
-        self.scaler.update()
+        # a non-finite step is skipped (MixedPrecision.step); 20 in a row stop the run
+        skipped = self.amp.step(self.optimizer, finite, f"{self.run_dir} (step {self.step + 1})")
         self.optimizer.zero_grad(set_to_none=True)
         terms["skipped"] = float(skipped)
         self.scheduler.step()
@@ -587,7 +563,7 @@ class Trainer:
             * self.info.world_size,
             "world_size": self.info.world_size,
             "device": self.info.device.type,
-            "amp": amp_name(self.amp_dtype),
+            "amp": amp_name(self.amp.dtype),
             "skipped_steps": int(sum(bool(r.get("skipped", 0.0)) for r in rows)),
             "first": {k: mean(head, k) for k in terms},
             "final": {k: mean(tail, k) for k in terms},
