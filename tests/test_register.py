@@ -249,3 +249,26 @@ def test_a_fine_store_is_registered_at_the_finest_level(monkeypatch: pytest.Monk
     assert np.allclose(centroid(data, a2), centroid(vol, aff))
     R.register_to_template((vol, aff), "affine", 4.0)  # coarser stores: as before
     assert seen["spacing"] == 4.0 and seen["moving"][0] is vol
+
+
+def test_a_diverged_registration_is_an_error_not_a_huge_grid(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A registration that diverges (seen on the demo cohort with a rigid stage cut to 8 mm: an
+    affine that asked for a 12.7 TiB grid) raises RegistrationError, which curation reports as a
+    one-line problem of the study; a sane result passes."""
+    import mmlib.data.register as R
+
+    vol = np.zeros((20, 20, 20), np.float32)
+    vol[5:15, 5:15, 5:15] = 1.0
+    aff = np.diag([2.0, 2.0, 2.0, 1.0])
+    fixed = (vol, aff)
+    monkeypatch.setattr(R, "_run", lambda f, m, initial, *a, **k: initial)
+    assert np.allclose(register_images(fixed, fixed, "rigid")[:3, :3], np.eye(3))
+    for bad in (np.diag([0.2, 1.0, 1.0, 1.0]), np.eye(4)):
+        if bad[0, 0] == 1.0:
+            bad = bad.copy()
+            bad[:3, 3] = [500.0, 0.0, 0.0]  # the head lands 500 mm outside the template
+        monkeypatch.setattr(R, "_matrix", lambda t, bad=bad: np.linalg.inv(bad))
+        with pytest.raises(RegistrationError, match="diverged"):
+            register_images(fixed, fixed, "affine")
