@@ -58,7 +58,7 @@ from mmlib.evaluate.grid import finetune_grid
 from mmlib.tasks import detect_convention, plan, resolve_task, task_rows
 from mmlib.evaluate.reports import collect_runs, lesion_summary, paired_differences, summary_table
 from mmlib.evaluate.tables import html_table, paired_table
-from mmlib.evaluate.figures import paired_caption, plot_loss_curves, plot_paired, show_figure
+from mmlib.evaluate.figures import paired_caption, plot_loss_curves, plot_paired, seeds_and_studies, show_figure
 
 torch.set_num_threads(threads)
 P = plan(scale)
@@ -156,10 +156,10 @@ print(f"{len(runs)} runs, {frame['seconds_train'].sum():.0f} s of training, "
 # looking at these same three seeds, so a difference here is optimistic. New seeds are the
 # check, and they cost one parameter: `seeds=[3, 4, 5]`.
 
-# %%
+# %% tags=["hide-input"]
 metrics = ["dice_mean"] + [f"dice_{n}" for n in spec.regions.names] + [f"hd95_{n}" for n in spec.regions.names]
 table = frame.groupby("init")[metrics].agg(["mean", "std"]).round(3)
-display(html_table(table.reset_index(), "Dice and HD95 per region: mean and sd over seeds"))
+display(html_table(table.reset_index(), f"{task} at {100 * fraction:.0f} % labels: Dice and HD95 per region, mean and sd over seeds ({seeds_and_studies(frame)})"))
 diff = paired_differences(frame, "dice_mean")
 display(html_table(paired_table(diff), "Dice difference to scratch, paired by seed"))
 display(html_table(lesion_summary(frame, ("init",)), "Lesion-wise Dice and F1, mean ± sd over seeds"))
@@ -195,7 +195,7 @@ display(show_figure(plt.gcf(), paired_caption(diff, what=f"{task} at {100 * frac
 # predicted lesion; the BraTS 2023+ evaluation) count the detected (`tp`), missed (`fn`) and
 # false (`fp`) lesions per region, and are printed for every task below.
 
-# %%
+# %% tags=["hide-input"]
 other_runs = []
 for t in other_tasks:
     try:

@@ -164,7 +164,7 @@ print(f"{len(runs)} runs, {frame['seconds_train'].sum():.0f} s of training")
 # studies then keep the training loss near ln 2 on these small simulated effects, so expect
 # accuracies near 0.5 here, and read the linear baseline above for how much there was to find.
 
-# %%
+# %% tags=["hide-input"]
 for metric in ("accuracy", "balanced_accuracy", "auc", "f1"):
     display(html_table(summary_table(frame, metric, ("task", "init")), f"{metric}: mean ± sd over seeds"))
 intervals = classification_intervals(frame)

@@ -52,7 +52,7 @@ from mmlib.evaluate.grid import finetune_grid
 from mmlib.evaluate.scoring import load_network
 from mmlib.proxy.missing import modality_subsets
 from mmlib.tasks import plan
-from mmlib.evaluate.tables import to_markdown
+from mmlib.evaluate.tables import html_table
 from mmlib.evaluate.figures import plot_replacement_pairs, plot_subsets
 from mmlib.evaluate.robustness import (
     drop_one_table,
@@ -93,12 +93,14 @@ fig.savefig(out / "figures" / "template_fill.png", dpi=80, bbox_inches="tight")
 # filled, and the test studies are segmented again. Scratch has no templates, so it is tested
 # with zero fill only. Neither network saw a missing modality in training.
 
-# %%
+# %% tags=["hide-input"]
 tables = [subset_robustness(runs[i], ("template", "zero"), max_test=max_test) for i in inits]
 table = pd.concat(tables, ignore_index=True)
-print(f"{len(modality_subsets(spec.modalities))} subsets × fills, {int(table['n_test'].iloc[0])} test studies each")
+n_test = int(table["n_test"].iloc[0])
 wide = table.pivot_table(index="subset", columns=["init", "fill"], values="dice_mean", sort=False)
-print(wide.round(3).to_string())
+wide.columns = [f"{i} · {f} fill" for i, f in wide.columns]
+display(html_table(wide.reset_index(), f"Mean Dice with only the subset's modalities present, the others "
+                   f"filled: {len(modality_subsets(spec.modalities))} subsets, {n_test} test studies, seed {seed}"))
 plot_subsets(table)
 plt.savefig(out / "figures" / "subsets.png", dpi=80, bbox_inches="tight")
 
@@ -107,9 +109,10 @@ plt.savefig(out / "figures" / "subsets.png", dpi=80, bbox_inches="tight")
 #
 # Dice with all four modalities against Dice with one of them missing, per fill.
 
-# %%
+# %% tags=["hide-input"]
 drops = drop_one_table(table, spec.modalities)
-print(to_markdown(drops))
+display(html_table(drops, f"Dice with all four modalities and with one missing, per network and fill "
+                   f"({n_test} test studies, seed {seed})"))
 
 # %% [markdown]
 # ## 4. Training with template replacement
@@ -124,13 +127,14 @@ print(to_markdown(drops))
 # studies, crops and decoder initialisation), and every subset is scored with template fill.
 # The gain is paired by seed: with minus without, per subset.
 
-# %%
+# %% tags=["hide-input"]
 rep_seeds = P["replacement_seeds"] if replacement_seeds is None else replacement_seeds
 rep_table = replacement_robustness(
     scale, "brainmvp", P["main_fraction"], rep_seeds, replacement, {"task": task}, max_test=max_test
 )
 pairs = replacement_pairs(rep_table)
-print(to_markdown(pairs))
+display(html_table(pairs, f"BrainMVP with and without template replacement, template fill, mean over seeds "
+                   f"{', '.join(map(str, rep_seeds))} (gain_sN: the gain at seed N; {n_test} test studies)"))
 plot_replacement_pairs(pairs)
 plt.savefig(out / "figures" / "replacement.png", dpi=80, bbox_inches="tight")
 seed_gain = {f"s{c[6:]}": float(pairs[c].mean()) for c in pairs.columns if c.startswith("gain_s")}

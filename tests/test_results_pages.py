@@ -15,6 +15,7 @@ TABLE_PAGES = (
     "07_segmentation",
     "08_classification",
     "09_label_efficiency_and_ablation",
+    "10_missing_modalities",
     "12_results",
 )
 
@@ -40,6 +41,20 @@ def test_pages_render_tables_not_markdown_text() -> None:
             f"{stem} prints a markdown table as text; display(html_table(...)) renders a table"
         )
         assert "html_table(" in code, f"{stem}: no table rendered with html_table"
+        assert not re.search(r"print\([^\n]*\.to_string\(\)\)", code), (
+            f"{stem} prints a frame as text; display(html_table(...)) renders a table"
+        )
+
+
+def test_table_cells_collapse_their_code() -> None:
+    """On every page with result tables, a cell that renders one has its code collapsed, so
+    that the table and its figure are in view (the code is a click away)."""
+    for stem in TABLE_PAGES:
+        for cell in _cells(stem):
+            if cell.cell_type == "code" and "html_table(" in cell.source:
+                assert "hide-input" in cell.metadata.get("tags", []), (
+                    f"{stem}: a cell renders a table without hide-input:\n{cell.source[:200]}"
+                )
 
 
 def test_comparisons_go_through_the_intervals() -> None:
