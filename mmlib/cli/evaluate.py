@@ -9,6 +9,9 @@ finished run (cached in the run folder).
 a folder of predicted label maps against references as the challenges do (Dice, HD95,
 lesion-wise Dice and F1, lesion counts, empty references; :mod:`mmlib.evaluate.challenge`),
 prints mean ± sd per region and writes one row per study and region to ``--out``.
+``mmlib evaluate evidence ROOT --name N --task T --fraction F --seeds S ...`` writes finished
+runs as shipped evidence (``mmlib/evidence/N.csv``, ``N_studies.csv``, ``N.json``;
+:mod:`mmlib.evaluate.evidence`), which notebook 12 states beside the book's own runs.
 Exit status 0, 1 when nothing was found or an input is wrong, 2 for usage errors;
 ``segmentation``: 0 every study scored, 3 some failed (each with a one-line reason), 2 usage.
 """
@@ -32,6 +35,18 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     rob.add_argument("run", help="a finished fine-tuning run folder")
     rob.add_argument("--fills", nargs="+", default=["template", "zero"], help="fills to compare")
     rob.add_argument("--max-test", type=int, default=None, help="at most this many test studies")
+    evi = sub.add_parser("evidence", help="write finished runs as shipped evidence")
+    evi.add_argument("roots", nargs="+", help="run folders or folders holding them")
+    evi.add_argument("--name", required=True, help="file stem, e.g. headline_heldout")
+    evi.add_argument("--task", required=True, help="the task, e.g. brats_ped")
+    evi.add_argument("--fraction", type=float, required=True, help="the label fraction")
+    evi.add_argument("--seeds", type=int, nargs="+", required=True, help="the seeds to ship")
+    evi.add_argument("--metric", default="dice_mean", help="metric (default dice_mean)")
+    evi.add_argument(
+        "--command", action="append", default=[], help="a command that made the runs (repeat)"
+    )
+    evi.add_argument("--threads", type=int, default=None, help="threads the runs used")
+    evi.add_argument("--out", default=None, help="folder (default: mmlib/evidence)")
     seg = sub.add_parser("segmentation", help="score predicted label maps against references")
     seg.add_argument("--pred", required=True, help="folder of <study>.nii.gz predictions")
     seg.add_argument(
@@ -83,6 +98,22 @@ def run_cli(args: argparse.Namespace) -> int:
                 if out:
                     tab.to_csv(out / f"summary_{kind}.csv", index=False)
                     diff.to_csv(out / f"paired_{kind}.csv", index=False)
+            return 0
+        if args.action == "evidence":
+            from mmlib.evaluate.evidence import EVIDENCE_DIR, export_evidence
+
+            path = export_evidence(
+                args.roots,
+                args.name,
+                task=args.task,
+                label_fraction=args.fraction,
+                seeds=args.seeds,
+                metric=args.metric,
+                commands=args.command,
+                threads=args.threads,
+                out_dir=args.out or EVIDENCE_DIR,
+            )
+            print(f"wrote {path} (and {path.stem}_studies.csv, {path.stem}.json)")
             return 0
         from mmlib.evaluate.robustness import subset_robustness
 
