@@ -117,7 +117,9 @@ def test_missing_runs_and_files_are_one_line_errors(tmp_path: Path, capsys) -> N
         load_evidence("nothing", tmp_path)
 
 
-@pytest.mark.parametrize("name", ["headline_heldout", "headline_heldout_1thread"])
+@pytest.mark.parametrize(
+    "name", ["headline_heldout", "headline_heldout_1thread", "headline_heldout_300steps"]
+)
 def test_the_shipped_headline_evidence_reads(name: str) -> None:
     """The evidence notebook 12 states is in the package and consistent with itself."""
     summary, cmp, per_study = evidence_comparison(name)
