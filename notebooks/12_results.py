@@ -97,8 +97,9 @@ from mmlib.evaluate.evidence import checkpoint_digest, evidence_comparison, load
 
 summary = {}
 seg = runs[runs["kind"] == "segmentation"] if len(runs) else runs
-held, held_cmp, held_studies = evidence_comparison("headline_heldout")
-held_runs, _, held_prov = load_evidence("headline_heldout")
+held_evidence = load_evidence("headline_heldout")
+held_runs, _, held_prov = held_evidence
+held, held_cmp, held_studies = evidence_comparison(held_evidence)
 display(Markdown("**Held-out seeds.** " + verdict(held)))
 held_power = power_analysis(held_cmp, held_studies)
 display(Markdown(power_sentence(held_power)))

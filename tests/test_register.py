@@ -265,10 +265,10 @@ def test_a_diverged_registration_is_an_error_not_a_huge_grid(
     fixed = (vol, aff)
     monkeypatch.setattr(R, "_run", lambda f, m, initial, *a, **k: initial)
     assert np.allclose(register_images(fixed, fixed, "rigid")[:3, :3], np.eye(3))
-    for bad in (np.diag([0.2, 1.0, 1.0, 1.0]), np.eye(4)):
-        if bad[0, 0] == 1.0:
-            bad = bad.copy()
-            bad[:3, 3] = [500.0, 0.0, 0.0]  # the head lands 500 mm outside the template
+    shrunk = np.diag([0.2, 1.0, 1.0, 1.0])
+    moved = np.eye(4)
+    moved[:3, 3] = [500.0, 0.0, 0.0]  # the head lands 500 mm outside the template
+    for bad in (shrunk, moved):
         monkeypatch.setattr(R, "_matrix", lambda t, bad=bad: np.linalg.inv(bad))
         with pytest.raises(RegistrationError, match="diverged"):
             register_images(fixed, fixed, "affine")

@@ -28,7 +28,7 @@ import re
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -42,6 +42,14 @@ EVIDENCE_DIR = Path(__file__).resolve().parents[1] / "evidence"
 
 RUN_COLUMNS = ("task", "init", "label_fraction", "seed", "n_test")
 _PRETRAIN_FOLDER = re.compile(r"^(?P<objective>[a-z0-9_]+)-[a-z0-9]+-[0-9a-f]{8}$")
+
+
+class Evidence(NamedTuple):
+    """Shipped evidence as read: per-run rows, per-study rows and provenance."""
+
+    runs: pd.DataFrame
+    studies: pd.DataFrame
+    provenance: dict[str, Any]
 
 
 class EvidenceError(ValueError):
@@ -169,9 +177,7 @@ def export_evidence(
     return out / f"{name}.csv"
 
 
-def load_evidence(
-    name: str, evidence_dir: str | Path = EVIDENCE_DIR
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+def load_evidence(name: str, evidence_dir: str | Path = EVIDENCE_DIR) -> Evidence:
     """The shipped evidence ``name``: per-run rows, per-study rows and provenance.
 
     Raises:
@@ -192,11 +198,11 @@ def load_evidence(
         lacking = [c for c in cols if c not in frame.columns]
         if lacking:
             raise EvidenceError(f"{path}: lacks the column(s) {', '.join(lacking)}")
-    return runs, studies, provenance
+    return Evidence(runs, studies, provenance)
 
 
 def evidence_comparison(
-    name: str,
+    evidence: str | Evidence,
     init: str = "brainmvp",
     baseline: str = "scratch",
     evidence_dir: str | Path = EVIDENCE_DIR,
@@ -204,13 +210,23 @@ def evidence_comparison(
 ) -> tuple[dict[str, Any], PairedComparison, np.ndarray]:
     """The paired comparison of shipped evidence, as notebook 12 states it.
 
+    Args:
+        evidence: its name (read from ``evidence_dir``) or what :func:`load_evidence` returned.
+        init: the initialisation. Defaults to "brainmvp".
+        baseline: the baseline. Defaults to "scratch".
+        evidence_dir: where a named evidence is read. Defaults to :data:`EVIDENCE_DIR`.
+        confidence: the interval's level. Defaults to 0.95.
+
     Returns:
         ``(summary, comparison, per_study)``: ``summary`` has the keys of
         :func:`mmlib.evaluate.reports.headline` plus ``source`` and ``checkpoint_weights``;
         ``per_study`` is the seed × study matrix of differences (for
         :func:`mmlib.evaluate.stats.power_analysis`).
     """
-    runs, studies, prov = load_evidence(name, evidence_dir)
+    if isinstance(evidence, str):
+        evidence = load_evidence(evidence, evidence_dir)
+    runs, studies, prov = evidence
+    name = prov["name"]
     metric = prov.get("metric", "dice_mean")
     by = {str(k): g.set_index("seed")[metric].to_dict() for k, g in runs.groupby("init")}
     if init not in by or baseline not in by:
