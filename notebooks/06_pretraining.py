@@ -228,19 +228,30 @@ print("template standard deviation:", {m: round(v, 4) for m, v in template_std.i
 # %% [markdown]
 # ## 6. The checkpoint, and the baselines
 #
-# The downstream chapters fine-tune from `checkpoints/latest` of this run folder (weights in
-# safetensors, the templates included, and a `meta.json` that rebuilds the backbone). The
-# comparison there needs the single-modal baseline and each ablation pre-trained the same way.
-# They are this very notebook run with another `objective`, with papermill parameters, not
-# copies of it:
+# A checkpoint folder holds the weights in safetensors, the templates included, and a
+# `meta.json` that rebuilds the backbone. At `demo` the downstream chapters (07 segmentation,
+# 08 classification, 09 label efficiency and ablation, 10 missing modalities, 11 visual
+# inspection of their runs, 12 results) do not start from this run: they start from the demo
+# pre-trainings that ship with mmlib (`mmlib/pretrained/demo/<objective>`, `mmlib weights
+# shipped` lists them), made once with this same recipe (`mmlib pretrain --config demo
+# objective=...`, 18 epochs, 2 threads) and packed with `mmlib weights pack`; each `meta.json`
+# records the commands that regenerate it and the SHA-256 it is checked against on every use.
+# The shipped BrainMVP backbone is bit for bit the checkpoint on which chapter 12's held-out
+# evidence was measured. So a build spends its minutes on fine-tuning seeds, and its result
+# does not depend on this build's pre-training (another floating-point path gives other
+# weights: see chapter 12). `pretrained=train` in the fine-tuning config pre-trains instead,
+# and `paper` always does. The comparison needs the single-modal baseline and each ablation
+# pre-trained the same way. They are this very notebook run with another `objective`, with
+# papermill parameters, not copies of it:
 #
 # ```
 # mmlib notebooks sweep 06_pretraining -p objective mim,cmr_only,md_only,brainmvp_nocl --scale demo
 # ```
 #
 # Each lands in its own run folder (the folder name holds the objective and a hash of the
-# resolved configuration), and the fine-tuning chapters find them by the same configuration
-# (a missing one is pre-trained there on first use). "Scratch" needs no pre-training.
+# resolved configuration), and with `pretrained=train` the fine-tuning chapters find them by the
+# same configuration (a missing one is pre-trained there on first use). "Scratch" needs no
+# pre-training.
 
 # %%
 print(f"checkpoint for downstream use: {ckpt}")

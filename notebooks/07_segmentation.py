@@ -33,12 +33,12 @@ threads = 2
 #
 # | Concept | Importance | Notes |
 # |---|---|---|
-# | Pre-training (notebook 06) | Necessary | the checkpoints fine-tuned here |
+# | Pre-training (notebook 06) | Necessary | the recipe of the checkpoints fine-tuned here |
 # | Dice, Hausdorff distance | Helpful | the metrics of the BraTS challenges |
 # | U-Net / UNETR decoders | Helpful | skip connections from encoder to decoder |
 #
-# **Time to learn**: 20 minutes (about 12 minutes of computing at demo scale on 2 cores: 19
-# fine-tuning runs and the MIM pre-training).
+# **Time to learn**: 20 minutes (about 5 minutes of computing at demo scale on 2 cores: 19
+# fine-tuning runs, two at a time).
 
 # %%
 import json
@@ -130,8 +130,12 @@ print(json.dumps(desc, indent=1, default=str))
 # (`optim.encoder_lr_scale`, 0.3 at demo), so that a few hundred steps on a handful of studies
 # adapt its features rather than overwrite them; a scratch encoder has nothing to keep and
 # trains at the full rate. (At demo, the full rate left BrainMVP no better than scratch.)
-# Finished run folders are reused; a pre-training objective that has not been run yet by
-# notebook 06 is pre-trained here first.
+# At demo the pre-trained encoders (BrainMVP, MIM) are the demo pre-trainings shipped with
+# mmlib (`mmlib weights shipped`; chapter 06 says how they were made and how to make your own);
+# with `pretrained=train` an objective not yet pre-trained by notebook 06 is pre-trained here
+# first. Finished run folders are reused, and the grid runs two cells at a time, one thread
+# each (`grid_workers` in `mmlib.tasks.plan`: 1.4x the throughput of one 2-thread run at a
+# time on two cores, `benchmarks/grid.py`).
 
 # %%
 runs = finetune_grid(scale, inits, [fraction], seeds, {"task": task})

@@ -85,15 +85,16 @@ if len(runs):
 # measured on seeds that were never used to choose anything (20-38, a set fixed before their
 # results were seen), once, outside the book, with mmlib's own commands; their per-seed and
 # per-study Dice ship with mmlib (`mmlib/evidence/`, written by `mmlib evaluate evidence`, with
-# the commands that regenerate them). They started from the demo BrainMVP pre-training of a
-# `make book` on this kind of machine; the last line says whether this build's pre-training is
-# the same checkpoint (the same weights digest). The same recipe on another floating-point path
+# the commands that regenerate them). They started from the demo BrainMVP pre-training that
+# ships with mmlib (`mmlib/pretrained/demo/brainmvp`, packed from a `make book` run on this kind
+# of machine; `mmlib weights shipped` lists it), the checkpoint this build's BrainMVP runs start
+# from too; the last line checks that (the same weights digest). The same recipe on another floating-point path
 # (1 thread) and a candidate protocol (twice the fine-tuning steps, chosen on search seeds that
 # are not reported, then run once on new seeds) are stated the same way; this build's own three
 # seeds follow.
 
 # %% tags=["hide-input"]
-from mmlib.evaluate.evidence import checkpoint_digest, evidence_comparison, load_evidence
+from mmlib.evaluate.evidence import evidence_comparison, load_evidence, source_digest
 
 summary = {}
 seg = runs[runs["kind"] == "segmentation"] if len(runs) else runs
@@ -116,7 +117,7 @@ display(Markdown("**A candidate protocol: 300 fine-tuning steps** instead of 150
                  "which are not reported; confirmed on seeds 40-55, fixed before their results were seen). "
                  + verdict(longer)))
 book_runs = seg[(seg["task"] == P["seg_task"]) & (seg["init"] == "brainmvp")]["run"] if len(seg) else []
-book_weights = sorted({w for w in map(checkpoint_digest, book_runs) if w})
+book_weights = sorted({w for w in map(source_digest, book_runs) if w})
 same = bool(book_weights) and book_weights == held["checkpoint_weights"]
 display(Markdown(
     "Regenerate: " + "; ".join(f"`{c}`" for c in held_prov["commands"]) + ". The held-out BrainMVP runs "

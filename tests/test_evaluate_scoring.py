@@ -82,3 +82,41 @@ def test_score_run_and_load_network_need_a_trained_run(tmp_path: Path) -> None:
         score_run(tmp_path)
     with pytest.raises(FileNotFoundError, match="not a trained fine-tuning run"):
         load_network(tmp_path)
+
+
+def test_a_grid_in_two_workers_gives_the_runs_of_one_process(store: Path, tmp_path: Path) -> None:
+    # the test process runs at 1 thread (above), as does each of the two workers: the same
+    # floating-point path, so the same cells must give the same weights and scores
+    over = {"data.store": str(store), "train.steps": 2, "eval.hd95": False}
+    one, two = (
+        finetune_grid(
+            "smoke",
+            ["scratch"],
+            [0.5],
+            [0, 1, 2],
+            {**over, "run.root": str(tmp_path / name)},
+            progress=False,
+            workers=workers,
+        )
+        for name, workers in (("a", 1), ("b", 2))
+    )
+    assert [r.name for r in two] == [r.name for r in one]  # cells in order, same identities
+    for a, b in zip(one, two):
+        ra, rb = (json.loads((r / "results.json").read_text()) for r in (a, b))
+        assert rb["threads"] == ra["threads"] == 1 and (b / DONE).is_file()
+        assert rb["test"]["dice_mean"] == ra["test"]["dice_mean"]
+        assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
+    # a failing cell names itself; the others are kept
+    with pytest.raises(FileNotFoundError) as err:
+        finetune_grid(
+            "smoke",
+            ["scratch", str(tmp_path / "no-such-checkpoint")],
+            [0.5],
+            [0],
+            {**over, "run.root": str(tmp_path / "c")},
+            progress=False,
+            workers=2,
+        )
+    assert "no-such-checkpoint" in str(err.value) or any(
+        "no-such-checkpoint" in n for n in getattr(err.value, "__notes__", [])
+    )

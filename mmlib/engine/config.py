@@ -100,6 +100,7 @@ FINETUNE_DEFAULTS: dict[str, Any] = {
     "device": "auto",
     "task": "brats_ped",
     "init": "scratch",
+    "pretrained": "train",
     "pretrain_overrides": {},
     "data": {
         "store": None,

@@ -433,6 +433,7 @@ class FinetuneTrainer:
             "skipped_steps": int(sum(bool(r.get("skipped", 0.0)) for r in self.log)),
             "world_size": self.info.world_size,
             "global_batch": self.batch_size * self.info.world_size,
+            "threads": torch.get_num_threads(),
             "weights_digest_per_rank": getattr(self, "replica_digests", None),
             "seconds": {
                 "train": self.train_s,

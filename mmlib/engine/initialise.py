@@ -2,11 +2,12 @@
 
 :func:`resolve_init` turns the config's ``init`` into a label and a checkpoint folder (scratch:
 none; an objective name of :data:`mmlib.proxy.brainmvp.OBJECTIVES`: the run
-:func:`mmlib.engine.pretrain.pretrain` makes or reuses; else a pre-training run or checkpoint
-folder, read with :func:`mmlib.runs.checkpoint_folder`). :func:`checkpoint_identity` is what a
-fine-tuning run depends on (path, step, weight hash). :func:`build_network` builds the encoder
-(scratch) or loads it (checkpoint), adapts its first layer to the task's channels and puts the
-decoder or classifier head on it, each new part under its own seed so that every
+:func:`mmlib.engine.pretrain.pretrain` makes or reuses, or with ``pretrained: shipped`` the
+checkpoint shipped for the scale, :mod:`mmlib.models.shipped`; else a pre-training run or
+checkpoint folder, read with :func:`mmlib.runs.checkpoint_folder`). :func:`checkpoint_identity`
+is what a fine-tuning run depends on (path, step, weight hash). :func:`build_network` builds the
+encoder (scratch) or loads it (checkpoint), adapts its first layer to the task's channels and puts
+the decoder or classifier head on it, each new part under its own seed so that every
 initialisation starts with the same decoder at a given ``train.seed``:
 
 ==========================  =====================================
@@ -75,7 +76,9 @@ def resolve_init(cfg: Mapping[str, Any], progress: bool = True) -> tuple[str, Pa
     """The initialisation's label and checkpoint folder (None for scratch).
 
     An objective name pre-trains (or reuses) the run ``pretrain(scale, overrides)`` of
-    :func:`pretraining_overrides`: on the pre-training store, never on the task's.
+    :func:`pretraining_overrides`: on the pre-training store, never on the task's; with
+    ``pretrained: shipped`` it is the checkpoint shipped with mmlib for the scale
+    (:mod:`mmlib.models.shipped`), checked against its recorded hash.
 
     Args:
         cfg: a resolved fine-tuning configuration.
@@ -87,12 +90,20 @@ def resolve_init(cfg: Mapping[str, Any], progress: bool = True) -> tuple[str, Pa
 
     Raises:
         FileNotFoundError: When ``init`` is neither scratch, an objective, nor a run or
-            checkpoint folder.
+            checkpoint folder, or no checkpoint is shipped for it (``pretrained: shipped``).
+        ValueError: When ``pretrained`` is unknown, or shipped with ``pretrain_overrides``.
     """
     init = str(cfg["init"])
     if init == "scratch":
         return "scratch", None
     if init in OBJECTIVES:
+        source = cfg.get("pretrained", "train")
+        if source == "shipped":
+            return init, _shipped(cfg, init)
+        if source != "train":
+            raise ValueError(
+                f"finetune config: pretrained should be train or shipped, got {source!r}"
+            )
         from mmlib.engine.pretrain import pretrain
 
         run = pretrain(cfg["scale"], pretraining_overrides(cfg), progress=progress)
@@ -100,6 +111,25 @@ def resolve_init(cfg: Mapping[str, Any], progress: bool = True) -> tuple[str, Pa
     folder = checkpoint_folder(init)
     in_run = folder.parent.name == "checkpoints"
     return (folder.parent.parent.name if in_run else folder.name), folder
+
+
+def _shipped(cfg: Mapping[str, Any], init: str) -> Path:
+    """The checkpoint shipped for ``init`` at the config's scale (``pretrained: shipped``)."""
+    from mmlib.models.shipped import shipped_checkpoint, shipped_checkpoints
+
+    if cfg.get("pretrain_overrides"):
+        raise ValueError(
+            f"finetune config: pretrain_overrides {dict(cfg['pretrain_overrides'])} ask for a "
+            "pre-training of their own; set pretrained=train with them"
+        )
+    folder = shipped_checkpoint(str(cfg["scale"]), init)
+    if folder is None:
+        have = [f"{r['scale']}/{r['objective']}" for r in shipped_checkpoints()]
+        raise FileNotFoundError(
+            f"init {init!r}: no checkpoint is shipped for scale {cfg['scale']!r} (shipped: "
+            f"{', '.join(have) or 'none'}); set pretrained=train to pre-train it"
+        )
+    return folder
 
 
 def checkpoint_identity(folder: Path | None) -> dict[str, Any]:

@@ -71,6 +71,23 @@ def checkpoint_digest(run: str | Path) -> str | None:
     return str(ckpt["weights"]) if isinstance(ckpt, dict) and ckpt.get("weights") else None
 
 
+def source_digest(run: str | Path) -> str | None:
+    """:func:`checkpoint_digest`, except for a run that started from a shipped checkpoint whose
+    backbone is stored in float32 (:mod:`mmlib.models.shipped`): the digest of the checkpoint it
+    was packed from, whose backbone it is bit for bit. Evidence measured on that source
+    checkpoint then speaks for the run's weights (the templates, rounded to float16, only fill
+    missing modalities)."""
+    digest = checkpoint_digest(run)
+    ident = read_identity(run)
+    path = (ident.get("checkpoint") or {}).get("path") if ident else None
+    meta_path = Path(path) / "meta.json" if path else None
+    if digest is None or meta_path is None or not meta_path.is_file():
+        return digest
+    shipped = json.loads(meta_path.read_text()).get("shipped") or {}
+    exact = (shipped.get("dtype") or {}).get("backbone") == "float32"
+    return str(shipped["source_weights"]) if exact and shipped.get("source_weights") else digest
+
+
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(

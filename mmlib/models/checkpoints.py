@@ -245,9 +245,11 @@ def load_pretrained(
         ) from None
     backbone.to(device).eval()
     affine = meta.get("template_affine")
+    templates = state.get(TEMPLATES_KEY)
     return (
         backbone,
-        state.get(TEMPLATES_KEY),
+        # a shipped checkpoint may store them in float16 (mmlib.models.shipped); used in float32
+        None if templates is None else templates.float(),
         None if affine is None else np.asarray(affine, dtype=float),
         meta,
     )

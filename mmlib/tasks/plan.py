@@ -4,19 +4,21 @@ The full grid (every initialisation × label fractions 10/20/40/100 % × seeds, 
 for ``paper`` scale. At ``demo`` scale the book runs the subset that fits a 2-core CPU: the
 BraTS-PED-like task at the main 20 % fraction for scratch, BrainMVP and single-modal masked
 modelling (MIM) over three seeds, at 100 % for scratch and BrainMVP over the same seeds; the
-proxy-task ablations at 20 % with one seed (``ablation_seeds``: each ablation costs a
-pre-training, ~2 min at demo, so their spread over seeds is left to ``paper``); the other tasks
-(stroke, tissue, and the BraTS-MET-, UPENN-GBM- and VS-Seg-like tasks; the four classification
-tasks) BrainMVP vs scratch at one fraction with one seed (a demonstration that the code runs
-there, not a comparison). That is 36 fine-tuning runs of 19-27 s (15-21 s of training, 3-6 s
-of scoring, in bf16) and six demo pre-trainings of 1-1.7 min on an uncontended 2-core CPU
-(fresh ``make book``, 2026-12-03). ``smoke`` runs a token grid in seconds (tests).
+proxy-task ablations at 20 % over the same three seeds; the other tasks (stroke, tissue, and the
+BraTS-MET-, UPENN-GBM- and VS-Seg-like tasks; the four classification tasks) BrainMVP vs scratch
+at one fraction with one seed (a demonstration that the code runs there, not a comparison).
+That is 42 fine-tuning runs of 19-27 s each on an uncontended 2-core CPU at 2 threads (15-21 s
+of training, 3-6 s of scoring, in bf16), run two at a time at 1 thread each
+(``grid_workers``: :func:`mmlib.evaluate.grid.finetune_grid`). Every pre-trained initialisation
+at demo is the checkpoint shipped with mmlib (``pretrained: shipped`` in the demo fine-tuning
+preset, :mod:`mmlib.models.shipped`), so the downstream chapters pre-train nothing.
+``smoke`` runs a token grid in seconds (tests).
 Notebooks read this table unless their parameters say otherwise, and every run folder is reused
 when nothing it depends on changed, so notebook 09 reuses the runs of 07 and notebook 12
 recomputes nothing.
 Notebook 10 fine-tunes BrainMVP at the main fraction again with template replacement at
 ``replacement_seeds`` (paired with 07's runs of the same seeds; one seed at smoke): three more
-runs at demo (30-36 s each: two copies of every crop).
+runs at demo (30-36 s each at 2 threads: two copies of every crop).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ PLAN: dict[str, dict[str, Any]] = {
         "other_seeds": [0],
         "robustness_max_test": 2,
         "replacement_seeds": [0],
+        "grid_workers": 1,
         "overrides": {},
     },
     "demo": {
@@ -54,7 +57,7 @@ PLAN: dict[str, dict[str, Any]] = {
         "fractions": [0.2, 1.0],
         "seeds": [0, 1, 2],
         "ablations": list(ABLATIONS),
-        "ablation_seeds": [0],
+        "ablation_seeds": [0, 1, 2],
         "fraction_inits": ["scratch", "brainmvp"],
         "other_seg_tasks": ["isles", "mrbrains", "brats_met", "upenn_gbm", "vs_seg"],
         "cls_tasks": ["hgg_lgg", "adni", "adhd200", "abide"],
@@ -62,6 +65,7 @@ PLAN: dict[str, dict[str, Any]] = {
         "other_seeds": [0],
         "robustness_max_test": 3,
         "replacement_seeds": [0, 1, 2],
+        "grid_workers": 2,
         "overrides": {},
     },
     "paper": {
@@ -79,6 +83,7 @@ PLAN: dict[str, dict[str, Any]] = {
         "other_seeds": [0, 1, 2],
         "robustness_max_test": None,
         "replacement_seeds": [0, 1, 2],
+        "grid_workers": 1,
         "overrides": {},
     },
 }
