@@ -11,6 +11,7 @@ scale = "demo"
 out_dir = "runs/book/04_modality_contrastive"
 temperature = 1.0  # the authors'
 n_studies = 8  # studies in the retrieval batch
+epochs = None  # None: the plan's chapter_epochs (demo: 6 of the preset's 18: a short run shows the task; the downstream chapters start from shipped checkpoints)
 threads = 2
 
 # %% [markdown]
@@ -51,6 +52,7 @@ from mmlib.engine.pretrain import pretrain
 from mmlib.proxy import OBJECTIVES
 from mmlib.proxy.contrastive import info_nce
 from mmlib.runs import load_run, load_samples
+from mmlib.tasks import plan
 from mmlib.viz import explore
 from mmlib.viz.plots import loss_curves, sample_figure
 
@@ -124,9 +126,11 @@ display(explore.explorer(batch, None, 0, OBJECTIVES["brainmvp"].mask_rate, block
 # already align the two views?
 
 # %%
+epochs = epochs or plan(scale)["chapter_epochs"]
+short = {"schedule.epochs": epochs} if epochs else {}  # notebook 03's schedule, so its run is reused
 t0 = time.time()
-run_cl = pretrain(scale, {"objective": "cl_only", "objective.temperature": temperature})
-run_cmr = pretrain(scale, {"objective": "cmr_only"})
+run_cl = pretrain(scale, {"objective": "cl_only", "objective.temperature": temperature, **short})
+run_cmr = pretrain(scale, {"objective": "cmr_only", **short})
 print(f"{time.time() - t0:.0f} s:", run_cl.name, run_cmr.name)
 fig = loss_curves(run_cl / "metrics.csv", keys=["cl", "grad_norm"], log=False, title="cl_only")
 fig.savefig(out / "figures" / "loss.png", dpi=90, bbox_inches="tight")

@@ -11,6 +11,7 @@ scale = "demo"
 out_dir = "runs/book/05_template_distillation"
 modalities = None  # None: every modality of the pre-training studies
 scalings = ["global", "crop"]  # template scalings trained and compared; the first is reported
+epochs = None  # None: the plan's chapter_epochs (demo: 6 of the preset's 18: a short run shows the task; the downstream chapters start from shipped checkpoints)
 threads = 2
 
 # %% [markdown]
@@ -52,6 +53,7 @@ from mmlib.engine.pretrain import pretrain
 from mmlib.modalities import MODALITIES
 from mmlib.proxy import Templates
 from mmlib.runs import load_run, load_samples
+from mmlib.tasks import plan
 from mmlib.viz import explore
 from mmlib.viz.plots import loss_curves, sample_figure
 
@@ -156,10 +158,12 @@ display(explore.explorer(batch, standin, 0, 0.8, block_size))
 # objective (`w_template = 0`). We train it once per scaling, the same steps and seed.
 
 # %%
+epochs = epochs or plan(scale)["chapter_epochs"]
+short = {"schedule.epochs": epochs} if epochs else {}
 runs = {}
 for rule in scalings:
     t0 = time.time()
-    runs[rule] = pretrain(scale, {"objective": "md_only", "objective.template_scaling": rule})
+    runs[rule] = pretrain(scale, {"objective": "md_only", "objective.template_scaling": rule, **short})
     print(rule, runs[rule], f"({time.time() - t0:.0f} s)")
 run_dir = runs[scalings[0]]
 run = load_run(run_dir)

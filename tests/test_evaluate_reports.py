@@ -17,7 +17,9 @@ from mmlib.runs import collect_runs
 torch.set_num_threads(1)
 
 
-def _fake_run(root: Path, init: str, seed: int, dice: float, frac: float = 0.2) -> None:
+def _fake_run(
+    root: Path, init: str, seed: int, dice: float, frac: float = 0.2, steps: int = 10
+) -> None:
     """A run folder as finetune writes it (results.json + DONE), with given numbers."""
     d = root / f"{init}-{seed}-{frac}"
     d.mkdir(parents=True)
@@ -32,7 +34,7 @@ def _fake_run(root: Path, init: str, seed: int, dice: float, frac: float = 0.2) 
                 "fill": "zero",
                 "n_labelled": 3,
                 "n_test": 4,
-                "steps": 10,
+                "steps": steps,
                 "test": {"dice_mean": dice},
                 "seconds": {"train": 1.0, "per_step": 0.1},
             }
@@ -191,6 +193,12 @@ def test_tables_and_captions_render_from_the_data(tmp_path: Path) -> None:
     assert "test studies per run: 4" in cap
     eff = label_efficiency_caption(runs, "brats_ped")
     assert "20 %: 3 studies" in eff and "2 seeds per point" in eff and "10 steps" in eff
+    # a budget in passes over the labelled studies: the steps of each point are named
+    for s in range(2):
+        _fake_run(tmp_path / "epochs", "scratch", s, 0.5, 0.8, steps=40)
+    eff = label_efficiency_caption(collect_runs(tmp_path), "brats_ped")
+    assert "20 %: 3 studies, 10 steps" in eff and "80 %: 3 studies, 40 steps" in eff
+    assert "same number of passes" in eff and "every point trained" not in eff
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots()

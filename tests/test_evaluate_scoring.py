@@ -120,3 +120,46 @@ def test_a_grid_in_two_workers_gives_the_runs_of_one_process(store: Path, tmp_pa
     assert "no-such-checkpoint" in str(err.value) or any(
         "no-such-checkpoint" in n for n in getattr(err.value, "__notes__", [])
     )
+
+
+def test_label_efficiency_grid_budgets_passes_and_reuses_runs_of_that_budget(
+    store: Path, tmp_path: Path
+) -> None:
+    from mmlib.evaluate.grid import label_efficiency_grid
+
+    over = {"data.store": str(store), "run.root": str(tmp_path), "eval.hd95": False}
+    [main] = finetune_grid("smoke", ["scratch"], [0.5], [0], over, progress=False)
+    res = json.loads((main / "results.json").read_text())
+    # the epochs that give the main run's steps exactly (batch 2 at smoke)
+    epochs = res["steps"] * 2 / res["n_labelled"]
+    runs = label_efficiency_grid(
+        "smoke", ["scratch"], [0.5, 1.0], [0], over, epochs=epochs, reuse=[main], progress=False
+    )
+    assert runs[0] == main  # the same budget: not trained again
+    full = json.loads((runs[1] / "results.json").read_text())
+    assert full["n_labelled"] > res["n_labelled"]
+    assert full["steps"] == -(-epochs * full["n_labelled"] // 2)  # ceil: more labels, more steps
+    # another budget: the main fraction is trained again under it
+    again = label_efficiency_grid(
+        "smoke", ["scratch"], [0.5], [0], over, epochs=epochs + 2, reuse=[main], progress=False
+    )
+    assert (
+        again[0] != main
+        and json.loads((again[0] / "results.json").read_text())["steps"] > res["steps"]
+    )
+
+
+def test_grid_workers_come_from_the_plan_unless_the_machine_says_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mmlib.evaluate.grid import grid_workers
+    from mmlib.tasks.plan import PLAN
+
+    monkeypatch.delenv("MMLIB_GRID_WORKERS", raising=False)
+    assert grid_workers("demo") == PLAN["demo"]["grid_workers"] == 2
+    assert grid_workers("smoke") == 1 and grid_workers("my.yaml") == 1
+    monkeypatch.setenv("MMLIB_GRID_WORKERS", "1")
+    assert grid_workers("demo") == 1
+    monkeypatch.setenv("MMLIB_GRID_WORKERS", "two")
+    with pytest.raises(ValueError, match="MMLIB_GRID_WORKERS should be a positive integer"):
+        grid_workers("demo")

@@ -132,6 +132,7 @@ FINETUNE_DEFAULTS: dict[str, Any] = {
     },
     "train": {
         "steps": 100,
+        "epochs": None,
         "batch_size": 2,
         "seed": 0,
         "clip": 1.0,

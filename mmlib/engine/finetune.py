@@ -19,9 +19,12 @@ run or checkpoint folder), ``data.*`` (store, label fraction, crop size, ...), `
 segmentation heads start at, bias ``log(p / (1 - p))``, None for a zero bias), ``fill`` (absent
 channels: ``template`` or ``zero``), ``optim.*`` (``encoder_lr_scale`` multiplies the encoder's
 learning rate of a pre-trained initialisation; a scratch encoder always trains at the full
-rate), ``train.*`` (steps, batch size, seed; ``amp``: autocast as in pre-training,
-:func:`mmlib.engine.binding.amp_mode`, with bf16's thin convolutions kept in fp32 on CPU and a
-step with non-finite gradients skipped and counted, ``skipped_steps`` in ``results.json``;
+rate), ``train.*`` (steps, batch size, seed; ``epochs``: when set, the budget is counted in
+passes over the labelled studies instead, ``steps = ceil(epochs x n_labelled / batch_size)``, so
+that label fractions compare labels and not steps, :func:`budget_steps`; ``amp``: autocast as
+in pre-training, :func:`mmlib.engine.binding.amp_mode`, with bf16's thin convolutions kept in
+fp32 on CPU and a step with non-finite gradients skipped and counted, ``skipped_steps`` in
+``results.json``;
 ``template_replacement`` and ``consistency_weight``, below), ``eval.*`` (sliding window and
 ``amp``, the precision of test-time inference, read by scoring).
 
@@ -160,6 +163,21 @@ def crop_size(cfg: Mapping[str, Any]) -> list[int]:
     return [int(crop)] * 3 if isinstance(crop, (int, float)) else [int(c) for c in crop]
 
 
+def budget_steps(train: Mapping[str, Any], n_labelled: int) -> int:
+    """Optimiser steps of a run: ``train.steps``, or with ``train.epochs`` set,
+    ``ceil(epochs x n_labelled / batch_size)`` (``epochs`` crops of every labelled study).
+
+    Raises:
+        ValueError: When ``train.epochs`` is set but not positive.
+    """
+    epochs = train.get("epochs")
+    if epochs is None:
+        return int(train["steps"])
+    if float(epochs) <= 0:
+        raise ValueError(f"finetune config: train.epochs should be positive or null, got {epochs}")
+    return max(1, math.ceil(float(epochs) * n_labelled / int(train["batch_size"])))
+
+
 def run_name(cfg: Mapping[str, Any], init_label: str, ident: Mapping[str, Any]) -> str:
     """``<init>-f<percent>-s<seed>-<hash>``: the default folder name of a run."""
     h = config_hash(cfg, extra={"checkpoint": ident})
@@ -206,7 +224,8 @@ class FinetuneTrainer:
         self.fill: str = fill
         self.net.to(self.device)
         self.seed = int(cfg["train"]["seed"])
-        self.steps, self.batch_size = int(cfg["train"]["steps"]), int(cfg["train"]["batch_size"])
+        self.batch_size = int(cfg["train"]["batch_size"])
+        self.steps = budget_steps(cfg["train"], len(self.split.labelled))
         self.loader = self._loader()
         self.lr = float(cfg["optim"]["lr"])
         # a smaller encoder lr keeps what pre-training learned; a scratch encoder has nothing

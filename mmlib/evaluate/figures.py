@@ -350,14 +350,31 @@ def label_efficiency_caption(runs: pd.DataFrame, task: str, metric: str = "Dice"
         else {}
     )
     per = sel.groupby(["label_fraction", "init"])["seed"].nunique()
-    steps = span_text(sel["steps"]) if "steps" in sel.columns else "?"
+    has_steps = "steps" in sel.columns
+    steps = (
+        {float(cast(float, f)): span_text(g["steps"]) for f, g in sel.groupby("label_fraction")}
+        if has_steps
+        else {}
+    )
+    one_budget = has_steps and sel["steps"].nunique() == 1
+    points = ", ".join(
+        f"{100 * f:.0f} %: {labelled.get(float(f), '?')} studies"
+        + ("" if one_budget else f", {steps.get(float(f), '?')} steps")
+        for f in fractions
+    )
+    budget = (
+        f"every point trained {span_text(sel['steps'])} steps."
+        if one_budget
+        else "each point trained for the same number of passes over its labelled studies "
+        "(train.epochs), so a larger labelled set also gets more steps."
+        if has_steps
+        else "training steps not recorded."
+    )
     return (
         f"Mean {metric} on the {task} test studies against the fraction of labelled training "
-        "studies ("
-        + ", ".join(f"{100 * f:.0f} %: {labelled.get(float(f), '?')} studies" for f in fractions)
-        + "), one line per initialisation; bars: the 95 % t interval of the mean over seeds "
-        f"({span_text(per.to_numpy())} seeds per point; none with one seed); "
-        f"{span_text(sel['n_test'])} test studies per run; every point trained {steps} steps."
+        f"studies ({points}), one line per initialisation; bars: the 95 % t interval of the mean "
+        f"over seeds ({span_text(per.to_numpy())} seeds per point; none with one seed); "
+        f"{span_text(sel['n_test'])} test studies per run; {budget}"
     )
 
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 import atexit
 import concurrent.futures as cf
 import multiprocessing as mp
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from tqdm.auto import tqdm
@@ -30,6 +30,8 @@ from mmlib.engine.config import FINETUNE_FREE_SECTIONS, load_config, parse_overr
 from mmlib.engine.finetune import finetune, open_store
 from mmlib.engine.initialise import resolve_init
 from mmlib.evaluate.scoring import score_run
+
+T = TypeVar("T")
 
 _POOL: dict[tuple[int, int], cf.ProcessPoolExecutor] = {}
 """Worker pools kept for the life of the process (a kernel runs many grids; starting workers
@@ -103,8 +105,8 @@ def finetune_grid(
         The finished run folders, fractions outermost, then seeds, then inits.
 
     Raises:
-        Exception: The first failing cell's error, with the cell named in a note; the cells
-            still queued are cancelled, the finished ones are kept (a rerun reuses them).
+        Exception: The first failing cell's error, with the cell in a note; the cells still
+            queued are cancelled, the finished ones are kept (a rerun reuses them).
     """
     base = parse_overrides(overrides, FINETUNE_FREE_SECTIONS)
     cells = [
@@ -115,17 +117,31 @@ def finetune_grid(
     ]
     if workers is None:
         workers = grid_workers(config) if isinstance(config, str) else 1
-    if workers <= 1 or len(cells) <= 1:
-        runs = []
-        for cell in tqdm(cells, desc="grid", disable=not progress):
-            runs.append(_run_cell(config, cell))
-        return runs
-    _prepare(config, cells, progress)
+    if workers > 1 and len(cells) > 1:
+        _prepare(config, cells, progress)
+    return map_cells(_run_cell, [(config, c) for c in cells], workers, "grid", progress)
+
+
+def map_cells(
+    fn: Callable[..., T],
+    calls: Sequence[tuple[Any, ...]],
+    workers: int,
+    desc: str = "cells",
+    progress: bool = True,
+) -> list[T]:
+    """``[fn(*args) for args in calls]``, in ``workers`` processes of the grid's pool when
+    ``workers > 1`` (``fn`` must be importable: a module-level function). Results in order.
+
+    Raises:
+        Exception: The first failing call's error, with its arguments in a note.
+    """
+    if workers <= 1 or len(calls) <= 1:
+        return [fn(*args) for args in tqdm(calls, desc=desc, disable=not progress)]
     threads = max(1, torch.get_num_threads() // workers)
     pool = _pool(workers, threads)
-    futures = {pool.submit(_run_cell, config, cell): k for k, cell in enumerate(cells)}
-    done: dict[int, Path] = {}
-    bar = tqdm(total=len(cells), desc=f"grid ({workers}x{threads} threads)", disable=not progress)
+    futures = {pool.submit(fn, *args): k for k, args in enumerate(calls)}
+    done: dict[int, T] = {}
+    bar = tqdm(total=len(calls), desc=f"{desc} ({workers}x{threads} threads)", disable=not progress)
     try:
         for fut in cf.as_completed(futures):
             k = futures[fut]
@@ -136,23 +152,32 @@ def finetune_grid(
                     other.cancel()
                 if isinstance(err, cf.process.BrokenProcessPool):
                     _POOL.pop((workers, threads), None)
-                c = cells[k]
-                err.add_note(
-                    f"grid cell: init={c['init']} fraction={c['data.label_fraction']} "
-                    f"seed={c['train.seed']}"
-                )
+                err.add_note(f"{desc}: {getattr(fn, '__name__', fn)}{calls[k]!r}")
                 raise
             bar.update()
     finally:
         bar.close()
-    return [done[k] for k in range(len(cells))]
+    return [done[k] for k in range(len(calls))]
 
 
 def grid_workers(scale: str) -> int:
-    """How many cells a grid at ``scale`` runs at once (:data:`mmlib.tasks.plan.PLAN`'s
-    ``grid_workers``; 1 for a scale or config file without one)."""
+    """How many cells a grid at ``scale`` runs at once: ``$MMLIB_GRID_WORKERS`` when set (a
+    machine's choice, like ``OMP_NUM_THREADS``: ``MMLIB_GRID_WORKERS=1 make book`` fine-tunes
+    one run at a time with every thread, another floating-point path), else
+    :data:`mmlib.tasks.plan.PLAN`'s ``grid_workers`` (1 for a scale or file without one).
+
+    Raises:
+        ValueError: When ``$MMLIB_GRID_WORKERS`` is not a positive integer.
+    """
+    import os
+
     from mmlib.tasks.plan import PLAN
 
+    env = os.environ.get("MMLIB_GRID_WORKERS", "").strip()
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise ValueError(f"MMLIB_GRID_WORKERS should be a positive integer, got {env!r}")
+        return int(env)
     return int(PLAN.get(scale, {}).get("grid_workers", 1))
 
 
@@ -188,3 +213,56 @@ def pretrain_run_for(
     except (OSError, RuntimeError, ValueError) as err:
         print(f"Could not pre-train at scale {scale!r} ({type(err).__name__}: {err})")
         return None
+
+
+def label_efficiency_grid(
+    config: str | Path | Mapping[str, Any],
+    inits: Sequence[str],
+    fractions: Sequence[float],
+    seeds: Sequence[int],
+    overrides: Mapping[str, Any] | None = None,
+    epochs: float | None = None,
+    reuse: Sequence[Path] = (),
+    progress: bool = True,
+) -> list[Path]:
+    """The label-efficiency grid: every fraction with one budget, in passes over the labelled
+    studies (``train.epochs = epochs``) or, with ``epochs`` None, the config's fixed steps.
+
+    A fraction whose every (init, seed) cell has a finished run in ``reuse`` trained for
+    exactly that budget's steps (``train.steps`` of a run at the main fraction can equal
+    ``ceil(epochs x n_labelled / batch_size)``) takes those runs instead of training them
+    again under another configuration.
+
+    Args:
+        config, inits, fractions, seeds, progress: as for :func:`finetune_grid`.
+        overrides: ``key=value`` overrides shared by every cell. Defaults to None.
+        epochs: crops of each labelled study per run (``train.epochs``), or None for the
+            config's ``train.steps``. Defaults to None.
+        reuse: finished run folders that may stand for cells (chapter 07's). Defaults to ().
+
+    Returns:
+        The run folders, fractions outermost, then seeds, then inits.
+    """
+    import json
+
+    from mmlib.engine.finetune import budget_steps
+
+    over = dict(overrides or {})
+    if epochs is not None:
+        over["train.epochs"] = epochs
+    found: dict[tuple[str, float, int], Path] = {}
+    for run in reuse:
+        res = json.loads((Path(run) / "results.json").read_text())
+        cfg = json.loads((Path(run) / "config.json").read_text())
+        train = {**cfg["train"], "epochs": epochs}
+        want = budget_steps(train, int(res["n_labelled"])) if epochs is not None else None
+        if want is None or int(res["steps"]) == want:
+            found[(str(cfg["init"]), float(res["label_fraction"]), int(res["seed"]))] = Path(run)
+    runs: list[Path] = []
+    for frac in fractions:
+        cells = [(str(i), float(frac), int(s)) for s in seeds for i in inits]
+        if all(c in found for c in cells):
+            runs += [found[c] for c in cells]
+        else:
+            runs += finetune_grid(config, inits, [frac], seeds, over, progress=progress)
+    return runs

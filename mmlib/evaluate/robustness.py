@@ -233,21 +233,27 @@ def replacement_robustness(
     """
     import json
 
-    from mmlib.evaluate.grid import finetune_grid
+    from mmlib.evaluate.grid import finetune_grid, grid_workers, map_cells
 
     if replacement <= 0:
         raise ValueError(
             f"replacement should be a positive number of modalities, got {replacement}"
         )
-    tables = []
+    calls, reps = [], []
     for rep in (0, int(replacement)):
         over = {**dict(overrides or {}), "train.template_replacement": rep}
-        runs = finetune_grid(config, [init], [fraction], list(seeds), over, progress=progress)
-        for run in runs:
+        for run in finetune_grid(config, [init], [fraction], list(seeds), over, progress=progress):
             fill = json.loads((run / "results.json").read_text())["fill"]
-            t = subset_robustness(run, (fill,), max_test=max_test, progress=progress)
-            tables.append(t.assign(template_replacement=rep, run=str(run)))
-    return pd.concat(tables, ignore_index=True)
+            # subset_robustness's positional arguments: fills, min_size, max_test, hd95, progress
+            calls.append((run, (fill,), 1, max_test, False, False))
+            reps.append(rep)
+    # the subset tables in the grid's workers too (each run's table is cached in its folder)
+    workers = grid_workers(config) if isinstance(config, str) else 1
+    tables = map_cells(subset_robustness, calls, workers, "subset tables", progress)
+    return pd.concat(
+        [t.assign(template_replacement=r, run=str(c[0])) for t, r, c in zip(tables, reps, calls)],
+        ignore_index=True,
+    )
 
 
 def replacement_pairs(table: pd.DataFrame, metric: str = "dice_mean") -> pd.DataFrame:

@@ -3,15 +3,20 @@
 The full grid (every initialisation × label fractions 10/20/40/100 % × seeds, on every task) is
 for ``paper`` scale. At ``demo`` scale the book runs the subset that fits a 2-core CPU: the
 BraTS-PED-like task at the main 20 % fraction for scratch, BrainMVP and single-modal masked
-modelling (MIM) over three seeds, at 100 % for scratch and BrainMVP over the same seeds; the
+modelling (MIM) over three seeds; a label-efficiency curve for scratch and BrainMVP over the
+same seeds at 4, 8, 20 and 40 % (1, 2, 5 and 9 labelled studies) with a budget in passes over
+the labelled studies (``fraction_epochs``: ``train.epochs``, so that a fraction compares labels
+and not steps; 60 passes are the main runs' 150 steps at 20 %, reused); the
 proxy-task ablations at 20 % over the same three seeds; the other tasks (stroke, tissue, and the
 BraTS-MET-, UPENN-GBM- and VS-Seg-like tasks; the four classification tasks) BrainMVP vs scratch
 at one fraction with one seed (a demonstration that the code runs there, not a comparison).
-That is 42 fine-tuning runs of 19-27 s each on an uncontended 2-core CPU at 2 threads (15-21 s
+That is 57 fine-tuning runs of 19-27 s each on an uncontended 2-core CPU at 2 threads (15-21 s
 of training, 3-6 s of scoring, in bf16), run two at a time at 1 thread each
 (``grid_workers``: :func:`mmlib.evaluate.grid.finetune_grid`). Every pre-trained initialisation
 at demo is the checkpoint shipped with mmlib (``pretrained: shipped`` in the demo fine-tuning
 preset, :mod:`mmlib.models.shipped`), so the downstream chapters pre-train nothing.
+The pre-training chapters 03-06 show each proxy task at work with a pre-training of their own
+of ``chapter_epochs`` epochs (demo: 6 of the preset's 18; None: the preset's schedule).
 ``smoke`` runs a token grid in seconds (tests).
 Notebooks read this table unless their parameters say otherwise, and every run folder is reused
 when nothing it depends on changed, so notebook 09 reuses the runs of 07 and notebook 12
@@ -37,6 +42,7 @@ PLAN: dict[str, dict[str, Any]] = {
         "inits": ["scratch", "brainmvp"],
         "main_fraction": 0.5,
         "fractions": [0.5, 1.0],
+        "fraction_epochs": 2.5,  # 4 steps at 0.5 (3 of 6 studies): the main runs are reused
         "seeds": [0, 1],
         "ablations": ["cmr_only"],
         "ablation_seeds": [0, 1],
@@ -48,13 +54,15 @@ PLAN: dict[str, dict[str, Any]] = {
         "robustness_max_test": 2,
         "replacement_seeds": [0],
         "grid_workers": 1,
+        "chapter_epochs": None,
         "overrides": {},
     },
     "demo": {
         "seg_task": "brats_ped",
         "inits": ["scratch", "brainmvp", "mim"],
         "main_fraction": 0.2,
-        "fractions": [0.2, 1.0],
+        "fractions": [0.04, 0.08, 0.2, 0.4],
+        "fraction_epochs": 60,
         "seeds": [0, 1, 2],
         "ablations": list(ABLATIONS),
         "ablation_seeds": [0, 1, 2],
@@ -66,6 +74,7 @@ PLAN: dict[str, dict[str, Any]] = {
         "robustness_max_test": 3,
         "replacement_seeds": [0, 1, 2],
         "grid_workers": 2,
+        "chapter_epochs": 6,
         "overrides": {},
     },
     "paper": {
@@ -73,6 +82,7 @@ PLAN: dict[str, dict[str, Any]] = {
         "inits": ["scratch", "brainmvp", "mim"],
         "main_fraction": 0.2,
         "fractions": [0.1, 0.2, 0.4, 1.0],
+        "fraction_epochs": None,
         "seeds": [0, 1, 2],
         "ablations": list(ABLATIONS),
         "ablation_seeds": [0, 1, 2],
@@ -84,6 +94,7 @@ PLAN: dict[str, dict[str, Any]] = {
         "robustness_max_test": None,
         "replacement_seeds": [0, 1, 2],
         "grid_workers": 1,
+        "chapter_epochs": None,
         "overrides": {},
     },
 }

@@ -15,5 +15,11 @@ def check(results: dict, out_dir: pathlib.Path) -> None:
             results["ablation_seeds"]
         )
     assert all(0.0 <= v <= 1.0 for v in results["dice_mean"].values())
+    # a budget in passes over the labelled studies: more labels, at least as many steps
+    budget = [results["budget"][k] for k in sorted(results["budget"], key=float)]
+    assert [b["n_labelled"] for b in budget] == sorted(b["n_labelled"] for b in budget)
+    assert [b["steps"] for b in budget] == sorted(b["steps"] for b in budget)
+    if results["fraction_epochs"]:
+        assert all(b["steps"] >= results["fraction_epochs"] * b["n_labelled"] / 2 for b in budget)
     assert (out_dir / "figures" / "label_efficiency.png").stat().st_size > 1000
     assert (out_dir / "figures" / "paired.png").stat().st_size > 1000
