@@ -37,7 +37,7 @@ threads = 2
 # | Dice, Hausdorff distance | Helpful | the metrics of the BraTS challenges |
 # | U-Net / UNETR decoders | Helpful | skip connections from encoder to decoder |
 #
-# **Time to learn**: 20 minutes (about 5 minutes of computing at demo scale on 2 cores: 19
+# **Time to learn**: 20 minutes (about 6.5 minutes of computing at demo scale on 2 cores: 19
 # fine-tuning runs, two at a time).
 
 # %%

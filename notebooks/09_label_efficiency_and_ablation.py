@@ -34,7 +34,7 @@ threads = 2
 # | Segmentation fine-tuning (notebook 07) | Necessary | the runs reused here |
 # | The proxy tasks (notebooks 03-05) | Necessary | what each ablation removes |
 #
-# **Time to learn**: 15 minutes (about 5 minutes of computing at demo scale; the runs of
+# **Time to learn**: 15 minutes (about 8.5 minutes of computing at demo scale; the runs of
 # notebook 07 are reused).
 
 # %%
