@@ -129,9 +129,9 @@ if (cohort / "cohort.json").is_file():
 # %%
 example = next(s for s in studies if len(s.modalities) >= 4 and s.label)
 print(example.study, "from", example.source, f"({example.layout})")
-for mod, ref in example.modalities.items():
-    print(f"  {mod:>5}: {Path(ref.path).relative_to(cohort)}")
-print(f"  label: {Path(example.label).relative_to(cohort)}")
+for mod, ref in example.modalities.items():  # discovery resolves links: a cohort reached through one
+    print(f"  {mod:>5}: {Path(ref.path).relative_to(Path(cohort).resolve())}")
+print(f"  label: {Path(example.label).relative_to(Path(cohort).resolve())}")
 print(f"  attrs: {example.attrs}")
 
 # %% [markdown]
