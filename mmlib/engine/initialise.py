@@ -21,7 +21,6 @@ initialisation starts with the same decoder at a given ``train.seed``:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Mapping
@@ -41,6 +40,7 @@ from mmlib.models import (
     default_decoder,
     seeded,
 )
+from mmlib.models.shipped import sha256_of, shipped_checkpoint
 from mmlib.proxy.brainmvp import OBJECTIVES
 from mmlib.proxy.templates import Templates, scaling_of
 from mmlib.runs import checkpoint_folder
@@ -48,11 +48,8 @@ from mmlib.tasks import TaskSpec
 
 
 def _file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
+    # the first 16 hex digits of the one file hash (shipped checkpoints record the same digest)
+    return sha256_of(path)[:16]
 
 
 def pretraining_overrides(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -115,7 +112,7 @@ def resolve_init(cfg: Mapping[str, Any], progress: bool = True) -> tuple[str, Pa
 
 def _shipped(cfg: Mapping[str, Any], init: str) -> Path:
     """The checkpoint shipped for ``init`` at the config's scale (``pretrained: shipped``)."""
-    from mmlib.models.shipped import shipped_checkpoint, shipped_checkpoints
+    from mmlib.models.shipped import shipped_checkpoints
 
     if cfg.get("pretrain_overrides"):
         raise ValueError(

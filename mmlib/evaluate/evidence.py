@@ -77,9 +77,10 @@ def source_digest(run: str | Path) -> str | None:
     was packed from, whose backbone it is bit for bit. Evidence measured on that source
     checkpoint then speaks for the run's weights (the templates, rounded to float16, only fill
     missing modalities)."""
-    digest = checkpoint_digest(run)
     ident = read_identity(run)
-    path = (ident.get("checkpoint") or {}).get("path") if ident else None
+    ckpt = (ident.get("checkpoint") if ident else None) or {}
+    digest = str(ckpt["weights"]) if ckpt.get("weights") else None
+    path = ckpt.get("path")
     meta_path = Path(path) / "meta.json" if path else None
     if digest is None or meta_path is None or not meta_path.is_file():
         return digest
