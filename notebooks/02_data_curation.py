@@ -219,7 +219,7 @@ if truth_known:
     n_reg = register_per_source or {"smoke": 1, "demo": 2, "paper": 4}[scale]
     alignment = alignment_errors(cohort, cohort_spec(scale), spacings=(STORE_SPACING[scale],),
                                  sources=("ixi", "adni", "brats2021", "isles2022"),
-                                 per_source=n_reg)
+                                 per_source=n_reg, workers=2)
     display(alignment.round(2))
     table_reg = alignment.groupby(["source", "skull_stripped", "mode"])[
         ["error_mm", "error_p95_mm", "seconds"]].mean().round(2)

@@ -56,6 +56,7 @@ from mmlib.engine.config import load_config
 from mmlib.evaluate.figures import qualitative_figure, regions_figure, study_with_labels
 from mmlib.evaluate.grid import finetune_grid
 from mmlib.tasks import detect_convention, plan, resolve_task, task_rows
+from mmlib.tasks.plan import other_overrides
 from mmlib.evaluate.reports import collect_runs, lesion_summary, paired_differences, summary_table
 from mmlib.evaluate.tables import html_table, paired_table
 from mmlib.evaluate.figures import paired_caption, plot_loss_curves, plot_paired, seeds_and_studies, show_figure
@@ -190,11 +191,14 @@ display(show_figure(plt.gcf(), paired_caption(diff, what=f"{task} at {100 * frac
 # | `vs_seg` | Vestibular-Schwannoma-SEG | ceT1, hrT2 | tumour | a 1-8 ml tumour at the internal acoustic canal; anisotropic grids, a T2 slab |
 #
 # Each is fine-tuned from scratch and from BrainMVP at one label fraction with **one seed** at
-# demo scale. One seed shows that the whole path (layout, curation, task, network, scoring) runs
-# on each dataset's conventions and gives an order of magnitude; it cannot show whether
-# pre-training helps there: the spread between seeds on a few test studies (see section 4) is
-# as large as the differences one would look for. The paired comparison over seeds is the
-# tumour task's above; more seeds here cost one parameter each (`P["other_seeds"]`).
+# demo scale, and for the plan's `other_steps` steps (60 at demo, two fifths of the tumour
+# task's 150, to keep the book within its time budget; `None` at paper: the preset's). One
+# short run shows that the whole path (layout, curation, task, network, scoring) runs on each
+# dataset's conventions; its Dice is a lower bound of what the recipe reaches, and it cannot
+# show whether pre-training helps there: the spread between seeds on a few test studies (see
+# section 4) is as large as the differences one would look for. The paired comparison over
+# seeds is the tumour task's above; more seeds or steps here cost one parameter each
+# (`P["other_seeds"]`, `P["other_steps"]`).
 #
 # For the metastases the volumetric Dice hides what matters clinically: a missed 0.5 ml
 # metastasis costs almost no Dice. The lesion-wise scores (each connected lesion matched to one
@@ -205,7 +209,8 @@ display(show_figure(plt.gcf(), paired_caption(diff, what=f"{task} at {100 * frac
 other_runs = []
 for t in other_tasks:
     try:
-        other_runs += finetune_grid(scale, ["scratch", "brainmvp"], [P["other_fraction"]], P["other_seeds"], {"task": t})
+        other_runs += finetune_grid(scale, ["scratch", "brainmvp"], [P["other_fraction"]], P["other_seeds"],
+                                    other_overrides(P, t))
     except ValueError as err:  # a store without the task (a real dataset curated alone)
         print(f"{t}: skipped ({err})")
 other = collect_runs(other_runs) if other_runs else None

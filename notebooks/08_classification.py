@@ -51,6 +51,7 @@ from mmlib.evaluate.baseline import volume_baseline
 from mmlib.evaluate.grid import finetune_grid
 from mmlib.paths import work_dir
 from mmlib.tasks import plan, resolve_task, task_rows
+from mmlib.tasks.plan import other_overrides
 from mmlib.evaluate.reports import classification_intervals, collect_runs, paired_differences, summary_table
 from mmlib.evaluate.tables import html_table, paired_table
 from mmlib.evaluate.figures import paired_caption, plot_paired, show_figure
@@ -145,7 +146,7 @@ for t, spec in specs.items():
 # %%
 runs = []
 for t in specs:
-    runs += finetune_grid(scale, inits, [P["other_fraction"]], seeds, {"task": t})
+    runs += finetune_grid(scale, inits, [P["other_fraction"]], seeds, other_overrides(P, t))
 frame = collect_runs(runs)
 print(f"{len(runs)} runs, {frame['seconds_train'].sum():.0f} s of training")
 
@@ -160,9 +161,10 @@ print(f"{len(runs)} runs, {frame['seconds_train'].sum():.0f} s of training")
 # the luck of one training run. The test sets are a dozen studies per T1 task (HGG/LGG: six), so
 # the intervals are wide; an interval that contains 0.5 is no evidence of a learned effect.
 # The demo recipe trains classifiers at a tenth of the segmentation learning rate (the preset's
-# `classification` section: at 3e-3 a whole-head classifier diverges); 150 steps of two
-# studies then keep the training loss near ln 2 on these small simulated effects, so expect
-# accuracies near 0.5 here, and read the linear baseline above for how much there was to find.
+# `classification` section: at 3e-3 a whole-head classifier diverges); the plan's `other_steps`
+# steps of two studies (60 at demo; 150 kept the training loss near ln 2 as well) leave the
+# classifier near chance on these small simulated effects, so expect accuracies near 0.5 here,
+# and read the linear baseline above for how much there was to find.
 
 # %% tags=["hide-input"]
 for metric in ("accuracy", "balanced_accuracy", "auc", "f1"):

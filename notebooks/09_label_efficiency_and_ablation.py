@@ -78,8 +78,9 @@ out = Path(out_dir)
 # `fraction_epochs`: 60 crops of each labelled study at demo, `ceil(60 x n / 2)` steps of two
 # crops), and a point with more labels also trains longer. At the main fraction that budget is
 # exactly the 150 steps of notebook 07's runs, which are reused. The demo points are few-shot
-# (1, 2, 5 and 9 of the 21 training studies): where a pre-trained encoder should matter most,
-# and what a 2-core CPU can afford (100 % would take 630 steps a run).
+# (1, 2, 3 and 5 of the 21 training studies, 30 to 150 steps): where a pre-trained encoder
+# should matter most, and what a 2-core CPU can afford within the book's budget (a 9-study
+# point takes 270 steps a run, 100 % 630).
 
 # %%
 main_runs = finetune_grid(scale, inits, [P["main_fraction"]], seeds, {"task": task})  # notebook 07's, reused

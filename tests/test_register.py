@@ -8,6 +8,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 from test_layouts import make_brats2021
 
@@ -272,3 +273,22 @@ def test_a_diverged_registration_is_an_error_not_a_huge_grid(
         monkeypatch.setattr(R, "_matrix", lambda t, bad=bad: np.linalg.inv(bad))
         with pytest.raises(RegistrationError, match="diverged"):
             register_images(fixed, fixed, "affine")
+
+
+@pytest.mark.slow  # ~20 s: two tiny IXI studies curated under every mode, twice
+def test_alignment_errors_do_not_depend_on_the_number_of_workers(tmp_path):
+    """Registration runs on one thread with a seeded sampler, so measuring the studies in two
+    processes gives the same rows, in the same order, as measuring them one after the other."""
+    import dataclasses
+
+    from mmlib.data.alignment import alignment_errors
+    from mmlib.data.phantom.cohort import make_cohort
+
+    spec = PRESETS["smoke"]
+    ixi = next(s for s in spec.sources if s.name == "ixi")
+    small = dataclasses.replace(spec, sources=(dataclasses.replace(ixi, n_subjects=2),))
+    root = make_cohort(small, tmp_path / "cohort", seed=0)
+    one = alignment_errors(root, small, spacings=(4.0,), workers=1)
+    two = alignment_errors(root, small, spacings=(4.0,), workers=2)
+    assert len(one) == 6 and list(one["mode"]) == ["none", "rigid", "affine"] * 2
+    pd.testing.assert_frame_equal(one.drop(columns="seconds"), two.drop(columns="seconds"))

@@ -18,10 +18,12 @@ registration keeps an error of that order.
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -30,7 +32,7 @@ from mmlib.data import register as reg
 from mmlib.data.curate import curate_study
 from mmlib.data.layouts import Study, discover
 from mmlib.data.phantom.anatomy import load_anatomy
-from mmlib.data.phantom.cohort import CohortSpec, study_id, true_subject
+from mmlib.data.phantom.cohort import CohortSpec, SourceSpec, study_id, true_subject
 from mmlib.data.phantom.subject import Subject, pull_back
 
 if TYPE_CHECKING:
@@ -74,6 +76,41 @@ def point_errors(row: dict, x: np.ndarray, w: np.ndarray) -> np.ndarray:
     return np.linalg.norm(x @ t[:3, :3].T + t[:3, 3] - w, axis=1)
 
 
+def _study_rows(
+    st: Study,
+    src: SourceSpec,
+    index: int,
+    seed: int,
+    factor: int,
+    spacings: Sequence[float],
+    modes: Sequence[str],
+) -> list[dict[str, Any]]:
+    """The :func:`alignment_errors` rows of one study (module level: run in worker processes)."""
+    from mmlib.data.phantom import writers
+
+    x, w = truth_points(true_subject(src, index, seed, factor), factor)
+    rows = []
+    for spacing in spacings:
+        for mode in modes:
+            t0 = time.perf_counter()
+            cur = curate_study(st, spacing, register=mode)
+            seconds = time.perf_counter() - t0
+            err = point_errors(cur.row, x, w)
+            rows.append(
+                {
+                    "study": st.study,
+                    "source": src.name,
+                    "skull_stripped": bool(writers.SKULL_STRIPPED[src.writer]),
+                    "mode": mode,
+                    "spacing": float(spacing),
+                    "error_mm": float(err.mean()),
+                    "error_p95_mm": float(np.percentile(err, 95)),
+                    "seconds": seconds,
+                }
+            )
+    return rows
+
+
 def alignment_errors(
     cohort: str | Path,
     spec: CohortSpec,
@@ -83,6 +120,7 @@ def alignment_errors(
     spacings: Sequence[float] = (2.0,),
     sources: Sequence[str] | None = None,
     per_source: int | None = None,
+    workers: int = 1,
 ) -> pd.DataFrame:
     """Curate studies of a simulated cohort under each registration mode and measure them.
 
@@ -94,18 +132,19 @@ def alignment_errors(
         spacings: curation spacings (mm). Defaults to (2.0,).
         sources: source names to measure. Defaults to None (all).
         per_source: at most this many studies per source. Defaults to None (all).
+        workers: processes, one study each at a time (registration runs on one thread, so
+            two workers fill two cores; ``seconds`` is then measured with the other core
+            busy). Defaults to 1.
 
     Returns:
-        One row per study, mode and spacing: ``study, source, skull_stripped, mode, spacing,
-        error_mm`` (mean over the brain points), ``error_p95_mm``, ``seconds`` (curation of
-        the study, registration included).
+        One row per study, mode and spacing, in study order: ``study, source, skull_stripped,
+        mode, spacing, error_mm`` (mean over the brain points), ``error_p95_mm``, ``seconds``
+        (curation of the study, registration included).
     """
-    from mmlib.data.phantom import writers
-
     by_name = {s.name: s for s in spec.sources}
     ids = {study_id(s, i): (s, i) for s in spec.sources for i in range(1, s.n_subjects + 1)}
     counts: dict[str, int] = {}
-    rows = []
+    jobs = []
     for st in sorted(discover(cohort), key=lambda s: s.study):
         if st.study not in ids or (sources is not None and st.source not in sources):
             continue
@@ -115,25 +154,16 @@ def alignment_errors(
         if per_source is not None and counts.get(src.name, 0) >= per_source:
             continue
         counts[src.name] = counts.get(src.name, 0) + 1
-        x, w = truth_points(true_subject(src, index, seed, spec.factor), spec.factor)
-        for spacing in spacings:
-            for mode in modes:
-                t0 = time.perf_counter()
-                cur = curate_study(st, spacing, register=mode)
-                seconds = time.perf_counter() - t0
-                err = point_errors(cur.row, x, w)
-                rows.append(
-                    {
-                        "study": st.study,
-                        "source": src.name,
-                        "skull_stripped": bool(writers.SKULL_STRIPPED[src.writer]),
-                        "mode": mode,
-                        "spacing": float(spacing),
-                        "error_mm": float(err.mean()),
-                        "error_p95_mm": float(np.percentile(err, 95)),
-                        "seconds": seconds,
-                    }
-                )
+        jobs.append((st, src, index, seed, spec.factor, tuple(spacings), tuple(modes)))
+    if workers <= 1 or len(jobs) <= 1:
+        per_study = [_study_rows(*job) for job in jobs]
+    else:
+        # spawn, as curation does: a forked child would inherit the parent's thread pools
+        with ProcessPoolExecutor(
+            min(workers, len(jobs)), mp_context=mp.get_context("spawn")
+        ) as pool:
+            per_study = list(pool.map(_study_rows, *zip(*jobs)))
+    rows = [row for study_rows in per_study for row in study_rows]
     return pd.DataFrame(rows)
 
 

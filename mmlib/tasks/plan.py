@@ -4,14 +4,14 @@ The full grid (every initialisation × label fractions 10/20/40/100 % × seeds, 
 for ``paper`` scale. At ``demo`` scale the book runs the subset that fits a 2-core CPU: the
 BraTS-PED-like task at the main 20 % fraction for scratch, BrainMVP and single-modal masked
 modelling (MIM) over three seeds; a label-efficiency curve for scratch and BrainMVP over the
-same seeds at 4, 8, 20 and 40 % (1, 2, 5 and 9 labelled studies) with a budget in passes over
+same seeds at 4, 8, 12 and 20 % (1, 2, 3 and 5 labelled studies) with a budget in passes over
 the labelled studies (``fraction_epochs``: ``train.epochs``, so that a fraction compares labels
 and not steps; 60 passes are the main runs' 150 steps at 20 %, reused); the
 proxy-task ablations at 20 % over the same three seeds; the other tasks (stroke, tissue, and the
 BraTS-MET-, UPENN-GBM- and VS-Seg-like tasks; the four classification tasks) BrainMVP vs scratch
-at one fraction with one seed (a demonstration that the code runs there, not a comparison).
-That is 57 fine-tuning runs of 19-27 s each on an uncontended 2-core CPU at 2 threads (15-21 s
-of training, 3-6 s of scoring, in bf16), run two at a time at 1 thread each
+at one fraction with one seed and ``other_steps`` steps (demo: 60 of the preset's 150; a
+demonstration that the code runs there, not a comparison).
+That is 57 fine-tuning runs of 15-45 s each at 1 thread, run two at a time
 (``grid_workers``: :func:`mmlib.evaluate.grid.finetune_grid`). Every pre-trained initialisation
 at demo is the checkpoint shipped with mmlib (``pretrained: shipped`` in the demo fine-tuning
 preset, :mod:`mmlib.models.shipped`), so the downstream chapters pre-train nothing.
@@ -44,6 +44,7 @@ PLAN: dict[str, dict[str, Any]] = {
         "fractions": [0.5, 1.0],
         "fraction_epochs": 2.5,  # 4 steps at 0.5 (3 of 6 studies): the main runs are reused
         "seeds": [0, 1],
+        "other_steps": None,
         "ablations": ["cmr_only"],
         "ablation_seeds": [0, 1],
         "fraction_inits": ["scratch", "brainmvp"],
@@ -61,9 +62,13 @@ PLAN: dict[str, dict[str, Any]] = {
         "seg_task": "brats_ped",
         "inits": ["scratch", "brainmvp", "mim"],
         "main_fraction": 0.2,
-        "fractions": [0.04, 0.08, 0.2, 0.4],
+        # 1, 2, 3 and 5 of the 21 training studies: 30, 60, 90 and 150 steps (the last: the main
+        # runs); a 9-study point (270 steps a run) cost ~4 minutes of the book
+        "fractions": [0.04, 0.08, 0.12, 0.2],
         "fraction_epochs": 60,
         "seeds": [0, 1, 2],
+        # the one-seed runs of the other nine tasks: 60 steps (the preset's 150 for the main task)
+        "other_steps": 60,
         "ablations": list(ABLATIONS),
         "ablation_seeds": [0, 1, 2],
         "fraction_inits": ["scratch", "brainmvp"],
@@ -84,6 +89,7 @@ PLAN: dict[str, dict[str, Any]] = {
         "fractions": [0.1, 0.2, 0.4, 1.0],
         "fraction_epochs": None,
         "seeds": [0, 1, 2],
+        "other_steps": None,
         "ablations": list(ABLATIONS),
         "ablation_seeds": [0, 1, 2],
         "fraction_inits": ["scratch", "brainmvp", "mim"],
@@ -105,3 +111,10 @@ def plan(scale: str) -> dict[str, Any]:
     import copy
 
     return copy.deepcopy(PLAN[check_scale(scale)])
+
+
+def other_overrides(grid: dict[str, Any], task: str) -> dict[str, Any]:
+    """Fine-tuning overrides of one of the other tasks' runs in a :func:`plan` grid: the task,
+    and ``train.steps`` when the grid sets ``other_steps`` (else the preset's steps)."""
+    steps = grid.get("other_steps")
+    return {"task": task, **({"train.steps": int(steps)} if steps else {})}
