@@ -11,7 +11,7 @@ scale = "demo"
 out_dir = "runs/book/03_cross_modal_reconstruction"
 mask_rate = 0.8  # the authors' launch script; the paper's text says 0.875
 block_size = None  # None: the scale's pre-training preset (4 voxels at smoke and demo, 8 at paper)
-epochs = None  # None: the plan's chapter_epochs (demo: 6 of the preset's 18: a short run shows the task; the downstream chapters start from shipped checkpoints)
+epochs = None  # None: the plan's chapter_epochs (demo: 4 of the preset's 18: a short run shows the task; the downstream chapters start from shipped checkpoints)
 threads = 2
 
 # %% [markdown]
@@ -129,7 +129,7 @@ display(explore.explorer(batch, None, 0, mask_rate, block_size))
 #
 # The `cmr_only` objective keeps view B only: no template view, no contrastive term, no warm-up
 # (view B is cross-modal from the first step). The pre-training engine runs it at this scale's
-# preset (crop size, backbone) for the plan's `chapter_epochs` (6 at demo, a third of the
+# preset (crop size, backbone) for the plan's `chapter_epochs` (4 at demo, two ninths of the
 # preset's schedule: enough to watch the task learn; the ablation of chapter 09 fine-tunes the
 # 18-epoch `cmr_only` pre-training shipped with mmlib) and writes its run folder; a finished run
 # with the same configuration is reused.

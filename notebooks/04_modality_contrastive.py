@@ -11,7 +11,7 @@ scale = "demo"
 out_dir = "runs/book/04_modality_contrastive"
 temperature = 1.0  # the authors'
 n_studies = 8  # studies in the retrieval batch
-epochs = None  # None: the plan's chapter_epochs (demo: 6 of the preset's 18: a short run shows the task; the downstream chapters start from shipped checkpoints)
+epochs = None  # None: the plan's chapter_epochs (demo: 4 of the preset's 18: a short run shows the task; the downstream chapters start from shipped checkpoints)
 threads = 2
 
 # %% [markdown]

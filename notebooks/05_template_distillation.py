@@ -11,7 +11,7 @@ scale = "demo"
 out_dir = "runs/book/05_template_distillation"
 modalities = None  # None: every modality of the pre-training studies
 scalings = ["global", "crop"]  # template scalings trained and compared; the first is reported
-epochs = None  # None: the plan's chapter_epochs (demo: 6 of the preset's 18: a short run shows the task; the downstream chapters start from shipped checkpoints)
+epochs = None  # None: the plan's chapter_epochs (demo: 4 of the preset's 18: a short run shows the task; the downstream chapters start from shipped checkpoints)
 threads = 2
 
 # %% [markdown]

@@ -11,7 +11,7 @@ scale = "demo"
 out_dir = "runs/book/06_pretraining"
 objective = "brainmvp"  # brainmvp, mim, cmr_only, md_only, brainmvp_nocl, ... (mmlib.proxy.brainmvp.OBJECTIVES)
 backbone = "unet"  # unet, uniformer, swinunetr
-epochs = None  # None: the plan's chapter_epochs (demo: 6 of the preset's 18), else the preset's schedule
+epochs = None  # None: the plan's chapter_epochs (demo: 4 of the preset's 18), else the preset's schedule
 device = "auto"  # auto, cpu, cuda
 data_root = None  # a curated store (`mmlib curate --out STORE ...`); None: the embedded cohort's store
 nproc = 1  # > 1: launch torchrun with this many processes (GPUs) on this machine
@@ -84,7 +84,7 @@ out = Path(out_dir)
 # first's folder at once. The objective's epoch-based switches (the template warm-up of view B,
 # the start of the contrastive term) are the authors' 300 and 1000 of 1500 epochs at `paper`
 # scale and shortened with the schedule at `demo`. At demo this chapter trains for the plan's
-# `chapter_epochs` (6 of the preset's 18: the process, in two minutes); the 18-epoch run of the
+# `chapter_epochs` (4 of the preset's 18: the process, in a minute); the 18-epoch run of the
 # same recipe ships with mmlib and is what the downstream chapters fine-tune (section 6).
 
 # %%

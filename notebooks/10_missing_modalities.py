@@ -125,7 +125,11 @@ display(html_table(drops, f"Dice with all four modalities and with one missing, 
 # the two copies' deepest encoder features together. The BrainMVP network is fine-tuned again
 # at each seed with `train.template_replacement`, everything else equal (same labelled
 # studies, crops and decoder initialisation), and every subset is scored with template fill.
-# The gain is paired by seed: with minus without, per subset.
+# The gain is paired by seed: with minus without, per subset. At demo the plan runs two seeds
+# (`replacement_seeds`) and scores each subset on two test studies (`robustness_max_test`), to
+# keep the book within its time budget: the per-seed gains show a direction and its
+# consistency, not a resolved difference (that would take the seeds and test studies of the
+# paired comparisons in chapter 12).
 
 # %% tags=["hide-input"]
 rep_seeds = P["replacement_seeds"] if replacement_seeds is None else replacement_seeds

@@ -16,14 +16,16 @@ That is 57 fine-tuning runs of 15-45 s each at 1 thread, run two at a time
 at demo is the checkpoint shipped with mmlib (``pretrained: shipped`` in the demo fine-tuning
 preset, :mod:`mmlib.models.shipped`), so the downstream chapters pre-train nothing.
 The pre-training chapters 03-06 show each proxy task at work with a pre-training of their own
-of ``chapter_epochs`` epochs (demo: 6 of the preset's 18; None: the preset's schedule).
+of ``chapter_epochs`` epochs (demo: 4 of the preset's 18; None: the preset's schedule).
 ``smoke`` runs a token grid in seconds (tests).
 Notebooks read this table unless their parameters say otherwise, and every run folder is reused
 when nothing it depends on changed, so notebook 09 reuses the runs of 07 and notebook 12
 recomputes nothing.
 Notebook 10 fine-tunes BrainMVP at the main fraction again with template replacement at
-``replacement_seeds`` (paired with 07's runs of the same seeds; one seed at smoke): three more
-runs at demo (30-36 s each at 2 threads: two copies of every crop).
+``replacement_seeds`` (paired with 07's runs of the same seeds; one seed at smoke): two more
+runs at demo (~55 s each at 1 thread: two copies of every crop), and scores every modality
+subset on ``robustness_max_test`` test studies (demo: 2; each subset is a whole-volume
+forward pass per study).
 """
 
 from __future__ import annotations
@@ -76,10 +78,10 @@ PLAN: dict[str, dict[str, Any]] = {
         "cls_tasks": ["hgg_lgg", "adni", "adhd200", "abide"],
         "other_fraction": 1.0,
         "other_seeds": [0],
-        "robustness_max_test": 3,
-        "replacement_seeds": [0, 1, 2],
+        "robustness_max_test": 2,
+        "replacement_seeds": [0, 1],
         "grid_workers": 2,
-        "chapter_epochs": 6,
+        "chapter_epochs": 4,
         "overrides": {},
     },
     "paper": {
