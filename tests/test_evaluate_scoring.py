@@ -163,3 +163,16 @@ def test_grid_workers_come_from_the_plan_unless_the_machine_says_otherwise(
     monkeypatch.setenv("MMLIB_GRID_WORKERS", "two")
     with pytest.raises(ValueError, match="MMLIB_GRID_WORKERS should be a positive integer"):
         grid_workers("demo")
+
+
+def test_the_other_tasks_train_the_plans_other_steps() -> None:
+    """The nine other tasks' one-seed runs: the preset's steps unless the plan sets
+    ``other_steps`` (demo), with the task always set; every scale's plan has the key."""
+    from mmlib.engine.config import load_config
+    from mmlib.tasks.plan import PLAN, other_overrides, plan
+
+    assert all("other_steps" in grid for grid in PLAN.values())
+    assert other_overrides(plan("smoke"), "isles") == {"task": "isles"}
+    demo = other_overrides(plan("demo"), "vs_seg")
+    assert demo == {"task": "vs_seg", "train.steps": PLAN["demo"]["other_steps"]}
+    assert load_config("demo", demo, kind="finetune")["train"]["steps"] == 60
