@@ -280,3 +280,28 @@ def test_template_replacement_runs_are_a_method_of_their_own(tmp_path: Path) -> 
     diff = paired_differences(runs, "dice_mean").set_index("init")
     assert diff.loc["brainmvp", "mean_diff"] == pytest.approx(0.05)
     assert diff.loc["brainmvp+replacement", "mean_diff"] == pytest.approx(-0.20)
+
+
+def test_a_table_of_comparisons_is_adjusted_for_how_many_it_makes(tmp_path: Path) -> None:
+    """Two comparisons each with a paired-t p value near 0.04 (95 % intervals that exclude zero
+    on their own) are not resolved in one table: Holm's adjustment doubles the smaller p value
+    (0.028 -> 0.056); each row keeps what the interval alone said."""
+    from mmlib.evaluate.stats import holm, paired_comparison
+
+    assert holm([0.01, 0.04, 0.03, float("nan"), 0.005]) == pytest.approx(
+        [0.03, 0.06, 0.06, float("nan"), 0.02], nan_ok=True
+    )
+    assert np.isnan(holm([float("nan")])).all() and holm([]).shape == (0,)
+    study = np.array([0.4, 0.5, 0.6, 0.45])
+    gains = {"cmr_only": [0.03, 0.06, 0.05], "md_only": [0.04, 0.06, 0.035]}
+    for s in range(3):
+        _scored_run(tmp_path, "scratch", s, (study + 0.01 * s).tolist())
+        for init, g in gains.items():
+            _scored_run(tmp_path, init, s, (study + 0.01 * s + g[s]).tolist())
+    diff = paired_differences(collect_runs(tmp_path), "dice_mean").set_index("init")
+    for init, g in gains.items():
+        alone = paired_comparison(dict(enumerate(np.add(0.5, g))), dict(enumerate([0.5] * 3)))
+        assert alone.resolved and 0.01 < alone.p_value < 0.05
+        assert diff.loc[init, "resolved_unadjusted"]
+    assert diff["p_holm"].tolist() == pytest.approx(holm(diff["p_paired_t"]).tolist())
+    assert not diff["resolved"].any() and (diff["p_holm"] >= diff["p_paired_t"]).all()

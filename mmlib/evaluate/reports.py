@@ -8,7 +8,10 @@ difference isolates the encoder's initialisation. :func:`paired_differences` (a 
 :func:`compare` / :func:`headline` (one comparison) go through :mod:`mmlib.evaluate.stats`: the
 per-seed values, the paired mean difference, its 95 % paired t interval and, where per-study
 scores exist, a bootstrap over seeds and test studies. A difference is ``resolved`` only when
-its interval excludes zero; :func:`verdict` writes the sentence the book prints.
+its interval excludes zero and, in a table of several comparisons (:func:`paired_differences`),
+when its paired-t p value stays below 5 % after Holm's adjustment for the table's comparisons
+(:func:`mmlib.evaluate.stats.holm`; a single pre-specified comparison such as the held-out
+headline is not adjusted); :func:`verdict` writes the sentence the book prints.
 
 What the book's pages show of them lives beside: tables in :mod:`mmlib.evaluate.tables`
 (:func:`~mmlib.evaluate.tables.html_table`, :func:`~mmlib.evaluate.tables.paired_table`, ...),
@@ -31,6 +34,7 @@ from mmlib.evaluate.stats import (
     accuracy_auc_intervals,
     bootstrap_paired,
     excludes_zero,
+    holm,
     paired_comparison,
     t_interval,
 )
@@ -198,7 +202,9 @@ def paired_differences(
     Returns:
         Columns ``*by``, ``init``, ``n_seeds`` (seeds present for both), ``mean_diff``,
         ``sd_diff`` (ddof=1), ``ci_lo``, ``ci_hi`` (the paired t interval), ``resolved`` (the
-        interval excludes zero), ``p_paired_t`` (two-sided; NaN under two seeds), ``min_diff``,
+        interval excludes zero and ``p_holm`` is below ``1 - confidence``),
+        ``resolved_unadjusted`` (the interval alone), ``p_paired_t`` (two-sided; NaN under two
+        seeds), ``p_holm`` (:func:`mmlib.evaluate.stats.holm` over the table's rows), ``min_diff``,
         ``max_diff``, ``wins`` (seeds with a positive difference), ``n_test`` (test studies
         per run), ``boot_lo``, ``boot_hi`` (the bootstrap over seeds and studies; NaN without
         per-study scores), ``diffs``, ``values`` and ``baseline_values`` (per seed, by seed).
@@ -240,6 +246,7 @@ def paired_differences(
                     "ci_lo": cmp.ci95[0],
                     "ci_hi": cmp.ci95[1],
                     "resolved": cmp.resolved,
+                    "resolved_unadjusted": cmp.resolved,
                     "p_paired_t": cmp.p_value,
                     "min_diff": float(d.min()),
                     "max_diff": float(d.max()),
@@ -252,7 +259,14 @@ def paired_differences(
                     "baseline_values": dict(zip(cmp.seeds, cmp.baseline_values)),
                 }
             )
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if len(table):
+        # the table is a family of claims: adjust for how many it makes (stats.holm says why)
+        table.insert(
+            list(table.columns).index("p_paired_t") + 1, "p_holm", holm(table["p_paired_t"])
+        )
+        table["resolved"] = table["resolved_unadjusted"] & (table["p_holm"] < 1 - confidence)
+    return table
 
 
 def compare(

@@ -7,7 +7,9 @@ per-seed difference ``d_s = init_s - baseline_s``.
 - :func:`paired_comparison`: the per-seed values, the paired mean difference, its 95 % interval
   from the paired t distribution (``mean ± t_{n-1, 0.975} · sd / sqrt(n)``), the two-sided p value
   and ``resolved``: the interval excludes zero. The t interval treats the test studies as fixed
-  (the question "does it help on this test set, over fine-tuning seeds").
+  (the question "does it help on this test set, over fine-tuning seeds"). A table of several
+  comparisons (:func:`mmlib.evaluate.reports.paired_differences`) also asks that the p value
+  stays below 5 % after :func:`holm`'s adjustment for the table's comparisons.
 - :func:`bootstrap_paired`: when per-study scores exist (``test_scores.csv``), a two-way
   bootstrap of the seed × study matrix of paired differences: seeds and studies are resampled
   independently (the same studies for every seed, since every seed scores the same test split),
@@ -73,6 +75,34 @@ def excludes_zero(ci: Sequence[float]) -> bool:
     """Whether an interval ``(lo, hi)`` lies wholly on one side of zero (False when undefined)."""
     lo, hi = float(ci[0]), float(ci[1])
     return bool(np.isfinite(lo) and np.isfinite(hi) and (lo > 0 or hi < 0))
+
+
+def holm(p_values: ArrayLike) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p values (NaN entries are not in the family).
+
+    The ``k``-th smallest of the ``m`` finite p values becomes ``max_{j <= k} min(1, (m - j + 1)
+    p_(j))``; rejecting where the adjusted value is below ``1 - confidence`` keeps the chance of
+    any false "resolved" in the family at most ``1 - confidence`` (Holm, Scand. J. Statist. 6
+    (1979) 65-70). Why the book needs it: a table of a dozen paired comparisons at three seeds
+    each, tested one by one at 95 %, calls about one of them resolved by chance; a second build
+    at another thread count then calls another one (measured: issue 18's note, stop 25).
+
+    Args:
+        p_values: ``(m,)`` two-sided p values; NaN where a comparison has no test (one seed).
+
+    Returns:
+        ``(m,)`` adjusted p values, NaN where the input is NaN.
+    """
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, np.nan)
+    idx = np.flatnonzero(np.isfinite(p))
+    if idx.size == 0:
+        return out
+    order = idx[np.argsort(p[idx], kind="stable")]
+    m = order.size
+    scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    out[order] = np.maximum.accumulate(scaled)
+    return out
 
 
 @dataclass(frozen=True)

@@ -162,8 +162,8 @@ def paired_table(diffs: pd.DataFrame, precision: int = 3) -> pd.DataFrame:
     Returns:
         Columns (the grouping columns present, the label fraction in %), ``init``, ``seeds``,
         ``per-seed difference``, ``mean difference``, ``95 % CI (paired t)``, ``95 % CI (seeds ×
-        studies)`` (when any row has it), ``p (paired t)`` and ``verdict`` (resolved /
-        unresolved).
+        studies)`` (when any row has it), ``p (paired t)``, ``p (Holm, this table)`` (when the
+        table has ``p_holm``) and ``verdict`` (resolved / unresolved).
     """
 
     def interval(lo: float, hi: float) -> str:
@@ -195,5 +195,9 @@ def paired_table(diffs: pd.DataFrame, precision: int = 3) -> pd.DataFrame:
     out["p (paired t)"] = [
         f"{p:.3f}" if np.isfinite(p) else "–" for p in diffs.get("p_paired_t", [])
     ]
+    if "p_holm" in diffs.columns:
+        out["p (Holm, this table)"] = [
+            f"{p:.3f}" if np.isfinite(p) else "–" for p in diffs["p_holm"].astype(float)
+        ]
     out["verdict"] = ["resolved" if r else "unresolved" for r in diffs.get("resolved", [])]
     return out
