@@ -21,7 +21,10 @@ def check(results: dict, out_dir: pathlib.Path) -> None:
             lo, hi = v["ci95"]
             if lo is not None:  # one seed: no interval, never resolved
                 assert lo <= v["mean_diff"] <= hi, key
-                assert v["resolved"] == (lo > 0 or hi < 0), key
+                # the interval alone, then Holm's adjustment over the table's comparisons
+                assert v["resolved_unadjusted"] == (lo > 0 or hi < 0), key
+                assert v["resolved"] == (v["resolved_unadjusted"] and v["p_holm"] < 0.05), key
+                assert v["p_holm"] >= v["p_paired_t"], key
             else:
                 assert not v["resolved"], key
     head = results["headline"]
