@@ -11,7 +11,7 @@ proxy-task ablations at 20 % over the same three seeds; the other tasks (stroke,
 BraTS-MET-, UPENN-GBM- and VS-Seg-like tasks; the four classification tasks) BrainMVP vs scratch
 at one fraction with one seed and ``other_steps`` steps (demo: 60 of the preset's 150; a
 demonstration that the code runs there, not a comparison).
-That is 57 fine-tuning runs of 15-45 s each at 1 thread, run two at a time
+That is 56 fine-tuning runs of 15-60 s each at 1 thread, run two at a time
 (``grid_workers``: :func:`mmlib.evaluate.grid.finetune_grid`). Every pre-trained initialisation
 at demo is the checkpoint shipped with mmlib (``pretrained: shipped`` in the demo fine-tuning
 preset, :mod:`mmlib.models.shipped`), so the downstream chapters pre-train nothing.
