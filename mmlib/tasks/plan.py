@@ -65,7 +65,7 @@ PLAN: dict[str, dict[str, Any]] = {
         "inits": ["scratch", "brainmvp", "mim"],
         "main_fraction": 0.2,
         # 1, 2, 3 and 5 of the 21 training studies: 30, 60, 90 and 150 steps (the last: the main
-        # runs); a 9-study point (270 steps a run) cost ~4 minutes of the book
+        # runs); a 9-study point (270 steps a run) cost ~3 minutes of the book
         "fractions": [0.04, 0.08, 0.12, 0.2],
         "fraction_epochs": 60,
         "seeds": [0, 1, 2],
