@@ -265,7 +265,8 @@ if len(runs):
 # called resolved only when its 95 % interval excludes zero and, in a table of comparisons, when
 # its p value stays below 5 % after Holm's adjustment for the table's number of comparisons (at
 # three seeds, a dozen comparisons tested one by one at 95 % call about one of them resolved by
-# chance, and a build at another thread count called a different one: the note on issue 18);
+# chance, and which one depends on the floating-point path: two builds of this book at 1 and
+# 2 threads per run disagreed on two of thirteen comparisons without the adjustment);
 # the held-out headline is one comparison fixed in advance and is not adjusted. The headline's verdict and the
 # power analysis above are written from `results.json`'s numbers. An unresolved comparison is
 # not evidence of no effect: the power analysis says how many seeds or test studies it would
