@@ -1070,10 +1070,13 @@ def _make_locked(spec: CohortSpec, root: Path, key: str, seed: int, workers: int
     )
     bar = tqdm(total=total, initial=total - len(jobs), desc=f"cohort {spec.preset}", unit="study")
     if workers == 1 or len(jobs) <= 1:
-        for src, i in jobs:
-            res = _job(src, i, seed, spec.factor, str(root))
-            rows[res["source"]][res["study"]] = res["row"]
-            bar.update()
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1):  # as in a worker (_init_worker): the same bytes
+            for src, i in jobs:
+                res = _job(src, i, seed, spec.factor, str(root))
+                rows[res["source"]][res["study"]] = res["row"]
+                bar.update()
     else:
         ctx = get_context("fork" if sys.platform.startswith("linux") else "spawn")
         with ProcessPoolExecutor(
@@ -1095,11 +1098,23 @@ def _make_locked(spec: CohortSpec, root: Path, key: str, seed: int, workers: int
 
 def _init_worker() -> None:
     """One thread per worker process: the workers already fill the cores (and a forked child
-    must not start an OpenMP team of its own)."""
+    must not start an OpenMP team of its own).
+
+    The BLAS pool too: a forked child inherits the parent's OpenBLAS, already started with one
+    thread per core, and the environment is read only when it starts. The simulation's
+    ``(N, 3) @ (3, 3)`` coordinate maps then ran on two BLAS threads per worker, whose
+    spin-waiting took the other worker's core: the demo cohort took 275 s on 2 cores, 136 s with
+    one BLAS thread per worker (``threadpool_limits``), its 834 files bit-identical. The
+    in-process path (``workers=1``) runs on one BLAS thread too: OpenBLAS's threaded path
+    changed the last bit of 9 voxels of a smoke study against its single-threaded one, so a
+    cohort's bytes would otherwise depend on the worker count and on the machine's cores.
+    """
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
+    from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(1)
+    threadpool_limits(1)
 
 
 def source_entry(src: SourceSpec) -> dict[str, Any]:
