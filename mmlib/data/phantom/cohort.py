@@ -843,6 +843,18 @@ def true_subject(src: SourceSpec, index: int, seed: int, factor: int) -> Subject
 def _simulate(
     src: SourceSpec, index: int, seed: int, factor: int
 ) -> tuple[Subject, dict[str, Any], list[tuple[W.Grid, np.ndarray, Rendered]]]:
+    from threadpoolctl import threadpool_limits
+
+    # one BLAS thread wherever a study is simulated (a worker, the cohort's own process, a
+    # notebook): OpenBLAS's threaded path changed the last bit of 9 voxels of a smoke study,
+    # so the bytes would otherwise depend on the caller's thread pools and the machine's cores
+    with threadpool_limits(1):
+        return _simulate_one_thread(src, index, seed, factor)
+
+
+def _simulate_one_thread(
+    src: SourceSpec, index: int, seed: int, factor: int
+) -> tuple[Subject, dict[str, Any], list[tuple[W.Grid, np.ndarray, Rendered]]]:
     anatomy = load_anatomy(factor)
     for attempt in range(MAX_ATTEMPTS):
         subject, rng = make_subject(src, index, seed, anatomy, attempt)
@@ -1070,13 +1082,10 @@ def _make_locked(spec: CohortSpec, root: Path, key: str, seed: int, workers: int
     )
     bar = tqdm(total=total, initial=total - len(jobs), desc=f"cohort {spec.preset}", unit="study")
     if workers == 1 or len(jobs) <= 1:
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(1):  # as in a worker (_init_worker): the same bytes
-            for src, i in jobs:
-                res = _job(src, i, seed, spec.factor, str(root))
-                rows[res["source"]][res["study"]] = res["row"]
-                bar.update()
+        for src, i in jobs:
+            res = _job(src, i, seed, spec.factor, str(root))
+            rows[res["source"]][res["study"]] = res["row"]
+            bar.update()
     else:
         ctx = get_context("fork" if sys.platform.startswith("linux") else "spawn")
         with ProcessPoolExecutor(
@@ -1104,10 +1113,9 @@ def _init_worker() -> None:
     thread per core, and the environment is read only when it starts. The simulation's
     ``(N, 3) @ (3, 3)`` coordinate maps then ran on two BLAS threads per worker, whose
     spin-waiting took the other worker's core: the demo cohort took 275 s on 2 cores, 136 s with
-    one BLAS thread per worker (``threadpool_limits``), its 834 files bit-identical. The
-    in-process path (``workers=1``) runs on one BLAS thread too: OpenBLAS's threaded path
-    changed the last bit of 9 voxels of a smoke study against its single-threaded one, so a
-    cohort's bytes would otherwise depend on the worker count and on the machine's cores.
+    one BLAS thread per worker (``threadpool_limits``), its 834 files bit-identical. (The
+    simulation itself always runs on one BLAS thread, :func:`_simulate`, so the bytes do not
+    depend on this.)
     """
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
