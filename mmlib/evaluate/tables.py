@@ -171,6 +171,9 @@ def paired_table(diffs: pd.DataFrame, precision: int = 3) -> pd.DataFrame:
             return "–"
         return f"[{lo:+.{precision}f}, {hi:+.{precision}f}]"
 
+    def p_cells(values: Any) -> list[str]:
+        return [f"{p:.3f}" if np.isfinite(p) else "–" for p in np.asarray(values, dtype=float)]
+
     out = pd.DataFrame()
     for col in ("task", "label_fraction"):
         if col in diffs.columns:
@@ -192,12 +195,8 @@ def paired_table(diffs: pd.DataFrame, precision: int = 3) -> pd.DataFrame:
         out["95 % CI (seeds × studies)"] = [
             interval(lo, hi) for lo, hi in zip(diffs["boot_lo"], diffs["boot_hi"])
         ]
-    out["p (paired t)"] = [
-        f"{p:.3f}" if np.isfinite(p) else "–" for p in diffs.get("p_paired_t", [])
-    ]
+    out["p (paired t)"] = p_cells(diffs.get("p_paired_t", []))
     if "p_holm" in diffs.columns:
-        out["p (Holm, this table)"] = [
-            f"{p:.3f}" if np.isfinite(p) else "–" for p in diffs["p_holm"].astype(float)
-        ]
+        out["p (Holm, this table)"] = p_cells(diffs["p_holm"])
     out["verdict"] = ["resolved" if r else "unresolved" for r in diffs.get("resolved", [])]
     return out
