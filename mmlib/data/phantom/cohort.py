@@ -845,9 +845,12 @@ def _simulate(
 ) -> tuple[Subject, dict[str, Any], list[tuple[W.Grid, np.ndarray, Rendered]]]:
     from threadpoolctl import threadpool_limits
 
-    # one BLAS thread wherever a study is simulated (a worker, the cohort's own process, a
-    # notebook): OpenBLAS's threaded path changed the last bit of 9 voxels of a smoke study,
-    # so the bytes would otherwise depend on the caller's thread pools and the machine's cores
+    # One BLAS thread wherever a study is simulated (a worker, the cohort's own process, a
+    # notebook). Speed: a forked worker inherits the parent's OpenBLAS, started with a thread
+    # per core (the environment is read only then), and the (N, 3) @ (3, 3) coordinate maps'
+    # spin-waiting threads took the other worker's core: the demo cohort took 275 s on 2 cores,
+    # 136 s like this, its 834 files bit-identical. Bytes: the threaded path changed the last
+    # bit of 9 voxels of a smoke study, so they would depend on the caller's pools and cores.
     with threadpool_limits(1):
         return _simulate_one_thread(src, index, seed, factor)
 
@@ -1107,22 +1110,12 @@ def _make_locked(spec: CohortSpec, root: Path, key: str, seed: int, workers: int
 
 def _init_worker() -> None:
     """One thread per worker process: the workers already fill the cores (and a forked child
-    must not start an OpenMP team of its own).
-
-    The BLAS pool too: a forked child inherits the parent's OpenBLAS, already started with one
-    thread per core, and the environment is read only when it starts. The simulation's
-    ``(N, 3) @ (3, 3)`` coordinate maps then ran on two BLAS threads per worker, whose
-    spin-waiting took the other worker's core: the demo cohort took 275 s on 2 cores, 136 s with
-    one BLAS thread per worker (``threadpool_limits``), its 834 files bit-identical. (The
-    simulation itself always runs on one BLAS thread, :func:`_simulate`, so the bytes do not
-    depend on this.)
-    """
+    must not start an OpenMP team of its own); the simulation limits the BLAS pool itself
+    (:func:`_simulate`)."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
-    from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(1)
-    threadpool_limits(1)
 
 
 def source_entry(src: SourceSpec) -> dict[str, Any]:
